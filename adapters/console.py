@@ -1,0 +1,134 @@
+"""The terminal adapter: a conversation in a local channel, interactive or scripted.
+
+Every line read is one message (or one command); every message gets exactly one
+answer block on stdout, so ``printf 'q\\n/fix a\\nq\\n' | heedful chat`` is a script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import BinaryIO, TextIO
+
+from engine import (
+    ChannelKey,
+    Engine,
+    Feedback,
+    FeedbackKind,
+    HeedfulError,
+    Turn,
+)
+
+__all__ = ["ConsoleAdapter", "HELP"]
+
+HELP = """commands:
+  /fix <better answer>   correct my last reply (I learn it for this channel)
+  /good, /bad            rate my last reply
+  /why                   what shaped my last reply
+  /learned               what this channel taught me
+  /forget                forget everything this channel taught me
+  /persona [preset|text] show or set the persona (presets: {presets})
+  /help                  this list
+  /quit                  leave"""
+
+
+class ConsoleAdapter:
+    """Reads messages from ``stdin`` and writes replies to ``stdout``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        channel: str = "default",
+        *,
+        user: str = "you",
+        stdin: BinaryIO | None = None,
+        stdout: TextIO | None = None,
+        interactive: bool | None = None,
+    ) -> None:
+        self.engine = engine
+        self.key = ChannelKey(platform="console", space="local", channel=channel)
+        self.user = user
+        self.stdin = stdin or sys.stdin.buffer
+        self.stdout = stdout or sys.stdout
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+        self.last_reply_id = ""
+
+    def _write(self, text: str = "", end: str = "\n") -> None:
+        self.stdout.write(text + end)
+        self.stdout.flush()
+
+    async def run(self) -> None:
+        """Serve until end of input or ``/quit``."""
+        if self.interactive:
+            self._write(f"heedful · channel {self.key.channel!r} · model {self.engine.model_name}")
+            self._write("Type a message; /fix <better answer> corrects my last reply; /help lists commands.")
+        while True:
+            if self.interactive:
+                self._write("you> ", end="")
+            raw = await asyncio.to_thread(self.stdin.readline)
+            if not raw:
+                return
+            line = raw.rstrip(b"\r\n")
+            if line.strip() in (b"/quit", b"/exit"):
+                return
+            await self.handle(line)
+
+    async def handle(self, raw: bytes) -> None:
+        """Answer one input line; errors become a clear one-line message."""
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            if text.startswith("/"):
+                await self._command(text)
+            else:
+                await self._chat(text)
+        except HeedfulError as err:
+            self._write(f"[{type(err).__name__}] {err}")
+
+    async def _chat(self, text: str) -> None:
+        reply = self.engine.reply(Turn(channel=self.key, text=text, author_id=self.user, author_name=self.user))
+        self.last_reply_id = reply.reply_id
+        if self.interactive:
+            self._write("bot> ", end="")
+        async for chunk in reply:
+            self._write(chunk, end="")
+        self._write()
+
+    async def _command(self, text: str) -> None:
+        name, _, arg = text.partition(" ")
+        arg = arg.strip()
+        if name == "/fix":
+            await self._feedback(FeedbackKind.CORRECTION, arg)
+        elif name in ("/good", "/bad"):
+            await self._feedback(FeedbackKind.UP if name == "/good" else FeedbackKind.DOWN, "")
+        elif name == "/why":
+            explanation = await self.engine.explain(self.key, reply_id=self.last_reply_id)
+            self._write(explanation.summary())
+        elif name == "/learned":
+            learned = await self.engine.learned(self.key)
+            if not learned:
+                self._write("Nothing learned in this channel yet.")
+            for c in learned:
+                self._write(f"#{c.correction_id}: {c.question!r} -> {c.answer!r}")
+        elif name == "/forget":
+            count = await self.engine.forget(self.key)
+            self._write(f"Forgot {count} correction(s) in this channel.")
+        elif name == "/persona":
+            if arg:
+                await self.engine.set_persona(self.key, arg)
+                self._write(f"Persona set to {arg!r}.")
+            else:
+                current = (await self.engine.channel_settings(self.key)).persona or "(default)"
+                self._write(f"Persona: {current}. Presets: {', '.join(self.engine.personas())}.")
+        elif name == "/help":
+            self._write(HELP.format(presets=", ".join(self.engine.personas())))
+        else:
+            self._write(f"Unknown command {name!r}; /help lists the commands.")
+
+    async def _feedback(self, kind: FeedbackKind, text: str) -> None:
+        if kind is FeedbackKind.CORRECTION and not text:
+            self._write("Usage: /fix <the better answer>")
+            return
+        receipt = await self.engine.feedback(
+            Feedback(channel=self.key, kind=kind, author_id=self.user, reply_id=self.last_reply_id, text=text)
+        )
+        self._write(receipt.message)

@@ -1,0 +1,1 @@
+"""What runs: configuration, presets, the ``heedful`` command and the runner."""

@@ -1,0 +1,133 @@
+"""All configuration in one typed tree: ``heedful.toml`` plus ``HEEDFUL_*`` variables.
+
+Precedence (highest first): environment, TOML file, defaults. Nested keys map to
+environment names with one underscore after the section: ``[model] id`` is
+``HEEDFUL_MODEL_ID``, ``[telegram] token`` is ``HEEDFUL_TELEGRAM_TOKEN``,
+``[learning] answer_threshold`` is ``HEEDFUL_LEARNING_ANSWER_THRESHOLD``.
+The file is ``$HEEDFUL_CONFIG``, else ``./heedful.toml`` when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from engine import EngineSettings
+from engine.settings import DialogSettings, EncoderSettings, LearningSettings, ModelSettings
+
+from .presets import PRESETS
+
+__all__ = ["Settings", "ConfigError", "load_settings", "default_data_dir"]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "heedful"
+
+
+class ConsoleSettings(BaseModel):
+    channel: str = Field("default", description="channel name used by `heedful chat` and `heedful run`")
+    user: str = Field("you", description="author id of console messages")
+
+
+class TelegramSettings(BaseModel):
+    token: SecretStr | None = None
+    api_url: str = "https://api.telegram.org/bot"
+
+
+class SlackSettings(BaseModel):
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    api_url: str = "https://slack.com/api/"
+
+
+class DiscordSettings(BaseModel):
+    token: SecretStr | None = None
+    api_url: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg"
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a heedful process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HEEDFUL_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    models_dir: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    offline: bool = Field(True, description="forbid Hugging Face hub downloads at run time")
+    model: ModelSettings = ModelSettings()
+    encoder: EncoderSettings = EncoderSettings()
+    learning: LearningSettings = LearningSettings()
+    dialog: DialogSettings = DialogSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    slack: SlackSettings = SlackSettings()
+    discord: DiscordSettings = DiscordSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls), file_secret_settings)
+
+    def engine_settings(self) -> EngineSettings:
+        """The engine's part of the tree, with the built-in persona presets filled in."""
+        dialog = self.dialog.model_copy(update={"personas": {**PRESETS, **self.dialog.personas}})
+        return EngineSettings(
+            data_dir=self.data_dir, models_dir=self.models_dir, model=self.model,
+            encoder=self.encoder, learning=self.learning, dialog=dialog,
+        )
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for log redaction."""
+        values = [self.telegram.token, self.slack.bot_token, self.slack.app_token, self.slack.signing_secret,
+                  self.discord.token]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON-ready data, secrets shown as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; raises ``ConfigError`` naming the bad key."""
+    path = config or Path(os.environ.get("HEEDFUL_CONFIG", "heedful.toml"))
+    if config is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path if path.is_file() else None)
+
+    try:
+        return _FromFile(**overrides)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '?'}: {e['msg']}" for e in err.errors(include_input=False)
+        )
+        raise ConfigError(f"invalid configuration ({path if path.is_file() else 'environment'}): {problems}") from None

@@ -1,0 +1,65 @@
+"""Assembles the engine and the adapters the configuration asks for, and runs them."""
+
+from __future__ import annotations
+
+import os
+from typing import BinaryIO, TextIO
+
+from adapters.console import ConsoleAdapter
+from engine import Engine
+
+from .config import ConfigError, Settings
+
+__all__ = ["prepare_environment", "configured_platforms", "run", "chat"]
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Process-wide switches that must be set before models load."""
+    if settings.offline:
+        # No network at run time: every model comes from an installed package or local files.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Load-time progress bars are noise in a chat terminal and in piped output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def configured_platforms(settings: Settings) -> list[str]:
+    """The platforms whose token is set."""
+    found = []
+    if settings.telegram.token is not None:
+        found.append("telegram")
+    if settings.slack.bot_token is not None:
+        found.append("slack")
+    if settings.discord.token is not None:
+        found.append("discord")
+    return found
+
+
+async def chat(
+    settings: Settings, channel: str | None = None, *, stdin: BinaryIO | None = None, stdout: TextIO | None = None
+) -> None:
+    """A console conversation in ``channel`` until end of input."""
+    prepare_environment(settings)
+    async with Engine(settings.engine_settings()) as engine:
+        console = ConsoleAdapter(
+            engine, channel or settings.console.channel, user=settings.console.user, stdin=stdin, stdout=stdout
+        )
+        await console.run()
+
+
+async def run(settings: Settings) -> None:
+    """Run every configured platform adapter; the console when none is configured."""
+    platforms = configured_platforms(settings)
+    if not platforms:
+        await chat(settings)
+        return
+    raise ConfigError(
+        f"token(s) set for {', '.join(platforms)}, but this build of heedful has no adapter for "
+        "them yet; unset the token(s) to use the console"
+    )
+
+

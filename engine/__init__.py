@@ -1,0 +1,45 @@
+"""heedful's engine: the one surface adapters import.
+
+>>> async with Engine(EngineSettings()) as engine:
+...     reply = engine.reply(Turn(ChannelKey("console", "general"), "hello"))
+...     async for chunk in reply: print(chunk, end="")
+"""
+
+from .contract import (
+    ChannelKey,
+    ChannelSettings,
+    Correction,
+    CorrectionUse,
+    Explanation,
+    Feedback,
+    FeedbackKind,
+    FeedbackReceipt,
+    Route,
+    Turn,
+)
+from .engine import Engine
+from .errors import EngineClosed, GenerationError, HeedfulError, InputError, NotFound, Overloaded
+from .reply import Reply
+from .settings import EngineSettings
+
+__all__ = [
+    "ChannelKey",
+    "ChannelSettings",
+    "Correction",
+    "CorrectionUse",
+    "Engine",
+    "EngineClosed",
+    "EngineSettings",
+    "Explanation",
+    "Feedback",
+    "FeedbackKind",
+    "FeedbackReceipt",
+    "GenerationError",
+    "HeedfulError",
+    "InputError",
+    "NotFound",
+    "Overloaded",
+    "Reply",
+    "Route",
+    "Turn",
+]

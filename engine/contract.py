@@ -1,0 +1,196 @@
+"""The contract between adapters and the engine.
+
+Every type here is a frozen, slotted dataclass made of plain values, so it can be
+logged, stored, or sent over the network (``to_dict`` / ``from_dict``) unchanged.
+Platform leftovers go in ``extra``; anything the engine acts on is a typed field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from pydantic import TypeAdapter
+
+__all__ = [
+    "ChannelKey",
+    "Turn",
+    "FeedbackKind",
+    "Feedback",
+    "FeedbackReceipt",
+    "CorrectionUse",
+    "Route",
+    "Explanation",
+    "Correction",
+    "ChannelSettings",
+]
+
+
+class _Serialisable:
+    """``to_dict``/``from_dict`` for the contract's dataclasses, nested ones included.
+
+    Validation is pydantic's, so a malformed payload from the network raises a
+    ``pydantic.ValidationError`` that names the bad field.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return TypeAdapter(type(self)).dump_python(self, mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return TypeAdapter(cls).validate_python(dict(data))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelKey(_Serialisable):
+    """Where a conversation happens; everything heedful learns is keyed by it.
+
+    ``space`` is the guild / workspace / group, ``channel`` the channel or chat, and
+    ``thread`` an optional thread or forum topic. Learning is scoped to the channel
+    (:attr:`scope`); history is kept per thread.
+    """
+
+    platform: str
+    channel: str
+    space: str = ""
+    thread: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.platform or not self.channel:
+            raise ValueError("ChannelKey needs a platform and a channel")
+
+    @property
+    def scope(self) -> ChannelKey:
+        """The learning scope: this key without its thread."""
+        return self if not self.thread else dataclasses.replace(self, thread="")
+
+    def __str__(self) -> str:
+        parts = [self.platform, self.space, self.channel]
+        if self.thread:
+            parts.append(self.thread)
+        return ":".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> ChannelKey:
+        """Inverse of ``str()``: ``platform:space:channel[:thread]``."""
+        parts = text.split(":")
+        if len(parts) not in (3, 4):
+            raise ValueError(f"not a channel key: {text!r} (want platform:space:channel[:thread])")
+        return cls(platform=parts[0], space=parts[1], channel=parts[2], thread=parts[3] if len(parts) == 4 else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn(_Serialisable):
+    """One message addressed to the bot."""
+
+    channel: ChannelKey
+    text: str
+    author_id: str = ""
+    author_name: str = ""
+    message_id: str = ""
+    """The platform's id of this message (empty when the platform has none)."""
+    reply_to: str = ""
+    """The platform id of the message this one replies to, if any."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class FeedbackKind(enum.StrEnum):
+    CORRECTION = "correction"
+    UP = "up"
+    DOWN = "down"
+    FORGET = "forget"
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback(_Serialisable):
+    """A user's judgement of one of the bot's replies.
+
+    The target is either ``reply_id`` (the engine's id, as given by ``Reply.reply_id``)
+    or ``message_id`` (a platform message id the adapter linked with
+    ``Engine.link_message``). A correction may instead name the question directly in
+    ``question`` (teaching without a prior reply).
+    """
+
+    channel: ChannelKey
+    kind: FeedbackKind
+    author_id: str = ""
+    reply_id: str = ""
+    message_id: str = ""
+    text: str = ""
+    """For corrections: the better answer."""
+    question: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackReceipt(_Serialisable):
+    """The engine's acknowledgement: once returned, an accepted correction is durable."""
+
+    accepted: bool
+    message: str
+    correction_id: int | None = None
+    forgotten: int = 0
+
+
+class Route(enum.StrEnum):
+    """How a reply was produced."""
+
+    CORRECTION = "correction"  # answered from a learned correction
+    EXAMPLES = "examples"  # generated with learned corrections as worked examples
+    BASE = "base"  # base model behaviour, nothing learned applied
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectionUse(_Serialisable):
+    """One learned correction that shaped a reply, and how strongly it matched."""
+
+    correction_id: int
+    question: str
+    answer: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation(_Serialisable):
+    """What shaped a reply; what ``/why`` shows."""
+
+    reply_id: str
+    channel: ChannelKey
+    route: Route
+    model: str
+    corrections: tuple[CorrectionUse, ...] = ()
+    answer_threshold: float = 0.0
+    example_threshold: float = 0.0
+    adapter_version: str | None = None
+    persona: str = ""
+
+    def summary(self) -> str:
+        """A short human-readable account, for ``/why``."""
+        lines = [f"model {self.model}; adapter {self.adapter_version or 'none'}; route {self.route.value}"]
+        if not self.corrections:
+            lines.append("no learned correction applied")
+        for use in self.corrections:
+            lines.append(f"  #{use.correction_id} score {use.score:.2f}: {use.question!r} -> {use.answer!r}")
+        lines.append(f"thresholds: answer >= {self.answer_threshold:.2f}, example >= {self.example_threshold:.2f}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction(_Serialisable):
+    """A learned correction as listed by ``/learned``."""
+
+    correction_id: int
+    question: str
+    answer: str
+    author_id: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings(_Serialisable):
+    """Per-channel settings an admin can change from the chat."""
+
+    persona: str = ""

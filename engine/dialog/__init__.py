@@ -1,0 +1,1 @@
+"""Dialog: cleaning what comes in and goes out, history, persona and prompt assembly."""

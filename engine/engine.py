@@ -1,0 +1,357 @@
+"""The engine: one object that adapters talk to.
+
+A turn goes: clean the text -> store it -> embed it -> match the channel's support
+set -> answer from a correction, or generate (with learned examples when they are
+close) -> stream -> store the reply with its explanation. Turns in one thread are
+served one at a time; different channels run concurrently and share model batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import Any
+
+from .contract import (
+    ChannelKey,
+    ChannelSettings,
+    Correction,
+    CorrectionUse,
+    Explanation,
+    Feedback,
+    FeedbackKind,
+    FeedbackReceipt,
+    Route,
+    Turn,
+)
+from .dialog.prompt import PromptParts, assemble
+from .dialog.sanitize import MentionGuard, clean_text
+from .errors import EngineClosed, InputError, NotFound
+from .generation.model_loader import LoadedModel, load_model
+from .generation.worker import ModelWorker
+from .learning.support_set import Match, SupportSet
+from .reply import Reply
+from .settings import EngineSettings
+from .store import Store, StoredMessage
+from .understanding.encoder import Encoder
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+_FALLBACK_PERSONA = "You are heedful, a helpful assistant in a group chat. Answer briefly and accurately."
+
+
+class Engine:
+    """The heedful engine. Use as ``async with Engine(settings) as engine: ...``."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self.store = Store(settings.database_path)
+        self.encoder = Encoder(settings.encoder)
+        self._loaded: LoadedModel | None = None
+        self._worker: ModelWorker | None = None
+        self._support: dict[ChannelKey, SupportSet] = {}
+        self._support_lock = asyncio.Lock()
+        self._locks: defaultdict[ChannelKey, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, load encoder and model (in threads) and start the worker."""
+        if self._started:
+            return
+        try:
+            await self.store.open()
+            self._loaded, _ = await asyncio.gather(
+                asyncio.to_thread(load_model, self.settings.model, self.settings.model_cache_dir),
+                self.encoder.start(),
+            )
+            self._worker = ModelWorker(self._loaded, self.settings.model)
+            self._worker.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop generation (running replies end with ``EngineClosed``) and close the store."""
+        self._started = False
+        if self._worker is not None:
+            await self._worker.stop()
+            self._worker = None
+        await self.encoder.stop()
+        await self.store.close()
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def model_name(self) -> str:
+        return self._loaded.name if self._loaded else self.settings.model.id
+
+    def _check_running(self) -> None:
+        if not self._started:
+            raise EngineClosed("the engine is not running")
+
+    # -- turns ------------------------------------------------------------------------
+
+    def reply(self, turn: Turn) -> Reply:
+        """Start answering ``turn``; iterate the returned ``Reply`` for its text.
+
+        Raises (while iterating) ``InputError`` for unusable input, with a message fit
+        for the user, ``Overloaded`` when the model queue is full and ``EngineClosed``
+        when the engine stops. Cancelling is safe.
+        """
+        return Reply(lambda reply: self._answer(turn, reply))
+
+    async def _answer(self, turn: Turn, reply: Reply) -> AsyncIterator[str]:
+        self._check_running()
+        text = clean_text(turn.text, limit=self.settings.dialog.max_input_chars)
+        async with self._locks[turn.channel]:
+            question_id = await self.store.add_message(
+                turn.channel, role="user", text=text, platform_message_id=turn.message_id,
+                reply_to=turn.reply_to, author_id=turn.author_id, author_name=turn.author_name,
+            )
+            matches = await self._match(turn.channel, text)
+            persona = await self._persona(turn.channel)
+            explanation = self._explain(reply.reply_id, turn.channel, matches, persona)
+            reply.explanation = explanation
+            answer_id = await self.store.add_message(
+                turn.channel, role="assistant", text="", reply_id=reply.reply_id, question_id=question_id,
+                complete=False,
+            )
+            produced: list[str] = []
+            guard = MentionGuard()
+            try:
+                chunks = self._produce(turn.channel, text, question_id, explanation, persona)
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        safe = guard.feed(chunk)
+                        if safe:
+                            produced.append(safe)
+                            yield safe
+                tail = guard.flush()
+                if tail:
+                    produced.append(tail)
+                    yield tail
+            finally:
+                # Store what was produced even when the consumer went away mid-reply.
+                await asyncio.shield(
+                    self.store.finish_message(answer_id, "".join(produced), explanation.to_dict())
+                )
+
+    async def _produce(
+        self, channel: ChannelKey, text: str, question_id: int, explanation: Explanation, persona: str
+    ) -> AsyncIterator[str]:
+        learned = self.settings.learning
+        if explanation.route is Route.CORRECTION and not learned.rephrase:
+            answer = explanation.corrections[0].answer
+            for word in _words(answer):  # stream it like generated text, so adapters need one path
+                yield word
+            return
+        assert self._worker is not None and self._loaded is not None
+        history = await self.store.history(channel, self.settings.dialog.history_turns, before_id=question_id)
+        grounding = explanation.corrections[0].answer if explanation.route is Route.CORRECTION else ""
+        examples = [] if grounding else [(u.question, u.answer) for u in reversed(explanation.corrections)]
+        parts = PromptParts(
+            persona=persona,
+            examples=examples,
+            history=[(m.role, m.text) for m in history if m.text],
+            message=text,
+            grounding=grounding,
+        )
+        prompt = await asyncio.to_thread(self._render, parts)
+        stream = self._worker.submit(prompt)
+        try:
+            async for delta in stream:
+                yield delta
+        finally:
+            stream.cancel()  # frees the batch slot if the reader left early
+
+    def _render(self, parts: PromptParts) -> list[int]:
+        """Token ids of the prompt (runs in a thread: tokenising is CPU work)."""
+        assert self._loaded is not None
+        tokenizer = self._loaded.tokenizer
+        budget = min(self.settings.model.context_tokens, self._loaded.context_length) - self.settings.model.max_new_tokens
+
+        def ids(messages: list[dict[str, str]]) -> list[int]:
+            out: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+        return ids(assemble(parts, lambda m: len(ids(m)), budget))
+
+    # -- learning ---------------------------------------------------------------------
+
+    async def _support_set(self, channel: ChannelKey) -> SupportSet:
+        scope = channel.scope
+        if scope not in self._support:
+            async with self._support_lock:
+                if scope not in self._support:
+                    self._support[scope] = SupportSet(await self.store.corrections(scope))
+        return self._support[scope]
+
+    async def _match(self, channel: ChannelKey, text: str) -> list[Match]:
+        support = await self._support_set(channel)
+        if not len(support):
+            return []
+        (vector,) = await self.encoder.embed([text])
+        return support.match(vector)
+
+    def _explain(self, reply_id: str, channel: ChannelKey, matches: list[Match], persona: str) -> Explanation:
+        learned = self.settings.learning
+        route = Route.BASE
+        used: list[Match] = []
+        if matches and matches[0].score >= learned.answer_threshold:
+            route, used = Route.CORRECTION, matches[:1]
+        elif learned.max_examples:
+            used = [m for m in matches if m.score >= learned.example_threshold][: learned.max_examples]
+            route = Route.EXAMPLES if used else Route.BASE
+        return Explanation(
+            reply_id=reply_id,
+            channel=channel,
+            route=route,
+            model=self.model_name,
+            corrections=tuple(
+                CorrectionUse(m.correction.id, m.correction.question, m.correction.answer, round(m.score, 4))
+                for m in used
+            ),
+            answer_threshold=learned.answer_threshold,
+            example_threshold=learned.example_threshold,
+            adapter_version=None,
+            persona=persona,
+        )
+
+    async def feedback(self, feedback: Feedback) -> FeedbackReceipt:
+        """Apply a user's feedback. A returned receipt with ``accepted`` is durable.
+
+        Raises ``NotFound`` when the targeted reply does not exist in that channel and
+        ``InputError`` when a correction is empty or too long.
+        """
+        self._check_running()
+        channel = feedback.channel
+        target = await self._target(feedback)
+        if feedback.kind is FeedbackKind.CORRECTION:
+            return await self._correct(feedback, target)
+        if target is None:
+            raise NotFound("there is no reply of mine here to give feedback on")
+        if feedback.kind is FeedbackKind.FORGET:
+            used = [u["correction_id"] for u in (target.explanation or {}).get("corrections", [])]
+            forgotten = await self.forget(channel, used) if used else 0
+            return FeedbackReceipt(True, f"Forgot {forgotten} correction(s) behind that reply.", forgotten=forgotten)
+        await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id)
+        return FeedbackReceipt(True, "Thanks for the feedback." if feedback.kind is FeedbackKind.UP
+                               else "Noted. Reply with a correction to teach me the better answer.")
+
+    async def _target(self, feedback: Feedback) -> StoredMessage | None:
+        target = await self.store.find_reply(feedback.channel, reply_id=feedback.reply_id, message_id=feedback.message_id)
+        if target is None and (feedback.reply_id or feedback.message_id):
+            raise NotFound("that message is not one of my replies in this channel")
+        return target
+
+    async def _correct(self, feedback: Feedback, target: StoredMessage | None) -> FeedbackReceipt:
+        limit = self.settings.learning.max_correction_chars
+        answer = clean_text(feedback.text, limit=limit, what="correction")
+        if feedback.question:
+            question = clean_text(feedback.question, limit=self.settings.dialog.max_input_chars, what="question")
+        elif target is not None and target.question_id is not None:
+            asked = await self.store.message(target.question_id)
+            if asked is None:
+                raise NotFound("the question behind that reply is gone")
+            question = asked.text
+        else:
+            raise InputError("There is nothing to correct yet: ask me something first.")
+        (vector,) = await self.encoder.embed([question])
+        support = await self._support_set(feedback.channel)
+        # A new answer to the very same question replaces the old one.
+        same = [c.id for c in support if _norm(c.question) == _norm(question)]
+        if same:
+            await self.store.forget(feedback.channel, same)
+            support.remove(same)
+        stored = await self.store.add_correction(
+            feedback.channel, question=question, answer=answer, author_id=feedback.author_id,
+            embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
+        )
+        support.add(stored)
+        log.info("learned correction #%d in %s", stored.id, feedback.channel.scope)
+        return FeedbackReceipt(True, f"Learned: when asked {_short(question)!r}, answer {_short(answer)!r}.",
+                               correction_id=stored.id)
+
+    async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None) -> int:
+        """Forget all corrections of ``channel``'s scope (or only ``correction_ids``); returns how many."""
+        self._check_running()
+        ids = await self.store.forget(channel.scope, correction_ids)
+        (await self._support_set(channel)).remove(ids)
+        return len(ids)
+
+    async def learned(self, channel: ChannelKey) -> list[Correction]:
+        """The active corrections of ``channel``'s scope, oldest first."""
+        self._check_running()
+        return [c.public() for c in await self.store.corrections(channel.scope)]
+
+    async def explain(self, channel: ChannelKey, *, reply_id: str = "", message_id: str = "") -> Explanation:
+        """What shaped a reply (the last one in the thread when no id is given)."""
+        self._check_running()
+        target = await self.store.find_reply(channel, reply_id=reply_id, message_id=message_id)
+        if target is None or target.explanation is None:
+            raise NotFound("there is no finished reply of mine to explain")
+        return Explanation.from_dict(target.explanation)
+
+    async def link_message(self, channel: ChannelKey, reply_id: str, platform_message_id: str) -> None:
+        """Record that a platform message shows (part of) a reply, so feedback on it finds the reply."""
+        self._check_running()
+        await self.store.link_message(channel, reply_id, platform_message_id)
+
+    # -- channel settings -------------------------------------------------------------
+
+    async def channel_settings(self, channel: ChannelKey) -> ChannelSettings:
+        self._check_running()
+        return await self.store.channel_settings(channel.scope)
+
+    async def set_persona(self, channel: ChannelKey, persona: str) -> ChannelSettings:
+        """Set the channel's persona: a preset name (``support``, ``tutor``, ...) or free text."""
+        self._check_running()
+        text = clean_text(persona, limit=2000, what="persona")
+        settings = ChannelSettings(persona=text)
+        await self.store.set_channel_settings(channel.scope, settings)
+        return settings
+
+    def personas(self) -> dict[str, str]:
+        """The preset personas, name -> system prompt."""
+        return dict(self.settings.dialog.personas)
+
+    async def _persona(self, channel: ChannelKey) -> str:
+        chosen = (await self.store.channel_settings(channel.scope)).persona or self.settings.dialog.default_persona
+        presets = self.settings.dialog.personas
+        if chosen in presets:
+            return presets[chosen]
+        return chosen if chosen != self.settings.dialog.default_persona else _FALLBACK_PERSONA
+
+
+def _words(text: str) -> list[str]:
+    """Split into chunks that concatenate back to ``text`` exactly."""
+    out: list[str] = []
+    start = 0
+    for i in range(1, len(text) + 1):
+        if i == len(text) or (text[i] == " " and text[i - 1] != " "):
+            out.append(text[start:i])
+            start = i
+    return out
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+

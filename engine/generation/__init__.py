@@ -1,0 +1,1 @@
+"""Generation: loading the LLM and the one worker thread that runs it."""

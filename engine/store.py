@@ -1,0 +1,378 @@
+"""Everything that must survive a restart, in one SQLite file (via aiosqlite).
+
+The database runs in WAL mode with ``synchronous=FULL``: once a write coroutine
+returns, the row is on disk and survives ``kill -9`` (and a power cut). Schema
+changes are numbered migrations applied in order and recorded in
+``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import numpy as np
+
+from .contract import ChannelKey, ChannelSettings, Correction
+from .errors import EngineClosed, NotFound
+
+__all__ = ["Store", "StoredCorrection", "StoredMessage", "MIGRATIONS"]
+
+MIGRATIONS: Sequence[str] = (
+    # 1: the foundation schema.
+    """
+    CREATE TABLE channels (
+        id INTEGER PRIMARY KEY,
+        platform TEXT NOT NULL,
+        space TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        UNIQUE (platform, space, channel)
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        channel_id INTEGER NOT NULL REFERENCES channels(id),
+        thread TEXT NOT NULL DEFAULT '',
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        reply_id TEXT UNIQUE,
+        platform_message_id TEXT NOT NULL DEFAULT '',
+        reply_to TEXT NOT NULL DEFAULT '',
+        question_id INTEGER REFERENCES messages(id),
+        author_id TEXT NOT NULL DEFAULT '',
+        author_name TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        explanation TEXT,
+        complete INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX messages_history ON messages (channel_id, thread, id);
+    CREATE INDEX messages_platform ON messages (channel_id, platform_message_id);
+    CREATE TABLE message_links (
+        channel_id INTEGER NOT NULL REFERENCES channels(id),
+        platform_message_id TEXT NOT NULL,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        PRIMARY KEY (channel_id, platform_message_id)
+    );
+    CREATE TABLE corrections (
+        id INTEGER PRIMARY KEY,
+        channel_id INTEGER NOT NULL REFERENCES channels(id),
+        message_id INTEGER REFERENCES messages(id),
+        question TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        author_id TEXT NOT NULL DEFAULT '',
+        embedding BLOB NOT NULL,
+        encoder TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        forgotten_at REAL
+    );
+    CREATE INDEX corrections_active ON corrections (channel_id, active);
+    CREATE TABLE thumbs (
+        id INTEGER PRIMARY KEY,
+        channel_id INTEGER NOT NULL REFERENCES channels(id),
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        kind TEXT NOT NULL CHECK (kind IN ('up', 'down')),
+        author_id TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE adapter_versions (
+        id INTEGER PRIMARY KEY,
+        channel_id INTEGER NOT NULL REFERENCES channels(id),
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'candidate',
+        weights BLOB,
+        metrics TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        UNIQUE (channel_id, version)
+    );
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCorrection:
+    id: int
+    question: str
+    answer: str
+    author_id: str
+    embedding: np.ndarray
+    encoder: str
+    created_at: float
+
+    def public(self) -> Correction:
+        return Correction(self.id, self.question, self.answer, self.author_id, self.created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    thread: str
+    role: str
+    reply_id: str | None
+    text: str
+    question_id: int | None
+    explanation: dict[str, Any] | None
+
+
+class Store:
+    """Async access to the heedful database. One instance per process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._channel_ids: dict[ChannelKey, int] = {}
+
+    async def open(self) -> None:
+        """Open (creating if needed) and migrate the database."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await self._migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise EngineClosed("store is not open")
+        return self._db
+
+    async def schema_version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    async def _migrate(db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if current > len(MIGRATIONS):
+            raise RuntimeError(
+                f"database schema version {current} is newer than this heedful ({len(MIGRATIONS)}); upgrade heedful"
+            )
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            # executescript commits first; each migration and its version bump land together.
+            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+
+    # -- channels ---------------------------------------------------------------------
+
+    async def channel_id(self, key: ChannelKey) -> int:
+        """The row id of the learning scope of ``key``, created on first use."""
+        scope = key.scope
+        if scope in self._channel_ids:
+            return self._channel_ids[scope]
+        await self.db.execute(
+            "INSERT OR IGNORE INTO channels (platform, space, channel, created_at) VALUES (?, ?, ?, ?)",
+            (scope.platform, scope.space, scope.channel, time.time()),
+        )
+        await self.db.commit()
+        async with self.db.execute(
+            "SELECT id FROM channels WHERE platform = ? AND space = ? AND channel = ?",
+            (scope.platform, scope.space, scope.channel),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        self._channel_ids[scope] = int(row[0])
+        return int(row[0])
+
+    async def channel_settings(self, key: ChannelKey) -> ChannelSettings:
+        cid = await self.channel_id(key)
+        async with self.db.execute("SELECT settings FROM channels WHERE id = ?", (cid,)) as cur:
+            row = await cur.fetchone()
+        return ChannelSettings.from_dict(json.loads(row[0]) if row else {})
+
+    async def set_channel_settings(self, key: ChannelKey, settings: ChannelSettings) -> None:
+        cid = await self.channel_id(key)
+        await self.db.execute("UPDATE channels SET settings = ? WHERE id = ?", (json.dumps(settings.to_dict()), cid))
+        await self.db.commit()
+
+    # -- messages ---------------------------------------------------------------------
+
+    async def add_message(
+        self,
+        key: ChannelKey,
+        *,
+        role: str,
+        text: str,
+        reply_id: str | None = None,
+        platform_message_id: str = "",
+        reply_to: str = "",
+        question_id: int | None = None,
+        author_id: str = "",
+        author_name: str = "",
+        complete: bool = True,
+    ) -> int:
+        cid = await self.channel_id(key)
+        cur = await self.db.execute(
+            "INSERT INTO messages (channel_id, thread, role, reply_id, platform_message_id, reply_to, question_id,"
+            " author_id, author_name, text, complete, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (cid, key.thread, role, reply_id, platform_message_id, reply_to, question_id, author_id, author_name,
+             text, int(complete), time.time()),
+        )
+        await self.db.commit()
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def finish_message(self, message_id: int, text: str, explanation: dict[str, Any]) -> None:
+        await self.db.execute(
+            "UPDATE messages SET text = ?, explanation = ?, complete = 1 WHERE id = ?",
+            (text, json.dumps(explanation), message_id),
+        )
+        await self.db.commit()
+
+    async def link_message(self, key: ChannelKey, reply_id: str, platform_message_id: str) -> None:
+        """Record that the platform message ``platform_message_id`` shows (part of) ``reply_id``."""
+        cid = await self.channel_id(key)
+        async with self.db.execute(
+            "SELECT id FROM messages WHERE channel_id = ? AND reply_id = ?", (cid, reply_id)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"no reply {reply_id!r} in {key.scope}")
+        await self.db.execute(
+            "INSERT OR REPLACE INTO message_links (channel_id, platform_message_id, message_id) VALUES (?, ?, ?)",
+            (cid, platform_message_id, row[0]),
+        )
+        await self.db.commit()
+
+    async def find_reply(self, key: ChannelKey, *, reply_id: str = "", message_id: str = "") -> StoredMessage | None:
+        """The bot reply named by engine ``reply_id`` or by a linked platform ``message_id``."""
+        cid = await self.channel_id(key)
+        if reply_id:
+            query, args = "SELECT * FROM messages WHERE channel_id = ? AND reply_id = ?", (cid, reply_id)
+        elif message_id:
+            query = (
+                "SELECT m.* FROM messages m JOIN message_links l ON l.message_id = m.id"
+                " WHERE l.channel_id = ? AND l.platform_message_id = ?"
+            )
+            args = (cid, message_id)
+        else:
+            query = (
+                "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND role = 'assistant'"
+                " ORDER BY id DESC LIMIT 1"
+            )
+            args = (cid, key.thread)
+        async with self.db.execute(query, args) as cur:
+            cur.row_factory = aiosqlite.Row
+            row = await cur.fetchone()
+        return _message(row) if row else None
+
+    async def message(self, message_id: int) -> StoredMessage | None:
+        async with self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)) as cur:
+            cur.row_factory = aiosqlite.Row
+            row = await cur.fetchone()
+        return _message(row) if row else None
+
+    async def history(self, key: ChannelKey, limit: int, before_id: int | None = None) -> list[StoredMessage]:
+        """The last ``limit`` complete messages of ``key``'s thread, oldest first."""
+        cid = await self.channel_id(key)
+        async with self.db.execute(
+            "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND complete = 1 AND id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (cid, key.thread, before_id if before_id is not None else 2**62, limit),
+        ) as cur:
+            cur.row_factory = aiosqlite.Row
+            rows = await cur.fetchall()
+        return [_message(r) for r in reversed(rows)]
+
+    # -- corrections ------------------------------------------------------------------
+
+    async def add_correction(
+        self,
+        key: ChannelKey,
+        *,
+        question: str,
+        answer: str,
+        author_id: str,
+        embedding: np.ndarray,
+        encoder: str,
+        message_id: int | None,
+    ) -> StoredCorrection:
+        """Store a correction durably (committed with synchronous=FULL before returning)."""
+        cid = await self.channel_id(key)
+        now = time.time()
+        vector = np.asarray(embedding, dtype=np.float32)
+        cur = await self.db.execute(
+            "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (cid, message_id, question, answer, author_id, vector.tobytes(), encoder, now),
+        )
+        await self.db.commit()
+        assert cur.lastrowid is not None
+        return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now)
+
+    async def corrections(self, key: ChannelKey) -> list[StoredCorrection]:
+        """The active corrections of ``key``'s learning scope, oldest first."""
+        cid = await self.channel_id(key)
+        async with self.db.execute(
+            "SELECT id, question, answer, author_id, embedding, encoder, created_at FROM corrections"
+            " WHERE channel_id = ? AND active = 1 ORDER BY id",
+            (cid,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            StoredCorrection(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32).copy(), r[5], r[6])
+            for r in rows
+        ]
+
+    async def forget(self, key: ChannelKey, correction_ids: Sequence[int] | None = None) -> list[int]:
+        """Deactivate all (or the given) corrections of a scope; returns the ids forgotten."""
+        cid = await self.channel_id(key)
+        async with self.db.execute(
+            "SELECT id FROM corrections WHERE channel_id = ? AND active = 1", (cid,)
+        ) as cur:
+            active = {r[0] for r in await cur.fetchall()}
+        ids = sorted(active if correction_ids is None else active.intersection(correction_ids))
+        if ids:
+            await self.db.executemany(
+                "UPDATE corrections SET active = 0, forgotten_at = ? WHERE id = ?", [(time.time(), i) for i in ids]
+            )
+            await self.db.commit()
+        return ids
+
+    # -- thumbs -----------------------------------------------------------------------
+
+    async def add_thumb(self, key: ChannelKey, message_id: int, kind: str, author_id: str) -> None:
+        cid = await self.channel_id(key)
+        await self.db.execute(
+            "INSERT INTO thumbs (channel_id, message_id, kind, author_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            (cid, message_id, kind, author_id, time.time()),
+        )
+        await self.db.commit()
+
+    async def thumbs(self, key: ChannelKey) -> dict[str, int]:
+        cid = await self.channel_id(key)
+        async with self.db.execute(
+            "SELECT kind, COUNT(*) FROM thumbs WHERE channel_id = ? GROUP BY kind", (cid,)
+        ) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+
+def _message(row: aiosqlite.Row) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"],
+        thread=row["thread"],
+        role=row["role"],
+        reply_id=row["reply_id"],
+        text=row["text"],
+        question_id=row["question_id"],
+        explanation=json.loads(row["explanation"]) if row["explanation"] else None,
+    )

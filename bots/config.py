@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from adapters.settings import ConsoleSettings, DiscordSettings, SlackSettings, TelegramSettings
 from engine import EngineSettings
 from engine.settings import DialogSettings, EncoderSettings, LearningSettings, ModelSettings
 
@@ -36,29 +37,6 @@ class ConfigError(Exception):
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "heedful"
-
-
-class ConsoleSettings(BaseModel):
-    channel: str = Field("default", description="channel name used by `heedful chat` and `heedful run`")
-    user: str = Field("you", description="author id of console messages")
-
-
-class TelegramSettings(BaseModel):
-    token: SecretStr | None = None
-    api_url: str = "https://api.telegram.org/bot"
-
-
-class SlackSettings(BaseModel):
-    bot_token: SecretStr | None = None
-    app_token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
-    api_url: str = "https://slack.com/api/"
-
-
-class DiscordSettings(BaseModel):
-    token: SecretStr | None = None
-    api_url: str = "https://discord.com/api/v10"
-    gateway_url: str = "wss://gateway.discord.gg"
 
 
 class Settings(BaseSettings):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import logging
 import os
+import signal
 from typing import BinaryIO, TextIO
 
 from adapters.console import ConsoleAdapter
@@ -10,7 +14,12 @@ from engine import Engine
 
 from .config import ConfigError, Settings
 
-__all__ = ["prepare_environment", "configured_platforms", "run", "chat"]
+__all__ = ["prepare_environment", "configured_platforms", "run", "chat", "PLATFORMS"]
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = ("telegram", "slack", "discord")
+"""Each is a module ``adapters.<name>`` with ``create(engine, settings) -> BaseAdapter``."""
 
 
 def prepare_environment(settings: Settings) -> None:
@@ -52,14 +61,34 @@ async def chat(
 
 
 async def run(settings: Settings) -> None:
-    """Run every configured platform adapter; the console when none is configured."""
+    """Run every configured platform adapter until SIGINT/SIGTERM; the console when none is configured."""
     platforms = configured_platforms(settings)
     if not platforms:
         await chat(settings)
         return
-    raise ConfigError(
-        f"token(s) set for {', '.join(platforms)}, but this build of heedful has no adapter for "
-        "them yet; unset the token(s) to use the console"
-    )
-
-
+    modules = {}
+    for name in platforms:
+        try:
+            modules[name] = importlib.import_module(f"adapters.{name}")
+        except ImportError as err:
+            raise ConfigError(
+                f"a {name} token is set, but the {name} adapter cannot be loaded ({err}); "
+                f"install it with: pip install 'heedful[{name}]'"
+            ) from None
+    prepare_environment(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Engine(settings.engine_settings()) as engine:
+        running = []
+        try:
+            for name, module in modules.items():
+                adapter = module.create(engine, getattr(settings, name))
+                await adapter.start()
+                running.append(adapter)
+                log.warning("%s adapter started", name)
+            await stop.wait()
+        finally:
+            for adapter in reversed(running):
+                await adapter.stop()

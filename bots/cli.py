@@ -28,6 +28,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _register_learning_commands() -> None:
+    from .learning_cli import eval_app, meta_train_app
+
+    app.add_typer(meta_train_app, name="meta-train")
+    app.add_typer(eval_app, name="eval")
+
+
+_register_learning_commands()
+
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (default: $HEEDFUL_CONFIG or ./heedful.toml)")
 ]

@@ -64,7 +64,7 @@ class LearningSettings(BaseModel):
     example_threshold: float = Field(0.45, ge=-1.0, le=1.0)
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
-    max_correction_chars: int = Field(4000, ge=1)
+    max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")
 
 
 class DialogSettings(BaseModel):

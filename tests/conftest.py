@@ -1,0 +1,94 @@
+"""Shared fixtures: an offline guard, the model cache, and engines to test against.
+
+- ``tiny_engine`` (session): the real engine, real MiniLM, real SQLite, with a tiny
+  randomly initialised LLM (``tiny:0``), for fast tests. Use a distinct channel per test.
+- ``real_engine`` (session): the embedded SmolLM2 end to end; mark tests ``real_model``.
+- ``make_engine``: a factory for tests that need their own data directory or settings.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+for _proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(_proxy, None)  # slack_sdk honours proxies and ignores NO_PROXY
+
+from engine import Engine, EngineSettings  # noqa: E402
+from engine.settings import ModelSettings  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+MODELS_DIR = Path(os.environ.get("HEEDFUL_TEST_MODELS_DIR", REPO / ".cache" / "models"))
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        if host not in _LOOPBACK:
+            raise RuntimeError(f"test tried to reach the network: {address!r}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def offline_guard() -> Any:
+    """Fail any test that reaches beyond loopback: runtime must need no network."""
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Where the converted embedded model is cached across test runs."""
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    return MODELS_DIR
+
+
+def engine_settings(data_dir: Path, models_dir: Path, model: str = "tiny:0", **model_fields: Any) -> EngineSettings:
+    from bots.presets import PRESETS
+
+    fields: dict[str, Any] = {"max_new_tokens": 24} | model_fields
+    settings = EngineSettings(data_dir=data_dir, models_dir=models_dir, model=ModelSettings(id=model, **fields))
+    settings.dialog.personas.update(PRESETS)
+    return settings
+
+
+@pytest.fixture
+def make_engine(tmp_path: Path, models_dir: Path) -> Callable[..., AbstractAsyncContextManager[Engine]]:
+    """``async with make_engine(model="tiny:0", data_dir=..., **model_fields) as engine``."""
+
+    @asynccontextmanager
+    async def factory(model: str = "tiny:0", data_dir: Path | None = None, **model_fields: Any) -> AsyncIterator[Engine]:
+        async with Engine(engine_settings(data_dir or tmp_path / "data", models_dir, model, **model_fields)) as engine:
+            yield engine
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+async def tiny_engine(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Engine]:
+    async with Engine(engine_settings(tmp_path_factory.mktemp("tiny"), models_dir)) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+async def real_engine(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AsyncIterator[Engine]:
+    from engine.settings import EMBEDDED_MODEL
+
+    settings = engine_settings(tmp_path_factory.mktemp("real"), models_dir, EMBEDDED_MODEL, max_new_tokens=48)
+    async with Engine(settings) as engine:
+        yield engine

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
         env_prefix="HEEDFUL_",
         env_nested_delimiter="_",
         env_nested_max_split=1,
+        env_ignore_empty=True,  # compose passes unset tokens as empty strings
         extra="forbid",
         validate_default=True,
     )

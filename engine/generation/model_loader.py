@@ -11,6 +11,7 @@ Model ids:
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import logging
@@ -102,15 +103,29 @@ def _convert_embedded(target: Path) -> None:
 
 
 def embedded_checkpoint(models_dir: Path) -> Path:
-    """The cached, converted embedded model, converting it on first use."""
+    """The cached, converted embedded model, converting it on first use.
+
+    A lock file serialises conversion between processes (several workers or test
+    runs sharing one models directory convert once, and never read a half-swapped
+    cache).
+    """
     target = models_dir / "smollm2-135m-instruct"
-    marker = target / _CONVERTED_MARKER
     gguf = embedded_gguf_path()
-    if marker.exists():
+
+    def fresh() -> bool:
+        marker = target / _CONVERTED_MARKER
+        if not marker.exists():
+            return False
         meta = json.loads(marker.read_text())
-        if meta.get("source") == gguf.name and meta.get("size") == gguf.stat().st_size:
-            return target
-    _convert_embedded(target)
+        return bool(meta.get("source") == gguf.name and meta.get("size") == gguf.stat().st_size)
+
+    if fresh():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not fresh():
+            _convert_embedded(target)
     return target
 
 

@@ -31,6 +31,10 @@ app = typer.Typer(
 def _register_learning_commands() -> None:
     from .learning_cli import eval_app, meta_train_app
 
+    try:
+        from . import lora_cli  # noqa: F401  (adds `meta-train lora` to meta_train_app)
+    except ImportError:
+        pass
     app.add_typer(meta_train_app, name="meta-train")
     app.add_typer(eval_app, name="eval")
 

@@ -1,0 +1,201 @@
+"""Low-rank adapters (LoRA) on the LLM: one module serves training and mixed batches.
+
+``inject_lora`` wraps the target ``nn.Linear`` layers of a model in ``LoraLinear``.
+Each wrapper computes ``y = W x + s · B A x`` (``s = alpha / rank``), where the
+adapter comes from one of two places:
+
+- **its own parameters** ``lora_A`` (rank, in) and ``lora_B`` (out, rank), zero by
+  default so an injected model behaves exactly like the base model. Training never
+  mutates them: it passes adapters through ``torch.func.functional_call(model,
+  adapter, ...)``, which substitutes them for one call (see ``maml.py``);
+- **a per-row batch** set with ``use_rows``: stacked adapters (n, rank, in) /
+  (n, out, rank) and a row index (batch,), so one forward pass serves rows of
+  different channels with different adapters (Punica / S-LoRA style gather).
+  Index 0 is the all-zero "no adapter" slot.
+
+An adapter is a ``dict[str, Tensor]`` keyed like the model's own parameters:
+``"<module path>.lora_A"`` / ``"<module path>.lora_B"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LoraConfig",
+    "LoraLinear",
+    "Adapter",
+    "inject_lora",
+    "lora_modules",
+    "zero_adapter",
+    "random_adapter",
+    "stack_adapters",
+    "use_rows",
+    "adapter_to_bytes",
+    "adapter_from_bytes",
+    "adapter_nbytes",
+]
+
+Adapter = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Which layers carry adapters, and their size."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    top_layers: int = 4
+    """Only the last ``top_layers`` decoder layers are adapted (0 = all layers).
+    Keeping adapters at the top lets training run the frozen layers below once."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> LoraConfig:
+        data = json.loads(text)
+        data["targets"] = tuple(data["targets"])
+        return cls(**data)
+
+
+class LoraLinear(nn.Module):
+    """``nn.Linear`` plus a low-rank update; see the module docstring."""
+
+    def __init__(self, base: nn.Linear, rank: int, scaling: float) -> None:
+        super().__init__()
+        self.base = base
+        self.scaling = scaling
+        weight = base.weight
+        self.lora_A = nn.Parameter(torch.zeros(rank, base.in_features, dtype=weight.dtype, device=weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=weight.dtype, device=weight.device))
+        self.rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (index, A stack, B stack)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, time, in)
+        y = self.base(x)
+        if self.rows is not None:
+            index, a_stack, b_stack = self.rows
+            a, b = a_stack[index], b_stack[index]  # (batch, rank, in), (batch, out, rank)
+            low = torch.einsum("bti,bri->btr", x, a)
+            return y + self.scaling * torch.einsum("btr,bor->bto", low, b)
+        return y + self.scaling * (x @ self.lora_A.T) @ self.lora_B.T
+
+
+def inject_lora(model: nn.Module, config: LoraConfig) -> list[str]:
+    """Wrap the target linears of ``model`` in place; returns their module paths.
+
+    Base weights are frozen. Idempotent: already wrapped layers are left alone.
+    """
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layers = _decoder_layers(model)
+    chosen = layers[-config.top_layers :] if config.top_layers else layers
+    paths: list[str] = []
+    for layer_path, layer in chosen:
+        for name, module in list(layer.named_modules()):
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in config.targets and isinstance(module, nn.Linear):
+                parent = layer.get_submodule(name.rsplit(".", 1)[0]) if "." in name else layer
+                setattr(parent, leaf, LoraLinear(module, config.rank, config.scaling))
+                paths.append(f"{layer_path}.{name}")
+            elif leaf in config.targets and isinstance(module, LoraLinear):
+                paths.append(f"{layer_path}.{name}")
+    if not paths:
+        raise ValueError(f"no target modules {config.targets} found in the top {config.top_layers} layers")
+    return paths
+
+
+def _decoder_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    for name, module in model.named_modules():
+        if name.endswith("layers") and isinstance(module, nn.ModuleList):
+            return [(f"{name}.{i}", layer) for i, layer in enumerate(module)]
+    raise ValueError("cannot find the decoder layers (a ModuleList named '*layers')")
+
+
+def lora_modules(model: nn.Module) -> dict[str, LoraLinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoraLinear)}
+
+
+def zero_adapter(model: nn.Module) -> Adapter:
+    """An adapter that changes nothing (B = 0, A = 0)."""
+    out: Adapter = {}
+    for name, m in lora_modules(model).items():
+        out[f"{name}.lora_A"] = torch.zeros_like(m.lora_A)
+        out[f"{name}.lora_B"] = torch.zeros_like(m.lora_B)
+    return out
+
+
+def random_adapter(model: nn.Module, generator: torch.Generator | None = None, std: float | None = None) -> Adapter:
+    """The usual LoRA start: A ~ Kaiming-uniform-ish small noise, B = 0 (so the output is unchanged)."""
+    out: Adapter = {}
+    for name, m in lora_modules(model).items():
+        scale = std if std is not None else 1.0 / math.sqrt(m.lora_A.shape[1])
+        a = torch.randn(m.lora_A.shape, generator=generator, dtype=torch.float32) * scale
+        out[f"{name}.lora_A"] = a.to(m.lora_A)
+        out[f"{name}.lora_B"] = torch.zeros_like(m.lora_B)
+    return out
+
+
+def stack_adapters(model: nn.Module, adapters: list[Adapter | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per module: (A stack, B stack) with slot 0 = no adapter, slot i+1 = ``adapters[i]``."""
+    stacks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, m in lora_modules(model).items():
+        a = [torch.zeros_like(m.lora_A)] + [
+            (ad[f"{name}.lora_A"].to(m.lora_A) if ad is not None else torch.zeros_like(m.lora_A)) for ad in adapters
+        ]
+        b = [torch.zeros_like(m.lora_B)] + [
+            (ad[f"{name}.lora_B"].to(m.lora_B) if ad is not None else torch.zeros_like(m.lora_B)) for ad in adapters
+        ]
+        stacks[name] = (torch.stack(a), torch.stack(b))
+    return stacks
+
+
+@contextmanager
+def use_rows(
+    model: nn.Module, stacks: dict[str, tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor
+) -> Iterator[None]:
+    """Within the block, row ``r`` of every forward pass uses adapter slot ``index[r]``."""
+    modules = lora_modules(model)
+    try:
+        for name, m in modules.items():
+            a, b = stacks[name]
+            m.rows = (index, a, b)
+        yield
+    finally:
+        for m in modules.values():
+            m.rows = None
+
+
+def adapter_to_bytes(adapter: Adapter, config: LoraConfig, metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise as safetensors (weights in float32), with the config in the metadata."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adapter.items()}
+    return save(tensors, metadata={"lora_config": config.to_json(), **(metadata or {})})
+
+
+def adapter_from_bytes(data: bytes) -> tuple[Adapter, LoraConfig, dict[str, str]]:
+    from safetensors.torch import load
+
+    tensors = load(data)
+    # The safetensors header: an 8-byte little-endian length, then JSON with __metadata__.
+    header_len = int.from_bytes(data[:8], "little")
+    metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+    return tensors, LoraConfig.from_json(metadata["lora_config"]), metadata
+
+
+def adapter_nbytes(adapter: Adapter) -> int:
+    return sum(t.numel() * t.element_size() for t in adapter.values())

@@ -7,6 +7,8 @@ stdout; scripts can rely on its keys.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import json
 import sys
 import time
@@ -31,10 +33,8 @@ app = typer.Typer(
 def _register_learning_commands() -> None:
     from .learning_cli import eval_app, meta_train_app
 
-    try:
-        from . import lora_cli  # noqa: F401  (adds `meta-train lora` to meta_train_app)
-    except ImportError:
-        pass
+    if importlib.util.find_spec("bots.lora_cli") is not None:
+        importlib.import_module("bots.lora_cli")  # adds `meta-train lora` to meta_train_app
     app.add_typer(meta_train_app, name="meta-train")
     app.add_typer(eval_app, name="eval")
 

@@ -21,7 +21,7 @@ import numpy as np
 from .contract import ChannelKey, ChannelSettings, Correction
 from .errors import EngineClosed, NotFound
 
-__all__ = ["Store", "StoredCorrection", "StoredMessage", "MIGRATIONS"]
+__all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredAdapter", "MIGRATIONS"]
 
 MIGRATIONS: Sequence[str] = (
     # 1: the foundation schema.
@@ -92,6 +92,15 @@ MIGRATIONS: Sequence[str] = (
         UNIQUE (channel_id, version)
     );
     """,
+    # 2: background consolidation jobs survive restarts.
+    """
+    CREATE TABLE consolidation_jobs (
+        channel_id INTEGER PRIMARY KEY REFERENCES channels(id),
+        requested_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX adapter_versions_status ON adapter_versions (channel_id, status);
+    """,
 )
 
 
@@ -118,6 +127,15 @@ class StoredMessage:
     text: str
     question_id: int | None
     explanation: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAdapter:
+    version: int
+    status: str  # candidate | active | rejected | retired
+    weights: bytes | None
+    metrics: dict[str, Any]
+    created_at: float
 
 
 class Store:
@@ -364,6 +382,111 @@ class Store:
             "SELECT kind, COUNT(*) FROM thumbs WHERE channel_id = ? GROUP BY kind", (cid,)
         ) as cur:
             return {r[0]: r[1] for r in await cur.fetchall()}
+
+    # -- adapter versions and consolidation jobs ---------------------------------------
+
+    async def add_adapter(self, key: ChannelKey, weights: bytes | None, metrics: dict[str, Any], status: str) -> int:
+        """Record a new adapter version of ``key``'s scope; returns its version number."""
+        cid = await self.channel_id(key)
+        async with self.db.execute(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM adapter_versions WHERE channel_id = ?", (cid,)
+        ) as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 1
+        await self.db.execute(
+            "INSERT INTO adapter_versions (channel_id, version, status, weights, metrics, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (cid, version, status, weights, json.dumps(metrics), time.time()),
+        )
+        if status == "active":
+            await self.db.execute(
+                "UPDATE adapter_versions SET status = 'retired' WHERE channel_id = ? AND status = 'active'"
+                " AND version != ?",
+                (cid, version),
+            )
+        await self.db.commit()
+        return version
+
+    async def adapters(self, key: ChannelKey, *, with_weights: bool = False) -> list[StoredAdapter]:
+        """All adapter versions of ``key``'s scope, newest first."""
+        cid = await self.channel_id(key)
+        column = "weights" if with_weights else "NULL"
+        async with self.db.execute(
+            f"SELECT version, status, {column}, metrics, created_at FROM adapter_versions WHERE channel_id = ?"
+            " ORDER BY version DESC",
+            (cid,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [StoredAdapter(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    async def active_adapter(self, key: ChannelKey) -> StoredAdapter | None:
+        cid = await self.channel_id(key)
+        async with self.db.execute(
+            "SELECT version, status, weights, metrics, created_at FROM adapter_versions"
+            " WHERE channel_id = ? AND status = 'active'",
+            (cid,),
+        ) as cur:
+            row = await cur.fetchone()
+        return StoredAdapter(row[0], row[1], row[2], json.loads(row[3]), row[4]) if row else None
+
+    async def rollback_adapter(self, key: ChannelKey) -> int | None:
+        """Retire the active adapter and re-activate the one promoted before it.
+
+        Returns the now-active version, or None when the channel is back on the base model.
+        """
+        cid = await self.channel_id(key)
+        active = await self.active_adapter(key)
+        if active is None:
+            return None
+        await self.db.execute(
+            "UPDATE adapter_versions SET status = 'rolled_back' WHERE channel_id = ? AND version = ?",
+            (cid, active.version),
+        )
+        async with self.db.execute(
+            "SELECT MAX(version) FROM adapter_versions WHERE channel_id = ? AND status = 'retired'", (cid,)
+        ) as cur:
+            row = await cur.fetchone()
+        previous = row[0] if row and row[0] is not None else None
+        if previous is not None:
+            await self.db.execute(
+                "UPDATE adapter_versions SET status = 'active' WHERE channel_id = ? AND version = ?", (cid, previous)
+            )
+        await self.db.commit()
+        return previous
+
+    async def request_job(self, key: ChannelKey) -> None:
+        """Ask for a consolidation of ``key``'s scope (durably; survives restarts)."""
+        cid = await self.channel_id(key)
+        await self.db.execute(
+            "INSERT INTO consolidation_jobs (channel_id, requested_at) VALUES (?, ?)"
+            " ON CONFLICT (channel_id) DO UPDATE SET requested_at = excluded.requested_at",
+            (cid, time.time()),
+        )
+        await self.db.commit()
+
+    async def pending_jobs(self) -> list[tuple[ChannelKey, float, int]]:
+        async with self.db.execute(
+            "SELECT c.platform, c.space, c.channel, j.requested_at, j.attempts FROM consolidation_jobs j"
+            " JOIN channels c ON c.id = j.channel_id ORDER BY j.requested_at"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(ChannelKey(platform=r[0], space=r[1], channel=r[2]), r[3], r[4]) for r in rows]
+
+    async def finish_job(self, key: ChannelKey, requested_at: float) -> None:
+        """Drop the job unless it was re-requested after ``requested_at``."""
+        cid = await self.channel_id(key)
+        await self.db.execute(
+            "DELETE FROM consolidation_jobs WHERE channel_id = ? AND requested_at <= ?", (cid, requested_at)
+        )
+        await self.db.commit()
+
+    async def fail_job(self, key: ChannelKey) -> int:
+        cid = await self.channel_id(key)
+        await self.db.execute("UPDATE consolidation_jobs SET attempts = attempts + 1 WHERE channel_id = ?", (cid,))
+        await self.db.commit()
+        async with self.db.execute("SELECT attempts FROM consolidation_jobs WHERE channel_id = ?", (cid,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 def _message(row: aiosqlite.Row) -> StoredMessage:

@@ -53,3 +53,38 @@ async def test_platform_message_links_find_the_reply(tmp_path: Path) -> None:
     assert found is not None and found.reply_id == "r1" and found.question_id == q
     assert await store.find_reply(ChannelKey("t", "other"), message_id="platform-42") is None
     await store.close()
+
+
+async def test_adapter_versions_promote_and_roll_back(tmp_path: Path) -> None:
+    key = ChannelKey("t", "lora", space="s")
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    assert await store.active_adapter(key) is None
+    v1 = await store.add_adapter(key, b"one", {"loss": 1.0}, "active")
+    v2 = await store.add_adapter(key, b"two", {"loss": 2.0}, "rejected")
+    v3 = await store.add_adapter(key, b"three", {"loss": 0.5}, "active")
+    assert (v1, v2, v3) == (1, 2, 3)
+    active = await store.active_adapter(key)
+    assert active is not None and (active.version, active.weights) == (3, b"three")
+    assert [a.status for a in await store.adapters(key)] == ["active", "rejected", "retired"]
+    assert await store.rollback_adapter(key) == 1
+    assert (await store.active_adapter(key)).weights == b"one"  # type: ignore[union-attr]
+    assert await store.rollback_adapter(key) is None
+    assert await store.active_adapter(key) is None
+    await store.close()
+
+
+async def test_consolidation_jobs_survive_reopen(tmp_path: Path) -> None:
+    key = ChannelKey("t", "jobs", space="s")
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    await store.request_job(key)
+    await store.close()
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    [(found, requested_at, attempts)] = await store.pending_jobs()
+    assert found == key and attempts == 0
+    assert await store.fail_job(key) == 1
+    await store.finish_job(key, requested_at)
+    assert await store.pending_jobs() == []
+    await store.close()

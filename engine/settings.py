@@ -46,6 +46,7 @@ class ModelSettings(_Strict):
     max_pending: int = Field(256, ge=1, description="requests allowed to wait for a batch slot")
     context_tokens: int = Field(2048, ge=256, description="prompt + reply budget per turn")
     stream_interval: int = Field(2, ge=1, description="tokens between streamed chunks")
+    max_resident_adapters: int = Field(512, ge=1, description="LoRA adapters kept on the device (LRU)")
 
 
 class EncoderSettings(_Strict):

@@ -5,6 +5,14 @@ is prefilled, then its KV cache is left-padded to the batch's length and stacked
 and leaves it the step it finishes or is cancelled. Each request streams text through
 its own asyncio queue, filled with ``call_soon_threadsafe``: the worker never waits
 for a consumer, so a slow reader cannot stall anybody else.
+
+Rows of one batch may use different per-channel LoRA adapters: each row carries an
+adapter key, the worker keeps the most recently used adapters resident on the device
+(an LRU), and every forward pass gathers each row's A/B matrices (``use_rows``).
+
+Background jobs (adapter consolidation) run in the same thread, one step between
+decode steps, so they never touch the model concurrently with generation and a turn
+waits at most one job step.
 """
 
 from __future__ import annotations
@@ -13,12 +21,16 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..errors import EngineClosed, GenerationError, Overloaded
+from ..learning.lora import Adapter, lora_modules, stack_adapters, use_rows
 from ..settings import ModelSettings
 from .model_loader import LoadedModel
 
@@ -27,6 +39,29 @@ __all__ = ["ModelWorker", "GenerationStream"]
 log = logging.getLogger(__name__)
 
 _END = object()
+_WAKE = object()  # put in the inbox to wake an idle worker for a job
+
+
+@dataclass(eq=False)
+class _Job:
+    factory: Callable[[], Iterator[None]]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    steps: Iterator[None] | None = None
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        def apply() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        try:
+            self.loop.call_soon_threadsafe(apply)
+        except RuntimeError:
+            pass  # the loop is closed; nobody waits for the result
 
 
 @dataclass(eq=False)
@@ -35,6 +70,8 @@ class _Request:
     max_new_tokens: int
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[object]
+    adapter: str | None = None  # adapter key (see ModelWorker.submit)
+    weights: Adapter | None = None  # its device tensors, held while the row is in flight
     cancelled: bool = False
     generated: list[int] = field(default_factory=list)
     sent_chars: int = 0
@@ -81,7 +118,7 @@ class ModelWorker:
     def __init__(self, loaded: LoadedModel, settings: ModelSettings) -> None:
         self.loaded = loaded
         self.settings = settings
-        self._inbox: queue.Queue[_Request | None] = queue.Queue(maxsize=settings.max_pending)
+        self._inbox: queue.Queue[object] = queue.Queue(maxsize=settings.max_pending)
         self._thread: threading.Thread | None = None
         tok = loaded.tokenizer
         stops = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
@@ -89,6 +126,12 @@ class ModelWorker:
         stops.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self._stop_ids = {i for i in stops if isinstance(i, int) and i >= 0 and i != tok.unk_token_id}
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self._resident: OrderedDict[str, Adapter] = OrderedDict()
+        self._resident_lock = threading.Lock()
+        self._stacks: tuple[tuple[str, ...], dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._job: _Job | None = None
+        self.has_lora = bool(lora_modules(loaded.model))
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -110,62 +153,143 @@ class ModelWorker:
 
     # -- requests ---------------------------------------------------------------------
 
-    def submit(self, prompt: Sequence[int], max_new_tokens: int | None = None) -> GenerationStream:
-        """Queue a generation for ``prompt`` (token ids).
+    def submit(
+        self,
+        prompt: Sequence[int],
+        max_new_tokens: int | None = None,
+        adapter: tuple[str, Adapter] | None = None,
+    ) -> GenerationStream:
+        """Queue a generation for ``prompt`` (token ids), optionally under a LoRA adapter.
 
-        Raises ``Overloaded`` when ``max_pending`` requests already wait, and
-        ``EngineClosed`` when the worker is not running.
+        ``adapter`` is ``(key, weights)``; the key names this exact version (e.g.
+        ``"slack:T1:C1@3"``) so the worker can keep it resident. Raises ``Overloaded``
+        when ``max_pending`` requests already wait, and ``EngineClosed`` when the
+        worker is not running.
         """
         if not self.running:
             raise EngineClosed("the model worker is not running")
         limit = min(max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
-        request = _Request(list(prompt), limit, asyncio.get_running_loop(), asyncio.Queue())
+        key, weights = None, None
+        if adapter is not None and self.has_lora:
+            key, weights = adapter[0], self._make_resident(*adapter)
+        request = _Request(
+            list(prompt), limit, asyncio.get_running_loop(), asyncio.Queue(), adapter=key, weights=weights
+        )
         try:
             self._inbox.put_nowait(request)
         except queue.Full:
             raise Overloaded("the model is busy; try again shortly", retry_after=2.0) from None
         return GenerationStream(request)
 
+    def run_job(self, steps: Callable[[], Iterator[None]]) -> asyncio.Future[Any]:
+        """Run a background job in the model thread, one step between decode steps.
+
+        ``steps()`` is called in the worker thread and must return a generator that
+        yields after each unit of work and finally returns its result, which the
+        returned future receives (or the exception it raised). Jobs run one at a time,
+        in order; cancelling the future stops the job at its next step.
+        """
+        if not self.running:
+            raise EngineClosed("the model worker is not running")
+        loop = asyncio.get_running_loop()
+        job = _Job(steps, loop, loop.create_future())
+        self._jobs.put(job)
+        with suppress(queue.Full):  # a full inbox means the worker is awake anyway
+            self._inbox.put_nowait(_WAKE)  # a sleeping worker notices the job at once
+        return job.future
+
+    def resident_adapters(self) -> int:
+        return len(self._resident)
+
+    def _make_resident(self, key: str, weights: Adapter) -> Adapter:
+        """The device copy of an adapter, cached by key (least recently used evicted)."""
+        with self._resident_lock:
+            if key in self._resident:
+                self._resident.move_to_end(key)
+                return self._resident[key]
+            device = self.loaded.device
+            dtype = next(self.loaded.model.parameters()).dtype
+            resident = {k: v.to(device=device, dtype=dtype) for k, v in weights.items()}
+            self._resident[key] = resident
+            while len(self._resident) > self.settings.max_resident_adapters:
+                self._resident.popitem(last=False)  # rows in flight keep their own reference
+            return resident
+
     # -- the decoding loop (worker thread) ----------------------------------------------
 
     def _run(self) -> None:
-        torch.set_grad_enabled(False)
         batch = _Batch()
         stopping = False
         while True:
             joining: list[_Request] = []
-            if not batch.rows and not stopping:
+            idle = not batch.rows and self._job is None and self._jobs.empty()
+            if idle and not stopping:
                 item = self._inbox.get()
                 if item is None:
                     stopping = True
-                else:
+                elif item is not _WAKE:
                     joining.append(item)
-            while len(batch.rows) + len(joining) < self.settings.max_batch:
+            while not stopping and len(batch.rows) + len(joining) < self.settings.max_batch:
                 try:
                     item = self._inbox.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     stopping = True
-                    break
-                joining.append(item)
+                elif item is not _WAKE:
+                    joining.append(item)
             if stopping:
                 for request in batch.rows + joining:
                     request.emit(EngineClosed("the engine is shutting down"))
                 self._drain_inbox()
+                self._cancel_jobs()
                 return
             joining = [r for r in joining if not r.cancelled]
             try:
-                if joining:
-                    self._join(batch, joining)
-                elif batch.rows:
-                    self._step(batch)
-                self._finish_rows(batch)
+                with torch.no_grad():
+                    if joining:
+                        self._join(batch, joining)
+                    elif batch.rows:
+                        self._step(batch)
+                    self._finish_rows(batch)
             except Exception as err:  # one bad batch must not kill the worker
                 log.exception("generation failed")
                 for request in batch.rows + joining:
                     request.emit(GenerationError(f"generation failed: {err}"))
                 batch = _Batch()
+            self._job_step()
+
+    def _job_step(self) -> None:
+        """Advance the current background job by one step (starting the next if none)."""
+        if self._job is None:
+            try:
+                self._job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+        job = self._job
+        if job.future.cancelled():
+            self._job = None
+            return
+        try:
+            with torch.enable_grad():
+                if job.steps is None:
+                    job.steps = job.factory()
+                next(job.steps)
+        except StopIteration as done:
+            self._job = None
+            job.settle(result=done.value)
+        except Exception as err:
+            log.exception("background job failed")
+            self._job = None
+            job.settle(error=err)
+
+    def _cancel_jobs(self) -> None:
+        pending = [self._job] if self._job else []
+        while not self._jobs.empty():
+            pending.append(self._jobs.get_nowait())
+        for job in pending:
+            job.settle(error=EngineClosed("the engine is shutting down"))
+        self._job = None
 
     def _drain_inbox(self) -> None:
         while True:
@@ -173,7 +297,7 @@ class ModelWorker:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if item is not None:
+            if isinstance(item, _Request):
                 item.emit(EngineClosed("the engine is shutting down"))
 
     def _join(self, batch: _Batch, joining: list[_Request]) -> None:
@@ -191,13 +315,14 @@ class ModelWorker:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        out = self.loaded.model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            cache=cache,
-            use_cache=True,
-        )
+        with self._adapters(joining):
+            out = self.loaded.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                cache=cache,
+                use_cache=True,
+            )
         logits = out.logits[:, -1, :].float()
         # The cache is updated in place by the forward pass.
         new = _Batch(rows=list(joining), cache=cache, mask=mask.to(device), positions=positions[:, -1].to(device) + 1)
@@ -210,15 +335,29 @@ class ModelWorker:
         device = self.loaded.device
         last = torch.tensor([[r.generated[-1]] for r in batch.rows], device=device)
         batch.mask = torch.cat([batch.mask, torch.ones((len(batch.rows), 1), dtype=torch.long, device=device)], dim=1)
-        out = self.loaded.model(
-            input_ids=last,
-            attention_mask=batch.mask,
-            position_ids=batch.positions.unsqueeze(1),
-            cache=batch.cache,
-            use_cache=True,
-        )
+        with self._adapters(batch.rows):
+            out = self.loaded.model(
+                input_ids=last,
+                attention_mask=batch.mask,
+                position_ids=batch.positions.unsqueeze(1),
+                cache=batch.cache,
+                use_cache=True,
+            )
         batch.positions = batch.positions + 1
         self._sample_and_emit(batch, out.logits[:, -1, :].float())
+
+    def _adapters(self, rows: list[_Request]) -> AbstractContextManager[None]:
+        """Per-row adapters for one forward pass (slot 0: none)."""
+        by_key = {r.adapter: r.weights for r in rows if r.adapter is not None}
+        keys = tuple(sorted(by_key))
+        if not keys:
+            return nullcontext()
+        if self._stacks is None or self._stacks[0] != keys:
+            # Rebuilt only when the set of adapters in the batch changes, not every step.
+            self._stacks = (keys, stack_adapters(self.loaded.model, [by_key[k] for k in keys]))
+        slot = {k: i + 1 for i, k in enumerate(keys)}
+        index = torch.tensor([slot.get(r.adapter, 0) if r.adapter else 0 for r in rows], device=self.loaded.device)
+        return use_rows(self.loaded.model, self._stacks[1], index)
 
     def _sample_and_emit(self, batch: _Batch, logits: torch.Tensor) -> None:
         s = self.settings

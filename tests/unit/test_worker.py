@@ -64,3 +64,63 @@ async def test_full_queue_is_overloaded_not_blocking(tiny: LoadedModel) -> None:
     w.submit([1, 2, 3])
     with pytest.raises(Overloaded):
         w.submit([1, 2, 3])
+
+
+from engine.learning.lora import LoraConfig, inject_lora, random_adapter  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_lora(models_dir: Path) -> LoadedModel:
+    loaded = load_model(ModelSettings(id="tiny:0"), models_dir)
+    inject_lora(loaded.model, LoraConfig(rank=4, top_layers=1))
+    return loaded
+
+
+def strong_adapter(loaded: LoadedModel, seed: int) -> dict:
+    import torch
+
+    adapter = random_adapter(loaded.model, torch.Generator().manual_seed(seed))
+    return {k: (torch.randn(v.shape, generator=torch.Generator().manual_seed(seed + 1)) if k.endswith("lora_B")
+                else v) for k, v in adapter.items()}
+
+
+async def test_mixed_adapter_batch_equals_each_row_alone(tiny_lora: LoadedModel) -> None:
+    w = ModelWorker(tiny_lora, ModelSettings(id="tiny:0", max_new_tokens=12, max_batch=8))
+    w.start()
+    try:
+        adapters = {"a@1": strong_adapter(tiny_lora, 1), "b@1": strong_adapter(tiny_lora, 7)}
+        plan = [(p, key) for p in PROMPTS[:2] for key in (None, "a@1", "b@1")]
+
+        async def one(prompt: str, key: str | None, delay: float = 0.0) -> str:
+            await asyncio.sleep(delay)
+            chosen = (key, adapters[key]) if key else None
+            return "".join([d async for d in w.submit(ids(tiny_lora, prompt), adapter=chosen)])
+
+        alone = [await one(p, k) for p, k in plan]
+        together = await asyncio.gather(*(one(p, k, 0.005 * i) for i, (p, k) in enumerate(plan)))
+        assert list(together) == alone
+        assert alone[0] != alone[1] or alone[0] != alone[2]  # the adapters really change the output
+    finally:
+        await w.stop()
+
+
+async def test_background_job_interleaves_and_its_failure_is_contained(worker: ModelWorker, tiny: LoadedModel) -> None:
+    progress: list[int] = []
+
+    def job():  # type: ignore[no-untyped-def]
+        for i in range(50):
+            progress.append(i)
+            yield
+        return "done"
+
+    future = worker.run_job(job)
+    text = await generate(worker, ids(tiny, PROMPTS[0]))
+    assert await future == "done" and len(progress) == 50 and text
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await worker.run_job(broken)
+    assert await generate(worker, ids(tiny, PROMPTS[0])) == text  # still serving

@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from adapters.settings import ConsoleSettings, DiscordSettings, SlackSettings, TelegramSettings
 from engine import EngineSettings
-from engine.settings import DialogSettings, EncoderSettings, LearningSettings, ModelSettings
+from engine.settings import DialogSettings, EncoderSettings, LearningSettings, LoraSettings, ModelSettings
 
 from .presets import PRESETS
 
@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     encoder: EncoderSettings = EncoderSettings()
     learning: LearningSettings = LearningSettings()
+    lora: LoraSettings = LoraSettings()
     dialog: DialogSettings = DialogSettings()
     console: ConsoleSettings = ConsoleSettings()
     telegram: TelegramSettings = TelegramSettings()
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
         dialog = self.dialog.model_copy(update={"personas": {**PRESETS, **self.dialog.personas}})
         return EngineSettings(
             data_dir=self.data_dir, models_dir=self.models_dir, model=self.model,
-            encoder=self.encoder, learning=self.learning, dialog=dialog,
+            encoder=self.encoder, learning=self.learning, lora=self.lora, dialog=dialog,
         )
 
     def secrets(self) -> list[str]:

@@ -19,6 +19,7 @@ __all__ = [
     "EncoderSettings",
     "LearningSettings",
     "DialogSettings",
+    "LoraSettings",
     "EngineSettings",
 ]
 
@@ -72,6 +73,20 @@ class LearningSettings(_Strict):
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")
 
 
+class LoraSettings(_Strict):
+    """Per-channel LoRA consolidation (env prefix ``HEEDFUL_LORA_``)."""
+
+    enabled: bool = Field(True, description="consolidate corrections into per-channel adapters in the background")
+    init: str = Field("default", description="'default' (the shipped meta-learned init), 'zero', or a file path")
+    min_corrections: int = Field(4, ge=2, description="corrections a channel needs before its first adapter")
+    debounce_s: float = Field(20.0, ge=0.0, description="wait this long after the last correction before training")
+    steps: int = Field(0, ge=0, description="inner-loop steps (0: what the init artifact recommends)")
+    held_out_every: int = Field(4, ge=2, description="every n-th correction is held back to judge a candidate")
+    min_locality: float = Field(0.95, ge=0.0, le=1.0, description="a candidate must keep this much base behaviour")
+    max_attempts: int = Field(3, ge=1, description="failed jobs are retried this often, then dropped")
+    cached_adapters: int = Field(4096, ge=1, description="decoded adapters kept in host memory (LRU)")
+
+
 class DialogSettings(_Strict):
     """Conversation handling (env prefix ``HEEDFUL_DIALOG_``)."""
 
@@ -89,6 +104,7 @@ class EngineSettings(_Strict):
     model: ModelSettings = ModelSettings()
     encoder: EncoderSettings = EncoderSettings()
     learning: LearningSettings = LearningSettings()
+    lora: LoraSettings = LoraSettings()
     dialog: DialogSettings = DialogSettings()
 
     @property

@@ -1,0 +1,203 @@
+"""Background consolidation: a channel's corrections become its own LoRA adapter.
+
+When a channel's corrections change, a durable job is requested (it survives a
+restart) and, after ``debounce_s`` of quiet, queued. One job runs at a time, in
+request order, inside the model worker thread one inner step at a time, so jobs
+never block turns and a busy channel cannot starve the others (a channel re-taught
+while queued keeps its place). The candidate is trained on most corrections and
+judged on the ones held back: it is promoted only if it beats both the base model
+and the channel's current adapter there, and keeps base behaviour on unrelated
+prompts (locality). Otherwise the current adapter keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..contract import ChannelKey
+from ..generation.worker import ModelWorker
+from ..settings import LoraSettings
+from ..store import Store, StoredCorrection
+from .lora import Adapter, LoraConfig, adapter_from_bytes, adapter_to_bytes
+
+__all__ = ["Candidate", "Consolidator", "JobFn"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """What one consolidation produced, and how it measured."""
+
+    adapter: Adapter
+    held_out_loss: float
+    base_held_out_loss: float
+    current_held_out_loss: float | None
+    locality: float
+    steps: int
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def beats(self, min_locality: float) -> tuple[bool, str]:
+        reference = min(self.base_held_out_loss, self.current_held_out_loss or float("inf"))
+        if self.locality < min_locality:
+            return False, f"locality {self.locality:.3f} < {min_locality:.2f}"
+        if not self.held_out_loss < reference:
+            return False, f"held-out loss {self.held_out_loss:.3f} does not beat {reference:.3f}"
+        return True, f"held-out loss {self.held_out_loss:.3f} < {reference:.3f}, locality {self.locality:.3f}"
+
+
+JobFn = Callable[..., Iterator[None]]
+"""``job(support=, held_out=, current=, steps=)`` -> a generator, run in the model
+thread, that yields after each inner step and returns a ``Candidate``."""
+
+
+class Consolidator:
+    """Owns the consolidation queue and the channels' active adapters."""
+
+    def __init__(
+        self, store: Store, worker: ModelWorker, settings: LoraSettings, config: LoraConfig, job: JobFn
+    ) -> None:
+        self.store, self.worker, self.settings, self.config = store, worker, settings, config
+        self.job = job
+        self._timers: dict[ChannelKey, asyncio.TimerHandle] = {}
+        self._queue: asyncio.Queue[ChannelKey] = asyncio.Queue()
+        self._queued: set[ChannelKey] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._cache: OrderedDict[ChannelKey, tuple[str, Adapter] | None] = OrderedDict()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def start(self) -> None:
+        """Start the queue and re-queue the jobs a previous run left behind."""
+        self._runner = asyncio.create_task(self._serve(), name="heedful-consolidation")
+        for key, _, _ in await self.store.pending_jobs():
+            self._enqueue(key)
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+
+    async def corrections_changed(self, channel: ChannelKey, *, forgotten: bool = False) -> None:
+        """Note a change in ``channel``'s corrections; a job follows after the debounce.
+
+        After a forget, adapters trained on the forgotten corrections stop serving
+        at once (they would still remember them).
+        """
+        scope = channel.scope
+        if forgotten:
+            while await self.store.rollback_adapter(scope) is not None:
+                pass
+            self._cache.pop(scope, None)
+        await self.store.request_job(scope)
+        self.idle.clear()
+        if scope in self._timers:
+            self._timers[scope].cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[scope] = loop.call_later(self.settings.debounce_s, self._enqueue, scope)
+
+    def _enqueue(self, scope: ChannelKey) -> None:
+        self._timers.pop(scope, None)
+        if scope not in self._queued:
+            self._queued.add(scope)
+            self._queue.put_nowait(scope)
+            self.idle.clear()
+
+    async def adapter_for(self, channel: ChannelKey) -> tuple[str, Adapter] | None:
+        """``(key@version, weights)`` of the channel's active adapter, or None (base model)."""
+        scope = channel.scope
+        if scope in self._cache:
+            self._cache.move_to_end(scope)
+            return self._cache[scope]
+        stored = await self.store.active_adapter(scope)
+        entry = None
+        if stored is not None and stored.weights is not None:
+            weights, _, _ = await asyncio.to_thread(adapter_from_bytes, stored.weights)
+            entry = (f"{scope}@{stored.version}", weights)
+        self._cache[scope] = entry
+        while len(self._cache) > self.settings.cached_adapters:
+            self._cache.popitem(last=False)
+        return entry
+
+    async def rollback(self, channel: ChannelKey) -> int | None:
+        """Re-activate the previous adapter (None: back to the base model)."""
+        version = await self.store.rollback_adapter(channel.scope)
+        self._cache.pop(channel.scope, None)
+        return version
+
+    async def _serve(self) -> None:
+        while True:
+            if self._queue.empty() and not self._timers:
+                self.idle.set()
+            scope = await self._queue.get()
+            self._queued.discard(scope)
+            try:
+                await self._consolidate(scope)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                attempts = await self.store.fail_job(scope)
+                log.warning("consolidation of %s failed (attempt %d): %s", scope, attempts, err)
+                if attempts < self.settings.max_attempts:
+                    self._enqueue(scope)
+                else:
+                    await self.store.finish_job(scope, float("inf"))
+
+    async def _consolidate(self, scope: ChannelKey) -> None:
+        pending = {key: at for key, at, _ in await self.store.pending_jobs()}
+        requested_at = pending.get(scope)
+        if requested_at is None:
+            return
+        corrections = await self.store.corrections(scope)
+        if len(corrections) < self.settings.min_corrections:
+            await self.store.finish_job(scope, requested_at)
+            return
+        support, held_out = split(corrections, self.settings.held_out_every)
+        current = await self.adapter_for(scope)
+        candidate: Candidate = await self.worker.run_job(
+            lambda: self.job(support=support, held_out=held_out, current=current[1] if current else None,
+                             steps=self.settings.steps)
+        )
+        ok, why = candidate.beats(self.settings.min_locality)
+        metrics = {
+            "held_out_loss": candidate.held_out_loss,
+            "base_held_out_loss": candidate.base_held_out_loss,
+            "current_held_out_loss": candidate.current_held_out_loss,
+            "locality": candidate.locality,
+            "steps": candidate.steps,
+            "seconds": round(candidate.seconds, 3),
+            "corrections": len(corrections),
+            "held_out": len(held_out),
+            "decision": why,
+            **candidate.metrics,
+        }
+        blob = await asyncio.to_thread(adapter_to_bytes, candidate.adapter, self.config)
+        if await self._still_current(scope, corrections):
+            version = await self.store.add_adapter(scope, blob, metrics, "active" if ok else "rejected")
+            if ok:
+                self._cache.pop(scope, None)
+            log.info("%s adapter v%d for %s: %s", "promoted" if ok else "rejected", version, scope, why)
+        await self.store.finish_job(scope, requested_at)
+
+    async def _still_current(self, scope: ChannelKey, used: list[StoredCorrection]) -> bool:
+        """False when corrections were forgotten meanwhile (the candidate learned them)."""
+        now = {c.id for c in await self.store.corrections(scope)}
+        return all(c.id in now for c in used)
+
+
+def split(corrections: list[StoredCorrection], every: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Support and held-out (question, answer) pairs: every ``every``-th correction is held out."""
+    support, held_out = [], []
+    for i, c in enumerate(corrections):
+        (held_out if i % every == every - 1 else support).append((c.question, c.answer))
+    return support, held_out

@@ -6,6 +6,7 @@
 """
 
 from .contract import (
+    AdapterVersion,
     ChannelKey,
     ChannelSettings,
     Correction,
@@ -23,6 +24,7 @@ from .reply import Reply
 from .settings import EngineSettings
 
 __all__ = [
+    "AdapterVersion",
     "ChannelKey",
     "ChannelSettings",
     "Correction",

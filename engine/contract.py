@@ -26,6 +26,7 @@ __all__ = [
     "Explanation",
     "Correction",
     "ChannelSettings",
+    "AdapterVersion",
 ]
 
 
@@ -194,3 +195,13 @@ class ChannelSettings(_Serialisable):
     """Per-channel settings an admin can change from the chat."""
 
     persona: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterVersion(_Serialisable):
+    """One version of a channel's LoRA adapter, as listed for admins."""
+
+    version: int
+    status: str  # active | retired | rejected | rolled_back
+    created_at: float
+    metrics: dict[str, float | int | str | None] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from contextlib import aclosing
 from typing import Any
 
 from .contract import (
+    AdapterVersion,
     ChannelKey,
     ChannelSettings,
     Correction,
@@ -32,6 +33,8 @@ from .dialog.sanitize import MentionGuard, clean_text
 from .errors import EngineClosed, InputError, NotFound
 from .generation.model_loader import LoadedModel, load_model
 from .generation.worker import ModelWorker
+from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
+from .learning.lora import Adapter
 from .learning.support_set import Match, SupportSet
 from .reply import Reply
 from .settings import EngineSettings
@@ -58,6 +61,7 @@ class Engine:
         self._support_lock = asyncio.Lock()
         self._locks: defaultdict[ChannelKey, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._started = False
+        self.consolidator: Consolidator | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -71,8 +75,12 @@ class Engine:
                 asyncio.to_thread(load_model, self.settings.model, self.settings.model_cache_dir),
                 self.encoder.start(),
             )
+            lora = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
             self._worker = ModelWorker(self._loaded, self.settings.model)
             self._worker.start()
+            if lora is not None:
+                self.consolidator = Consolidator(self.store, self._worker, self.settings.lora, lora.config, lora.job)
+                await self.consolidator.start()
         except BaseException:
             await self.stop()
             raise
@@ -81,6 +89,9 @@ class Engine:
     async def stop(self) -> None:
         """Stop generation (running replies end with ``EngineClosed``) and close the store."""
         self._started = False
+        if self.consolidator is not None:
+            await self.consolidator.stop()
+            self.consolidator = None
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
@@ -123,7 +134,8 @@ class Engine:
             )
             matches = await self._match(turn.channel, text)
             persona = await self._persona(turn.channel)
-            explanation = self._explain(reply.reply_id, turn.channel, matches, persona)
+            adapter = await self.consolidator.adapter_for(turn.channel) if self.consolidator else None
+            explanation = self._explain(reply.reply_id, turn.channel, matches, persona, adapter)
             reply.explanation = explanation
             answer_id = await self.store.add_message(
                 turn.channel, role="assistant", text="", reply_id=reply.reply_id, question_id=question_id,
@@ -132,7 +144,7 @@ class Engine:
             produced: list[str] = []
             guard = MentionGuard()
             try:
-                chunks = self._produce(turn.channel, text, question_id, explanation, persona)
+                chunks = self._produce(turn.channel, text, question_id, explanation, persona, adapter)
                 async with aclosing(chunks):
                     async for chunk in chunks:
                         safe = guard.feed(chunk)
@@ -150,7 +162,13 @@ class Engine:
                 )
 
     async def _produce(
-        self, channel: ChannelKey, text: str, question_id: int, explanation: Explanation, persona: str
+        self,
+        channel: ChannelKey,
+        text: str,
+        question_id: int,
+        explanation: Explanation,
+        persona: str,
+        adapter: tuple[str, Adapter] | None,
     ) -> AsyncIterator[str]:
         learned = self.settings.learning
         if explanation.route is Route.CORRECTION and not learned.rephrase:
@@ -170,7 +188,7 @@ class Engine:
             grounding=grounding,
         )
         prompt = await asyncio.to_thread(self._render, parts)
-        stream = self._worker.submit(prompt)
+        stream = self._worker.submit(prompt, adapter=adapter)
         try:
             async for delta in stream:
                 yield delta
@@ -206,7 +224,14 @@ class Engine:
         (vector,) = await self.encoder.embed([text])
         return support.match(vector)
 
-    def _explain(self, reply_id: str, channel: ChannelKey, matches: list[Match], persona: str) -> Explanation:
+    def _explain(
+        self,
+        reply_id: str,
+        channel: ChannelKey,
+        matches: list[Match],
+        persona: str,
+        adapter: tuple[str, Adapter] | None = None,
+    ) -> Explanation:
         learned = self.settings.learning
         route = Route.BASE
         used: list[Match] = []
@@ -226,7 +251,7 @@ class Engine:
             ),
             answer_threshold=learned.answer_threshold,
             example_threshold=learned.example_threshold,
-            adapter_version=None,
+            adapter_version=adapter[0].rsplit("@", 1)[1] if adapter else None,
             persona=persona,
         )
 
@@ -281,6 +306,8 @@ class Engine:
             embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
         )
         support.add(stored)
+        if self.consolidator is not None:
+            await self.consolidator.corrections_changed(feedback.channel)
         log.info("learned correction #%d in %s", stored.id, feedback.channel.scope)
         return FeedbackReceipt(True, f"Learned: when asked {_short(question)!r}, answer {_short(answer)!r}.",
                                correction_id=stored.id)
@@ -290,6 +317,8 @@ class Engine:
         self._check_running()
         ids = await self.store.forget(channel.scope, correction_ids)
         (await self._support_set(channel)).remove(ids)
+        if ids and self.consolidator is not None:
+            await self.consolidator.corrections_changed(channel, forgotten=True)
         return len(ids)
 
     async def learned(self, channel: ChannelKey) -> list[Correction]:
@@ -309,6 +338,28 @@ class Engine:
         """Record that a platform message shows (part of) a reply, so feedback on it finds the reply."""
         self._check_running()
         await self.store.link_message(channel, reply_id, platform_message_id)
+
+    # -- adapters ---------------------------------------------------------------------
+
+    async def adapters(self, channel: ChannelKey) -> list[AdapterVersion]:
+        """The LoRA adapter versions of ``channel``'s scope, newest first."""
+        self._check_running()
+        return [
+            AdapterVersion(a.version, a.status, a.created_at, a.metrics)
+            for a in await self.store.adapters(channel.scope)
+        ]
+
+    async def rollback_adapter(self, channel: ChannelKey) -> int | None:
+        """Serve the channel's previous adapter; returns its version (None: the base model)."""
+        self._check_running()
+        if self.consolidator is None:
+            return await self.store.rollback_adapter(channel.scope)
+        return await self.consolidator.rollback(channel)
+
+    def _prepare_lora(self) -> LoraSetup:
+        """Inject adapters into the served model and bind the consolidation job (model thread not yet running)."""
+        assert self._loaded is not None
+        return prepare_lora(self._loaded.model, self._loaded.tokenizer, self.settings.lora)
 
     # -- channel settings -------------------------------------------------------------
 

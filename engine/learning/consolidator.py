@@ -17,15 +17,18 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..contract import ChannelKey
 from ..generation.worker import ModelWorker
 from ..settings import LoraSettings
 from ..store import Store, StoredCorrection
-from .lora import Adapter, LoraConfig, adapter_from_bytes, adapter_to_bytes
+from .lora import Adapter, LoraConfig, adapter_from_bytes, adapter_to_bytes, inject_lora, random_adapter
 
-__all__ = ["Candidate", "Consolidator", "JobFn"]
+__all__ = ["Candidate", "Consolidator", "JobFn", "LoraSetup", "prepare_lora"]
 
 log = logging.getLogger(__name__)
 
@@ -201,3 +204,48 @@ def split(corrections: list[StoredCorrection], every: int) -> tuple[list[tuple[s
     for i, c in enumerate(corrections):
         (held_out if i % every == every - 1 else support).append((c.question, c.answer))
     return support, held_out
+
+
+_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "lora_init.safetensors"
+
+
+@dataclass
+class LoraSetup:
+    """What the engine needs to serve and consolidate adapters."""
+
+    config: LoraConfig
+    init: Adapter
+    job: JobFn
+    source: str
+
+
+def prepare_lora(model: Any, tokenizer: Any, settings: LoraSettings) -> LoraSetup:
+    """Inject LoRA layers into the served model and bind the consolidation job.
+
+    The initialisation is the shipped meta-learned one (``init = "default"``), a
+    file, or the standard LoRA start (``"zero"``: A small random, B zero), which is
+    also the fallback when no artifact is installed.
+    """
+    path = _ARTIFACT if settings.init == "default" else Path(settings.init) if settings.init != "zero" else None
+    init: Adapter | None = None
+    config = LoraConfig()
+    source = "standard init"
+    metadata: dict[str, str] = {}
+    if path is not None and path.is_file():
+        init, config, metadata = adapter_from_bytes(path.read_bytes())
+        source = str(path.name)
+    elif settings.init not in ("default", "zero"):
+        raise FileNotFoundError(f"LoRA init {settings.init!r} not found")
+    inject_lora(model, config)
+    if init is None:
+        init = random_adapter(model, torch.Generator().manual_seed(0))
+    steps_hint = int(metadata.get("inner_steps", "0") or 0)
+
+    def job(**kwargs: Any) -> Iterator[None]:
+        from .consolidation import consolidation_job  # the inner loop (torch.func)
+
+        if not kwargs.get("steps"):
+            kwargs["steps"] = steps_hint or 8
+        return consolidation_job(model, tokenizer, init, config, metadata, **kwargs)
+
+    return LoraSetup(config=config, init=init, job=job, source=source)

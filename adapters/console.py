@@ -28,6 +28,8 @@ HELP = """commands:
   /learned               what this channel taught me
   /forget                forget everything this channel taught me
   /persona [preset|text] show or set the persona (presets: {presets})
+  /adapters              this channel's LoRA adapter versions
+  /rollback              go back to the previous adapter
   /help                  this list
   /quit                  leave"""
 
@@ -119,6 +121,15 @@ class ConsoleAdapter:
             else:
                 current = (await self.engine.channel_settings(self.key)).persona or "(default)"
                 self._write(f"Persona: {current}. Presets: {', '.join(self.engine.personas())}.")
+        elif name == "/adapters":
+            versions = await self.engine.adapters(self.key)
+            if not versions:
+                self._write("No adapter yet: this channel is served by the base model.")
+            for v in versions:
+                self._write(f"v{v.version} {v.status}: {v.metrics.get('decision', '')}")
+        elif name == "/rollback":
+            version = await self.engine.rollback_adapter(self.key)
+            self._write(f"Now serving adapter v{version}." if version else "Now serving the base model.")
         elif name == "/help":
             self._write(HELP.format(presets=", ".join(self.engine.personas())))
         else:

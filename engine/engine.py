@@ -45,6 +45,7 @@ __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
 
+_NO_ANSWER = "Sorry, I have no answer to that."
 _FALLBACK_PERSONA = "You are heedful, a helpful assistant in a group chat. Answer briefly and accurately."
 
 
@@ -152,6 +153,8 @@ class Engine:
                             produced.append(safe)
                             yield safe
                 tail = guard.flush()
+                if not "".join(produced + [tail]).strip():
+                    tail += _NO_ANSWER  # platforms refuse blank messages, and users deserve a word
                 if tail:
                     produced.append(tail)
                     yield tail

@@ -50,13 +50,22 @@ class BaseAdapter(ABC):
         """Disconnect; safe to call twice or after a failed start."""
 
     async def respond(
-        self, turn: Turn, *, send: SendFn, edit: EditFn, limit: int, interval: float
+        self,
+        turn: Turn,
+        *,
+        send: SendFn,
+        edit: EditFn,
+        limit: int,
+        interval: float,
+        fail: SendFn | None = None,
     ) -> StreamResult | None:
         """Answer ``turn`` by streaming the engine's reply through ``send``/``edit``.
 
-        Input errors and overload are answered with their clear message; every
-        platform message of the reply is linked to it so later feedback finds it.
+        Input errors and overload are answered with their clear message (through
+        ``fail`` when given, e.g. to post it without feedback buttons; else ``send``);
+        every platform message of the reply is linked to it so later feedback finds it.
         """
+        fail = fail or send
         reply = self.engine.reply(turn)
 
         async def link(message_id: str) -> None:
@@ -69,11 +78,11 @@ class BaseAdapter(ABC):
             if streamer.result.message_ids:
                 await edit(streamer.result.message_ids[-1], str(err))
             else:
-                await send(str(err))
+                await fail(str(err))
             return None
         except HeedfulError as err:
             log.warning("reply failed in %s: %s", turn.channel, err)
-            await send("Sorry, something went wrong while answering. Please try again.")
+            await fail("Sorry, something went wrong while answering. Please try again.")
             return None
 
     async def teach(
@@ -86,16 +95,19 @@ class BaseAdapter(ABC):
         groups: tuple[str, ...] = (),
         message_id: str = "",
         text: str = "",
+        policy: TeachPolicy | None = None,
     ) -> FeedbackReceipt:
         """Apply feedback on the bot message ``message_id``, honouring who may teach.
 
-        Thumbs are open to everyone; corrections and forgetting follow the policy.
+        Thumbs are open to everyone; corrections and forgetting follow the policy
+        (``policy`` when given, e.g. a per-guild one; else the adapter's).
         Returns a refused receipt (never raises) for policy and input problems.
         """
-        if kind in (FeedbackKind.CORRECTION, FeedbackKind.FORGET) and not self.policy.may_teach(
+        policy = policy or self.policy
+        if kind in (FeedbackKind.CORRECTION, FeedbackKind.FORGET) and not policy.may_teach(
             author_id, is_admin=is_admin, groups=groups
         ):
-            return FeedbackReceipt(False, self.policy.refusal)
+            return FeedbackReceipt(False, policy.refusal)
         try:
             return await self.engine.feedback(
                 Feedback(channel=channel, kind=kind, author_id=author_id, message_id=message_id, text=text)

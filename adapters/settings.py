@@ -6,9 +6,11 @@ platform library. Environment names: ``HEEDFUL_<PLATFORM>_<FIELD>``.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = ["TeachSettings", "ConsoleSettings", "TelegramSettings", "SlackSettings", "DiscordSettings"]
 
@@ -30,18 +32,147 @@ class ConsoleSettings(_Strict):
 
 
 class TelegramSettings(TeachSettings):
+    """The Telegram adapter (``adapters.telegram``); long polling unless ``webhook_url`` is set."""
+
     token: SecretStr | None = None
-    api_url: str = "https://api.telegram.org/bot"
+    api_url: str = Field("https://api.telegram.org/bot", description="Bot API base URL (a self-hosted server's too)")
+    file_url: str = Field("", description="Bot API file base URL; empty: derived from api_url")
+    webhook_url: str = Field("", description="public HTTPS URL Telegram posts updates to; empty: long polling")
+    webhook_listen: str = Field("0.0.0.0", description="address the webhook server binds")
+    webhook_port: int = Field(8443, ge=1, le=65535, description="port the webhook server binds")
+    webhook_path: str = Field("", description="path served locally; empty: the path of webhook_url")
+    webhook_secret: SecretStr | None = Field(
+        None, description="X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -); empty: random per start"
+    )
+    admins: list[str] = Field(default_factory=list, description="user ids with admin rights in every chat")
+    chats: dict[str, TeachSettings] = Field(
+        default_factory=dict, description="who may teach in particular chats, by chat id (overrides teach/teachers)"
+    )
+    drafts: bool = Field(True, description="stream private-chat answers with sendMessageDraft when the server can")
+    buttons: bool = Field(True, description="show the 👍 👎 ✏️ keyboard under answers")
+    ask_after_thumbs_down: bool = Field(True, description="a 👎 reaction asks its author for the better answer")
+    edit_interval_private: float = Field(1.0, ge=0.0, description="seconds between streaming edits in private chats")
+    edit_interval_group: float = Field(3.0, ge=0.0, description="seconds between streaming edits in groups")
+    concurrency: int = Field(32, ge=1, description="updates processed at once (across chats)")
+    poll_timeout: int = Field(30, ge=0, le=50, description="long-polling timeout in seconds")
+    state_file: Path | None = Field(None, description="where handled update ids survive restarts; "
+                                    "default: <data_dir>/telegram/<bot id>.json")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_charset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("chats")
+    @classmethod
+    def _chat_ids(cls, value: dict[str, TeachSettings]) -> dict[str, TeachSettings]:
+        for chat_id in value:
+            if not re.fullmatch(r"-?[0-9]+", chat_id):
+                raise ValueError(f"{chat_id!r} is not a numeric chat id")
+        return value
 
 
 class SlackSettings(TeachSettings):
+    """Slack: Socket Mode when an app-level token is set (``mode = "auto"``), else the HTTP Events API."""
+
     bot_token: SecretStr | None = None
     app_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
     api_url: str = "https://slack.com/api/"
+    mode: Literal["auto", "socket", "http"] = Field(
+        "auto", description="auto: Socket Mode when app_token is set, else HTTP (needs signing_secret)"
+    )
+    host: str = Field("0.0.0.0", description="HTTP mode: address to listen on")
+    port: int = Field(3000, ge=0, le=65535, description="HTTP mode: port to listen on (0: any free port)")
+    path: str = Field("/slack/events", description="HTTP mode: the Request URL path for events, commands, shortcuts")
+    edit_interval: float = Field(1.0, ge=0, description="seconds between chat.update calls while a reply streams")
+
+    @field_validator("bot_token")
+    @classmethod
+    def _bot_token_kind(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token (starts with xoxb-)")
+        return value
+
+    @field_validator("app_token")
+    @classmethod
+    def _app_token_kind(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token (starts with xapp-)")
+        return value
+
+    @model_validator(mode="after")
+    def _delivery_is_possible(self) -> SlackSettings:
+        if self.bot_token is None:
+            return self  # Slack is not configured; nothing to check
+        if self.resolved_mode == "socket" and self.app_token is None:
+            raise ValueError("app_token (xapp-...) is required for Socket Mode")
+        if self.resolved_mode == "http" and self.signing_secret is None:
+            raise ValueError("signing_secret is required for HTTP mode (or set app_token to use Socket Mode)")
+        return self
+
+    @property
+    def resolved_mode(self) -> Literal["socket", "http"]:
+        if self.mode == "auto":
+            return "socket" if self.app_token is not None else "http"
+        return self.mode
 
 
 class DiscordSettings(TeachSettings):
+    """The Discord adapter (``adapters.discord``); set-up in ``docs/discord.md``.
+
+    ``teach`` here: ``admins`` means members with Manage Server (or a ``manager_roles``
+    role); ``listed`` adds the user *or role* ids in ``teachers``; ``guild_teach``
+    overrides ``teach`` per guild.
+    """
+
     token: SecretStr | None = None
-    api_url: str = "https://discord.com/api/v10"
-    gateway_url: str = "wss://gateway.discord.gg"
+    api_url: str = Field("https://discord.com/api/v10", description="REST base URL (a proxy's, or a test server's)")
+    gateway_url: str = Field("wss://gateway.discord.gg", description="gateway websocket URL")
+    guild_teach: dict[str, Literal["everyone", "admins", "listed"]] = Field(
+        default_factory=dict, description="guild id -> who may teach there (overrides teach)"
+    )
+    manager_roles: list[str] = Field(
+        default_factory=list, description="role ids that may use /forget and set /persona (besides Manage Server)"
+    )
+    auto_thread: bool = Field(False, description="answer a mention in a channel in a new thread (one per conversation)")
+    auto_thread_archive_minutes: Literal[60, 1440, 4320, 10080] = Field(
+        1440, description="inactivity after which Discord archives such a thread"
+    )
+    dms: bool = Field(True, description="answer direct messages")
+    command_sync: Literal["global", "guilds", "off"] = Field(
+        "global", description="register the slash and context-menu commands on start: globally, "
+        "in command_guilds only (instant, for testing), or not at all"
+    )
+    command_guilds: list[str] = Field(default_factory=list, description="guild ids for command_sync = guilds")
+    edit_interval: float = Field(1.0, ge=0.0, description="seconds between edits while a reply streams")
+    guild_ready_timeout: float = Field(2.0, ge=0.0, description="seconds to wait for guild data when connecting")
+    start_timeout: float = Field(60.0, gt=0.0, description="seconds start() waits for the gateway to be ready")
+
+    @field_validator("manager_roles", "command_guilds", "teachers", mode="before")
+    @classmethod
+    def _snowflakes(cls, values: object) -> object:
+        if not isinstance(values, list):
+            return values  # pydantic names the type error
+        bad = [v for v in values if not str(v).strip().isdigit()]
+        if bad:
+            raise ValueError(f"must be Discord ids (digits only), not {', '.join(map(repr, bad))}")
+        return [str(v).strip() for v in values]
+
+    @field_validator("guild_teach", mode="before")
+    @classmethod
+    def _guild_ids(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        bad = [k for k in value if not str(k).strip().isdigit()]
+        if bad:
+            raise ValueError(f"keys must be guild ids (digits only), not {', '.join(map(repr, bad))}")
+        return {str(k).strip(): v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _sync_has_guilds(self) -> DiscordSettings:
+        if self.command_sync == "guilds" and not self.command_guilds:
+            raise ValueError("command_sync = guilds needs command_guilds (the guild ids to register commands in)")
+        return self

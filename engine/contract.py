@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -38,11 +39,17 @@ class _Serialisable:
     """
 
     def to_dict(self) -> dict[str, Any]:
-        return TypeAdapter(type(self)).dump_python(self, mode="json")
+        return _adapter(type(self)).dump_python(self, mode="json")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return TypeAdapter(cls).validate_python(dict(data))
+        return _adapter(cls).validate_python(dict(data))
+
+
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter[Any]:
+    """Building a TypeAdapter costs milliseconds; each contract type needs one, once."""
+    return TypeAdapter(cls)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,535 @@
+"""The Slack adapter: slack-bolt's async app in front of the engine.
+
+What arrives, and what it becomes:
+
+- ``app_mention`` in a channel, a direct message, or a message in a thread the bot
+  is part of -> a ``Turn``; the reply streams into the thread (``chat.postMessage``,
+  then ``chat.update`` about once a second, a new message near 4,000 characters).
+  The thread is the ``ChannelKey`` thread; the channel is the learning scope.
+- a thread reply ``correction: <better answer>``, the message shortcut "Correct this
+  answer" (a modal), a :+1:/:-1: reaction on a bot message -> ``Feedback``.
+- ``/heedful why|learned|forget|persona|help`` -> the engine's channel calls.
+
+Events are acknowledged before any work starts and handled in tasks the adapter
+tracks (``idle()`` waits for them, ``stop()`` drains then cancels them). Retries
+are recognised by ``event_id``, and a message that arrives both as ``app_mention``
+and as ``message`` by its ts. Events from other workspaces are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import aiohttp
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from engine import ChannelKey, Engine, FeedbackKind, HeedfulError, NotFound, Turn
+
+from ..base import BaseAdapter
+from ..policy import parse_correction
+from ..settings import SlackSettings
+from . import commands
+from .markup import escape, from_slack, mentions, reaction_kind
+from .transport import HttpReceiver, SocketModeHandler
+from .views import (
+    ANSWER_BLOCK,
+    CORRECT_SHORTCUT,
+    CORRECTION_VIEW,
+    WHY_SHORTCUT,
+    Target,
+    correction_modal,
+    explanation_text,
+    read_correction,
+)
+from .web import Directory, Identity, Undeliverable, api_error, reply_calls
+
+__all__ = ["SlackAdapter", "SlackStartError"]
+
+log = logging.getLogger(__name__)
+
+Respond = Callable[..., Awaitable[Any]]
+
+
+class SlackStartError(RuntimeError):
+    """Slack refused to let the adapter start (a bad token, say); the message says which setting."""
+
+
+class _Recent(OrderedDict[str, str]):
+    """A bounded map that forgets its oldest entries."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def put(self, key: str, value: str = "") -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+def _str(data: Any, key: str) -> str:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _dict(data: Any, key: str) -> dict[str, Any]:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+class SlackAdapter(BaseAdapter):
+    """heedful in one Slack workspace, over Socket Mode or the HTTP Events API."""
+
+    platform = "slack"
+    message_limit = 3900
+    """Characters per message before a reply continues in the next (Slack's advice: about 4,000)."""
+    concurrency = 32
+    """Events handled at once; later ones wait their turn."""
+    backlog = 1000
+    """Events accepted but not yet finished beyond which new ones are dropped (and logged)."""
+    shutdown_grace = 10.0
+    """Seconds ``stop()`` lets running replies finish before cancelling them."""
+
+    _INTERACTIONS = ("message_action", "shortcut", "view_submission")
+
+    def __init__(self, engine: Engine, settings: SlackSettings) -> None:
+        super().__init__(engine, settings)
+        if settings.bot_token is None:
+            raise SlackStartError("HEEDFUL_SLACK_BOT_TOKEN is not set")
+        self.settings = settings
+        self.identity = Identity("", "", "")
+        self.app: AsyncApp | None = None
+        self.http: HttpReceiver | None = None
+        self._socket: SocketModeHandler | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._web: AsyncWebClient | None = None  # retries 429s and 5xx itself
+        self._poster: AsyncWebClient | None = None  # reply messages: 429s reach the streamer
+        self._directory: Directory | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._threads = _Recent()  # "channel/thread_ts" of threads the bot is part of
+        self._last_reply = _Recent()  # channel -> ts of the bot's latest reply there
+        self._answering: dict[str, asyncio.Task[Any]] = {}  # "channel/question ts" -> its reply task
+        self._withdrawn: set[str] = set()
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self.settings.resolved_mode
+
+    async def start(self) -> None:
+        """Check the tokens with Slack, then serve in the background.
+
+        Raises ``SlackStartError`` naming the setting Slack refused; everything
+        opened so far is closed again then.
+        """
+        if self.app is not None:
+            return
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("slack adapter serving team %s over %s", self.identity.team_id, self.mode)
+
+    async def _start(self) -> None:
+        assert self.settings.bot_token is not None
+        self._closing = False
+        self._session = aiohttp.ClientSession()
+        api_url = self.settings.api_url.rstrip("/") + "/"  # without the slash, slack_sdk drops the last segment
+        base = {"token": self.settings.bot_token.get_secret_value(), "base_url": api_url, "session": self._session}
+        self._web = AsyncWebClient(**base, retry_handlers=[
+            AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ])
+        self._poster = AsyncWebClient(**base)
+        try:
+            self.identity = await Identity.fetch(self._web)
+        except SlackApiError as err:
+            raise SlackStartError(f"Slack refused HEEDFUL_SLACK_BOT_TOKEN ({api_error(err)})") from None
+        except aiohttp.ClientError as err:
+            raise SlackStartError(f"cannot reach Slack at HEEDFUL_SLACK_API_URL ({type(err).__name__})") from None
+        self._directory = Directory(self._web)
+        secret = self.settings.signing_secret.get_secret_value() if self.settings.signing_secret else ""
+        self.app = self._build_app(secret)
+        if self.mode == "socket":
+            await self._connect_socket()
+        else:
+            self.http = HttpReceiver(self.app, secret, host=self.settings.host, port=self.settings.port,
+                                     path=self.settings.path)
+            try:
+                await self.http.start()
+            except OSError as err:
+                raise SlackStartError(f"cannot listen on HEEDFUL_SLACK_HOST/PORT {self.settings.host}:"
+                                      f"{self.settings.port} ({err.strerror or err})") from None
+
+    async def _connect_socket(self) -> None:
+        assert self.app is not None and self._web is not None and self.settings.app_token is not None
+        app_token = self.settings.app_token.get_secret_value()
+        try:  # fail fast on a bad app token (the client would otherwise retry for ever)
+            url = (await self._web.apps_connections_open(app_token=app_token)).get("url")
+        except SlackApiError as err:
+            raise SlackStartError(f"Slack refused HEEDFUL_SLACK_APP_TOKEN ({api_error(err)})") from None
+        self._socket = SocketModeHandler(self.app, app_token=app_token, web_client=self._web)
+        self._socket.client.wss_uri = url
+        try:
+            await asyncio.wait_for(self._socket.connect_async(), timeout=30)
+        except TimeoutError:
+            raise SlackStartError("could not open the Socket Mode connection within 30 s") from None
+
+    async def stop(self) -> None:
+        """Stop receiving, let running replies finish (up to ``shutdown_grace`` s), close.
+
+        Safe to call twice, or after a failed ``start``.
+        """
+        self._closing = True
+        if self._socket is not None:
+            socket, self._socket = self._socket, None
+            await socket.close_async()
+        if self.http is not None:
+            http, self.http = self.http, None
+            await http.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+        self.app = None
+
+    async def idle(self) -> None:
+        """Wait until every event received so far is fully handled (replies posted, feedback applied)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    @property
+    def url(self) -> str:
+        """HTTP mode: the local URL Slack's Request URL must reach (empty in Socket Mode)."""
+        if self.http is None:
+            return ""
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
+        return f"http://{host}:{self.http.bound_port}{self.settings.path}"
+
+    def _build_app(self, signing_secret: str) -> AsyncApp:
+        app = AsyncApp(client=self._web, signing_secret=signing_secret, before_authorize=self._gatekeeper,
+                       process_before_response=False)
+        app.shortcut(CORRECT_SHORTCUT)(self._on_correct_shortcut)
+        app.shortcut(WHY_SHORTCUT)(self._on_why_shortcut)
+        app.view(CORRECTION_VIEW)(self._on_correction_submitted)
+        app.command("/heedful")(self._on_command)
+        app.error(self._on_error)
+        return app
+
+    # -- intake -----------------------------------------------------------------------
+
+    async def _gatekeeper(self, body: Any, context: Any, next: Callable[[], Awaitable[Any]]) -> Any:
+        """Runs before bolt's authorization: drop other workspaces; ack and queue events."""
+        kind = _str(body, "type")
+        if kind in ("url_verification", "ssl_check"):
+            return await next()
+        if kind == "app_rate_limited":
+            log.warning("Slack is withholding events: this app exceeded its event rate limit")
+            return BoltResponse(status=200, body="")
+        if not self.identity.knows(context.team_id, context.enterprise_id):
+            log.info("ignored a Slack %s from an unknown workspace", kind or "request")
+            return BoltResponse(status=200, body="")
+        if kind == "event_callback":
+            self._accept_event(body)
+            return BoltResponse(status=200, body="")
+        if kind in self._INTERACTIONS or (not kind and _str(body, "command")):
+            return await next()
+        return BoltResponse(status=200, body="")  # block actions, closed views, ...: nothing of ours
+
+    def _accept_event(self, body: dict[str, Any]) -> None:
+        event = _dict(body, "event")
+        event_id = _str(body, "event_id")
+        if event_id and not self.seen.first("event:" + event_id):
+            return  # a retry (X-Slack-Retry-Num / Socket Mode retry_attempt) of an event we have
+        team = _str(body, "team_id") or self.identity.team_id
+        kind = _str(event, "type")
+        if kind in ("app_mention", "message"):
+            if _str(event, "subtype") == "message_deleted":
+                self._withdraw_reply(event)
+            else:
+                self._spawn(self._on_message(event, team))
+        elif kind == "reaction_added":
+            self._spawn(self._on_reaction(event, team))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._closing or len(self._tasks) >= self.backlog:
+            work.close()
+            log.warning("dropped a Slack event: %s", "shutting down" if self._closing else "too many in progress")
+            return
+        task = asyncio.create_task(self._guarded(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            async with self._slots:
+                await work
+        except Undeliverable as err:
+            log.warning("gave up on a Slack reply: %s", err)
+        except Exception:
+            log.exception("handling a Slack event failed")
+
+    async def _on_error(self, error: Exception) -> None:
+        log.error("a Slack listener failed: %s", type(error).__name__, exc_info=error)
+
+    # -- conversations ----------------------------------------------------------------
+
+    async def _on_message(self, event: dict[str, Any], team: str) -> None:
+        subtype = _str(event, "subtype")
+        if subtype not in ("", "thread_broadcast", "file_share") or ("subtype" in event and not subtype):
+            return  # edits, joins, bot posts, ... and malformed subtypes
+        user, channel, ts, raw = _str(event, "user"), _str(event, "channel"), _str(event, "ts"), _str(event, "text")
+        if not user or not channel or not ts or event.get("bot_id") or self.identity.wrote(event):
+            return  # bots (this one included) never get an answer: no loops
+        if not isinstance(event.get("text"), str) and subtype != "file_share":
+            return  # malformed
+        thread_ts = _str(event, "thread_ts")
+        in_thread = bool(thread_ts) and thread_ts != ts
+        direct = _str(event, "channel_type") == "im" or (not _str(event, "channel_type") and channel.startswith("D"))
+        key = ChannelKey(self.platform, channel, space=team,
+                         thread=(thread_ts if in_thread else "") if direct else (thread_ts if in_thread else ts))
+        if not direct and not (_str(event, "type") == "app_mention" or mentions(raw, self.identity.user_id)):
+            if not in_thread or not await self._bot_in_thread(key):
+                return
+        if not self.seen.first(f"ts:{channel}/{ts}"):
+            return  # the same post as app_mention and as message
+        text = from_slack(raw, self.identity.user_id)
+        if not text and subtype == "file_share":
+            return  # a file without words: nothing to answer
+        better = parse_correction(text)
+        if better is not None:
+            await self._correct_by_reply(key, user=user, ts=ts, better=better, top_level=not in_thread,
+                                         under_mine=_str(event, "parent_user_id") == self.identity.user_id)
+            return
+        if not direct:
+            self._threads.put(f"{channel}/{key.thread}")
+        turn = Turn(channel=key, text=text, author_id=user, message_id=ts, reply_to=thread_ts if in_thread else "",
+                    extra={"team": team})
+        await self._answer(turn, thread_ts=key.thread)
+
+    async def _bot_in_thread(self, key: ChannelKey) -> bool:
+        if f"{key.channel}/{key.thread}" in self._threads:
+            return True
+        try:
+            await self.engine.explain(key)  # finds the bot's last reply in this thread, if any
+        except HeedfulError:
+            return False
+        self._threads.put(f"{key.channel}/{key.thread}")
+        return True
+
+    async def _answer(self, turn: Turn, *, thread_ts: str) -> None:
+        assert self._poster is not None
+        channel, question = turn.channel.channel, f"{turn.channel.channel}/{turn.message_id}"
+        posted: list[str] = []
+        send, edit = reply_calls(self._poster, channel, thread_ts, posted)
+        current = asyncio.current_task()
+        if current is not None:
+            self._answering[question] = current
+        try:
+            await self.respond(turn, send=send, edit=edit, limit=self.message_limit,
+                               interval=self.settings.edit_interval)
+        except asyncio.CancelledError:
+            if question in self._withdrawn:  # the question was deleted: take the half answer back
+                await asyncio.shield(self._delete(channel, posted))
+            raise
+        finally:
+            self._answering.pop(question, None)
+            self._withdrawn.discard(question)
+        if posted:
+            self._last_reply.put(channel, posted[0])
+
+    def _withdraw_reply(self, event: dict[str, Any]) -> None:
+        """A deleted question stops its reply (cancelling frees the model slot)."""
+        deleted = _str(event, "deleted_ts") or _str(_dict(event, "previous_message"), "ts")
+        question = f"{_str(event, 'channel')}/{deleted}"
+        task = self._answering.get(question)
+        if task is not None and not task.done():
+            self._withdrawn.add(question)
+            task.cancel()
+
+    async def _delete(self, channel: str, posted: list[str]) -> None:
+        assert self._web is not None
+        for ts in posted:
+            try:
+                await self._web.chat_delete(channel=channel, ts=ts)
+            except SlackApiError as err:
+                log.info("could not delete a withdrawn reply: %s", api_error(err))
+
+    # -- feedback ---------------------------------------------------------------------
+
+    async def _standing(self, user: str) -> tuple[bool, tuple[str, ...]]:
+        """(is workspace admin, listed user groups the user belongs to), looked up only if the policy needs it."""
+        policy = self.policy
+        if policy.mode == "everyone" or user in policy.allowed:
+            return False, ()
+        assert self._directory is not None
+        admin = await self._directory.is_admin(user)
+        if admin or policy.mode == "admins":
+            return admin, ()
+        return False, await self._directory.groups_of(user, policy.allowed)
+
+    async def _may_teach(self, user: str) -> bool:
+        admin, groups = await self._standing(user)
+        return self.policy.may_teach(user, is_admin=admin, groups=groups)
+
+    async def _correct_by_reply(self, key: ChannelKey, *, user: str, ts: str, better: str, top_level: bool,
+                                under_mine: bool) -> None:
+        """``correction: ...`` corrects the bot's latest reply in the thread (or the message the thread is under)."""
+        thread = key.thread if key.thread != ts else ""
+        if not better:
+            await self._ephemeral(key.channel, user, "Write the better answer after `correction:`.", thread)
+            return
+        target = ""
+        if top_level and key.thread == ts:  # "@heedful correction: ..." outside a thread: my latest reply here
+            target, key = self._last_reply.get(key.channel, ""), key.scope
+        elif under_mine and not await self._bot_in_thread(key):  # a thread under my answer (say, in a DM)
+            target, key = key.thread, key.scope
+        admin, groups = await self._standing(user)
+        receipt = await self.teach(key, kind=FeedbackKind.CORRECTION, author_id=user, is_admin=admin, groups=groups,
+                                   message_id=target, text=better)
+        if receipt.accepted:
+            await self._react(key.channel, ts, "white_check_mark")
+        await self._ephemeral(key.channel, user, escape(receipt.message), thread)
+
+    async def _on_reaction(self, event: dict[str, Any], team: str) -> None:
+        kind = reaction_kind(_str(event, "reaction"))
+        item, user = _dict(event, "item"), _str(event, "user")
+        channel, ts = _str(item, "channel"), _str(item, "ts")
+        if kind is None or _str(item, "type") != "message" or not (user and channel and ts):
+            return
+        if user == self.identity.user_id or _str(event, "item_user") not in ("", self.identity.user_id):
+            return  # not a reaction by a person on one of the bot's messages
+        receipt = await self.teach(ChannelKey(self.platform, channel, space=team), kind=FeedbackKind(kind),
+                                   author_id=user, is_admin=False, message_id=ts)
+        if receipt.accepted and kind == "down":
+            await self._ephemeral(channel, user, "Noted. To teach me the better answer, reply in the thread with "
+                                  "`correction: <the better answer>`, or use *Correct this answer* on my message.")
+        elif not receipt.accepted:
+            log.debug("reaction on a message that is not a known reply: %s", receipt.message)
+
+    async def _on_correct_shortcut(self, ack: Callable[..., Awaitable[Any]], shortcut: dict[str, Any],
+                                   respond: Respond) -> None:
+        await ack()
+        self._spawn(self._open_correction(shortcut, respond))
+
+    async def _open_correction(self, shortcut: dict[str, Any], respond: Respond) -> None:
+        assert self._web is not None
+        message, channel = _dict(shortcut, "message"), _str(_dict(shortcut, "channel"), "id")
+        user, trigger = _str(_dict(shortcut, "user"), "id"), _str(shortcut, "trigger_id")
+        team = _str(_dict(shortcut, "team"), "id") or self.identity.team_id
+        ts = _str(message, "ts")
+        if not (channel and user and trigger and ts):
+            return
+        if not self.identity.wrote(message):
+            await respond(text="I can only learn from corrections to my own answers: use this on one of my "
+                          "messages.", response_type="ephemeral")
+            return
+        if not await self._may_teach(user):
+            await respond(text=self.policy.refusal, response_type="ephemeral")
+            return
+        try:
+            await self.engine.explain(ChannelKey(self.platform, channel, space=team), message_id=ts)
+        except NotFound:
+            await respond(text="I have no record of that answer any more, so there is nothing to correct. Ask me "
+                          "again and correct the new answer.", response_type="ephemeral")
+            return
+        target = Target(team=team, channel=channel, ts=ts, thread=_str(message, "thread_ts"))
+        try:
+            await self._web.views_open(trigger_id=trigger, view=correction_modal(_str(message, "text"), target))
+        except SlackApiError as err:
+            log.warning("could not open the correction modal: %s", api_error(err))
+            await respond(text="Slack did not let me open the correction form; please try again.",
+                          response_type="ephemeral")
+
+    async def _on_correction_submitted(self, ack: Callable[..., Awaitable[Any]], body: dict[str, Any],
+                                       view: dict[str, Any]) -> None:
+        better, target = read_correction(view)
+        if not better:
+            await ack(response_action="errors", errors={ANSWER_BLOCK: "Write the better answer here."})
+            return
+        await ack()
+        user = _str(_dict(body, "user"), "id")
+        if target is None or not user:
+            log.warning("a correction form came back without its target; ignored")
+            return
+        self._spawn(self._teach_from_modal(user, target, better))
+
+    async def _teach_from_modal(self, user: str, target: Target, better: str) -> None:
+        key = ChannelKey(self.platform, target.channel, space=target.team or self.identity.team_id,
+                         thread=target.thread)
+        admin, groups = await self._standing(user)
+        receipt = await self.teach(key, kind=FeedbackKind.CORRECTION, author_id=user, is_admin=admin, groups=groups,
+                                   message_id=target.ts, text=better)
+        await self._ephemeral(target.channel, user, escape(receipt.message), target.thread)
+
+    async def _on_why_shortcut(self, ack: Callable[..., Awaitable[Any]], shortcut: dict[str, Any],
+                               respond: Respond) -> None:
+        await ack()
+        self._spawn(self._why_message(shortcut, respond))
+
+    async def _why_message(self, shortcut: dict[str, Any], respond: Respond) -> None:
+        channel, ts = _str(_dict(shortcut, "channel"), "id"), _str(_dict(shortcut, "message"), "ts")
+        team = _str(_dict(shortcut, "team"), "id") or self.identity.team_id
+        if not (channel and ts):
+            return
+        try:
+            explanation = await self.engine.explain(ChannelKey(self.platform, channel, space=team), message_id=ts)
+            text = explanation_text(explanation)
+        except NotFound:
+            text = "That is not one of my answers (or I no longer have it on record)."
+        await respond(text=text, response_type="ephemeral")
+
+    # -- /heedful ---------------------------------------------------------------------
+
+    async def _on_command(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any],
+                          respond: Respond) -> None:
+        await ack()
+        self._spawn(self._command(command, respond))
+
+    async def _command(self, command: dict[str, Any], respond: Respond) -> None:
+        channel, user = _str(command, "channel_id"), _str(command, "user_id")
+        if not (channel and user):
+            return
+        key = ChannelKey(self.platform, channel, space=_str(command, "team_id") or self.identity.team_id)
+        text, public = await commands.run(self.engine, key, user, _str(command, "text"),
+                                          may_teach=lambda: self._may_teach(user),
+                                          last_reply=self._last_reply.get(channel, ""))
+        await respond(text=text, response_type="in_channel" if public else "ephemeral")
+
+    # -- small Slack calls ------------------------------------------------------------
+
+    async def _ephemeral(self, channel: str, user: str, text: str, thread: str = "") -> None:
+        assert self._web is not None
+        try:
+            await self._web.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread or None)
+        except SlackApiError as err:
+            log.info("could not post an ephemeral message: %s", api_error(err))
+
+    async def _react(self, channel: str, ts: str, name: str) -> None:
+        assert self._web is not None
+        try:
+            await self._web.reactions_add(channel=channel, timestamp=ts, name=name)
+        except SlackApiError as err:
+            if api_error(err) != "already_reacted":
+                log.info("could not add a reaction: %s", api_error(err))

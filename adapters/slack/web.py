@@ -1,0 +1,159 @@
+"""Slack Web API facts the adapter needs: who the bot is, who is an admin, posting a reply.
+
+Reply messages go through a client without slack_sdk's rate-limit retries, so that
+a 429 reaches ``ReplyStreamer`` as ``RateLimited`` (it skips an intermediate edit
+and retries the final text); every other call uses a client that retries 429s and
+server errors itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from ..streaming import EditFn, RateLimited, SendFn
+from .markup import to_slack
+
+__all__ = ["Identity", "Directory", "Undeliverable", "reply_calls", "api_error"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The bot as ``auth.test`` describes it."""
+
+    team_id: str
+    user_id: str
+    bot_id: str
+    enterprise_id: str = ""
+
+    @classmethod
+    async def fetch(cls, client: AsyncWebClient) -> Identity:
+        """Raises ``SlackApiError`` when Slack refuses the token."""
+        data = (await client.auth_test()).data
+        assert isinstance(data, dict)
+        return cls(
+            team_id=str(data.get("team_id") or ""),
+            user_id=str(data.get("user_id") or ""),
+            bot_id=str(data.get("bot_id") or ""),
+            enterprise_id=str(data.get("enterprise_id") or ""),
+        )
+
+    def knows(self, team_id: str | None, enterprise_id: str | None) -> bool:
+        """Whether an event from this team (or Enterprise Grid org) is for this installation."""
+        return (bool(team_id) and team_id == self.team_id) or (
+            bool(self.enterprise_id) and enterprise_id == self.enterprise_id
+        )
+
+    def wrote(self, message: dict[str, object]) -> bool:
+        """Whether a message payload was posted by this bot."""
+        return (bool(self.user_id) and message.get("user") == self.user_id) or (
+            bool(self.bot_id) and message.get("bot_id") == self.bot_id
+        )
+
+
+class Undeliverable(Exception):
+    """Slack refused a reply for good (not in channel, archived, ...); the reply is abandoned."""
+
+
+def api_error(err: SlackApiError) -> str:
+    """Slack's error code (``channel_not_found``...), never anything from the request."""
+    data = getattr(err.response, "data", None)
+    code = data.get("error") if isinstance(data, dict) else None
+    return str(code or f"HTTP {getattr(err.response, 'status_code', '?')}")
+
+
+def _transient(err: SlackApiError) -> RateLimited | None:
+    status = getattr(err.response, "status_code", 0)
+    if status == 429 or api_error(err) == "ratelimited":
+        headers = getattr(err.response, "headers", {}) or {}
+        raw = headers.get("Retry-After") or headers.get("retry-after") or "1"
+        try:
+            wait = float(raw[0] if isinstance(raw, list) else raw)
+        except ValueError:
+            wait = 1.0
+        return RateLimited(wait)
+    if status >= 500 or api_error(err) in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
+        return RateLimited(1.0)  # Slack's own trouble: worth a retry, like a rate limit
+    return None
+
+
+def reply_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: list[str]) -> tuple[SendFn, EditFn]:
+    """``send``/``edit`` for ``ReplyStreamer``: chat.postMessage / chat.update in ``channel``.
+
+    Text is converted with ``to_slack``. ``posted`` receives each new message's ts.
+    Raises ``RateLimited`` on 429 and server errors, ``Undeliverable`` on the rest.
+    """
+
+    async def send(text: str) -> str:
+        try:
+            response = await client.chat_postMessage(
+                channel=channel, text=to_slack(text), thread_ts=thread_ts or None,
+                unfurl_links=False, unfurl_media=False,
+            )
+        except SlackApiError as err:
+            raise _transient(err) or Undeliverable(f"chat.postMessage in {channel}: {api_error(err)}") from None
+        ts = str(response.get("ts") or "")
+        posted.append(ts)
+        return ts
+
+    async def edit(ts: str, text: str) -> None:
+        try:
+            await client.chat_update(channel=channel, ts=ts, text=to_slack(text))
+        except SlackApiError as err:
+            raise _transient(err) or Undeliverable(f"chat.update in {channel}: {api_error(err)}") from None
+
+    return send, edit
+
+
+class Directory:
+    """Admin flags and user-group membership, cached for ``ttl`` seconds.
+
+    Looked up only when the teach policy needs them. A failed lookup (say, a
+    missing ``users:read`` scope) counts as "not an admin / not a member".
+    """
+
+    def __init__(self, client: AsyncWebClient, ttl: float = 300.0) -> None:
+        self.client, self.ttl = client, ttl
+        self._admins: dict[str, tuple[bool, float]] = {}
+        self._groups: dict[str, tuple[frozenset[str], float]] = {}
+
+    async def is_admin(self, user_id: str) -> bool:
+        cached = self._admins.get(user_id)
+        if cached and time.monotonic() - cached[1] < self.ttl:
+            return cached[0]
+        admin = False
+        try:
+            user = (await self.client.users_info(user=user_id)).get("user") or {}
+            admin = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+        except SlackApiError as err:
+            log.warning("users.info failed (%s); treating %s as not an admin", api_error(err), user_id)
+        if len(self._admins) > 10_000:
+            self._admins.clear()
+        self._admins[user_id] = (admin, time.monotonic())
+        return admin
+
+    async def groups_of(self, user_id: str, candidates: Iterable[str]) -> tuple[str, ...]:
+        """Which of the user-group ids in ``candidates`` (``S…``) have ``user_id`` as a member."""
+        found = []
+        for group in candidates:
+            if not group.startswith("S"):
+                continue  # a user id, not a user group
+            cached = self._groups.get(group)
+            if cached is None or time.monotonic() - cached[1] >= self.ttl:
+                members: frozenset[str] = frozenset()
+                try:
+                    listed = (await self.client.usergroups_users_list(usergroup=group)).get("users") or []
+                    members = frozenset(str(u) for u in listed)
+                except SlackApiError as err:
+                    log.warning("usergroups.users.list %s failed (%s)", group, api_error(err))
+                cached = self._groups[group] = (members, time.monotonic())
+            if user_id in cached[0]:
+                found.append(group)
+        return tuple(found)

@@ -1,0 +1,364 @@
+"""The adapter's state and its conversation and teaching steps, shared by every handler.
+
+``TelegramCore`` knows where a message lives (chat, forum topic, ``ChannelKey``), who
+wrote it and whether they may teach there, and how to answer: stream a reply (drafts
+in private chats when the server has them, else send-then-edit), teach a correction,
+ask for one with a ForceReply prompt. The handlers that route updates to these steps
+are in ``_handlers.py``; the lifecycle is in ``_adapter.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import itertools
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import (
+    Chat,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    ReactionTypeEmoji,
+    User,
+)
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+from telegram.ext import Application
+
+from engine import ChannelKey, Engine, FeedbackKind, FeedbackReceipt, HeedfulError, InputError, Overloaded, Turn
+
+from ..base import BaseAdapter
+from ..policy import TeachPolicy
+from ..settings import TelegramSettings
+from ..streaming import RateLimited
+from ._delivery import LIMIT, ChatUnavailable, DraftStreamer, DraftsUnsupported, Outbox, retrying
+from ._redact import SecretFilter
+from ._texts import PROMPT_GROUP, PROMPT_MARK, PROMPT_PRIVATE
+from ._updates import UpdateLog
+
+__all__ = ["TelegramCore", "TelegramStartError", "Where", "where_of", "where_in", "author_of", "command_text",
+           "emoji_of"]
+
+log = logging.getLogger("adapters.telegram")
+
+PROMPT_TTL = 15 * 60.0  # a ✏️ prompt waits this long for its answer
+ADMIN_TTL = 60.0  # chat administrator lists are cached this long
+_SORRY = "Sorry, something went wrong while answering. Please try again."
+
+
+class TelegramStartError(RuntimeError):
+    """The adapter could not connect; the message says why (and never contains the token)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where a message lives: the chat, its forum topic, and the engine's key for it."""
+
+    chat_id: int
+    thread: int | None
+    private: bool
+    key: ChannelKey
+
+
+@dataclass(frozen=True, slots=True)
+class _Prompt:
+    """A ✏️ prompt waiting for ``user_id``'s better answer to the bot message ``target``."""
+
+    user_id: int
+    target: int
+    expires: float
+
+
+class TelegramCore(BaseAdapter):
+    """State and shared steps of the Telegram adapter."""
+
+    platform = "telegram"
+
+    def __init__(self, engine: Engine, settings: TelegramSettings) -> None:
+        super().__init__(engine, settings)
+        if settings.token is None or not settings.token.get_secret_value().strip():
+            raise TelegramStartError("no Telegram bot token: set HEEDFUL_TELEGRAM_TOKEN")
+        self.settings = settings
+        self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self.me: User | None = None
+        self.out: Outbox | None = None
+        self.updates = UpdateLog(None)
+        self.keyboard = InlineKeyboardMarkup([[
+            InlineKeyboardButton("👍", callback_data="hf:up"),
+            InlineKeyboardButton("👎", callback_data="hf:down"),
+            InlineKeyboardButton("✏️", callback_data="hf:fix"),
+        ]]) if settings.buttons else None
+        self.webhook_secret = (
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else secrets.token_urlsafe(32)
+        )
+        self.redact = SecretFilter([settings.token.get_secret_value(), self.webhook_secret])
+        self._chat_policies = {
+            int(chat_id): TeachPolicy(rule.teach, frozenset(rule.teachers)) for chat_id, rule in settings.chats.items()
+        }
+        self._prompts: dict[tuple[int, int], _Prompt] = {}  # (chat id, prompt message id) -> prompt
+        self._admins: dict[int, tuple[float, frozenset[int]]] = {}
+        self._drafts_ok = settings.drafts
+        self._draft_ids = itertools.count(1)
+
+    # -- who and where ---------------------------------------------------------------------
+
+    def replies_to_me(self, message: Message) -> bool:
+        replied = message.reply_to_message
+        if replied is None or replied.from_user is None or self.me is None or is_topic_header(message):
+            return False
+        return replied.from_user.id == self.me.id
+
+    def mentions_me(self, message: Message) -> bool:
+        assert self.me is not None
+        handle = f"@{self.me.username}".lower()
+        kinds = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+        found = {**message.parse_entities(kinds), **message.parse_caption_entities(kinds)}
+        return any(
+            (entity.type == MessageEntity.MENTION and text.lower() == handle)
+            or (entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and entity.user.id == self.me.id)
+            for entity, text in found.items()
+        )
+
+    def strip_mention(self, text: str) -> str:
+        assert self.me is not None
+        if self.me.username:
+            text = re.sub(rf"@{re.escape(self.me.username)}\b", " ", text, flags=re.IGNORECASE)
+        return text.strip().lstrip(",:;").strip()
+
+    def policy_in(self, where: Where) -> TeachPolicy:
+        return self._chat_policies.get(where.chat_id, self.policy)
+
+    async def may_teach(self, where: Where, author_id: str, message: Message | None = None) -> bool:
+        policy = self.policy_in(where)
+        return policy.may_teach(author_id, is_admin=await self._admin_if_needed(where, author_id, message))
+
+    async def _admin_if_needed(self, where: Where, author_id: str, message: Message | None = None) -> bool:
+        """Whether the author is an admin, asked of Telegram only when the teach policy depends on it."""
+        if self.policy_in(where).may_teach(author_id, is_admin=False):
+            return False
+        return await self.is_admin(where, author_id, message)
+
+    async def is_admin(self, where: Where, author_id: str, message: Message | None = None) -> bool:
+        """Chat admins, configured bot admins, anonymous admins, and the user of a private chat."""
+        if where.private or author_id in self.settings.admins:
+            return True
+        if message is not None and message.sender_chat is not None and message.sender_chat.id == where.chat_id:
+            return True  # an anonymous admin, posting as the group itself
+        if not author_id.lstrip("-").isdigit():
+            return False
+        return int(author_id) in await self._chat_admins(where.chat_id)
+
+    async def _chat_admins(self, chat_id: int) -> frozenset[int]:
+        cached = self._admins.get(chat_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        assert self.app is not None
+        bot = self.app.bot
+        try:
+            members = await retrying(lambda: bot.get_chat_administrators(chat_id), attempts=3)
+        except (TelegramError, RateLimited, ChatUnavailable) as err:
+            log.warning("could not read the admins of chat %s: %s", chat_id, err)
+            return frozenset()
+        admins = frozenset(member.user.id for member in members)
+        self._admins[chat_id] = (time.monotonic() + ADMIN_TTL, admins)
+        return admins
+
+    # -- answering -------------------------------------------------------------------------
+
+    async def say(self, where: Where, text: str, *, reply_to: int | None = None, markup: Any = None,
+                  html: bool = False) -> list[Message]:
+        """Post a message of the bot's own (not an answer): retried through rate limits, split if long."""
+        assert self.out is not None
+        return await self.out.say(where.chat_id, text, thread=where.thread, reply_to=reply_to, markup=markup,
+                                  html=html)
+
+    async def ask(self, message: Message, where: Where, question: str) -> None:
+        """Answer ``question`` (from ``message``) with a streamed reply to that message."""
+        author_id, author_name = author_of(message) or ("", "")
+        replied = message.reply_to_message
+        turn = Turn(
+            channel=where.key,
+            text=question,
+            author_id=author_id,
+            author_name=author_name,
+            message_id=str(message.message_id),
+            reply_to=str(replied.message_id) if replied is not None and not is_topic_header(message) else "",
+        )
+        assert self.out is not None
+        typing = asyncio.create_task(self.out.typing(where.chat_id, thread=where.thread))
+        try:
+            if where.private and self._drafts_ok:
+                await self._stream_drafts(turn, where, message.message_id, typing)
+            else:
+                await self._stream_edits(turn, where, message.message_id, typing)
+        finally:
+            typing.cancel()
+
+    async def _stream_edits(self, turn: Turn, where: Where, reply_to: int, typing: asyncio.Task[None]) -> None:
+        out = self.out
+        assert out is not None
+
+        async def send(text: str) -> str:
+            typing.cancel()
+            sent = await out.send(where.chat_id, text, thread=where.thread, reply_to=reply_to, markup=self.keyboard)
+            return str(sent.message_id)
+
+        async def edit(message_id: str, text: str) -> None:
+            await out.edit(where.chat_id, int(message_id), text, markup=self.keyboard)
+
+        async def fail(text: str) -> str:  # an error notice gets no feedback buttons
+            typing.cancel()
+            return str((await self.say(where, text, reply_to=reply_to))[-1].message_id)
+
+        interval = self.settings.edit_interval_private if where.private else self.settings.edit_interval_group
+        await self.respond(turn, send=send, edit=edit, fail=fail, limit=LIMIT, interval=interval)
+
+    async def _stream_drafts(self, turn: Turn, where: Where, reply_to: int, typing: asyncio.Task[None]) -> None:
+        out = self.out
+        assert out is not None
+        reply = self.engine.reply(turn)
+        draft_id = next(self._draft_ids)
+
+        async def draft(text: str) -> bool:
+            typing.cancel()
+            try:
+                return await out.draft(where.chat_id, draft_id, text, thread=where.thread)
+            except DraftsUnsupported:
+                if self._drafts_ok:
+                    log.warning("the Bot API server has no sendMessageDraft; streaming private answers by edits")
+                self._drafts_ok = False
+                return False
+
+        async def send(text: str, last: bool) -> str:
+            typing.cancel()
+            markup = self.keyboard if last else None
+            sent = await out.send(where.chat_id, text, thread=where.thread, reply_to=reply_to, markup=markup)
+            return str(sent.message_id)
+
+        async def link(message_id: str) -> None:
+            await self.engine.link_message(turn.channel, reply.reply_id, message_id)
+
+        streamer = DraftStreamer(draft, send, interval=self.settings.edit_interval_private, on_message=link)
+        try:
+            await streamer.stream(reply)
+        except (InputError, Overloaded) as err:
+            await self.say(where, str(err), reply_to=reply_to)
+        except HeedfulError as err:
+            log.warning("reply failed in %s: %s", turn.channel, err)
+            await self.say(where, _SORRY, reply_to=reply_to)
+
+    # -- teaching --------------------------------------------------------------------------
+
+    async def feedback(self, where: Where, kind: FeedbackKind, author_id: str, *, message: Message | None = None,
+                       target: int | None = None, text: str = "") -> FeedbackReceipt:
+        """Feedback on the bot message ``target`` (None: the last answer here), under this chat's policy."""
+        gated = kind in (FeedbackKind.CORRECTION, FeedbackKind.FORGET)
+        return await self.teach(
+            where.key, kind=kind, author_id=author_id, text=text, message_id=str(target) if target else "",
+            is_admin=await self._admin_if_needed(where, author_id, message) if gated else False,
+            policy=self.policy_in(where),
+        )
+
+    async def correct(self, message: Message, where: Where, target: int | None, better: str) -> None:
+        """Teach ``better`` as the answer behind ``target``, and say how that went."""
+        if not better.strip():
+            await self.say(where, "Usage: reply to my answer with /fix <the better answer>.",
+                           reply_to=message.message_id)
+            return
+        author_id, _ = author_of(message) or ("", "")
+        receipt = await self.feedback(where, FeedbackKind.CORRECTION, author_id, message=message, target=target,
+                                      text=better)
+        await self.say(where, receipt.message, reply_to=message.message_id)
+
+    async def answer_prompt(self, message: Message, where: Where, text: str) -> bool:
+        """Take ``message`` as the better answer if it replies to a ✏️ prompt of its author's."""
+        replied = message.reply_to_message
+        if replied is None or message.from_user is None:
+            return False
+        key = (where.chat_id, replied.message_id)
+        prompt = self._prompts.get(key)
+        if prompt is None or prompt.user_id != message.from_user.id or prompt.expires < time.monotonic():
+            if not (self.replies_to_me(message) and (replied.text or "").startswith(PROMPT_MARK)):
+                return False
+            # A reply to a prompt meant for someone else, expired, or from before a restart.
+            await self.say(where, "That request isn't waiting for your answer any more; press ✏️ under my answer "
+                                  "(or reply to it with /fix <better answer>).", reply_to=message.message_id)
+            return True
+        if not text.strip():
+            await self.say(where, "Please send the better answer as text (or /cancel).", reply_to=message.message_id)
+            return True
+        del self._prompts[key]
+        await self.correct(message, where, prompt.target, text.strip())
+        return True
+
+    async def prompt_for_correction(self, where: Where, user: User, target: int) -> None:
+        """Ask ``user`` (with a ForceReply) for the better answer to the bot message ``target``."""
+        now = time.monotonic()
+        for key in [k for k, p in self._prompts.items() if p.expires < now]:
+            del self._prompts[key]
+        if where.private:
+            text, as_html = PROMPT_PRIVATE, False
+        else:  # in a group, the mention is what lets the ForceReply pick this one user
+            mention = user.mention_html()
+            before, _, after = PROMPT_GROUP.partition("{who}")
+            text, as_html = html.escape(before) + mention + html.escape(after), True
+        sent = await self.say(where, text, reply_to=target, html=as_html,
+                              markup=ForceReply(selective=True, input_field_placeholder="The better answer"))
+        self._prompts[(where.chat_id, sent[-1].message_id)] = _Prompt(user.id, target, now + PROMPT_TTL)
+
+    def cancel_prompts(self, chat_id: int, user_id: int) -> int:
+        mine = [k for k, p in self._prompts.items() if k[0] == chat_id and p.user_id == user_id]
+        for key in mine:
+            del self._prompts[key]
+        return len(mine)
+
+
+def where_in(chat: Chat, thread: int | None = None) -> Where:
+    key = ChannelKey("telegram", str(chat.id), thread=str(thread) if thread else "")
+    return Where(chat.id, thread, chat.type == ChatType.PRIVATE, key)
+
+
+def where_of(message: object) -> Where:
+    """Works for inaccessible (old) messages too: they keep only the chat and the id."""
+    topic = getattr(message, "is_topic_message", None) and getattr(message, "message_thread_id", None)
+    return where_in(message.chat, topic or None)  # type: ignore[attr-defined]
+
+
+def author_of(message: Message) -> tuple[str, str] | None:
+    """(id, name) of who sent ``message``: a user, or a chat posting as itself (anonymous admin, channel)."""
+    if message.sender_chat is not None:
+        chat = message.sender_chat
+        return f"chat:{chat.id}", chat.title or chat.full_name or str(chat.id)
+    if message.from_user is not None:
+        return str(message.from_user.id), message.from_user.full_name
+    return None
+
+
+def is_topic_header(message: Message) -> bool:
+    """In a forum topic every message "replies" to the topic's first message; that is no reply."""
+    replied = message.reply_to_message
+    return bool(
+        replied is not None and message.is_topic_message
+        and (replied.message_id == message.message_thread_id or replied.forum_topic_created is not None)
+    )
+
+
+def command_text(message: Message) -> str:
+    """What follows the command (``/fix@bot  text`` -> ``text``), line breaks kept."""
+    text = message.text or ""
+    for entity in message.entities:
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            return text[entity.length :].strip()
+    return text.partition(" ")[2].strip()
+
+
+def emoji_of(reactions: Any) -> set[str]:
+    return {r.emoji for r in reactions if isinstance(r, ReactionTypeEmoji)}

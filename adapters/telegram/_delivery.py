@@ -1,0 +1,258 @@
+"""Posting to Telegram: Bot API calls with Telegram's failure modes mapped, and draft streaming.
+
+``Outbox`` wraps the few calls the adapter makes. One attempt of ``send``/``edit``
+raises ``RateLimited`` on a 429 (with the server's ``retry_after``) or a transient
+server/network failure, so the shared ``ReplyStreamer`` can skip an intermediate
+edit and retry the final one; ``say`` retries by itself (command answers,
+acknowledgements). ``DraftStreamer`` streams a private-chat answer as an ephemeral
+``sendMessageDraft`` preview, then posts it as real messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import logging
+import time
+import warnings
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import Any, TypeVar
+
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
+from telegram.constants import MessageLimit
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter
+
+from ..streaming import RateLimited, StreamResult, split_message
+
+__all__ = ["Outbox", "DraftStreamer", "ChatUnavailable", "DraftsUnsupported", "LIMIT", "fit"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LIMIT = MessageLimit.MAX_TEXT_LENGTH  # 4,096
+TRANSIENT_WAIT = 1.0  # seconds before retrying after a 5xx or a network failure
+_CANNOT_POST = ("chat not found", "thread not found", "topic_closed", "topic_deleted", "not enough rights",
+                "have no rights")
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)  # a preview flickering under a streaming answer helps no one
+
+
+class ChatUnavailable(Exception):
+    """The bot cannot post in this chat any more (blocked by the user, removed from the group)."""
+
+
+class DraftsUnsupported(Exception):
+    """The Bot API server does not offer ``sendMessageDraft``."""
+
+
+def fit(text: str) -> str:
+    """``text`` cut to Telegram's limit, which counts UTF-16 code units (an emoji can count twice)."""
+    if len(text) <= LIMIT // 2 or len(text.encode("utf-16-le")) // 2 <= LIMIT:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += 2 if ord(char) > 0xFFFF else 1
+        if used > LIMIT - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
+def retry_after(err: RetryAfter) -> float:
+    with warnings.catch_warnings():  # the int form of retry_after is deprecated; either form works here
+        warnings.simplefilter("ignore")
+        value = err.retry_after
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+async def attempt(call: Callable[[], Awaitable[T]]) -> T:
+    """One Bot API call, with flood control and transient failures raised as ``RateLimited``."""
+    try:
+        return await call()
+    except RetryAfter as err:
+        raise RateLimited(retry_after(err)) from None
+    except Forbidden as err:
+        raise ChatUnavailable(str(err)) from None
+    except ChatMigrated as err:  # a group became a supergroup: what it taught stays with the old id
+        raise ChatUnavailable(f"the chat moved to {err.new_chat_id}") from None
+    except BadRequest as err:
+        if any(reason in str(err).lower() for reason in _CANNOT_POST):
+            raise ChatUnavailable(str(err)) from None
+        raise
+    except InvalidToken:
+        raise
+    except NetworkError as err:  # 5xx, timeouts, connection resets: worth another try
+        log.info("Telegram call failed (%s); retrying in %.0f s", err, TRANSIENT_WAIT)
+        raise RateLimited(TRANSIENT_WAIT) from None
+
+
+async def retrying(call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
+    """``attempt`` until it succeeds, waiting as long as Telegram asks between tries."""
+    for tries in range(1, attempts + 1):
+        try:
+            return await attempt(call)
+        except RateLimited as limited:
+            if tries == attempts:
+                raise
+            await asyncio.sleep(limited.retry_after)
+    raise AssertionError("unreachable")
+
+
+class Outbox:
+    """The adapter's outgoing Bot API calls."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        thread: int | None = None,
+        reply_to: int | None = None,
+        markup: Any = None,
+        html: bool = False,
+    ) -> Message:
+        """One attempt to post ``text``; see ``attempt`` for what it raises."""
+        return await attempt(lambda: self.bot.send_message(
+            chat_id, fit(text), message_thread_id=thread, reply_markup=markup,
+            reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None,
+            link_preview_options=_NO_PREVIEW, parse_mode="HTML" if html else None,
+        ))
+
+    async def edit(self, chat_id: int, message_id: int, text: str, *, markup: InlineKeyboardMarkup | None = None
+                   ) -> None:
+        """One attempt to change a message's text (the keyboard must be given again, or it goes)."""
+        try:
+            await attempt(lambda: self.bot.edit_message_text(
+                fit(text), chat_id, message_id, reply_markup=markup, link_preview_options=_NO_PREVIEW,
+            ))
+        except BadRequest as err:
+            reason = str(err).lower()
+            if "not modified" in reason:
+                return  # already shows this text: what we wanted
+            if "message to edit not found" in reason:
+                log.info("message %s in chat %s was deleted while being written", message_id, chat_id)
+                return
+            raise
+
+    async def say(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        thread: int | None = None,
+        reply_to: int | None = None,
+        markup: Any = None,
+        html: bool = False,
+    ) -> list[Message]:
+        """Post ``text`` (split at the limit, ``markup`` under the last part), retrying rate limits."""
+        parts = [text] if html else split_message(text, LIMIT) or ["…"]
+        sent = []
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            sent.append(await retrying(lambda p=part, m=markup if last else None: self.bot.send_message(
+                chat_id, fit(p), message_thread_id=thread, reply_markup=m, parse_mode="HTML" if html else None,
+                reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None,
+                link_preview_options=_NO_PREVIEW,
+            )))
+        return sent
+
+    async def draft(self, chat_id: int, draft_id: int, text: str, *, thread: int | None = None) -> bool:
+        """Show ``text`` as the chat's draft; False when it could not be shown this time.
+
+        Raises ``DraftsUnsupported`` when the server has no ``sendMessageDraft``.
+        """
+        if not hasattr(self.bot, "send_message_draft"):  # python-telegram-bot before 22.6
+            raise DraftsUnsupported("this python-telegram-bot has no send_message_draft")
+        try:
+            await attempt(lambda: self.bot.send_message_draft(chat_id, draft_id, fit(text), message_thread_id=thread))
+            return True
+        except RateLimited:
+            return False  # drafts are a preview: skip one, the next or the final message follows
+        except InvalidToken as err:  # how the library reports a 404 "method not found"
+            raise DraftsUnsupported(str(err)) from None
+        except BadRequest as err:
+            log.info("a draft was refused in chat %s (%s)", chat_id, err)
+            return False
+
+    async def typing(self, chat_id: int, *, thread: int | None = None, after: float = 1.0, every: float = 4.5
+                     ) -> None:
+        """Show "typing…" from ``after`` seconds on until cancelled (Telegram shows it for 5 s)."""
+        await asyncio.sleep(after)
+        while True:
+            try:
+                await self.bot.send_chat_action(chat_id, "typing", message_thread_id=thread)
+            except Exception as err:  # a cosmetic call: never let it disturb the answer
+                log.debug("typing indicator failed in chat %s: %s", chat_id, err)
+            await asyncio.sleep(every)
+
+
+SendPart = Callable[[str, bool], Awaitable[str]]  # (text, is the last part) -> message id
+
+
+class DraftStreamer:
+    """Streams one reply as a draft preview, posting each part as a real message once it is complete.
+
+    ``draft(text)`` shows the preview and returns False when it can't (then the stream
+    goes on without previews); ``send(text, last)`` posts one part (raising
+    ``RateLimited`` to be retried after the wait). ``on_message`` gets each posted id.
+    """
+
+    def __init__(
+        self,
+        draft: Callable[[str], Awaitable[bool]],
+        send: SendPart,
+        *,
+        limit: int = LIMIT,
+        interval: float = 1.0,
+        placeholder: str = "…",
+        max_retries: int = 8,
+        on_message: Callable[[str], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.draft, self.send = draft, send
+        self.limit, self.interval, self.placeholder = limit, interval, placeholder
+        self.max_retries, self.on_message, self.clock = max_retries, on_message, clock
+        self.result = StreamResult()
+        self.drafting = True
+        self._last: float | None = None
+
+    async def stream(self, chunks: AsyncIterable[str]) -> StreamResult:
+        text = ""
+        async for chunk in chunks:
+            text += chunk
+            now = self.clock()
+            if self._last is None or now - self._last >= self.interval:
+                self._last = now
+                await self._flush(text, final=False)
+        await self._flush(text, final=True)
+        self.result.text = text
+        return self.result
+
+    async def _flush(self, text: str, *, final: bool) -> None:
+        parts = split_message(text, self.limit) if text.strip() else ([self.placeholder] if final else [])
+        complete = parts if final else parts[:-1]
+        for index in range(len(self.result.message_ids), len(complete)):
+            await self._post(complete[index], last=final and index == len(complete) - 1)
+        if not final and parts and self.drafting:
+            preview = parts[-1]
+            if len(preview) + 2 <= self.limit:
+                preview += " " + self.placeholder
+            self.drafting = await self.draft(preview)
+
+    async def _post(self, part: str, *, last: bool) -> None:
+        for tries in range(1, self.max_retries + 2):
+            try:
+                message_id = await self.send(part, last)
+                break
+            except RateLimited as limited:
+                self.result.retries += 1
+                if tries > self.max_retries:
+                    log.warning("giving up on a message after %d rate-limited attempts", tries)
+                    raise
+                await asyncio.sleep(limited.retry_after)
+        self.result.message_ids.append(message_id)
+        if self.on_message is not None:
+            await self.on_message(message_id)

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 
 def env_for(tmp_path: Path, models_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEEDFUL_")}
@@ -35,13 +33,3 @@ def test_empty_token_counts_as_unset_and_secrets_stay_out_of_output(tmp_path: Pa
     assert done.stdout.strip()  # an answer, never a blank message
     assert "DEBUG" in done.stderr and "sekrit-signing-value" not in done.stderr + done.stdout
 
-
-def test_token_without_its_adapter_is_a_clear_error(tmp_path: Path, models_dir: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("adapters.telegram") is not None:
-        pytest.skip("the telegram adapter exists: nothing to refuse")
-    env = env_for(tmp_path, models_dir, HEEDFUL_TELEGRAM_TOKEN="123:abc")
-    done = subprocess.run([sys.executable, "-m", "bots.cli", "run"], input="", env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 2 and "telegram" in done.stderr and "123:abc" not in done.stderr

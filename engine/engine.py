@@ -72,6 +72,8 @@ class Engine:
             return
         try:
             await self.store.open()
+            # transformers' lazy imports are not thread-safe: import once, before two threads load models.
+            await asyncio.to_thread(_import_model_libraries)
             self._loaded, _ = await asyncio.gather(
                 asyncio.to_thread(load_model, self.settings.model, self.settings.model_cache_dir),
                 self.encoder.start(),
@@ -388,6 +390,11 @@ class Engine:
         if chosen in presets:
             return presets[chosen]
         return chosen if chosen != self.settings.dialog.default_persona else _FALLBACK_PERSONA
+
+
+def _import_model_libraries() -> None:
+    import sentence_transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
 
 def _words(text: str) -> list[str]:

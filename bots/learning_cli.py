@@ -1,8 +1,371 @@
-"""``heedful meta-train`` and ``heedful eval``: the learning commands (see docs/LEARNING.md)."""
+"""``heedful meta-train`` and ``heedful eval``: the learning commands (see docs/LEARNING.md).
+
+- ``meta-train metric``: episodic meta-training of the metric and its calibrated radius.
+- ``eval intents``: few-shot intent classification with prototypes, optionally side by
+  side with the plain encoder (``--baseline``).
+- ``eval corrections``: learning from corrections through the whole engine.
+
+With ``--json`` the last line of stdout is one JSON object; progress bars go to stderr.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 meta_train_app = typer.Typer(help="Meta-train the learned artifacts (metric, LoRA initialisation).", no_args_is_help=True)
 eval_app = typer.Typer(help="The two benchmarks: few-shot intents and learning from corrections.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line of stdout")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
+MetricOption = Annotated[str, typer.Option("--metric", help="'default' (shipped), 'none' (plain cosine) or a path")]
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _offline() -> None:
+    """The learning commands never download: everything they need is installed."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _print(data: dict[str, Any], as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False) if as_json else text)
+
+
+# -- meta-train metric -----------------------------------------------------------------------
+
+
+@meta_train_app.command("metric")
+def metric(
+    data: Annotated[Path, typer.Option("--data", help="labelled utterances, JSON lines {text, label}; 'oos' lines "
+                                       "calibrate the radius")],
+    holdout_domains: Annotated[str, typer.Option(help="comma-separated domains never seen by training")] = "",
+    val_domains: Annotated[str, typer.Option(help="comma-separated domains that only select the best step")] = "",
+    domains: Annotated[Path | None, typer.Option(help="JSON {domain: [labels]} (default: domains.json beside "
+                                                 "--data)")] = None,
+    loss: Annotated[str, typer.Option(help="proto | contrastive")] = "proto",
+    steps: Annotated[int, typer.Option(help="outer steps, one episode each")] = 300,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate on the adapters")] = 1e-3,
+    rank: Annotated[int, typer.Option(help="LoRA rank")] = 16,
+    top_layers: Annotated[int, typer.Option(help="adapted encoder layers, from the top")] = 2,
+    n_way: Annotated[int, typer.Option(help="fewest labels per training episode")] = 10,
+    n_way_max: Annotated[int, typer.Option(help="most labels per training episode")] = 30,
+    k_shot: Annotated[int, typer.Option(help="support utterances per label")] = 5,
+    n_query: Annotated[int, typer.Option(help="queries per label")] = 3,
+    scale: Annotated[float, typer.Option(help="protonet softmax inverse temperature")] = 20.0,
+    margin: Annotated[float, typer.Option(help="contrastive margin on the cosine distance")] = 0.5,
+    eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 50,
+    oos_target: Annotated[float, typer.Option(help="share of training out-of-scope queries the radius turns "
+                                              "away")] = 0.95,
+    example_oos: Annotated[float, typer.Option(help="the same for the example threshold")] = 0.80,
+    calib_episodes: Annotated[int, typer.Option(help="calibration episodes")] = 300,
+    seed: Annotated[int, typer.Option(help="seed of episodes and adapters")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="artifact path")] = Path("metric.safetensors"),
+    cache_dir: Annotated[Path, typer.Option(help="cache of frozen hidden states")] = Path(".cache/metric"),
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default)")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Meta-train the metric on channel-tasks (episodes) and calibrate its radius."""
+    _offline()
+    import torch
+    from tqdm import tqdm
+
+    from engine.learning.episodes import UtterancePool, file_digest, load_domains, load_utterances, split_by_domain
+    from engine.learning.metric import TopStack
+    from engine.learning.metric_train import (
+        MetaTrainConfig, calibrate, embed, episode_accuracy, hidden_states, load_encoder, make_artifact, meta_train,
+    )
+
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    if loss not in ("proto", "contrastive"):
+        raise _fail(f"--loss must be proto or contrastive, not {loss!r}")
+    if not data.is_file():
+        raise _fail(f"--data: no such file {data}")
+    records = load_utterances(data)
+    holdout, val_names = _csv(holdout_domains), _csv(val_domains)
+    val_records: list[Any] = []
+    if holdout or val_names:
+        domains = domains or data.parent / "domains.json"
+        if not domains.is_file():
+            raise _fail(f"--domains: no such file {domains} (needed for --holdout-domains / --val-domains)")
+        label_domains = load_domains(domains)
+        try:
+            records, _ = split_by_domain(records, label_domains, holdout)
+            records, val_records = split_by_domain(records, label_domains, val_names)
+        except ValueError as err:
+            raise _fail(str(err)) from None
+    config = MetaTrainConfig(
+        loss=loss, steps=steps, lr=lr, rank=rank, top_layers=top_layers, n_way=n_way, n_way_max=n_way_max,
+        k_shot=k_shot, n_query=n_query, scale=scale, margin=margin, eval_every=eval_every, seed=seed,
+        calib_episodes=calib_episodes, oos_target=oos_target, example_oos=example_oos,
+    )
+    pool, val_pool = UtterancePool(records), UtterancePool(val_records)
+    if len(pool.label_names(k_shot + n_query)) < n_way_max:
+        raise _fail(f"the training data has {len(pool.label_names(k_shot + n_query))} labels with enough "
+                    f"utterances; --n-way-max {n_way_max} needs more")
+
+    model = load_encoder()
+    bert = model[0].auto_model
+    first = len(bert.encoder.layer) - top_layers
+    texts = pool.texts + val_pool.texts
+    with tqdm(total=len(texts), desc="frozen layers", unit="utt", file=sys.stderr) as bar:
+        states = hidden_states(model, texts, first, cache_dir, progress=bar.update)
+    train_states, val_states = states[: len(pool)], states[len(pool):]
+
+    validate = None
+    val_n_way = min(30, len(val_pool.label_names(10)))
+    if val_n_way >= 2:
+        def validate(top: TopStack) -> float:
+            return episode_accuracy(embed(top, val_states), val_pool, episodes=20, n_way=val_n_way, seed=seed)
+
+    with tqdm(total=steps, desc=f"meta-train ({loss})", unit="step", file=sys.stderr) as bar:
+        def on_step(step: int, record: dict[str, float]) -> None:
+            bar.update(1)
+            bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "step"})
+
+        top, history = meta_train(bert, pool, train_states, config, validate, on_step)
+    train_seconds = time.perf_counter() - started
+
+    # calibrate the radius on training-pool episodes, for the metric and for the plain encoder
+    with tqdm(total=2, desc="calibrate", file=sys.stderr) as bar:
+        metric_vectors = embed(top, train_states)
+        calib = calibrate(metric_vectors, pool, config)
+        bar.update(1)
+        torch.manual_seed(seed)
+        frozen_vectors = embed(TopStack(bert, top.config), train_states)  # zero adapters: the plain encoder
+        cosine_calib = calibrate(frozen_vectors, pool, config)
+        bar.update(1)
+    summary: dict[str, Any] = {
+        "data": str(data), "data_sha256": file_digest(data), "holdout_domains": holdout, "val_domains": val_names,
+        "n_utterances": len(pool), "n_labels": len(pool.by_label), "n_oos_lines": len(pool.oos),
+        "train_seconds": round(train_seconds, 1), "torch": torch.__version__,
+    }
+    selected = [h for h in history if h.get("selected")]
+    if selected:
+        summary["selected_step"] = int(selected[0]["step"])
+        summary["val_accuracy"] = round(selected[0]["val_accuracy"], 4)
+        summary["val_accuracy_cosine"] = round(history[0]["val_accuracy"], 4)
+    losses = [h["loss"] for h in history if "loss" in h][-20:]
+    summary["final_train_loss"] = round(sum(losses) / max(1, len(losses)), 4)
+    artifact = make_artifact(top, calib, cosine_calib, config, summary)
+    path = artifact.save(out)
+    result = {"out": str(path), "digest": artifact.digest, "bytes": path.stat().st_size, **summary,
+              "calibration": calib, "cosine_calibration": cosine_calib,
+              "seconds": round(time.perf_counter() - started, 1)}
+    _print(result, as_json, json.dumps(result, indent=2))
+
+
+# -- eval intents ------------------------------------------------------------------------------
+
+
+def _metric_encoder(spec: str) -> tuple[Any, Any]:
+    """(encoder, artifact) for --metric; the artifact may be None (plain cosine)."""
+    from engine.learning.metric import MetricArtifact, MetricEncoder, resolve_artifact
+    from engine.settings import EncoderSettings
+    from engine.understanding.encoder import Encoder
+
+    try:
+        path = resolve_artifact(spec)
+    except FileNotFoundError as err:
+        raise _fail(str(err)) from None
+    artifact = MetricArtifact.load(path) if path else None
+    settings = EncoderSettings()
+    return (MetricEncoder(settings, artifact) if artifact else Encoder(settings)), artifact
+
+
+def _embedder(encoder: Any, desc: str) -> Any:
+    from tqdm import tqdm
+
+    def embed(texts: list[str]) -> Any:
+        import numpy as np
+
+        out = []
+        with tqdm(total=len(texts), desc=desc, unit="utt", file=sys.stderr, leave=False) as bar:
+            for start in range(0, len(texts), 256):
+                out.append(encoder.encode_blocking(texts[start:start + 256]))
+                bar.update(len(out[-1]))
+        return np.concatenate(out) if out else np.zeros((0, encoder.dimension), dtype=np.float32)
+
+    return embed
+
+
+def _scope(artifact: Any, cosine: bool) -> float | None:
+    """The intent-scope threshold calibrated on training episodes (older artifacts: the answer one)."""
+    if artifact is None:
+        return None
+    if cosine:
+        return artifact.cosine_scope_threshold if artifact.cosine_scope_threshold is not None \
+            else artifact.cosine_answer_threshold
+    return artifact.scope_threshold if artifact.scope_threshold is not None else artifact.answer_threshold
+
+
+@eval_app.command("intents")
+def intents(
+    support: Annotated[Path, typer.Option("--support", help="JSON lines: K examples per label (prototypes)")],
+    query: Annotated[Path, typer.Option("--query", help="JSON lines: in-scope queries to classify")],
+    oos: Annotated[Path | None, typer.Option("--oos", help="JSON lines: out-of-scope queries")] = None,
+    metric_spec: MetricOption = "default",
+    baseline: Annotated[bool, typer.Option("--baseline", help="also run the plain encoder, side by side")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Few-shot intent classification: prototypes from --support, all labels at once."""
+    _offline()
+    from engine.learning.episodes import load_utterances
+    from engine.learning.intent_eval import evaluate_intents
+
+    for name, path in (("--support", support), ("--query", query), ("--oos", oos)):
+        if path is not None and not path.is_file():
+            raise _fail(f"{name}: no such file {path}")
+    s, q, o = load_utterances(support), load_utterances(query), load_utterances(oos) if oos else []
+    encoder, artifact = _metric_encoder(metric_spec)
+    default_artifact = artifact
+    if artifact is None:  # plain cosine still uses a calibrated radius: the shipped one's cosine calibration
+        from engine.learning.metric import MetricArtifact, resolve_artifact
+
+        shipped = resolve_artifact("default")
+        default_artifact = MetricArtifact.load(shipped) if shipped else None
+    threshold = _scope(artifact, cosine=False) if artifact else _scope(default_artifact, cosine=True)
+    encoder.load()
+    result: dict[str, Any] = {"metric": f"metric:{artifact.digest}" if artifact else "cosine"}
+    result |= evaluate_intents(_embedder(encoder, "embed"), s, q, o, threshold)
+    if baseline:
+        from engine.settings import EncoderSettings
+        from engine.understanding.encoder import Encoder
+
+        plain = Encoder(EncoderSettings())
+        plain.load()
+        cos_threshold = _scope(default_artifact, cosine=True)
+        base = {"metric": "cosine"} | evaluate_intents(_embedder(plain, "embed (baseline)"), s, q, o, cos_threshold)
+        result["baseline"] = base
+        if result.get("accuracy") is not None and base.get("accuracy"):
+            result["accuracy_gain"] = round(result["accuracy"] - base["accuracy"], 4)
+            result["accuracy_ratio"] = round(result["accuracy"] / base["accuracy"], 4)
+    lines = [f"{k}: {v}" for k, v in result.items() if k != "baseline"]
+    if baseline:
+        lines += [f"baseline {k}: {v}" for k, v in result["baseline"].items()]
+    _print(result, as_json, "\n".join(lines))
+
+
+# -- eval corrections --------------------------------------------------------------------------
+
+
+@eval_app.command("corrections")
+def corrections(
+    support: Annotated[Path, typer.Option("--support", help="JSON lines: the corrections to teach")],
+    query: Annotated[Path, typer.Option("--query", help="JSON lines: other phrasings (generality)")],
+    oos: Annotated[Path | None, typer.Option("--oos", help="JSON lines: out-of-scope questions (locality)")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="metric (lora and both: see heedful meta-train lora)")] = "metric",
+    metric_spec: MetricOption = "default",
+    model: Annotated[str, typer.Option("--model", help="LLM id (default: the configured one)")] = "",
+    channels: Annotated[int, typer.Option(help="channels teaching different answers")] = 2,
+    limit: Annotated[int, typer.Option(help="questions per measured set and channel (0: all)")] = 0,
+    uncorrected: Annotated[float, typer.Option(help="share of labels never taught (locality)")] = 0.2,
+    curve: Annotated[str, typer.Option(help="sequential-correction checkpoints")] = "1,10,100,1000",
+    curve_support: Annotated[Path | None, typer.Option(help="JSON lines fed one by one for the curve "
+                                                       "(default: --support)")] = None,
+    curve_queries: Annotated[int, typer.Option(help="questions per set at each curve point")] = 100,
+    concurrency: Annotated[int, typer.Option(help="replies in flight")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="reply length cap for generated replies")] = 32,
+    seed: Annotated[int, typer.Option(help="seed of answers and samples")] = 0,
+    plot: Annotated[Path | None, typer.Option("--plot", help="draw the curve into this PNG")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Learning from corrections, through the engine: reliability, generality, locality, isolation."""
+    _offline()
+    from tqdm import tqdm
+
+    from engine import Engine
+    from engine.learning.episodes import load_utterances
+
+    from .config import ConfigError, load_settings
+    from .correction_bench import BenchConfig, planned_questions, run_benchmark
+
+    if mode != "metric":
+        raise _fail(f"--mode {mode}: only 'metric' is implemented by this command so far")
+    for name, path in (("--support", support), ("--query", query), ("--oos", oos), ("--curve-support", curve_support)):
+        if path is not None and not path.is_file():
+            raise _fail(f"{name}: no such file {path}")
+    try:
+        settings = load_settings(config)
+        points = tuple(int(p) for p in _csv(curve))
+    except (ConfigError, ValueError) as err:
+        raise _fail(str(err)) from None
+    s, q = load_utterances(support), load_utterances(query)
+    o = load_utterances(oos) if oos else []
+    c = load_utterances(curve_support) if curve_support else s
+    bench = BenchConfig(channels=channels, limit=limit, uncorrected=uncorrected, curve=points,
+                        curve_queries=curve_queries, concurrency=concurrency, seed=seed)
+    engine_settings = settings.engine_settings()
+    with tempfile.TemporaryDirectory(prefix="heedful-eval-") as tmp:
+        engine_settings = engine_settings.model_copy(update={
+            "data_dir": Path(tmp),
+            "models_dir": engine_settings.model_cache_dir,  # reuse the converted model
+            "model": engine_settings.model.model_copy(update={"max_new_tokens": max_new_tokens,
+                                                               **({"id": model} if model else {})}),
+            "learning": engine_settings.learning.model_copy(update={"metric": metric_spec}),
+            "lora": engine_settings.lora.model_copy(update={"enabled": False}),  # the metric path alone
+        })
+
+        async def go() -> dict[str, Any]:
+            async with Engine(engine_settings) as engine:
+                total = planned_questions(s, q, o, c, bench)
+                with tqdm(total=total, desc="corrections benchmark", unit="reply", file=sys.stderr) as bar:
+                    out = await run_benchmark(engine, s, q, o, c, bench, progress=bar.update)
+                return {"mode": mode, "metric": engine.matching.metric_name, "model": engine.model_name,
+                        "answer_threshold": round(engine.matching.answer_threshold, 4),
+                        "example_threshold": round(engine.matching.example_threshold, 4), **out}
+
+        started = time.perf_counter()
+        try:
+            result = asyncio.run(go())
+        except FileNotFoundError as err:
+            raise _fail(str(err)) from None
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if plot is not None and result["curve"]:
+        _plot_curve(result["curve"], plot, result["metric"])
+        result["plot"] = str(plot)
+    text = "\n".join(f"{k}: {v}" for k, v in result.items())
+    _print(result, as_json, text)
+
+
+def _plot_curve(curve: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p["corrections"] for p in curve]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, style in (("generality", "o-"), ("reliability", "s--"), ("locality", "^:")):
+        ax.plot(xs, [p[key] for p in curve], style, label=key)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("sequential corrections in one channel")
+    ax.set_ylabel("share of replies")
+    ax.set_title(f"learning from corrections ({title})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -35,7 +35,9 @@ from .generation.model_loader import LoadedModel, load_model
 from .generation.worker import ModelWorker
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
 from .learning.lora import Adapter
-from .learning.support_set import Match, SupportSet
+from .learning.matching import Matching
+from .learning.prototypes import PrototypeSupportSet
+from .learning.support_set import Match
 from .reply import Reply
 from .settings import EngineSettings
 from .store import Store, StoredMessage
@@ -55,10 +57,13 @@ class Engine:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self.store = Store(settings.database_path)
-        self.encoder = Encoder(settings.encoder)
+        # Matching (learning/matching.py): the meta-learned metric's encoder, its calibrated radius
+        # (the thresholds) and per-answer prototype support sets; plain cosine with learning.metric=none.
+        self.matching = Matching(settings.learning, settings.encoder)
+        self.encoder: Encoder = self.matching.encoder
         self._loaded: LoadedModel | None = None
         self._worker: ModelWorker | None = None
-        self._support: dict[ChannelKey, SupportSet] = {}
+        self._support: dict[ChannelKey, PrototypeSupportSet] = {}
         self._support_lock = asyncio.Lock()
         self._locks: defaultdict[ChannelKey, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._started = False
@@ -72,12 +77,12 @@ class Engine:
             return
         try:
             await self.store.open()
-            # transformers' lazy imports are not thread-safe: import once, before two threads load models.
+            # One load at a time: transformers' lazy imports and its meta-device initialisation
+            # (from_pretrained patches module construction process-wide) are not thread-safe, and
+            # loading the encoder and the LLM in two threads at once left LLM weights on "meta".
             await asyncio.to_thread(_import_model_libraries)
-            self._loaded, _ = await asyncio.gather(
-                asyncio.to_thread(load_model, self.settings.model, self.settings.model_cache_dir),
-                self.encoder.start(),
-            )
+            self._loaded = await asyncio.to_thread(load_model, self.settings.model, self.settings.model_cache_dir)
+            await self.encoder.start()
             lora = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
             self._worker = ModelWorker(self._loaded, self.settings.model)
             self._worker.start()
@@ -98,6 +103,7 @@ class Engine:
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
+        await self.matching.stop()  # per-channel adaptation jobs
         await self.encoder.stop()
         await self.store.close()
 
@@ -214,12 +220,12 @@ class Engine:
 
     # -- learning ---------------------------------------------------------------------
 
-    async def _support_set(self, channel: ChannelKey) -> SupportSet:
+    async def _support_set(self, channel: ChannelKey) -> PrototypeSupportSet:
         scope = channel.scope
         if scope not in self._support:
             async with self._support_lock:
                 if scope not in self._support:
-                    self._support[scope] = SupportSet(await self.store.corrections(scope))
+                    self._support[scope] = await self.matching.support_set(await self.store.corrections(scope))
         return self._support[scope]
 
     async def _match(self, channel: ChannelKey, text: str) -> list[Match]:
@@ -238,12 +244,14 @@ class Engine:
         adapter: tuple[str, Adapter] | None = None,
     ) -> Explanation:
         learned = self.settings.learning
+        # The metric's calibrated radius, unless thresholds were configured explicitly (learning/matching.py).
+        answer_threshold, example_threshold = self.matching.answer_threshold, self.matching.example_threshold
         route = Route.BASE
         used: list[Match] = []
-        if matches and matches[0].score >= learned.answer_threshold:
+        if matches and matches[0].score >= answer_threshold:
             route, used = Route.CORRECTION, matches[:1]
         elif learned.max_examples:
-            used = [m for m in matches if m.score >= learned.example_threshold][: learned.max_examples]
+            used = [m for m in matches if m.score >= example_threshold][: learned.max_examples]
             route = Route.EXAMPLES if used else Route.BASE
         return Explanation(
             reply_id=reply_id,
@@ -254,8 +262,8 @@ class Engine:
                 CorrectionUse(m.correction.id, m.correction.question, m.correction.answer, round(m.score, 4))
                 for m in used
             ),
-            answer_threshold=learned.answer_threshold,
-            example_threshold=learned.example_threshold,
+            answer_threshold=answer_threshold,
+            example_threshold=example_threshold,
             adapter_version=adapter[0].rsplit("@", 1)[1] if adapter else None,
             persona=persona,
         )

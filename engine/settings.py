@@ -68,6 +68,13 @@ class LearningSettings(_Strict):
 
     answer_threshold: float = Field(0.72, ge=-1.0, le=1.0)
     example_threshold: float = Field(0.45, ge=-1.0, le=1.0)
+    # The meta-learned metric (docs/LEARNING.md). With one, scores are cosines in its space
+    # and its calibrated thresholds replace the two above unless those are set explicitly.
+    metric: str = Field("default", description="'default' (the shipped meta-learned metric), 'none' "
+                        "(plain encoder cosine with the thresholds above), or a metric artifact path")
+    adapt: bool = Field(False, description="adapt a small per-channel head on the channel's corrections "
+                        "in the background (needs a metric)")
+    adapt_min_corrections: int = Field(20, ge=4, description="corrections a channel needs before adapting")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")

@@ -58,22 +58,31 @@ def models_dir() -> Path:
     return MODELS_DIR
 
 
-def engine_settings(data_dir: Path, models_dir: Path, model: str = "tiny:0", **model_fields: Any) -> EngineSettings:
+def engine_settings(
+    data_dir: Path, models_dir: Path, model: str = "tiny:0", lora: dict[str, Any] | None = None, **model_fields: Any
+) -> EngineSettings:
     from bots.presets import PRESETS
+    from engine.settings import LoraSettings
 
     fields: dict[str, Any] = {"max_new_tokens": 24} | model_fields
-    settings = EngineSettings(data_dir=data_dir, models_dir=models_dir, model=ModelSettings(id=model, **fields))
+    settings = EngineSettings(
+        data_dir=data_dir, models_dir=models_dir, model=ModelSettings(id=model, **fields),
+        lora=LoraSettings(**(lora or {})),
+    )
     settings.dialog.personas.update(PRESETS)
     return settings
 
 
 @pytest.fixture
 def make_engine(tmp_path: Path, models_dir: Path) -> Callable[..., AbstractAsyncContextManager[Engine]]:
-    """``async with make_engine(model="tiny:0", data_dir=..., **model_fields) as engine``."""
+    """``async with make_engine(model="tiny:0", data_dir=..., lora={...}, **model_fields) as engine``."""
 
     @asynccontextmanager
-    async def factory(model: str = "tiny:0", data_dir: Path | None = None, **model_fields: Any) -> AsyncIterator[Engine]:
-        async with Engine(engine_settings(data_dir or tmp_path / "data", models_dir, model, **model_fields)) as engine:
+    async def factory(
+        model: str = "tiny:0", data_dir: Path | None = None, lora: dict[str, Any] | None = None, **model_fields: Any
+    ) -> AsyncIterator[Engine]:
+        settings = engine_settings(data_dir or tmp_path / "data", models_dir, model, lora, **model_fields)
+        async with Engine(settings) as engine:
             yield engine
 
     return factory

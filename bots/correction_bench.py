@@ -1,0 +1,280 @@
+"""The learning-from-corrections benchmark (``heedful eval corrections``), run through the engine.
+
+Everything goes the way a chat message goes: ``Engine.feedback`` teaches, ``Engine.reply``
+answers, and success is judged on the freely produced reply text. Each label gets, in
+each channel, an invented answer carrying a random code no model could know beforehand
+(channels teach *different* codes for the same labels), so a reply is right exactly
+when it contains the code its own channel taught:
+
+- ``reliability``: the corrected questions themselves, asked again;
+- ``generality``: other phrasings (the query file) of corrected labels;
+- ``locality``: out-of-scope questions and labels never corrected get no taught code;
+- ``isolation_violations``: replies carrying a code another channel taught;
+- ``correction_to_effect_ms``: from the ``feedback`` call to the first chunk of a reply
+  to a paraphrase that uses the new correction (only corrections that took effect);
+- ``curve``: generality, reliability and locality after 1, 10, 100, 1000 sequential
+  corrections in one fresh channel.
+
+Each question is asked in its own thread of the channel (the learning scope is the
+channel), so replies run concurrently and share model batches, and no reply sees
+another's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import string
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route, Turn
+from engine.learning.episodes import OOS, Utterance
+
+__all__ = ["BenchConfig", "run_benchmark", "code_in"]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    channels: int = 2                      # channels teaching different answers for the same labels
+    limit: int = 0                         # questions per measured set and channel (0: all)
+    uncorrected: float = 0.2               # share of labels never taught (their queries measure locality)
+    curve: tuple[int, ...] = (1, 10, 100, 1000)
+    curve_queries: int = 100               # questions per set at each curve point
+    concurrency: int = 16                  # replies in flight (the model worker batches them)
+    seed: int = 0
+
+
+def _code(rng: random.Random, used: set[str]) -> str:
+    while True:
+        code = "".join(rng.choices(string.ascii_uppercase, k=2)) + "-" + "".join(rng.choices(string.digits, k=4))
+        if code not in used:
+            used.add(code)
+            return code
+
+
+def _squash(text: str) -> str:
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+def code_in(code: str, text: str) -> bool:
+    """Did a reply convey the code? (case- and separator-tolerant)"""
+    return _squash(code) in _squash(text)
+
+
+def _answer(code: str) -> str:
+    return f"Please quote reference {code} for that; it is how we handle it here."
+
+
+@dataclass
+class _Asked:
+    channel: int
+    text: str
+    reply: str
+    route: str
+    first_chunk_s: float
+
+
+class _Bench:
+    def __init__(self, engine: Engine, config: BenchConfig, progress: Callable[[int], None] | None) -> None:
+        self.engine, self.config, self.progress = engine, config, progress
+        self.rng = random.Random(config.seed)
+        self.gate = asyncio.Semaphore(config.concurrency)
+        self.threads = 0
+        self.routes: dict[str, int] = defaultdict(int)
+
+    def key(self, name: str) -> ChannelKey:
+        return ChannelKey("bench", name, space="eval")
+
+    async def ask(self, channel: ChannelKey, index: int, text: str) -> _Asked:
+        async with self.gate:
+            self.threads += 1
+            turn = Turn(ChannelKey(channel.platform, channel.channel, channel.space, thread=f"t{self.threads}"), text)
+            started = time.perf_counter()
+            reply = self.engine.reply(turn)
+            first = 0.0
+            async for _ in reply:
+                first = first or time.perf_counter() - started
+            assert reply.explanation is not None
+            self.routes[reply.explanation.route.value] += 1
+            if self.progress:
+                self.progress(1)
+            return _Asked(index, text, reply.text, reply.explanation.route.value, first)
+
+    async def ask_all(self, channel: ChannelKey, index: int, texts: Sequence[str]) -> list[_Asked]:
+        return list(await asyncio.gather(*(self.ask(channel, index, t) for t in texts)))
+
+    async def teach(self, channel: ChannelKey, question: str, answer: str) -> None:
+        receipt = await self.engine.feedback(Feedback(channel, FeedbackKind.CORRECTION, text=answer, question=question))
+        assert receipt.accepted, receipt.message
+
+    def sample(self, items: Sequence[Any], n: int) -> list[Any]:
+        items = list(items)
+        return items if n <= 0 or len(items) <= n else self.rng.sample(items, n)
+
+
+def _rate(flags: Sequence[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 4) if flags else None
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def planned_questions(support: Sequence[Utterance], query: Sequence[Utterance], oos: Sequence[Utterance],
+                      curve_support: Sequence[Utterance], config: BenchConfig) -> int:
+    """About how many replies a run asks for (the progress bar's total)."""
+    def lim(n: int) -> int:
+        return n if config.limit <= 0 else min(n, config.limit)
+
+    top = min(max(config.curve, default=0), len([u for u in curve_support if u.label != OOS]))
+    points = len({p for p in config.curve if p <= top} | ({top} if top else set()))
+    return config.channels * (lim(len(support)) + lim(len(query)) + lim(len(oos))) + top + points * 3 * config.curve_queries
+
+
+async def run_benchmark(
+    engine: Engine,
+    support: Sequence[Utterance],
+    query: Sequence[Utterance],
+    oos: Sequence[Utterance],
+    curve_support: Sequence[Utterance] = (),
+    config: BenchConfig = BenchConfig(),
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Teach, ask, judge. Returns the benchmark's measures (see the module docstring)."""
+    bench = _Bench(engine, config, progress)
+    rng = bench.rng
+    labels = sorted({u.label for u in support if u.label != OOS})
+    rng.shuffle(labels)
+    n_uncorrected = round(config.uncorrected * len(labels))
+    untaught, taught = set(labels[:n_uncorrected]), set(labels[n_uncorrected:])
+    used: set[str] = set()
+    codes = [{label: _code(rng, used) for label in sorted(labels)} for _ in range(config.channels)]
+    channels = [bench.key(f"channel-{i + 1}") for i in range(config.channels)]
+
+    # -- teach: every support line of a taught label, in every channel ----------------------------
+    lessons = [u for u in support if u.label in taught]
+    for i, channel in enumerate(channels):
+        for u in lessons:
+            await bench.teach(channel, u.text, _answer(codes[i][u.label]))
+
+    # -- ask --------------------------------------------------------------------------------------
+    reliability, generality, locality, violations = [], [], [], 0
+    for i, channel in enumerate(channels):
+        others = [code for j, table in enumerate(codes) if j != i for code in table.values()]
+        own = list(codes[i].values())
+        sets = {
+            "reliability": bench.sample([(u.text, u.label) for u in lessons], config.limit),
+            "generality": bench.sample([(u.text, u.label) for u in query if u.label in taught], config.limit),
+            "locality": bench.sample([(u.text, None) for u in oos] + [(u.text, None) for u in query
+                                                                        if u.label in untaught], config.limit),
+        }
+        for name, items in sets.items():
+            asked = await bench.ask_all(channel, i, [t for t, _ in items])
+            for (_, label), a in zip(items, asked, strict=True):
+                violations += any(code_in(c, a.reply) for c in others)
+                if name == "locality":
+                    locality.append(not any(code_in(c, a.reply) for c in own))
+                else:
+                    (reliability if name == "reliability" else generality).append(code_in(codes[i][label], a.reply))
+
+    # -- the sequential curve, and correction-to-effect, in one fresh channel ---------------------
+    curve, effect_ms = await _curve(bench, curve_support, query, oos, config)
+
+    return {
+        "labels": len(labels),
+        "taught_labels": len(taught),
+        "channels": config.channels,
+        "corrections_per_channel": len(lessons),
+        "reliability": _rate(reliability),
+        "generality": _rate(generality),
+        "locality": _rate(locality),
+        "isolation_violations": violations,
+        "n_reliability": len(reliability),
+        "n_generality": len(generality),
+        "n_locality": len(locality),
+        "correction_to_effect_ms": {
+            "p50": round(statistics.median(effect_ms), 1) if effect_ms else None,
+            "p99": round(_percentile(effect_ms, 0.99) or 0.0, 1) if effect_ms else None,
+            "n": len(effect_ms),
+        },
+        "curve": curve,
+        "routes": dict(bench.routes),
+    }
+
+
+async def _curve(bench: _Bench, curve_support: Sequence[Utterance], query: Sequence[Utterance],
+                 oos: Sequence[Utterance], config: BenchConfig) -> tuple[list[dict[str, Any]], list[float]]:
+    rng, engine = bench.rng, bench.engine
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for u in curve_support:
+        if u.label != OOS:
+            by_label[u.label].append(u.text)
+    if not by_label:
+        return [], []
+    for texts in by_label.values():
+        rng.shuffle(texts)
+    order = sorted(by_label)
+    rng.shuffle(order)
+    sequence: list[tuple[str, str]] = []  # round robin over labels: coverage first, then depth
+    depth = 0
+    while len(sequence) < sum(len(v) for v in by_label.values()):
+        sequence += [(by_label[label][depth], label) for label in order if depth < len(by_label[label])]
+        depth += 1
+    top = min(max(config.curve, default=0), len(sequence))
+    points = sorted({p for p in config.curve if p <= top} | ({top} if top else set()))
+    used: set[str] = set()
+    codes = {label: _code(rng, used) for label in order}
+    paraphrases: dict[str, list[str]] = defaultdict(list)
+    for u in query:
+        paraphrases[u.label].append(u.text)
+    channel = bench.key("curve")
+    curve: list[dict[str, Any]] = []
+    effect_ms: list[float] = []
+    taught: list[tuple[str, str]] = []
+    for n, (text, label) in enumerate(sequence[:top], 1):
+        answer = _answer(codes[label])
+        started = time.perf_counter()
+        await bench.teach(channel, text, answer)
+        if paraphrases.get(label):  # the effect: a paraphrase's reply uses the new correction
+            probe = rng.choice(paraphrases[label])
+            async with bench.gate:
+                bench.threads += 1
+                reply = engine.reply(Turn(ChannelKey(channel.platform, channel.channel, channel.space,
+                                                     thread=f"t{bench.threads}"), probe))
+                first = None
+                async for _ in reply:
+                    first = first or time.perf_counter() - started
+                    if reply.explanation is not None and reply.explanation.route is not Route.CORRECTION:
+                        break  # not answered from a correction: this one did not take effect (yet)
+                explanation = reply.explanation
+            if bench.progress:
+                bench.progress(1)
+            if explanation is not None and explanation.route is Route.CORRECTION and first is not None \
+                    and explanation.corrections and explanation.corrections[0].answer == answer:
+                effect_ms.append(first * 1000.0)
+        taught.append((text, label))
+        if n in points:
+            covered = {lab for _, lab in taught}
+            gen_items = bench.sample([(t, lab) for lab in covered for t in paraphrases.get(lab, [])],
+                                     config.curve_queries)
+            rel_items = bench.sample(taught, config.curve_queries)
+            loc_items = bench.sample([u.text for u in oos], config.curve_queries)
+            gen = await bench.ask_all(channel, 0, [t for t, _ in gen_items])
+            rel = await bench.ask_all(channel, 0, [t for t, _ in rel_items])
+            loc = await bench.ask_all(channel, 0, loc_items)
+            curve.append({
+                "corrections": n,
+                "labels": len(covered),
+                "generality": _rate([code_in(codes[lab], a.reply) for (_, lab), a in zip(gen_items, gen, strict=True)]),
+                "reliability": _rate([code_in(codes[lab], a.reply) for (_, lab), a in zip(rel_items, rel, strict=True)]),
+                "locality": _rate([not any(code_in(c, a.reply) for c in codes.values()) for a in loc]),
+            })
+    return curve, effect_ms

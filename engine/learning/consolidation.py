@@ -1,0 +1,372 @@
+"""Consolidation: a channel's corrections become a candidate LoRA adapter, in a few inner steps.
+
+The engine's model worker calls this between decode steps (it is blocking work):
+
+- ``consolidate_steps(...)`` is a generator that yields after each unit of work (caching
+  the frozen layers' output, each inner SGD step, each evaluation) and returns a
+  ``ConsolidationResult``; ``consolidate(...)`` runs it to the end, or until
+  ``should_stop()`` says so;
+- ``consolidation_job(...)`` adapts it to the engine's ``Consolidator`` (returns its
+  ``Candidate``);
+- ``load_default_init(model)`` loads the shipped meta-learned initialisation.
+
+It starts from the meta-learned init (with Meta-SGD's per-parameter inner learning rates
+when the init has them), runs the same inner loop as meta-training on the support set
+(the corrections), and measures the candidate on the held-back corrections against the
+base model (and the current adapter), plus locality: on unrelated probe prompts, how
+often the adapted model still predicts the base model's own greedy reply token by token
+(teacher-forced agreement in [0, 1]) and the mean KL(base ‖ adapted).
+
+It never changes the model: every forward substitutes the adapter with
+``torch.func.functional_call`` and base weights and the ``LoraLinear`` parameters are
+left as they were.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .lora import Adapter, LoraConfig, adapter_from_bytes, inject_lora, lora_modules, random_adapter
+from .lora_tasks import Example, chat_prompt_ids, encode, encode_ids, greedy_replies
+from .maml import (
+    Cached, TopStack, _wide, cache_batch, ce_loss, first_adapted_layer, inner_loop, split_state, with_base_logp,
+)
+
+__all__ = [
+    "DEFAULT_INIT_PATH",
+    "DEFAULT_PROBES",
+    "ConsolidationResult",
+    "IncompatibleInit",
+    "baseline_rate",
+    "StepInfo",
+    "consolidate",
+    "consolidate_steps",
+    "consolidation_job",
+    "load_default_init",
+    "load_init",
+    "locality",
+]
+
+DEFAULT_INIT_PATH = Path(__file__).resolve().parent / "artifacts" / "lora_init.safetensors"
+
+# Unrelated prompts whose replies an adapter must leave as the base model gave them.
+DEFAULT_PROBES: tuple[str, ...] = (
+    "What is the capital of France?",
+    "Write a haiku about autumn rain.",
+    "How many legs does a spider have?",
+    "Explain photosynthesis in one sentence.",
+    "What is 12 times 7?",
+    "Give me a synonym for happy.",
+    "Who wrote Romeo and Juliet?",
+    "What is the boiling point of water in Celsius?",
+    "Suggest a name for a pet goldfish.",
+    "Translate 'good morning' into Spanish.",
+    "Why is the sky blue?",
+    "List three primary colours.",
+)
+
+
+class IncompatibleInit(ValueError):
+    """The init artifact does not fit this model (another model, or other LoRA layers)."""
+
+
+@dataclass
+class StepInfo:
+    """What ``consolidate_steps`` yields: the phase, and the step's support loss when training."""
+
+    phase: str  # "prepare" | "train" | "evaluate"
+    step: int = 0
+    loss: float = float("nan")
+
+
+@dataclass
+class ConsolidationResult:
+    adapter: Adapter  # the candidate (detached, on the model's device and dtype)
+    support_loss: float  # after training (nan when there was nothing to train on)
+    held_out_loss: float  # the candidate on the held-back corrections (nan when none)
+    base_held_out_loss: float  # the base model (no adapter) there
+    init_held_out_loss: float  # the init itself, before any step
+    zero_init_held_out_loss: float | None  # standard LoRA init trained the same steps (when asked)
+    current_held_out_loss: float | None  # the channel's current adapter (when given)
+    locality: float  # teacher-forced agreement with the base model's greedy probe replies, in [0, 1]
+    kl: float  # mean KL(base ‖ candidate) of next-token distributions on the probe replies
+    steps: int
+    seconds: float
+    stopped: bool = False  # ``should_stop`` ended the training early
+    losses: list[float] = field(default_factory=list)  # support loss before each step
+
+    def metrics(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("adapter", "losses")}
+        out["losses"] = [round(x, 4) for x in self.losses]
+        return out
+
+
+# -- the init ------------------------------------------------------------------------------
+
+
+def load_init(model: nn.Module, path: str | Path) -> tuple[Adapter, LoraConfig, dict[str, str]]:
+    """An init artifact, checked against ``model`` (LoRA layers injected when the model has none).
+
+    The returned dict holds the adapter tensors and, for Meta-SGD inits, the per-parameter
+    inner learning rates under ``inner_lr.<key>`` (``maml.split_state`` separates them).
+    Raises ``FileNotFoundError``, or ``IncompatibleInit`` when the shapes do not fit.
+    """
+    tensors, config, metadata = adapter_from_bytes(Path(path).read_bytes())
+    if not lora_modules(model):
+        inject_lora(model, config)
+    adapter, lrs = split_state(tensors)
+    reference = {f"{n}.{p}": getattr(m, p) for n, m in lora_modules(model).items() for p in ("lora_A", "lora_B")}
+    if set(adapter) != set(reference):
+        missing, extra = sorted(set(reference) - set(adapter))[:3], sorted(set(adapter) - set(reference))[:3]
+        raise IncompatibleInit(f"init {Path(path).name} does not fit this model's LoRA layers "
+                               f"(missing {missing}, unexpected {extra}); was it trained for {metadata.get('model')}?")
+    for k, v in adapter.items():
+        if v.shape != reference[k].shape:
+            raise IncompatibleInit(f"{k}: init has {tuple(v.shape)}, the model {tuple(reference[k].shape)}")
+    scalings = {m.scaling for m in lora_modules(model).values()}
+    if scalings != {config.scaling}:
+        raise IncompatibleInit(f"init scaling {config.scaling} (alpha / rank) differs from the model's {scalings}")
+    like = next(iter(reference.values()))
+    out = {k: v.to(device=like.device, dtype=like.dtype) for k, v in tensors.items()}
+    return out, config, metadata
+
+
+def load_default_init(model: nn.Module) -> tuple[Adapter, LoraConfig, dict[str, str]]:
+    """The shipped meta-learned init for the embedded SmolLM2 (see ``load_init``)."""
+    return load_init(model, DEFAULT_INIT_PATH)
+
+
+def baseline_rate(metadata: dict[str, str], key: str = "baseline_inner_lr") -> float:
+    """A float rate from an init's metadata: ``key``, else its scalar ``inner_lr``, else 1.0."""
+    for k in (key, "inner_lr"):
+        try:
+            return float(metadata[k])
+        except (KeyError, ValueError):
+            continue
+    return 1.0
+
+
+def _inner_settings(init: Adapter, metadata: dict[str, str], inner_lr: float | Adapter | None,
+                    clip: float | None) -> tuple[Adapter, float | Adapter, float]:
+    adapter, lrs = split_state(init)
+    lr: float | Adapter = inner_lr if inner_lr is not None else (
+        lrs if lrs is not None else baseline_rate(metadata, "inner_lr"))
+    return adapter, lr, clip if clip is not None else float(metadata.get("inner_clip", "1.0"))
+
+
+# -- locality probes (their frozen-layer pass and base replies are computed once per model) ----
+
+_probe_cache: weakref.WeakKeyDictionary[nn.Module, OrderedDict[Any, Cached]] = weakref.WeakKeyDictionary()
+_PROBE_CACHE_ENTRIES = 8  # per model: one per (probes, system prompt); each holds (tokens, vocab) log-probs
+
+
+def _probe_batch(model: nn.Module, tokenizer: Any, stack: TopStack, probes: Sequence[str], system: str | None,
+                 max_new_tokens: int) -> Cached:
+    key = (tuple(probes), system, max_new_tokens, stack.start)
+    per_model = _probe_cache.setdefault(model, OrderedDict())
+    if key in per_model:
+        per_model.move_to_end(key)
+    else:
+        zero = {k: torch.zeros_like(v) for k, v in _lora_state(model).items()}
+        prompts = [(system, p) for p in probes]
+        replies = greedy_replies(model, tokenizer, prompts, [zero] * len(probes), max_new_tokens=max_new_tokens,
+                                 return_ids=True)
+        # the generated ids themselves (re-tokenising decoded text need not give the same tokens)
+        pairs = [(chat_prompt_ids(tokenizer, s, q), r or [tokenizer.eos_token_id]) for (s, q), r in zip(prompts, replies)]
+        per_model[key] = with_base_logp(model, stack, cache_batch(model, stack, encode_ids(tokenizer, pairs)))
+        while len(per_model) > _PROBE_CACHE_ENTRIES:
+            per_model.popitem(last=False)
+    return per_model[key]
+
+
+def _lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{n}.{p}": getattr(m, p) for n, m in lora_modules(model).items() for p in ("lora_A", "lora_B")}
+
+
+@torch.no_grad()
+def locality(adapter: Adapter, stack: TopStack, probes: Cached) -> tuple[float, float]:
+    """(agreement, KL): how often the adapted model's top token is the base reply's token, and
+    the mean KL(base ‖ adapted), over every token of the base model's greedy probe replies."""
+    assert probes.base_logp is not None
+    logp = F.log_softmax(_wide(functional_call(stack, adapter, probes.args())), dim=-1)  # (N, V)
+    agree = (logp.argmax(-1) == probes.tgt).float().mean()
+    kl = (probes.base_logp.exp() * (probes.base_logp - logp)).sum(-1).mean()
+    return float(agree), float(kl)
+
+
+# -- the consolidation -------------------------------------------------------------------------
+
+
+def _chunks(model: nn.Module, tokenizer: Any, stack: TopStack, pairs: Sequence[tuple[str, str]],
+            system: str | None, size: int) -> Generator[StepInfo, None, list[Cached]]:
+    out = []
+    for lo in range(0, len(pairs), size):
+        examples = [Example(system, q, a, "") for q, a in pairs[lo : lo + size]]
+        out.append(cache_batch(model, stack, encode(tokenizer, examples)))
+        yield StepInfo("prepare")
+    return out
+
+
+def _mean_loss(adapter: Adapter, stack: TopStack, batches: Sequence[Cached]) -> float:
+    """Token-weighted mean cross-entropy over several cached batches."""
+    if not batches:
+        return float("nan")
+    with torch.no_grad():
+        total = sum(float(ce_loss(adapter, stack, b)) * len(b.tgt) for b in batches)
+    return total / sum(len(b.tgt) for b in batches)
+
+
+def consolidate_steps(
+    model: nn.Module,
+    tokenizer: Any,
+    init: Adapter,
+    config: LoraConfig,
+    support: Sequence[tuple[str, str]],
+    held_out: Sequence[tuple[str, str]],
+    probes: Sequence[str] = DEFAULT_PROBES,
+    steps: int = 8,
+    *,
+    metadata: dict[str, str] | None = None,
+    inner_lr: float | Adapter | None = None,
+    clip: float | None = None,
+    system: str | None = None,
+    current: Adapter | None = None,
+    compare_zero_init: bool = False,
+    batch_size: int = 16,
+    probe_tokens: int = 16,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[StepInfo, None, ConsolidationResult]:
+    """Train a candidate from ``init`` on ``support`` and measure it; yields after each unit of work.
+
+    ``support`` / ``held_out``: (question, answer) corrections; ``system``: the channel's
+    system prompt (persona) as the engine renders it (None: the template's default).
+    ``init`` may carry Meta-SGD rates as ``inner_lr.<key>`` entries; ``inner_lr`` and
+    ``clip`` override them and the ``metadata`` (the artifact's ``inner_lr`` /
+    ``inner_clip``). With more than ``batch_size`` corrections each step takes the next
+    chunk of them. When ``should_stop()`` turns true, training ends after the current step
+    and the result (``stopped=True``) is measured as usual. Blocking (torch); call it from
+    the model worker thread. Raises
+    ``RuntimeError`` if a per-row adapter batch is active on the model.
+    """
+    t0 = time.perf_counter()
+    if any(m.rows is not None for m in lora_modules(model).values()):
+        raise RuntimeError("a mixed-adapter batch is active on the model; consolidate between batches")
+    del config  # the LoRA layers are already in the model; kept in the signature for callers' clarity
+    like = next(iter(lora_modules(model).values())).lora_A  # adapters live where the model's LoRA layers do
+    init = {k: v.to(device=like.device, dtype=like.dtype) for k, v in init.items()}
+    if current is not None:
+        current = {k: v.to(device=like.device, dtype=like.dtype) for k, v in current.items()}
+    if isinstance(inner_lr, dict):
+        inner_lr = {k: v.to(device=like.device, dtype=like.dtype) for k, v in inner_lr.items()}
+    adapter, lrs, clip = _inner_settings(init, metadata or {}, inner_lr, clip)
+    stack = TopStack(model, first_adapted_layer(model))
+    with torch.no_grad():
+        train = yield from _chunks(model, tokenizer, stack, support, system, batch_size)
+        test = yield from _chunks(model, tokenizer, stack, held_out, system, batch_size)
+        probe = _probe_batch(model, tokenizer, stack, probes, system, probe_tokens)
+    yield StepInfo("prepare")
+
+    losses: list[float] = []
+    stopped = False
+    params = {k: v.detach() for k, v in adapter.items()}
+    for step in range(steps if train else 0):  # the inner loop, one yield per step
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        batch = train[step % len(train)]
+        params = inner_loop(params, lrs, 1, lambda p: ce_loss(p, stack, batch), clip=clip,
+                            on_step=lambda _i, loss, _p: losses.append(loss))
+        yield StepInfo("train", step + 1, losses[-1])
+    params = {k: v.detach() for k, v in params.items()}
+
+    zero = {k: torch.zeros_like(v) for k, v in params.items()}
+    held = _mean_loss(params, stack, test)
+    base_held = _mean_loss(zero, stack, test)
+    init_held = _mean_loss(adapter, stack, test)
+    current_held = _mean_loss(current, stack, test) if current is not None else None
+    yield StepInfo("evaluate")
+    agree, kl = locality(params, stack, probe)
+    zero_init_held = None
+    if compare_zero_init:
+        std = random_adapter(model, torch.Generator().manual_seed(0))
+        std_lr = baseline_rate(metadata or {})
+        for step in range(steps if train else 0):
+            batch = train[step % len(train)]
+            std = inner_loop(std, std_lr, 1, lambda p: ce_loss(p, stack, batch), clip=clip)
+            yield StepInfo("evaluate", step + 1)
+        zero_init_held = _mean_loss({k: v.detach() for k, v in std.items()}, stack, test)
+    support_loss = _mean_loss(params, stack, train) if train else float("nan")
+    return ConsolidationResult(
+        adapter=params, support_loss=support_loss, held_out_loss=held, base_held_out_loss=base_held,
+        init_held_out_loss=init_held, zero_init_held_out_loss=zero_init_held, current_held_out_loss=current_held,
+        locality=agree, kl=kl, steps=len(losses), seconds=time.perf_counter() - t0, stopped=stopped,
+        losses=losses,
+    )
+
+
+def consolidate(
+    model: nn.Module,
+    tokenizer: Any,
+    init: Adapter,
+    config: LoraConfig,
+    support: Sequence[tuple[str, str]],
+    held_out: Sequence[tuple[str, str]],
+    probes: Sequence[str] = DEFAULT_PROBES,
+    steps: int = 8,
+    **kwargs: Any,
+) -> ConsolidationResult:
+    """``consolidate_steps`` run to the end (blocking); same arguments, ``should_stop`` included."""
+    run = consolidate_steps(model, tokenizer, init, config, support, held_out, probes, steps, **kwargs)
+    while True:
+        try:
+            next(run)
+        except StopIteration as done:
+            return done.value
+
+
+def consolidation_job(
+    model: nn.Module,
+    tokenizer: Any,
+    init: Adapter,
+    config: LoraConfig,
+    metadata: dict[str, str],
+    *,
+    support: list[tuple[str, str]],
+    held_out: list[tuple[str, str]],
+    current: Adapter | None,
+    steps: int,
+    system: str | None = None,
+    probes: Sequence[str] | None = None,
+) -> Generator[StepInfo, None, Any]:
+    """The engine's job (``Consolidator``): a generator returning a ``consolidator.Candidate``."""
+    from .consolidator import Candidate
+
+    result = yield from consolidate_steps(
+        model, tokenizer, init, config, support, held_out, probes or DEFAULT_PROBES, steps,
+        metadata=metadata, system=system, current=current,
+    )
+    base = result.base_held_out_loss
+    return Candidate(
+        adapter=result.adapter,
+        held_out_loss=result.held_out_loss,
+        base_held_out_loss=base,
+        current_held_out_loss=result.current_held_out_loss,
+        locality=result.locality,
+        steps=result.steps,
+        seconds=result.seconds,
+        metrics={"support_loss": result.support_loss, "init_held_out_loss": result.init_held_out_loss,
+                 "kl": result.kl, "held_out_ppl": math.exp(min(result.held_out_loss, 50.0))
+                 if result.held_out_loss == result.held_out_loss else None},
+    )

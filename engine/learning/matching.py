@@ -1,0 +1,67 @@
+"""How the engine decides whether a correction applies: encoder, thresholds, support sets.
+
+``Matching`` is built from the settings once per engine. With a metric artifact
+(``learning.metric``: ``default`` is the shipped one) messages and corrections are
+embedded by the ``MetricEncoder`` and the artifact's calibrated thresholds apply, unless
+``answer_threshold`` / ``example_threshold`` were set explicitly. With ``none`` it is the
+plain encoder with the configured cosine thresholds. Either way support sets match by
+answer prototypes (``prototypes.py``), and with ``learning.adapt`` each channel gets its
+background inner loop (``adaptation.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+from ..settings import EncoderSettings, LearningSettings
+from ..store import StoredCorrection
+from ..understanding.encoder import Encoder
+from .adaptation import AdaptConfig, Adaptation
+from .metric import MetricArtifact, MetricEncoder, resolve_artifact
+from .prototypes import PrototypeSupportSet
+
+__all__ = ["Matching"]
+
+log = logging.getLogger(__name__)
+
+
+class Matching:
+    """The encoder, the thresholds and the per-channel support sets the engine matches with."""
+
+    def __init__(self, learning: LearningSettings, encoder: EncoderSettings) -> None:
+        path = resolve_artifact(learning.metric)
+        self.artifact = MetricArtifact.load(path) if path else None
+        if self.artifact is not None and self.artifact.config.encoder != encoder.id:
+            log.warning("metric %s was trained on %s, not on the configured encoder %s: using plain cosine",
+                        path, self.artifact.config.encoder, encoder.id)
+            self.artifact = None
+        self.encoder: Encoder = MetricEncoder(encoder, self.artifact) if self.artifact else Encoder(encoder)
+        explicit = learning.model_fields_set
+        calibrated = self.artifact is not None
+        self.answer_threshold = (self.artifact.answer_threshold  # type: ignore[union-attr]
+                                 if calibrated and "answer_threshold" not in explicit else learning.answer_threshold)
+        self.example_threshold = (self.artifact.example_threshold  # type: ignore[union-attr]
+                                  if calibrated and "example_threshold" not in explicit else learning.example_threshold)
+        self.metric_name = f"metric:{self.artifact.digest}" if self.artifact else "cosine"
+        self.adaptation = Adaptation(AdaptConfig(min_corrections=learning.adapt_min_corrections)) \
+            if learning.adapt else None
+
+    async def support_set(self, corrections: Sequence[StoredCorrection]) -> PrototypeSupportSet:
+        """A scope's support set; corrections embedded by another encoder (or metric) are re-embedded once."""
+        stale = [i for i, c in enumerate(corrections) if c.encoder != self.encoder.name]
+        fresh = list(corrections)
+        if stale:
+            vectors = await self.encoder.embed([corrections[i].question for i in stale])
+            for row, i in enumerate(stale):
+                fresh[i] = dataclasses.replace(corrections[i], embedding=vectors[row], encoder=self.encoder.name)
+            log.info("re-embedded %d correction(s) for %s", len(stale), self.encoder.name)
+        support = PrototypeSupportSet(fresh)
+        if self.adaptation is not None:
+            self.adaptation.watch(support)
+        return support
+
+    async def stop(self) -> None:
+        if self.adaptation is not None:
+            await self.adaptation.stop()

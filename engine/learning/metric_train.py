@@ -1,0 +1,275 @@
+"""Meta-training the metric: the outer loop over episodes, then the scope radius.
+
+The layers below the adapted ones never change, so their output is computed once per
+utterance and cached on disk (``hidden_states``); every step then runs only the top
+``top_layers`` layers (the CPU budget: minutes, not hours). One step::
+
+    episode  = N labels × K support + N × n_query queries        (episodes.EpisodeSampler)
+    z        = TopStack(cached states of those utterances)        (N·K + Q, 384)
+    loss     = prototypical_loss(z_support, z_query)              (protonet.py), or
+               siamese_loss(z_support, z_query)                   (siamese.py)
+    AdamW step on the adapters only
+
+With validation domains, the adapters of the step that did best on their episodes are
+kept (model selection never sees held-out data). Afterwards the radius is calibrated on
+fresh episodes of the *training* pool, whose out-of-scope queries are the ``oos`` lines
+and labels the episode did not draw: the answer threshold is the similarity that
+``oos_target`` of those queries stay below; the example threshold likewise for
+``example_oos``. The plain encoder is calibrated on the same episodes, for baselines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .episodes import EpisodeConfig, EpisodeSampler, UtterancePool
+from .metric import MetricArtifact, MetricConfig, TopStack
+from .prototypes import answer_scores
+from .protonet import prototypical_loss
+from .siamese import SiameseConfig, siamese_loss
+
+__all__ = [
+    "MetaTrainConfig",
+    "load_encoder",
+    "hidden_states",
+    "collate",
+    "embed",
+    "meta_train",
+    "episode_accuracy",
+    "calibrate",
+    "make_artifact",
+]
+
+States = list[torch.Tensor]  # one (T_i, 384) fp16 tensor per utterance
+
+
+@dataclass(frozen=True, slots=True)
+class MetaTrainConfig:
+    loss: str = "proto"          # proto | contrastive
+    steps: int = 300             # outer steps (one episode each)
+    lr: float = 1e-3             # AdamW on the adapters
+    weight_decay: float = 0.01
+    n_way: int = 10              # labels per training episode: uniform in [n_way, n_way_max]
+    n_way_max: int = 30
+    k_shot: int = 5
+    n_query: int = 3             # queries per label
+    scale: float = 20.0          # protonet: softmax inverse temperature
+    margin: float = 0.5          # contrastive: margin on the cosine distance
+    top_layers: int = 2          # adapted layers, from the top
+    rank: int = 16               # LoRA rank
+    eval_every: int = 50         # validation every N steps (with validation domains)
+    seed: int = 0
+    # radius calibration, on training-pool episodes (never on test data)
+    calib_episodes: int = 300
+    calib_n_way: int = 5         # channels of 5 .. 60 answers
+    calib_n_way_max: int = 60
+    oos_target: float = 0.95     # share of out-of-scope queries the answer threshold must turn away
+    example_oos: float = 0.80    # the same for the (lower) example threshold
+
+
+def load_encoder(device: str = "cpu") -> Any:
+    """The embedded sentence encoder (a SentenceTransformer), as the engine loads it."""
+    from sentence_transformers import SentenceTransformer
+
+    from ..understanding.encoder import embedded_encoder_path
+
+    return SentenceTransformer(str(embedded_encoder_path()), device=device)
+
+
+@torch.no_grad()
+def hidden_states(model: Any, texts: Sequence[str], first: int, cache_dir: Path | None = None,
+                  batch: int = 128, progress: Callable[[int], None] | None = None) -> States:
+    """The frozen hidden states entering layer ``first``, per text, trimmed to its tokens.
+
+    Cached under ``cache_dir`` by a hash of the texts and the layer, so a second run
+    (another loss, another seed) skips the encoder's lower layers entirely.
+    """
+    key = hashlib.sha256(("\n".join(texts) + f"\x00{first}").encode()).hexdigest()[:20]
+    path = cache_dir / f"hidden-{key}.pt" if cache_dir else None
+    if path is not None and path.exists():
+        return torch.load(path)
+    bert, tokenizer = model[0].auto_model.eval(), model.tokenizer
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
+    out: list[torch.Tensor | None] = [None] * len(texts)
+    for start in range(0, len(order), batch):
+        ix = order[start:start + batch]
+        enc = tokenizer([texts[i] for i in ix], padding=True, truncation=True,
+                        max_length=model.max_seq_length, return_tensors="pt")
+        h = bert(**enc, output_hidden_states=True).hidden_states[first]              # (B, T, D)
+        for row, i in enumerate(ix):
+            out[i] = h[row, : int(enc["attention_mask"][row].sum())].to(torch.float16).clone()
+        if progress:
+            progress(len(ix))
+    states = [s for s in out if s is not None]
+    assert len(states) == len(texts)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(states, path)
+    return states
+
+
+def collate(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad per-utterance states -> hidden (B, T, D) float32, mask (B, T)."""
+    t = max(s.shape[0] for s in states)
+    hidden = torch.zeros(len(states), t, states[0].shape[1])
+    mask = torch.zeros(len(states), t)
+    for i, s in enumerate(states):
+        hidden[i, : s.shape[0]] = s.float()
+        mask[i, : s.shape[0]] = 1.0
+    return hidden, mask
+
+
+@torch.no_grad()
+def embed(top: TopStack, states: Sequence[torch.Tensor], batch: int = 256) -> np.ndarray:
+    """(n, D) unit embeddings of cached states through ``top``."""
+    top.eval()
+    order = sorted(range(len(states)), key=lambda i: states[i].shape[0])
+    out = np.zeros((len(states), states[0].shape[1]), dtype=np.float32)
+    for start in range(0, len(order), batch):
+        ix = order[start:start + batch]
+        out[ix] = top(*collate([states[i] for i in ix])).numpy()
+    return out
+
+
+def meta_train(
+    bert: torch.nn.Module,
+    pool: UtterancePool,
+    states: States,
+    config: MetaTrainConfig,
+    validate: Callable[[TopStack], float] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[TopStack, list[dict[str, float]]]:
+    """The outer loop. Returns the adapters (the best validated step's, when ``validate``) and a log."""
+    torch.manual_seed(config.seed)
+    top = TopStack(bert, MetricConfig(top_layers=config.top_layers, rank=config.rank))
+    sampler = EpisodeSampler(pool, EpisodeConfig(n_way=config.n_way, n_way_max=config.n_way_max,
+                                                 k_shot=config.k_shot, n_query=config.n_query, n_oos=0),
+                             seed=config.seed)
+    params = [p for p in top.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    history: list[dict[str, float]] = []
+    best = (validate(top), 0, top.adapter_tensors()) if validate else None
+    if best is not None:
+        history.append({"step": 0, "val_accuracy": best[0]})
+    for step in range(1, config.steps + 1):
+        top.train()
+        episode = sampler.sample()
+        n, k = episode.support.shape
+        ix = np.concatenate([episode.support.reshape(-1), episode.query])
+        z = top(*collate([states[i] for i in ix]))                                   # (N·K + Q, D)
+        support, query = z[: n * k].reshape(n, k, -1), z[n * k:]                      # (N, K, D), (Q, D)
+        labels = torch.as_tensor(episode.query_labels)
+        if config.loss == "proto":
+            loss, accuracy = prototypical_loss(support, query, labels, config.scale)
+        elif config.loss == "contrastive":
+            loss = siamese_loss(support, query, labels, SiameseConfig(margin=config.margin))
+            with torch.no_grad():
+                _, accuracy = prototypical_loss(support, query, labels, config.scale)
+        else:
+            raise ValueError(f"unknown loss {config.loss!r}: proto | contrastive")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        record = {"step": step, "loss": loss.item(), "accuracy": accuracy.item()}
+        if validate and (step % config.eval_every == 0 or step == config.steps):
+            record["val_accuracy"] = validate(top)
+            assert best is not None
+            if record["val_accuracy"] > best[0]:
+                best = (record["val_accuracy"], step, top.adapter_tensors())
+        history.append(record)
+        if on_step:
+            on_step(step, record)
+    if best is not None:
+        top.load_adapter_tensors(best[2])
+        history.append({"step": best[1], "selected": 1.0, "val_accuracy": best[0]})
+    return top, history
+
+
+def episode_accuracy(vectors: np.ndarray, pool: UtterancePool, episodes: int, n_way: int, k_shot: int = 5,
+                     n_query: int = 5, seed: int = 0) -> float:
+    """Mean prototype accuracy over seeded episodes (for validation-domain model selection)."""
+    sampler = EpisodeSampler(pool, EpisodeConfig(n_way=n_way, k_shot=k_shot, n_query=n_query, n_oos=0), seed=seed)
+    hits = []
+    for episode in sampler.take(episodes):
+        protos = vectors[episode.support].mean(axis=1)                                  # (N, D)
+        protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+        hits.append(((vectors[episode.query] @ protos.T).argmax(1) == episode.query_labels).mean())
+    return float(np.mean(hits))
+
+
+def calibrate(vectors: np.ndarray, pool: UtterancePool, config: MetaTrainConfig, seed: int | None = None
+              ) -> dict[str, float]:
+    """Answer and example thresholds from training-pool episodes, and what they achieve there.
+
+    ``vectors`` (len(pool), D) unit embeddings of the pool in the space being calibrated.
+    Each episode is scored exactly as the engine scores a channel (``answer_scores``).
+    """
+    top = min(config.calib_n_way_max, len(pool.label_names(config.k_shot + 5)))
+    sampler = EpisodeSampler(pool, EpisodeConfig(n_way=min(config.calib_n_way, top), n_way_max=top,
+                                                 k_shot=config.k_shot, n_query=2, n_oos=40),
+                             seed=config.seed + 1000 if seed is None else seed)
+    inside, correct, outside, is_line = [], [], [], []
+    for episode in sampler.take(config.calib_episodes):
+        is_line.append(np.isin(episode.oos, pool.oos))
+        n, k = episode.support.shape
+        members = vectors[episode.support.reshape(-1)]                                  # (N·K, D)
+        rows = np.repeat(np.arange(n), k)                                               # (N·K,)
+        protos = vectors[episode.support].mean(axis=1)
+        protos /= np.linalg.norm(protos, axis=1, keepdims=True)                         # (N, D)
+        for ix, is_in in ((episode.query, True), (episode.oos, False)):
+            q = vectors[ix]
+            s = answer_scores(q @ members.T, rows, q @ protos.T)                        # (Q, N)
+            (inside if is_in else outside).append(s.max(axis=1))
+            if is_in:
+                correct.append(s.argmax(axis=1) == episode.query_labels)
+    ins, outs, hit = np.concatenate(inside), np.concatenate(outside), np.concatenate(correct)
+    lines = outs[np.concatenate(is_line)]
+    answer = float(np.quantile(outs, config.oos_target))
+    example = float(np.quantile(outs, config.example_oos))
+    scope = equal_error_threshold(ins, lines) if len(lines) else answer
+    return {
+        "answer_threshold": round(answer, 4),
+        "example_threshold": round(min(example, answer), 4),
+        "scope_threshold": round(scope, 4),
+        "calib_scope_in_scope_recall": round(float((ins >= scope).mean()), 4),
+        "calib_scope_oos_recall": round(float((lines < scope).mean()), 4) if len(lines) else None,
+        "calib_accuracy": round(float(hit.mean()), 4),
+        "calib_in_scope_recall": round(float((ins >= answer).mean()), 4),
+        "calib_oos_recall": round(float((outs < answer).mean()), 4),
+        "calib_generality": round(float(((ins >= answer) & hit).mean()), 4),
+        "calib_episodes": config.calib_episodes,
+        "calib_queries": int(len(ins)),
+        "calib_oos_queries": int(len(outs)),
+    }
+
+
+def equal_error_threshold(inside: np.ndarray, outside: np.ndarray) -> float:
+    """The score where the share of ``inside`` scores below it equals the share of ``outside`` above it."""
+    grid = np.unique(np.concatenate([inside, outside]))
+    miss = np.searchsorted(np.sort(inside), grid, side="left") / len(inside)           # in-scope turned away
+    false = 1.0 - np.searchsorted(np.sort(outside), grid, side="left") / len(outside)   # out-of-scope let in
+    return float(grid[np.argmin(np.abs(miss - false))])
+
+
+def make_artifact(top: TopStack, metric: dict[str, float], cosine: dict[str, float], config: MetaTrainConfig,
+                  meta: dict[str, Any]) -> MetricArtifact:
+    return MetricArtifact(
+        config=top.config,
+        tensors=top.adapter_tensors(),
+        answer_threshold=metric["answer_threshold"],
+        example_threshold=metric["example_threshold"],
+        cosine_answer_threshold=cosine["answer_threshold"],
+        cosine_example_threshold=cosine["example_threshold"],
+        scope_threshold=metric.get("scope_threshold"),
+        cosine_scope_threshold=cosine.get("scope_threshold"),
+        meta={"hyperparameters": asdict(config), "calibration": metric, "cosine_calibration": cosine,
+              "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | meta,
+    )

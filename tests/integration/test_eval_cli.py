@@ -1,0 +1,88 @@
+"""The two benchmark commands on a small CLINC150 slice: JSON on the last line of stdout.
+
+``eval corrections`` runs the real engine path (feedback, then reply) with the tiny LLM,
+so the test stays fast; the real model only changes how non-learned replies read.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bots.cli import app
+from tests.conftest import MODELS_DIR, SHARED_DATA
+
+CLINC = SHARED_DATA / "clinc150"
+LABELS = ["translate", "transfer", "timer", "definition", "meaning_of_life", "insurance_change"]
+
+pytestmark = pytest.mark.skipif(not (CLINC / "test.jsonl").exists(), reason="CLINC150 data is not available")
+
+
+def slice_file(source: Path, target: Path, labels: list[str] | None, per_label: int) -> Path:
+    kept: dict[str, int] = {}
+    lines = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if labels is not None and row["label"] not in labels:
+            continue
+        if kept.get(row["label"], 0) < per_label:
+            kept[row["label"]] = kept.get(row["label"], 0) + 1
+            lines.append(line)
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "support": slice_file(CLINC / "support_5shot.jsonl", tmp_path / "s.jsonl", LABELS, 5),
+        "query": slice_file(CLINC / "test.jsonl", tmp_path / "q.jsonl", LABELS, 6),
+        "oos": slice_file(CLINC / "oos_test.jsonl", tmp_path / "o.jsonl", None, 20),
+    }
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_eval_intents_json_side_by_side(files: dict[str, Path]) -> None:
+    result = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
+                                      str(files["query"]), "--oos", str(files["oos"]), "--baseline", "--json"])
+    assert result.exit_code == 0, result.output
+    data = last_json(result.stdout)
+    assert data["n_labels"] == 6 and data["n_support"] == 30 and data["n_query"] == 36 and data["n_oos"] == 20
+    for key in ("accuracy", "in_scope_recall", "oos_recall", "ms_per_query", "threshold"):
+        assert 0.0 <= data[key] and (key == "ms_per_query" or data[key] <= 1.0)
+    assert data["metric"].startswith("metric:") and data["baseline"]["metric"] == "cosine"
+    assert data["accuracy"] > 0.6 and data["baseline"]["accuracy"] > 0.6  # six easy labels
+    assert "accuracy_gain" in data
+
+
+def test_eval_intents_missing_file_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["eval", "intents", "--support", str(tmp_path / "nope.jsonl"),
+                                      "--query", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_eval_corrections_through_the_engine(files: dict[str, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEEDFUL_MODELS_DIR", str(MODELS_DIR))
+    monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path / "data"))
+    plot = tmp_path / "curve.png"
+    result = CliRunner().invoke(app, [
+        "eval", "corrections", "--support", str(files["support"]), "--query", str(files["query"]),
+        "--oos", str(files["oos"]), "--mode", "metric", "--model", "tiny:0", "--limit", "10",
+        "--curve", "1,5", "--curve-queries", "4", "--max-new-tokens", "4", "--concurrency", "4",
+        "--plot", str(plot), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    data = last_json(result.stdout)
+    assert data["mode"] == "metric" and data["channels"] == 2 and data["taught_labels"] == 5
+    assert data["isolation_violations"] == 0
+    assert data["reliability"] == 1.0  # a corrected question asked again gets its own channel's answer
+    for key in ("generality", "locality"):
+        assert 0.0 <= data[key] <= 1.0
+    assert data["correction_to_effect_ms"]["n"] >= 1 and data["correction_to_effect_ms"]["p99"] is not None
+    assert [p["corrections"] for p in data["curve"]] == [1, 5]
+    assert plot.exists() and plot.stat().st_size > 0

@@ -1,0 +1,70 @@
+"""Background LoRA consolidation through the engine (tiny model, real store, real jobs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from engine import ChannelKey, Engine, Feedback, FeedbackKind, Turn
+
+FACTS = [
+    ("What is the wifi password?", "The wifi password is pelican-4417."),
+    ("Who approves vacations?", "Vacations are approved by Marguerite."),
+    ("Where is the printer?", "The printer is in room 4.12."),
+    ("When is standup?", "Standup is at 9:30."),
+    ("What is the door code?", "The door code is 7731."),
+]
+FAST = {"min_corrections": 4, "debounce_s": 0.0, "steps": 3, "min_locality": 0.0}
+
+
+async def teach_all(engine: Engine, key: ChannelKey) -> None:
+    for question, answer in FACTS:
+        receipt = await engine.feedback(Feedback(key, FeedbackKind.CORRECTION, question=question, text=answer))
+        assert receipt.accepted
+
+
+async def settled(engine: Engine) -> None:
+    assert engine.consolidator is not None
+    await asyncio.sleep(0)  # let the debounce timers fire
+    await asyncio.wait_for(engine.consolidator.idle.wait(), timeout=600)
+
+
+async def test_a_job_records_a_judged_version_and_serving_continues(make_engine: Callable) -> None:
+    key = ChannelKey("test", "lora-a", space="s")
+    other = ChannelKey("test", "lora-b", space="s")
+    async with make_engine(lora=FAST) as engine:
+        await teach_all(engine, key)
+        # Turns are served while the job runs in the model thread.
+        text = await engine.reply(Turn(other, "hello there")).collect()
+        await settled(engine)
+        versions = await engine.adapters(key)
+        assert len(versions) >= 1
+        newest = versions[0]
+        assert newest.status in ("active", "rejected")
+        assert {"held_out_loss", "base_held_out_loss", "locality", "decision"} <= set(newest.metrics)
+        assert await engine.adapters(other) == []
+        # Another channel's replies never change because of this channel's adapter.
+        assert await engine.reply(Turn(other, "hello there")).collect() == text
+        if newest.status == "active":
+            reply = engine.reply(Turn(key, "tell me something"))
+            await reply.collect()
+            assert reply.explanation is not None and reply.explanation.adapter_version == str(newest.version)
+            previous = await engine.rollback_adapter(key)  # an earlier version, or the base model
+            again = engine.reply(Turn(key, "tell me something"))
+            await again.collect()
+            assert again.explanation is not None
+            assert again.explanation.adapter_version == (str(previous) if previous else None)
+
+
+async def test_forget_retires_adapters_and_jobs_survive_restart(make_engine: Callable, tmp_path: Path) -> None:
+    key = ChannelKey("test", "lora-c", space="s")
+    slow = FAST | {"debounce_s": 3600.0}
+    async with make_engine(data_dir=tmp_path / "d", lora=slow) as engine:
+        await teach_all(engine, key)  # requested, but the debounce outlives this engine
+        assert await engine.adapters(key) == []
+    async with make_engine(data_dir=tmp_path / "d", lora=FAST) as engine:
+        await settled(engine)  # the pending job was re-queued at start and ran
+        assert len(await engine.adapters(key)) == 1
+        await engine.forget(key)
+        assert all(v.status != "active" for v in await engine.adapters(key))

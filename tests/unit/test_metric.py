@@ -1,0 +1,303 @@
+"""The metric: losses on hand-computed cases, incremental prototypes, radius calibration,
+adapters that reproduce / merge exactly, the shipped artifact, per-channel adaptation."""
+
+import asyncio
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine import ChannelKey, Feedback, FeedbackKind, Route, Turn
+from engine.learning.adaptation import AdaptConfig, Adaptation, HeadScorer, adapt, inner_loop
+from engine.learning.episodes import OOS, Utterance, UtterancePool
+from engine.learning.matching import Matching
+from engine.learning.metric import DEFAULT_ARTIFACT, MetricArtifact, MetricConfig, TopStack, merge_into
+from engine.learning.metric_train import (
+    MetaTrainConfig, calibrate, embed, equal_error_threshold, hidden_states, load_encoder,
+)
+from engine.learning.prototypes import PrototypeSupportSet, answer_scores
+from engine.learning.protonet import prototypes, prototypical_loss
+from engine.learning.siamese import SiameseConfig, contrastive_loss, siamese_loss
+from engine.learning.support_set import CosineScorer
+from engine.settings import EncoderSettings, LearningSettings
+from engine.store import StoredCorrection
+
+# -- losses -----------------------------------------------------------------------------------
+
+
+def test_prototypical_loss_hand_computed() -> None:
+    support = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])   # (N=2, K=2, D=2)
+    query = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    labels = torch.tensor([0, 1])
+    loss, accuracy = prototypical_loss(support, query, labels, scale=2.0)
+    # q1: D = (0, 1)     -> logits (0, -2)      -> -log softmax_0 = log(1 + e^-2)
+    # q2: D = (0.4, 0.2) -> logits (-0.8, -0.4) -> -log softmax_1 = log(1 + e^-0.4)
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-0.4))) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert accuracy.item() == 1.0
+
+
+def test_prototypes_are_normalised_class_means() -> None:
+    support = torch.tensor([[[1.0, 0.0], [0.6, 0.8]]])
+    assert torch.allclose(prototypes(support), torch.tensor([[0.8, 0.4]]) / math.sqrt(0.8))
+
+
+def test_contrastive_loss_hand_computed() -> None:
+    distance, similar = torch.tensor([0.2, 0.7, 0.1]), torch.tensor([1, 0, 0])
+    # y·D + (1−y)·max(0, m − D) with m = 0.5: 0.2, 0, 0.4
+    assert contrastive_loss(distance, similar, 0.5, balance=False).item() == pytest.approx(0.6 / 3)
+    assert contrastive_loss(distance, similar, 0.5, balance=True).item() == pytest.approx(0.2 + 0.4 / 2)
+
+
+def test_siamese_loss_over_episode_pairs() -> None:
+    support = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])                         # (N=2, K=1, D=2)
+    far = siamese_loss(support, torch.tensor([[1.0, 0.0]]), torch.tensor([0]), SiameseConfig(margin=0.5))
+    assert far.item() == pytest.approx(0.0)  # on its own class, and 1.0 > m from the other
+    near = siamese_loss(support, torch.tensor([[0.6, 0.8]]), torch.tensor([0]), SiameseConfig(margin=0.5))
+    assert near.item() == pytest.approx(0.4 + (0.5 - 0.2))  # pull D=0.4, push m − 0.2
+
+
+# -- prototypes -------------------------------------------------------------------------------
+
+
+def correction(i: int, answer: str, vector: np.ndarray) -> StoredCorrection:
+    v = np.asarray(vector, dtype=np.float32)
+    return StoredCorrection(i, f"q{i}", answer, "u", v / np.linalg.norm(v), "enc", float(i))
+
+
+def recomputed(items: list[StoredCorrection]) -> dict[str, np.ndarray]:
+    out = {}
+    for answer in {c.answer for c in items}:
+        mean = np.mean([c.embedding for c in items if c.answer == answer], axis=0)
+        out[answer] = mean / np.linalg.norm(mean)
+    return out
+
+
+def test_incremental_prototypes_equal_recomputed_ones() -> None:
+    rng = np.random.default_rng(0)
+    support, alive = PrototypeSupportSet(), []
+    for i in range(1, 61):
+        c = correction(i, f"answer {rng.integers(4)}", rng.normal(size=8))
+        support.add(c)
+        alive.append(c)
+        if i % 7 == 0:  # forget a few, sometimes a whole answer
+            gone = {alive[j].id for j in rng.choice(len(alive), size=3, replace=False)}
+            support.remove(gone)
+            alive = [c for c in alive if c.id not in gone]
+        live, protos = support.prototypes()
+        expected = recomputed(alive)
+        assert len(live) == len(expected) == support.answers
+        by_answer = {}
+        for c, slot in zip(support, support.answer_rows(), strict=True):
+            by_answer[c.answer] = protos[list(live).index(slot)]
+        for answer, proto in expected.items():
+            np.testing.assert_allclose(by_answer[answer], proto, atol=1e-5)
+    fresh = PrototypeSupportSet(alive)
+    q = rng.normal(size=8).astype(np.float32)
+    assert [(m.correction.answer, round(m.score, 5)) for m in support.match(q)] == \
+           [(m.correction.answer, round(m.score, 5)) for m in fresh.match(q)]
+
+
+def test_match_scores_answers_by_prototype_and_keeps_exact_questions() -> None:
+    support = PrototypeSupportSet([correction(1, "A", [1, 0, 0]), correction(2, "A", [0, 1, 0]),
+                                   correction(3, "B", [1, 1, 0.2])])
+    near_b = np.asarray([0.72, 0.69, 0.0], dtype=np.float32)
+    # nearest single member would say A (each A member ~0.7 away, B ~0.7 too); the A prototype (1,1,0)/√2 is
+    # closer than B's: prototypes decide
+    best = support.match(near_b / np.linalg.norm(near_b))
+    assert best[0].correction.answer == "A"
+    exact = support.match(np.asarray([1, 0, 0], dtype=np.float32))  # correction 1's own question
+    assert exact[0].correction.id == 1 and exact[0].score == pytest.approx(1.0)
+    support.remove([1, 2])
+    assert [m.correction.answer for m in support.match(np.asarray([1, 0, 0], dtype=np.float32))] == ["B"]
+
+
+def test_emptied_set_takes_new_corrections() -> None:
+    """Regression: forgetting every correction, then learning again, indexed a stale prototype slot."""
+    support = PrototypeSupportSet([correction(1, "A", [1, 0])])
+    support.remove([1])
+    assert support.match(np.asarray([1, 0], dtype=np.float32)) == []
+    support.add(correction(2, "B", [0, 1]))
+    assert [m.correction.answer for m in support.match(np.asarray([0, 1], dtype=np.float32))] == ["B"]
+
+
+def test_answer_scores_exact_clause() -> None:
+    member = np.asarray([[0.97, 0.1, 0.5]], dtype=np.float32)
+    proto = np.asarray([[0.8, 0.6]], dtype=np.float32)
+    out = answer_scores(member, np.asarray([0, 0, 1]), proto, exact=0.95)
+    np.testing.assert_allclose(out, [[0.97, 0.6]])
+
+
+def test_newer_answer_wins_a_tie() -> None:
+    v = np.asarray([1, 0], dtype=np.float32)
+    support = PrototypeSupportSet([correction(1, "old", v), correction(2, "new", v)])
+    assert support.match(v)[0].correction.answer == "new"
+
+
+# -- radius calibration -----------------------------------------------------------------------
+
+
+def synthetic_pool(seed: int = 0) -> tuple[UtterancePool, np.ndarray]:
+    """12 labels, tight clusters in 32-D, and out-of-scope lines in random directions."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, 32))
+    items, vectors = [], []
+    for li, centre in enumerate(centres):
+        for i in range(20):
+            items.append(Utterance(f"l{li} u{i}", f"label{li}"))
+            vectors.append(centre + 0.6 * rng.normal(size=32))
+    for i in range(200):
+        items.append(Utterance(f"oos {i}", OOS))
+        vectors.append(rng.normal(size=32))
+    pool = UtterancePool(items)
+    v = np.asarray(vectors, dtype=np.float32)
+    return pool, v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_radius_calibration_hits_its_out_of_scope_target() -> None:
+    pool, vectors = synthetic_pool()
+    config = MetaTrainConfig(calib_episodes=60, calib_n_way=3, calib_n_way_max=8, k_shot=3, example_oos=0.8)
+    loose = calibrate(vectors, pool, dataclasses.replace(config, oos_target=0.8))
+    strict = calibrate(vectors, pool, dataclasses.replace(config, oos_target=0.99))
+    assert strict["calib_oos_recall"] >= 0.98
+    assert strict["example_threshold"] <= strict["answer_threshold"]
+    assert strict["answer_threshold"] >= loose["answer_threshold"] - 1e-6
+    assert strict["calib_in_scope_recall"] > 0.9  # separable clusters: most in-scope queries stay inside
+    again = calibrate(vectors, pool, dataclasses.replace(config, oos_target=0.99))
+    assert again == strict  # seeded
+    # the scope threshold balances the two errors against the out-of-scope *lines*
+    assert abs(strict["calib_scope_in_scope_recall"] - strict["calib_scope_oos_recall"]) < 0.1
+
+
+def test_equal_error_threshold_on_a_hand_computed_case() -> None:
+    inside = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
+    outside = np.array([0.1, 0.2, 0.3, 0.4, 0.65])
+    # at 0.6: one of five in-scope below (0.5), one of five out-of-scope at or above (0.65)
+    assert equal_error_threshold(inside, outside) == pytest.approx(0.6)
+    # separable sets: a threshold in the gap makes no error at all
+    t = equal_error_threshold(np.array([0.8, 0.9]), np.array([0.1, 0.2]))
+    assert 0.2 < t <= 0.8
+
+
+# -- the adapters on the real encoder ---------------------------------------------------------
+
+TEXTS = ["how do i reset my password", "what's the weather tomorrow", "book a table for two at eight",
+         "my card was declined at the store", "play some jazz"]
+
+
+@pytest.fixture(scope="module")
+def encoder_model():  # type: ignore[no-untyped-def]
+    return load_encoder()
+
+
+def test_zero_adapters_reproduce_the_plain_encoder(encoder_model) -> None:  # type: ignore[no-untyped-def]
+    bert = encoder_model[0].auto_model
+    top = TopStack(bert, MetricConfig(top_layers=2, rank=4))
+    states = hidden_states(encoder_model, TEXTS, top.first)
+    plain = encoder_model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(embed(top, states), plain, atol=1e-4)
+
+
+def test_merged_adapters_equal_unmerged(encoder_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    bert = encoder_model[0].auto_model
+    torch.manual_seed(0)
+    top = TopStack(bert, MetricConfig(top_layers=2, rank=4))
+    tensors = {k: (torch.randn_like(v) * 0.05 if k.endswith(".B") else v) for k, v in top.adapter_tensors().items()}
+    tensors = {k: v.half().float() for k, v in tensors.items()}  # what an fp16 artifact holds
+    top.load_adapter_tensors(tensors)
+    states = hidden_states(encoder_model, TEXTS, top.first)
+    unmerged = embed(top, states)
+
+    artifact = MetricArtifact(top.config, tensors, 0.7, 0.5, 0.72, 0.45, {"note": "test"})
+    loaded = MetricArtifact.load(artifact.save(tmp_path / "m.safetensors"))
+    assert loaded.digest == artifact.digest and loaded.meta == {"note": "test"} and loaded.answer_threshold == 0.7
+
+    merged_bert = copy.deepcopy(bert)
+    merge_into(merged_bert, loaded.config, loaded.tensors)
+    enc = encoder_model.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        h = merged_bert(**enc).last_hidden_state
+        mask = enc["attention_mask"][..., None].float()
+        merged = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(merged, unmerged, atol=1e-4)
+    assert not np.allclose(merged, encoder_model.encode(TEXTS, normalize_embeddings=True), atol=1e-3)
+
+
+def test_shipped_artifact_is_small_calibrated_and_loaded_by_default() -> None:
+    assert DEFAULT_ARTIFACT.exists() and DEFAULT_ARTIFACT.stat().st_size < 2_000_000
+    artifact = MetricArtifact.load(DEFAULT_ARTIFACT)
+    assert 0.0 < artifact.example_threshold <= artifact.answer_threshold < 1.0
+    meta = artifact.meta
+    assert meta["data_sha256"] and meta["hyperparameters"]["loss"] in ("proto", "contrastive")
+    assert "calibration" in meta and meta["calibration"]["calib_oos_recall"] >= 0.9
+    matching = Matching(LearningSettings(), EncoderSettings())
+    assert matching.artifact is not None and matching.encoder.name.endswith(artifact.digest)
+    assert matching.answer_threshold == artifact.answer_threshold
+    explicit = Matching(LearningSettings(answer_threshold=0.9), EncoderSettings())
+    assert explicit.answer_threshold == 0.9 and explicit.example_threshold == artifact.example_threshold
+    plain = Matching(LearningSettings(metric="none"), EncoderSettings())
+    assert plain.artifact is None and plain.answer_threshold == LearningSettings().answer_threshold
+
+
+# -- per-channel adaptation -------------------------------------------------------------------
+
+
+def channel(seed: int = 0, answers: int = 6, per: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(answers, 24))
+    v = np.concatenate([c + 0.9 * rng.normal(size=(per, 24)) for c in centres]).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True), np.repeat(np.arange(answers), per)
+
+
+def test_inner_loop_starts_at_the_metric_and_stays_small() -> None:
+    vectors, rows = channel()
+    start = HeadScorer(inner_loop(vectors, rows, AdaptConfig(steps=0)))
+    np.testing.assert_allclose(start.scores(vectors[0], vectors), vectors @ vectors[0], atol=1e-6)
+    scorer, report = adapt(vectors, rows, AdaptConfig(steps=30, max_shift=1.0))
+    assert report["held_out"] > 0 and "adapted_accuracy" in report
+    if scorer is not None:
+        assert scorer.nbytes < 1_000_000  # per-channel state: well under 1 MB
+
+
+async def test_background_adaptation_installs_or_rejects_and_stops() -> None:
+    vectors, rows = channel(answers=5, per=6)
+    manager = Adaptation(AdaptConfig(min_corrections=20, min_answers=3, steps=20, debounce_s=0.0, max_shift=1.0))
+    support = PrototypeSupportSet()
+    manager.watch(support)
+    for i, (v, r) in enumerate(zip(vectors, rows, strict=True), 1):
+        support.add(StoredCorrection(i, f"q{i}", f"answer {r}", "u", v, "enc", float(i)))
+    for _ in range(200):
+        if manager.reports:
+            break
+        await asyncio.sleep(0.05)
+    assert manager.reports, "no adaptation job ran"
+    support.remove(range(1, 25))  # below the minimum: back to the shared metric at once
+    assert isinstance(support.scorer, CosineScorer)
+    await manager.stop()
+
+
+# -- through the engine -----------------------------------------------------------------------
+
+
+async def test_engine_matches_with_the_metric_and_explains_its_radius(tiny_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = tiny_engine
+    key = ChannelKey("test", "metric-radius", space="t")
+    assert engine.matching.artifact is not None  # the shipped metric is on by default
+    await engine.feedback(Feedback(key, FeedbackKind.CORRECTION, text="Use the blue form, ref ZX-1234.",
+                                   question="how do i apply for a refund"))
+    await engine.feedback(Feedback(key, FeedbackKind.CORRECTION, text="Use the blue form, ref ZX-1234.",
+                                   question="i want to request a refund"))
+    reply = engine.reply(Turn(key, "how can i get my money back with a refund"))
+    text = await reply.collect()
+    assert reply.explanation is not None
+    assert reply.explanation.answer_threshold == engine.matching.answer_threshold
+    assert reply.explanation.route is Route.CORRECTION and "ZX-1234" in text
+    far = engine.reply(Turn(key, "what is the tallest mountain on earth"))
+    await far.collect()
+    assert far.explanation is not None and far.explanation.route is not Route.CORRECTION
+    assert all(u.score < engine.matching.answer_threshold for u in far.explanation.corrections)

@@ -27,6 +27,10 @@ eval_app = typer.Typer(help="The two benchmarks: few-shot intents and learning f
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line of stdout")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
 MetricOption = Annotated[str, typer.Option("--metric", help="'default' (shipped), 'none' (plain cosine) or a path")]
+EvalDomainsOption = Annotated[str, typer.Option(
+    "--eval-domains", help="comma-separated domains: keep only their labels in --support/--query (not --oos)")]
+DomainsOption = Annotated[Path | None, typer.Option(
+    "--domains", help="JSON {domain: [labels]} (default: domains.json beside --support)")]
 
 
 def _csv(text: str) -> list[str]:
@@ -47,6 +51,34 @@ def _offline() -> None:
 
 def _print(data: dict[str, Any], as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False) if as_json else text)
+
+
+def _load_sets(files: dict[str, Path | None], eval_domains: str, domains: Path | None,
+               unfiltered: tuple[str, ...] = ("--oos",)) -> dict[str, list[Any]]:
+    """Load the benchmark files; with ``--eval-domains``, keep only those domains' labels."""
+    from engine.learning.episodes import load_domains, load_utterances, split_by_domain
+
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            raise _fail(f"{name}: no such file {path}")
+    try:
+        sets = {name: load_utterances(path) if path else [] for name, path in files.items()}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _fail(str(err)) from None
+    wanted = _csv(eval_domains)
+    if wanted:
+        first = next(path for path in files.values() if path is not None)
+        domains = domains or first.parent / "domains.json"
+        if not domains.is_file():
+            raise _fail(f"--domains: no such file {domains} (needed for --eval-domains)")
+        label_domains = load_domains(domains)
+        try:
+            for name in sets:
+                if name not in unfiltered:
+                    sets[name] = split_by_domain(sets[name], label_domains, wanted)[1]
+        except ValueError as err:
+            raise _fail(str(err)) from None
+    return sets
 
 
 # -- meta-train metric -----------------------------------------------------------------------
@@ -225,17 +257,18 @@ def intents(
     oos: Annotated[Path | None, typer.Option("--oos", help="JSON lines: out-of-scope queries")] = None,
     metric_spec: MetricOption = "default",
     baseline: Annotated[bool, typer.Option("--baseline", help="also run the plain encoder, side by side")] = False,
+    eval_domains: EvalDomainsOption = "",
+    domains: DomainsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Few-shot intent classification: prototypes from --support, all labels at once."""
     _offline()
-    from engine.learning.episodes import load_utterances
     from engine.learning.intent_eval import evaluate_intents
 
-    for name, path in (("--support", support), ("--query", query), ("--oos", oos)):
-        if path is not None and not path.is_file():
-            raise _fail(f"{name}: no such file {path}")
-    s, q, o = load_utterances(support), load_utterances(query), load_utterances(oos) if oos else []
+    sets = _load_sets({"--support": support, "--query": query, "--oos": oos}, eval_domains, domains)
+    s, q, o = sets["--support"], sets["--query"], sets["--oos"]
+    if not s or not q:
+        raise _fail("--support and --query need at least one utterance each (after --eval-domains)")
     encoder, artifact = _metric_encoder(metric_spec)
     default_artifact = artifact
     if artifact is None:  # plain cosine still uses a calibrated radius: the shipped one's cosine calibration
@@ -287,6 +320,8 @@ def corrections(
     max_new_tokens: Annotated[int, typer.Option(help="reply length cap for generated replies")] = 32,
     seed: Annotated[int, typer.Option(help="seed of answers and samples")] = 0,
     plot: Annotated[Path | None, typer.Option("--plot", help="draw the curve into this PNG")] = None,
+    eval_domains: EvalDomainsOption = "",
+    domains: DomainsOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -295,24 +330,23 @@ def corrections(
     from tqdm import tqdm
 
     from engine import Engine
-    from engine.learning.episodes import load_utterances
 
     from .config import ConfigError, load_settings
     from .correction_bench import BenchConfig, planned_questions, run_benchmark
 
     if mode != "metric":
         raise _fail(f"--mode {mode}: only 'metric' is implemented by this command so far")
-    for name, path in (("--support", support), ("--query", query), ("--oos", oos), ("--curve-support", curve_support)):
-        if path is not None and not path.is_file():
-            raise _fail(f"{name}: no such file {path}")
     try:
         settings = load_settings(config)
         points = tuple(int(p) for p in _csv(curve))
     except (ConfigError, ValueError) as err:
         raise _fail(str(err)) from None
-    s, q = load_utterances(support), load_utterances(query)
-    o = load_utterances(oos) if oos else []
-    c = load_utterances(curve_support) if curve_support else s
+    sets = _load_sets({"--support": support, "--query": query, "--oos": oos, "--curve-support": curve_support},
+                      eval_domains, domains)
+    s, q, o = sets["--support"], sets["--query"], sets["--oos"]
+    c = sets["--curve-support"] if curve_support else s
+    if not s or not q:
+        raise _fail("--support and --query need at least one utterance each (after --eval-domains)")
     bench = BenchConfig(channels=channels, limit=limit, uncorrected=uncorrected, curve=points,
                         curve_queries=curve_queries, concurrency=concurrency, seed=seed)
     engine_settings = settings.engine_settings()

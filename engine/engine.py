@@ -248,6 +248,8 @@ class Engine:
         answer_threshold, example_threshold = self.matching.answer_threshold, self.matching.example_threshold
         route = Route.BASE
         used: list[Match] = []
+        if matches:
+            answer_threshold = self.matching.answer_threshold_for(matches[0].support)
         if matches and matches[0].score >= answer_threshold:
             route, used = Route.CORRECTION, matches[:1]
         elif learned.max_examples:
@@ -369,10 +371,19 @@ class Engine:
             return await self.store.rollback_adapter(channel.scope)
         return await self.consolidator.rollback(channel)
 
-    def _prepare_lora(self) -> LoraSetup:
-        """Inject adapters into the served model and bind the consolidation job (model thread not yet running)."""
+    def _prepare_lora(self) -> LoraSetup | None:
+        """Inject adapters into the served model and bind the consolidation job (model thread not yet running).
+
+        None (LoRA off, with a warning) when the model has no layers the adapters can target.
+        """
         assert self._loaded is not None
-        return prepare_lora(self._loaded.model, self._loaded.tokenizer, self.settings.lora)
+        try:
+            setup = prepare_lora(self._loaded.model, self._loaded.tokenizer, self.settings.lora)
+        except ValueError as err:
+            log.warning("per-channel LoRA adapters are off: %s", err)
+            return None
+        log.info("per-channel LoRA adapters on %s start from the %s", self.model_name, setup.source)
+        return setup
 
     # -- channel settings -------------------------------------------------------------
 

@@ -26,7 +26,9 @@ from ..contract import ChannelKey
 from ..generation.worker import ModelWorker
 from ..settings import LoraSettings
 from ..store import Store, StoredCorrection
-from .lora import Adapter, LoraConfig, adapter_from_bytes, adapter_to_bytes, inject_lora, random_adapter
+from .lora import (
+    Adapter, LoraConfig, adapter_from_bytes, adapter_to_bytes, init_mismatch, inject_lora, random_adapter,
+)
 
 __all__ = ["Candidate", "Consolidator", "JobFn", "LoraSetup", "prepare_lora"]
 
@@ -224,7 +226,10 @@ def prepare_lora(model: Any, tokenizer: Any, settings: LoraSettings) -> LoraSetu
 
     The initialisation is the shipped meta-learned one (``init = "default"``), a
     file, or the standard LoRA start (``"zero"``: A small random, B zero), which is
-    also the fallback when no artifact is installed.
+    also the fallback when no artifact is installed and when the init does not fit
+    the served model (another model, e.g. ``tiny:`` or a 7B one: logged as a warning).
+    Raises ``FileNotFoundError`` for a configured file that does not exist, and
+    ``ValueError`` when the model has no layers LoRA can target.
     """
     path = _ARTIFACT if settings.init == "default" else Path(settings.init) if settings.init != "zero" else None
     init: Adapter | None = None
@@ -232,8 +237,15 @@ def prepare_lora(model: Any, tokenizer: Any, settings: LoraSettings) -> LoraSetu
     source = "standard init"
     metadata: dict[str, str] = {}
     if path is not None and path.is_file():
-        init, config, metadata = adapter_from_bytes(path.read_bytes())
-        source = str(path.name)
+        tensors, file_config, file_metadata = adapter_from_bytes(path.read_bytes())
+        problem = init_mismatch(model, tensors, file_config)
+        if problem is None:
+            init, config, metadata = tensors, file_config, file_metadata
+            source = path.name
+        else:
+            log.warning("LoRA init %s (trained for %s) does not fit this model: %s; consolidation starts from "
+                        "the standard LoRA init instead", path.name, file_metadata.get("model", "?"), problem)
+            source = f"standard init ({path.name} does not fit)"
     elif settings.init not in ("default", "zero"):
         raise FileNotFoundError(f"LoRA init {settings.init!r} not found")
     inject_lora(model, config)

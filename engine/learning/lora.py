@@ -41,6 +41,7 @@ __all__ = [
     "adapter_to_bytes",
     "adapter_from_bytes",
     "adapter_nbytes",
+    "init_mismatch",
 ]
 
 Adapter = dict[str, torch.Tensor]
@@ -123,6 +124,46 @@ def _decoder_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if name.endswith("layers") and isinstance(module, nn.ModuleList):
             return [(f"{name}.{i}", layer) for i, layer in enumerate(module)]
     raise ValueError("cannot find the decoder layers (a ModuleList named '*layers')")
+
+
+def init_mismatch(model: nn.Module, tensors: Adapter, config: LoraConfig) -> str | None:
+    """Why ``tensors`` cannot start adapters of ``model`` under ``config`` (None: it fits).
+
+    ``tensors`` is an init artifact's content: ``lora_A`` / ``lora_B`` entries and, for
+    Meta-SGD inits, ``inner_lr.<key>`` rates. Checks the keys and shapes ``inject_lora``
+    would create (or already created) and the scaling; leaves the model unchanged.
+    """
+    try:
+        layers = _decoder_layers(model)
+    except ValueError as err:
+        return str(err)
+    chosen = layers[-config.top_layers :] if config.top_layers else layers
+    expected: dict[str, tuple[int, ...]] = {}
+    for layer_path, layer in chosen:
+        for name, module in layer.named_modules():
+            if name.rsplit(".", 1)[-1] not in config.targets:
+                continue
+            if isinstance(module, LoraLinear):
+                if module.lora_A.shape[0] != config.rank or module.scaling != config.scaling:
+                    return (f"{layer_path}.{name} already carries rank {module.lora_A.shape[0]} / scaling "
+                            f"{module.scaling}, the init rank {config.rank} / scaling {config.scaling}")
+                module = module.base
+            if isinstance(module, nn.Linear):
+                expected[f"{layer_path}.{name}.lora_A"] = (config.rank, module.in_features)
+                expected[f"{layer_path}.{name}.lora_B"] = (module.out_features, config.rank)
+    if not expected:
+        return f"no target modules {config.targets} in the top {config.top_layers} layers"
+    adapter = {k: v for k, v in tensors.items() if not k.startswith("inner_lr.")}
+    rates = {k.removeprefix("inner_lr."): v for k, v in tensors.items() if k.startswith("inner_lr.")}
+    if set(adapter) != set(expected):
+        missing, extra = sorted(set(expected) - set(adapter))[:2], sorted(set(adapter) - set(expected))[:2]
+        return f"its LoRA layers differ from this model's (missing {missing}, unexpected {extra})"
+    for k, v in {**adapter, **rates}.items():
+        if k not in expected:
+            return f"unexpected inner rate inner_lr.{k}"
+        if tuple(v.shape) != expected[k]:
+            return f"{k}: init has {tuple(v.shape)}, this model needs {expected[k]}"
+    return None
 
 
 def lora_modules(model: nn.Module) -> dict[str, LoraLinear]:

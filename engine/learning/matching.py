@@ -3,7 +3,8 @@
 ``Matching`` is built from the settings once per engine. With a metric artifact
 (``learning.metric``: ``default`` is the shipped one) messages and corrections are
 embedded by the ``MetricEncoder`` and the artifact's calibrated thresholds apply, unless
-``answer_threshold`` / ``example_threshold`` were set explicitly. With ``none`` it is the
+``answer_threshold`` / ``example_threshold`` were set explicitly; the answer threshold
+depends on how many corrections teach the answer (``answer_threshold_for``). With ``none`` it is the
 plain encoder with the configured cosine thresholds. Either way support sets match by
 answer prototypes (``prototypes.py``), and with ``learning.adapt`` each channel gets its
 background inner loop (``adaptation.py``).
@@ -19,7 +20,7 @@ from ..settings import EncoderSettings, LearningSettings
 from ..store import StoredCorrection
 from ..understanding.encoder import Encoder
 from .adaptation import AdaptConfig, Adaptation
-from .metric import MetricArtifact, MetricEncoder, resolve_artifact
+from .metric import MetricArtifact, MetricEncoder, resolve_artifact, shot_threshold
 from .prototypes import PrototypeSupportSet
 
 __all__ = ["Matching"]
@@ -44,9 +45,16 @@ class Matching:
                                  if calibrated and "answer_threshold" not in explicit else learning.answer_threshold)
         self.example_threshold = (self.artifact.example_threshold  # type: ignore[union-attr]
                                   if calibrated and "example_threshold" not in explicit else learning.example_threshold)
+        # Per support size (corrections behind an answer) when the metric calibrated them.
+        self._answer_thresholds = (self.artifact.answer_thresholds  # type: ignore[union-attr]
+                                   if calibrated and "answer_threshold" not in explicit else None)
         self.metric_name = f"metric:{self.artifact.digest}" if self.artifact else "cosine"
         self.adaptation = Adaptation(AdaptConfig(min_corrections=learning.adapt_min_corrections)) \
             if learning.adapt else None
+
+    def answer_threshold_for(self, support: int) -> float:
+        """The radius for an answer taught by ``support`` corrections (calibrated per size)."""
+        return shot_threshold(self._answer_thresholds, support, self.answer_threshold)
 
     async def support_set(self, corrections: Sequence[StoredCorrection]) -> PrototypeSupportSet:
         """A scope's support set; corrections embedded by another encoder (or metric) are re-embedded once."""

@@ -44,6 +44,7 @@ __all__ = [
     "MetricArtifact",
     "MetricEncoder",
     "resolve_artifact",
+    "shot_threshold",
 ]
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,15 @@ class MetricArtifact:
     # away near misses (labels nobody taught), which a correction must not answer.
     scope_threshold: float | None = None
     cosine_scope_threshold: float | None = None
+    # Answer thresholds by the number of corrections behind an answer (1, 2, 3, 5, 10 ...).
+    answer_thresholds: dict[int, float] | None = None
+    cosine_answer_thresholds: dict[int, float] | None = None
+
+    def threshold_for(self, corrections: int, cosine: bool = False) -> float:
+        """The answer threshold for an answer taught by ``corrections`` corrections."""
+        table = self.cosine_answer_thresholds if cosine else self.answer_thresholds
+        single = self.cosine_answer_threshold if cosine else self.answer_threshold
+        return shot_threshold(table, corrections, single)
 
     @property
     def digest(self) -> str:
@@ -188,6 +198,8 @@ class MetricArtifact:
             "cosine_example_threshold": self.cosine_example_threshold,
             "scope_threshold": self.scope_threshold,
             "cosine_scope_threshold": self.cosine_scope_threshold,
+            "answer_thresholds": self.answer_thresholds,
+            "cosine_answer_thresholds": self.cosine_answer_thresholds,
             "meta": self.meta,
         }
         path = Path(path)
@@ -218,7 +230,21 @@ class MetricArtifact:
             meta=header.get("meta", {}),
             scope_threshold=_optional_float(header.get("scope_threshold")),
             cosine_scope_threshold=_optional_float(header.get("cosine_scope_threshold")),
+            answer_thresholds=_shot_table(header.get("answer_thresholds")),
+            cosine_answer_thresholds=_shot_table(header.get("cosine_answer_thresholds")),
         )
+
+
+def _shot_table(raw: Any) -> dict[int, float] | None:
+    return {int(k): float(v) for k, v in raw.items()} if raw else None
+
+
+def shot_threshold(table: dict[int, float] | None, corrections: int, default: float) -> float:
+    """The threshold calibrated for the largest support size not above ``corrections``."""
+    if not table:
+        return default
+    fitting = [k for k in table if k <= max(1, corrections)]
+    return table[max(fitting)] if fitting else table[min(table)]
 
 
 def _optional_float(value: Any) -> float | None:

@@ -15,7 +15,9 @@ kept (model selection never sees held-out data). Afterwards the radius is calibr
 fresh episodes of the *training* pool, whose out-of-scope queries are the ``oos`` lines
 and labels the episode did not draw: the answer threshold is the similarity that
 ``oos_target`` of those queries stay below; the example threshold likewise for
-``example_oos``. The plain encoder is calibrated on the same episodes, for baselines.
+``example_oos``. The scope threshold (intent out-of-scope detection, ``eval intents``)
+is the equal-error point between in-scope queries and the ``oos`` lines alone. The plain
+encoder is calibrated on the same episodes, for baselines.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class MetaTrainConfig:
     calib_n_way_max: int = 60
     oos_target: float = 0.95     # share of out-of-scope queries the answer threshold must turn away
     example_oos: float = 0.80    # the same for the (lower) example threshold
+    calib_shots: tuple[int, ...] = (1, 2, 3, 5, 10)  # answer thresholds per corrections behind an answer
 
 
 def load_encoder(device: str = "cpu") -> Any:
@@ -205,20 +208,15 @@ def episode_accuracy(vectors: np.ndarray, pool: UtterancePool, episodes: int, n_
     return float(np.mean(hits))
 
 
-def calibrate(vectors: np.ndarray, pool: UtterancePool, config: MetaTrainConfig, seed: int | None = None
-              ) -> dict[str, float]:
-    """Answer and example thresholds from training-pool episodes, and what they achieve there.
-
-    ``vectors`` (len(pool), D) unit embeddings of the pool in the space being calibrated.
-    Each episode is scored exactly as the engine scores a channel (``answer_scores``).
-    """
-    top = min(config.calib_n_way_max, len(pool.label_names(config.k_shot + 5)))
+def _episode_scores(vectors: np.ndarray, pool: UtterancePool, config: MetaTrainConfig, k_shot: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best answer scores of in-scope queries (with whether the best was right) and of
+    out-of-scope ones (with whether each is an ``oos`` line), over calibration episodes."""
+    top = min(config.calib_n_way_max, len(pool.label_names(k_shot + 5)))
     sampler = EpisodeSampler(pool, EpisodeConfig(n_way=min(config.calib_n_way, top), n_way_max=top,
-                                                 k_shot=config.k_shot, n_query=2, n_oos=40),
-                             seed=config.seed + 1000 if seed is None else seed)
+                                                 k_shot=k_shot, n_query=2, n_oos=40), seed=seed)
     inside, correct, outside, is_line = [], [], [], []
     for episode in sampler.take(config.calib_episodes):
-        is_line.append(np.isin(episode.oos, pool.oos))
         n, k = episode.support.shape
         members = vectors[episode.support.reshape(-1)]                                  # (N·K, D)
         rows = np.repeat(np.arange(n), k)                                               # (N·K,)
@@ -230,14 +228,38 @@ def calibrate(vectors: np.ndarray, pool: UtterancePool, config: MetaTrainConfig,
             (inside if is_in else outside).append(s.max(axis=1))
             if is_in:
                 correct.append(s.argmax(axis=1) == episode.query_labels)
-    ins, outs, hit = np.concatenate(inside), np.concatenate(outside), np.concatenate(correct)
-    lines = outs[np.concatenate(is_line)]
+        is_line.append(np.isin(episode.oos, pool.oos))
+    return np.concatenate(inside), np.concatenate(correct), np.concatenate(outside), np.concatenate(is_line)
+
+
+def calibrate(vectors: np.ndarray, pool: UtterancePool, config: MetaTrainConfig, seed: int | None = None
+              ) -> dict[str, Any]:
+    """Answer and example thresholds from training-pool episodes, and what they achieve there.
+
+    ``vectors`` (len(pool), D) unit embeddings of the pool in the space being calibrated.
+    Each episode is scored exactly as the engine scores a channel (``answer_scores``).
+    The answer threshold is also calibrated per number of corrections behind an answer
+    (``calib_shots``): a prototype of one correction sits farther from its paraphrases
+    than one of ten, so one radius for all would be too strict for the first correction
+    of an answer and too loose for a well-taught one.
+    """
+    seed = config.seed + 1000 if seed is None else seed
+    ins, hit, outs, lines_mask = _episode_scores(vectors, pool, config, config.k_shot, seed)
+    lines = outs[lines_mask]
     answer = float(np.quantile(outs, config.oos_target))
     example = float(np.quantile(outs, config.example_oos))
     scope = equal_error_threshold(ins, lines) if len(lines) else answer
+    per_shot: dict[str, float] = {}
+    for k in config.calib_shots:
+        if k == config.k_shot:
+            per_shot[str(k)] = round(answer, 4)
+        elif len(pool.label_names(k + 5)) >= 2:
+            _, _, outs_k, _ = _episode_scores(vectors, pool, config, k, seed + k)
+            per_shot[str(k)] = round(float(np.quantile(outs_k, config.oos_target)), 4)
     return {
         "answer_threshold": round(answer, 4),
-        "example_threshold": round(min(example, answer), 4),
+        "answer_thresholds": per_shot,
+        "example_threshold": round(min(example, answer, *per_shot.values()), 4),
         "scope_threshold": round(scope, 4),
         "calib_scope_in_scope_recall": round(float((ins >= scope).mean()), 4),
         "calib_scope_oos_recall": round(float((lines < scope).mean()), 4) if len(lines) else None,
@@ -259,6 +281,10 @@ def equal_error_threshold(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(grid[np.argmin(np.abs(miss - false))])
 
 
+def _shots(table: dict[str, float] | None) -> dict[int, float] | None:
+    return {int(k): float(v) for k, v in table.items()} if table else None
+
+
 def make_artifact(top: TopStack, metric: dict[str, float], cosine: dict[str, float], config: MetaTrainConfig,
                   meta: dict[str, Any]) -> MetricArtifact:
     return MetricArtifact(
@@ -269,6 +295,8 @@ def make_artifact(top: TopStack, metric: dict[str, float], cosine: dict[str, flo
         cosine_answer_threshold=cosine["answer_threshold"],
         cosine_example_threshold=cosine["example_threshold"],
         scope_threshold=metric.get("scope_threshold"),
+        answer_thresholds=_shots(metric.get("answer_thresholds")),
+        cosine_answer_thresholds=_shots(cosine.get("answer_thresholds")),
         cosine_scope_threshold=cosine.get("scope_threshold"),
         meta={"hyperparameters": asdict(config), "calibration": metric, "cosine_calibration": cosine,
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | meta,

@@ -179,6 +179,7 @@ class PrototypeSupportSet:
             j = best_member.get(slot)
             if j is None or member[i] >= member[j]:
                 best_member[slot] = i
-        matches = [Match(self._items[best_member[int(slot)]], float(scores[0, a])) for a, slot in enumerate(live)]
+        matches = [Match(self._items[best_member[int(slot)]], float(scores[0, a]), int(self._counts[slot]))
+                   for a, slot in enumerate(live)]
         return sorted(matches, key=lambda m: (m.score, m.correction.id), reverse=True)
 

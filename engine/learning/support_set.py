@@ -23,6 +23,7 @@ __all__ = ["Match", "SupportSet", "Scorer", "CosineScorer"]
 class Match:
     correction: StoredCorrection
     score: float
+    support: int = 1  # corrections teaching this answer (its prototype's size)
 
 
 class Scorer(Protocol):

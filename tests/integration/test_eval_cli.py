@@ -59,6 +59,22 @@ def test_eval_intents_json_side_by_side(files: dict[str, Path]) -> None:
     assert "accuracy_gain" in data
 
 
+def test_eval_intents_keeps_only_the_eval_domains(files: dict[str, Path]) -> None:
+    domains = json.loads((CLINC / "domains.json").read_text())
+    wanted = next(d for d, labels in domains.items() if "translate" in labels)
+    result = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
+                                      str(files["query"]), "--domains", str(CLINC / "domains.json"),
+                                      "--eval-domains", wanted, "--json"])
+    assert result.exit_code == 0, result.output
+    data = last_json(result.stdout)
+    kept = [label for label in LABELS if label in domains[wanted]]
+    assert data["n_labels"] == len(kept) and data["n_support"] == 5 * len(kept)
+    bad = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
+                                   str(files["query"]), "--domains", str(CLINC / "domains.json"),
+                                   "--eval-domains", "no_such_domain"])
+    assert bad.exit_code == 2 and "error:" in bad.output
+
+
 def test_eval_intents_missing_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "intents", "--support", str(tmp_path / "nope.jsonl"),
                                       "--query", str(tmp_path / "nope.jsonl")])

@@ -41,6 +41,16 @@ def test_load_utterances_and_domains(tmp_path: Path) -> None:
         load_utterances(path)
 
 
+def test_load_utterances_reads_clinc_layout(tmp_path: Path) -> None:
+    path = tmp_path / "data_full.json"
+    path.write_text(json.dumps({"train": [["hi there", "greet"]], "val": [["x", "greet"]],
+                                "oos_train": [["what is a moon", "oos"]]}))
+    assert load_utterances(path) == [Utterance("hi there", "greet"), Utterance("what is a moon", OOS)]
+    path.write_text(json.dumps([["hi", "greet"]]))
+    with pytest.raises(ValueError, match="train"):
+        load_utterances(path)
+
+
 def test_same_seed_same_episodes_other_seed_other_episodes() -> None:
     pool = UtterancePool(utterances())
     config = EpisodeConfig(n_way=3, k_shot=4, n_query=3, n_oos=6)

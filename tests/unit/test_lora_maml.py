@@ -336,6 +336,47 @@ def test_init_artifact_round_trip_and_shape_check(tiny: LoadedModel, tmp_path: P
         load_init(tiny.model, scaled)
 
 
+def test_prepare_lora_uses_a_fitting_init_and_falls_back_on_another_model(
+    models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine's setup: an init that fits is used as is (with its Meta-SGD rates); one made for
+    another model (the shipped SmolLM2 init on ``tiny:``) means the standard init and a warning."""
+    from engine.learning.consolidator import prepare_lora
+    from engine.learning.lora import init_mismatch, lora_modules
+    from engine.settings import LoraSettings
+
+    donor = fresh(models_dir)
+    state = strong(donor.model, 15)
+    state |= {f"inner_lr.{k}": torch.full_like(v, 0.3) for k, v in list(state.items())}
+    path = tmp_path / "fits.safetensors"
+    path.write_bytes(adapter_to_bytes(state, CONFIG, {"algo": "metasgd", "inner_steps": "2", "model": "tiny:0"}))
+    served = load_model(ModelSettings(id="tiny:0"), models_dir)
+    assert init_mismatch(served.model, state, CONFIG) is None  # before injection
+    setup = prepare_lora(served.model, served.tokenizer, LoraSettings(init=str(path)))
+    assert setup.source == "fits.safetensors" and setup.config == CONFIG
+    assert init_mismatch(served.model, state, CONFIG) is None  # and after it
+    assert all(torch.equal(setup.init[k], state[k]) for k in state)
+
+    other = load_model(ModelSettings(id="tiny:0"), models_dir)
+    wide = {k: torch.zeros(v.shape[0] * 2, *v.shape[1:]) if k.endswith("lora_B") else v for k, v in state.items()}
+    assert "this model needs" in (init_mismatch(other.model, wide, CONFIG) or "")
+    bad = tmp_path / "other_model.safetensors"
+    bad.write_bytes(adapter_to_bytes(wide, CONFIG, {"model": "elsewhere"}))
+    with caplog.at_level("WARNING", logger="engine.learning.consolidator"):
+        setup = prepare_lora(other.model, other.tokenizer, LoraSettings(init=str(bad)))
+    assert "does not fit" in setup.source and "does not fit this model" in caplog.text
+    assert set(setup.init) == {f"{n}.{p}" for n in lora_modules(other.model) for p in ("lora_A", "lora_B")}
+    job = setup.job(support=SUPPORT, held_out=HELD_OUT, current=None, steps=1, probes=PROBES)
+    try:
+        while True:
+            next(job)
+    except StopIteration as done:
+        assert done.value.steps == 1
+    if DEFAULT_INIT_PATH.is_file():  # the shipped init is SmolLM2's: on tiny it never crashes, it falls back
+        third = load_model(ModelSettings(id="tiny:0"), models_dir)
+        assert "does not fit" in prepare_lora(third.model, third.tokenizer, LoraSettings()).source
+
+
 def test_shipped_init_describes_itself() -> None:
     if not DEFAULT_INIT_PATH.is_file():
         pytest.skip("no shipped init in this checkout")

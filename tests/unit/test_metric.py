@@ -14,7 +14,7 @@ from engine import ChannelKey, Feedback, FeedbackKind, Route, Turn
 from engine.learning.adaptation import AdaptConfig, Adaptation, HeadScorer, adapt, inner_loop
 from engine.learning.episodes import OOS, Utterance, UtterancePool
 from engine.learning.matching import Matching
-from engine.learning.metric import DEFAULT_ARTIFACT, MetricArtifact, MetricConfig, TopStack, merge_into
+from engine.learning.metric import DEFAULT_ARTIFACT, MetricArtifact, MetricConfig, TopStack, merge_into, shot_threshold
 from engine.learning.metric_train import (
     MetaTrainConfig, calibrate, embed, equal_error_threshold, hidden_states, load_encoder,
 )
@@ -172,6 +172,18 @@ def test_radius_calibration_hits_its_out_of_scope_target() -> None:
     assert abs(strict["calib_scope_in_scope_recall"] - strict["calib_scope_oos_recall"]) < 0.1
 
 
+def test_answer_thresholds_are_calibrated_per_support_size() -> None:
+    pool, vectors = synthetic_pool()
+    config = MetaTrainConfig(calib_episodes=60, calib_n_way=3, calib_n_way_max=8, k_shot=3, calib_shots=(1, 3, 10))
+    result = calibrate(vectors, pool, config)
+    table = result["answer_thresholds"]
+    assert set(table) == {"1", "3", "10"} and table["3"] == result["answer_threshold"]
+    assert len(set(table.values())) == 3 and all(-1.0 < t < 1.0 for t in table.values())
+    assert result["example_threshold"] <= min(table.values())
+    assert shot_threshold({1: 0.5, 3: 0.6}, 2, 0.9) == 0.5 and shot_threshold({1: 0.5, 3: 0.6}, 7, 0.9) == 0.6
+    assert shot_threshold(None, 7, 0.9) == 0.9
+
+
 def test_equal_error_threshold_on_a_hand_computed_case() -> None:
     inside = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
     outside = np.array([0.1, 0.2, 0.3, 0.4, 0.65])
@@ -295,7 +307,10 @@ async def test_engine_matches_with_the_metric_and_explains_its_radius(tiny_engin
     reply = engine.reply(Turn(key, "how can i get my money back with a refund"))
     text = await reply.collect()
     assert reply.explanation is not None
-    assert reply.explanation.answer_threshold == engine.matching.answer_threshold
+    # two corrections teach this answer: the radius calibrated for a two-correction prototype
+    assert reply.explanation.answer_threshold == engine.matching.answer_threshold_for(2)
+    table = engine.matching.artifact.answer_thresholds
+    assert table and table[1] < table[2] < table[5] == engine.matching.answer_threshold
     assert reply.explanation.route is Route.CORRECTION and "ZX-1234" in text
     far = engine.reply(Turn(key, "what is the tallest mountain on earth"))
     await far.collect()

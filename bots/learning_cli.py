@@ -257,11 +257,18 @@ def intents(
     oos: Annotated[Path | None, typer.Option("--oos", help="JSON lines: out-of-scope queries")] = None,
     metric_spec: MetricOption = "default",
     baseline: Annotated[bool, typer.Option("--baseline", help="also run the plain encoder, side by side")] = False,
+    adapt_steps: Annotated[str, typer.Option(help="also run the per-channel inner loop (learning.adapt) on the "
+                                             "support set for these step counts, e.g. 50,150,300")] = "",
+    adapt_lr: Annotated[float, typer.Option(help="its Adam learning rate")] = 1e-3,
     eval_domains: EvalDomainsOption = "",
     domains: DomainsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Few-shot intent classification: prototypes from --support, all labels at once."""
+    """Few-shot intent classification: prototypes from --support, all labels at once.
+
+    ``--adapt-steps`` adds, per step count, the same benchmark after the channel's background
+    inner loop (a residual head trained on the support set alone) under ``adaptation``.
+    """
     _offline()
     from engine.learning.intent_eval import evaluate_intents
 
@@ -277,9 +284,16 @@ def intents(
         shipped = resolve_artifact("default")
         default_artifact = MetricArtifact.load(shipped) if shipped else None
     threshold = _scope(artifact, cosine=False) if artifact else _scope(default_artifact, cosine=True)
+    try:
+        steps_list = [int(x) for x in _csv(adapt_steps)]
+    except ValueError:
+        raise _fail(f"--adapt-steps: comma-separated integers, not {adapt_steps!r}") from None
     encoder.load()
     result: dict[str, Any] = {"metric": f"metric:{artifact.digest}" if artifact else "cosine"}
-    result |= evaluate_intents(_embedder(encoder, "embed"), s, q, o, threshold)
+    embed = _embedder(encoder, "embed")
+    result |= evaluate_intents(embed, s, q, o, threshold)
+    if steps_list:
+        result["adaptation"] = _adapted_intents(embed, s, q, o, threshold, steps_list, adapt_lr)
     if baseline:
         from engine.settings import EncoderSettings
         from engine.understanding.encoder import Encoder
@@ -292,10 +306,42 @@ def intents(
         if result.get("accuracy") is not None and base.get("accuracy"):
             result["accuracy_gain"] = round(result["accuracy"] - base["accuracy"], 4)
             result["accuracy_ratio"] = round(result["accuracy"] / base["accuracy"], 4)
-    lines = [f"{k}: {v}" for k, v in result.items() if k != "baseline"]
+    lines = [f"{k}: {v}" for k, v in result.items() if k not in ("baseline", "adaptation")]
+    lines += [f"adapted {a['steps']} steps: {a}" for a in result.get("adaptation", [])]
     if baseline:
         lines += [f"baseline {k}: {v}" for k, v in result["baseline"].items()]
     _print(result, as_json, "\n".join(lines))
+
+
+def _adapted_intents(embed: Any, s: list[Any], q: list[Any], o: list[Any], threshold: float | None,
+                     steps_list: list[int], lr: float) -> list[dict[str, Any]]:
+    """The intents benchmark after the per-channel inner loop on the support set, per step count."""
+    import numpy as np
+
+    from engine.learning.adaptation import AdaptConfig, HeadScorer, inner_loop
+    from engine.learning.episodes import OOS
+    from engine.learning.intent_eval import evaluate_intents, label_prototypes
+
+    cache: dict[str, np.ndarray] = {}
+
+    def cached(texts: list[str]) -> np.ndarray:  # embed each text once for all step counts
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            cache.update(zip(missing, embed(missing), strict=True))
+        return np.stack([cache[t] for t in texts])
+
+    in_scope = [u for u in s if u.label != OOS]
+    vectors = cached([u.text for u in in_scope])
+    _, rows, _ = label_prototypes(vectors, [u.label for u in in_scope])
+    out = []
+    for steps in steps_list:
+        started = time.perf_counter()
+        head = HeadScorer(inner_loop(vectors, rows, AdaptConfig(steps=steps, lr=lr)))
+        train_s = time.perf_counter() - started
+        found = evaluate_intents(lambda texts, h=head: h.project(cached(texts)), s, q, o, threshold)
+        out.append({"steps": steps, "lr": lr, "train_seconds": round(train_s, 2), "head_bytes": head.nbytes,
+                    **{k: found.get(k) for k in ("accuracy", "in_scope_recall", "oos_recall")}})
+    return out
 
 
 # -- eval corrections --------------------------------------------------------------------------
@@ -306,9 +352,16 @@ def corrections(
     support: Annotated[Path, typer.Option("--support", help="JSON lines: the corrections to teach")],
     query: Annotated[Path, typer.Option("--query", help="JSON lines: other phrasings (generality)")],
     oos: Annotated[Path | None, typer.Option("--oos", help="JSON lines: out-of-scope questions (locality)")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="metric (lora and both: see heedful meta-train lora)")] = "metric",
+    mode: Annotated[str, typer.Option("--mode", help="metric (recall by the learned metric), lora (per-channel "
+                                      "adapters from the meta-learned init, with baselines) or both")] = "metric",
     metric_spec: MetricOption = "default",
     model: Annotated[str, typer.Option("--model", help="LLM id (default: the configured one)")] = "",
+    lora_init: Annotated[Path | None, typer.Option("--lora-init", help="LoRA init artifact (default: the shipped "
+                                                   "one)")] = None,
+    tasks: Annotated[int, typer.Option(help="lora: channel-tasks (imaginary channels) to adapt")] = 16,
+    inner_steps: Annotated[int, typer.Option(help="lora: inner-loop steps per channel (every method)")] = 5,
+    max_steps: Annotated[int, typer.Option(help="lora: steps drawn in the query-loss curve")] = 20,
+    lora_curve: Annotated[str, typer.Option(help="lora: corrections per channel for the curve (empty: none)")] = "1,2,4,8",
     channels: Annotated[int, typer.Option(help="channels teaching different answers")] = 2,
     limit: Annotated[int, typer.Option(help="questions per measured set and channel (0: all)")] = 0,
     uncorrected: Annotated[float, typer.Option(help="share of labels never taught (locality)")] = 0.2,
@@ -325,31 +378,70 @@ def corrections(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Learning from corrections, through the engine: reliability, generality, locality, isolation."""
+    """Learning from corrections: reliability, generality, locality (and isolation, for the metric path).
+
+    ``--mode metric`` teaches corrections to a throw-away engine and asks again; ``--mode lora``
+    adapts per-channel LoRA adapters from the meta-learned init on channel-tasks of the same
+    files, side by side with no adaptation and with plain fine-tuning from the standard init;
+    ``--mode both`` runs the two and reports them under ``metric_path`` and ``lora_path``.
+    """
     _offline()
-    from tqdm import tqdm
-
-    from engine import Engine
-
     from .config import ConfigError, load_settings
-    from .correction_bench import BenchConfig, planned_questions, run_benchmark
+    from .correction_bench import BenchConfig
 
-    if mode != "metric":
-        raise _fail(f"--mode {mode}: only 'metric' is implemented by this command so far")
+    if mode not in ("metric", "lora", "both"):
+        raise _fail(f"--mode must be metric, lora or both, not {mode!r}")
     try:
         settings = load_settings(config)
         points = tuple(int(p) for p in _csv(curve))
+        lora_points = [int(p) for p in _csv(lora_curve)]
     except (ConfigError, ValueError) as err:
         raise _fail(str(err)) from None
+    if lora_init is not None and not lora_init.is_file():
+        raise _fail(f"--lora-init: no such file {lora_init}")
     sets = _load_sets({"--support": support, "--query": query, "--oos": oos, "--curve-support": curve_support},
                       eval_domains, domains)
     s, q, o = sets["--support"], sets["--query"], sets["--oos"]
     c = sets["--curve-support"] if curve_support else s
     if not s or not q:
         raise _fail("--support and --query need at least one utterance each (after --eval-domains)")
-    bench = BenchConfig(channels=channels, limit=limit, uncorrected=uncorrected, curve=points,
-                        curve_queries=curve_queries, concurrency=concurrency, seed=seed)
-    engine_settings = settings.engine_settings()
+    plots = {"metric": plot, "lora": plot}
+    if plot is not None and mode == "both":
+        plots = {p: plot.with_name(f"{plot.stem}-{p}{plot.suffix or '.png'}") for p in plots}
+    result: dict[str, Any] = {"mode": mode}
+    if mode in ("metric", "both"):
+        bench = BenchConfig(channels=channels, limit=limit, uncorrected=uncorrected, curve=points,
+                            curve_queries=curve_queries, concurrency=concurrency, seed=seed)
+        metric_result = _metric_corrections(settings.engine_settings(), s, q, o, c, bench, metric_spec, model,
+                                            max_new_tokens, plots["metric"])
+        result |= metric_result if mode == "metric" else {"metric_path": metric_result}
+    if mode in ("lora", "both"):
+        from .lora_cli import eval_corrections_lora
+
+        started = time.perf_counter()
+        try:
+            lora_result = eval_corrections_lora(
+                support, query, oos, _csv(eval_domains), tasks, seed, plots["lora"], mode,
+                log=lambda *x: print(*x, file=sys.stderr, flush=True), init=lora_init, domains=domains,
+                final_steps=inner_steps, max_steps=max(max_steps, inner_steps), corrections=lora_points,
+                model_id=model, models_dir=settings.engine_settings().model_cache_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise _fail(str(err)) from None
+        lora_result["seconds"] = round(time.perf_counter() - started, 1)
+        result |= lora_result if mode == "lora" else {"lora_path": lora_result}
+    text = "\n".join(f"{k}: {v}" for k, v in result.items() if k != "side_by_side")
+    _print(result, as_json, text)
+
+
+def _metric_corrections(engine_settings: Any, s: list[Any], q: list[Any], o: list[Any], c: list[Any], bench: Any,
+                        metric_spec: str, model: str, max_new_tokens: int, plot: Path | None) -> dict[str, Any]:
+    """The metric path through a throw-away engine: ``correction_bench.run_benchmark``'s numbers."""
+    from tqdm import tqdm
+
+    from engine import Engine
+
+    from .correction_bench import planned_questions, run_benchmark
+
     with tempfile.TemporaryDirectory(prefix="heedful-eval-") as tmp:
         engine_settings = engine_settings.model_copy(update={
             "data_dir": Path(tmp),
@@ -365,7 +457,7 @@ def corrections(
                 total = planned_questions(s, q, o, c, bench)
                 with tqdm(total=total, desc="corrections benchmark", unit="reply", file=sys.stderr) as bar:
                     out = await run_benchmark(engine, s, q, o, c, bench, progress=bar.update)
-                return {"mode": mode, "metric": engine.matching.metric_name, "model": engine.model_name,
+                return {"metric": engine.matching.metric_name, "model": engine.model_name,
                         "answer_threshold": round(engine.matching.answer_threshold, 4),
                         "example_threshold": round(engine.matching.example_threshold, 4), **out}
 
@@ -378,8 +470,7 @@ def corrections(
     if plot is not None and result["curve"]:
         _plot_curve(result["curve"], plot, result["metric"])
         result["plot"] = str(plot)
-    text = "\n".join(f"{k}: {v}" for k, v in result.items())
-    _print(result, as_json, text)
+    return result
 
 
 def _plot_curve(curve: list[dict[str, Any]], path: Path, title: str) -> None:

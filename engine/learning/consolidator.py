@@ -26,6 +26,7 @@ from ..contract import ChannelKey
 from ..generation.worker import ModelWorker
 from ..settings import LoraSettings
 from ..store import Store, StoredCorrection
+from .consolidation import DEFAULT_INIT_PATH, consolidation_job
 from .lora import (
     Adapter, LoraConfig, adapter_from_bytes, adapter_to_bytes, init_mismatch, inject_lora, random_adapter,
 )
@@ -208,9 +209,6 @@ def split(corrections: list[StoredCorrection], every: int) -> tuple[list[tuple[s
     return support, held_out
 
 
-_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "lora_init.safetensors"
-
-
 @dataclass
 class LoraSetup:
     """What the engine needs to serve and consolidate adapters."""
@@ -231,7 +229,7 @@ def prepare_lora(model: Any, tokenizer: Any, settings: LoraSettings) -> LoraSetu
     Raises ``FileNotFoundError`` for a configured file that does not exist, and
     ``ValueError`` when the model has no layers LoRA can target.
     """
-    path = _ARTIFACT if settings.init == "default" else Path(settings.init) if settings.init != "zero" else None
+    path = DEFAULT_INIT_PATH if settings.init == "default" else Path(settings.init) if settings.init != "zero" else None
     init: Adapter | None = None
     config = LoraConfig()
     source = "standard init"
@@ -254,8 +252,6 @@ def prepare_lora(model: Any, tokenizer: Any, settings: LoraSettings) -> LoraSetu
     steps_hint = int(metadata.get("inner_steps", "0") or 0)
 
     def job(**kwargs: Any) -> Iterator[None]:
-        from .consolidation import consolidation_job  # the inner loop (torch.func)
-
         if not kwargs.get("steps"):
             kwargs["steps"] = steps_hint or 8
         return consolidation_job(model, tokenizer, init, config, metadata, **kwargs)

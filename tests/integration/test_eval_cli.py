@@ -48,7 +48,8 @@ def last_json(stdout: str) -> dict:
 
 def test_eval_intents_json_side_by_side(files: dict[str, Path]) -> None:
     result = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
-                                      str(files["query"]), "--oos", str(files["oos"]), "--baseline", "--json"])
+                                      str(files["query"]), "--oos", str(files["oos"]), "--baseline",
+                                      "--adapt-steps", "0,5", "--json"])
     assert result.exit_code == 0, result.output
     data = last_json(result.stdout)
     assert data["n_labels"] == 6 and data["n_support"] == 30 and data["n_query"] == 36 and data["n_oos"] == 20
@@ -57,6 +58,11 @@ def test_eval_intents_json_side_by_side(files: dict[str, Path]) -> None:
     assert data["metric"].startswith("metric:") and data["baseline"]["metric"] == "cosine"
     assert data["accuracy"] > 0.6 and data["baseline"]["accuracy"] > 0.6  # six easy labels
     assert "accuracy_gain" in data
+    # The per-channel inner loop starts from the identity head: zero steps changes nothing.
+    zero, five = data["adaptation"]
+    assert (zero["steps"], five["steps"]) == (0, 5) and zero["accuracy"] == data["accuracy"]
+    assert zero["oos_recall"] == data["oos_recall"] and 0.0 <= five["accuracy"] <= 1.0
+    assert five["head_bytes"] < 1_000_000  # per-channel state stays small
 
 
 def test_eval_intents_keeps_only_the_eval_domains(files: dict[str, Path]) -> None:
@@ -102,3 +108,47 @@ def test_eval_corrections_through_the_engine(files: dict[str, Path], tmp_path: P
     assert data["correction_to_effect_ms"]["n"] >= 1 and data["correction_to_effect_ms"]["p99"] is not None
     assert [p["corrections"] for p in data["curve"]] == [1, 5]
     assert plot.exists() and plot.stat().st_size > 0
+
+
+@pytest.mark.real_model
+def test_eval_corrections_both_paths_with_the_real_model(files: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--mode both``: the metric path through the engine and the LoRA path from the shipped
+    meta-learned init, side by side with its baselines, in one JSON object and two plots."""
+    monkeypatch.setenv("HEEDFUL_MODELS_DIR", str(MODELS_DIR))
+    monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path / "data"))
+    plot = tmp_path / "curve.png"
+    result = CliRunner().invoke(app, [
+        "eval", "corrections", "--support", str(files["support"]), "--query", str(files["query"]),
+        "--oos", str(files["oos"]), "--mode", "both", "--limit", "4", "--curve", "1", "--curve-queries", "2",
+        "--max-new-tokens", "8", "--tasks", "2", "--inner-steps", "1", "--max-steps", "2", "--lora-curve", "1",
+        "--plot", str(plot), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    data = last_json(result.stdout)
+    assert data["mode"] == "both"
+    metric, lora = data["metric_path"], data["lora_path"]
+    assert metric["reliability"] == 1.0 and metric["isolation_violations"] == 0
+    assert lora["path"] == "lora" and lora["tasks"] == 2 and lora["inner_steps"] == 1
+    assert set(lora["baselines"]) == {"none", "standard_sgd", "standard_adam"}
+    assert lora["baselines"]["none"]["locality"] == 1.0  # no adaptation replies exactly as the base model
+    for m in (lora, *lora["baselines"].values()):
+        assert all(0.0 <= m[k] <= 1.0 for k in ("reliability", "generality", "locality"))
+        assert m["query_loss"] > 0
+    # One inner step of fine-tuning lowers the loss of the corrected answers below no adaptation.
+    assert lora["query_loss"] < lora["baselines"]["none"]["query_loss"]
+    for path in ("metric", "lora"):
+        drawn = tmp_path / f"curve-{path}.png"
+        assert drawn.stat().st_size > 1000
+
+
+def test_eval_corrections_lora_refuses_an_init_for_another_model(files: dict[str, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEEDFUL_MODELS_DIR", str(MODELS_DIR))
+    args = ["eval", "corrections", "--support", str(files["support"]), "--query", str(files["query"])]
+    wrong = CliRunner().invoke(app, [*args, "--mode", "lora", "--model", "tiny:0", "--tasks", "1"])
+    assert wrong.exit_code == 2 and "does not fit" in wrong.output  # the shipped init is SmolLM2's
+    bogus = CliRunner().invoke(app, [*args, "--mode", "gradient"])
+    assert bogus.exit_code == 2 and "--mode must be" in bogus.output
+    missing = CliRunner().invoke(app, [*args, "--mode", "lora", "--lora-init", str(tmp_path / "no.safetensors")])
+    assert missing.exit_code == 2 and "no such file" in missing.output

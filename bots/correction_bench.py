@@ -13,7 +13,15 @@ when it contains the code its own channel taught:
 - ``correction_to_effect_ms``: from the ``feedback`` call to the first chunk of a reply
   to a paraphrase that uses the new correction (only corrections that took effect);
 - ``curve``: generality, reliability and locality after 1, 10, 100, 1000 sequential
-  corrections in one fresh channel.
+  corrections in one fresh channel;
+- ``routes``: how replies were made (from a correction, with corrections as examples, by
+  the base model; ``with_adapter``: generated with the channel's LoRA adapter) and
+  ``adapters``: the channels' adapter versions by status.
+
+With LoRA consolidation on, the benchmark waits (``Engine.settle``) for the channels'
+adapter jobs after teaching and before each curve point, so it measures both paths
+together: corrections within the radius answer directly, the rest are generated with
+the channel's adapter once one is promoted.
 
 Each question is asked in its own thread of the channel (the learning scope is the
 channel), so replies run concurrently and share model batches, and no reply sees
@@ -101,6 +109,7 @@ class _Bench:
                 first = first or time.perf_counter() - started
             assert reply.explanation is not None
             self.routes[reply.explanation.route.value] += 1
+            self.routes["with_adapter"] += reply.explanation.adapter_version is not None
             if self.progress:
                 self.progress(1)
             return _Asked(index, text, reply.text, reply.explanation.route.value, first)
@@ -164,6 +173,7 @@ async def run_benchmark(
     for i, channel in enumerate(channels):
         for u in lessons:
             await bench.teach(channel, u.text, _answer(codes[i][u.label]))
+    await engine.settle()  # with LoRA on: the channels' adapters are trained (and judged) first
 
     # -- ask --------------------------------------------------------------------------------------
     reliability, generality, locality, violations = [], [], [], 0
@@ -207,7 +217,17 @@ async def run_benchmark(
         },
         "curve": curve,
         "routes": dict(bench.routes),
+        "adapters": await _adapter_counts(engine, [*channels, bench.key("curve")]),
     }
+
+
+async def _adapter_counts(engine: Engine, channels: Sequence[ChannelKey]) -> dict[str, int]:
+    """LoRA adapter versions the benchmark's channels got, by status (empty with LoRA off)."""
+    counts: dict[str, int] = defaultdict(int)
+    for channel in channels:
+        for version in await engine.adapters(channel):
+            counts[version.status] += 1
+    return dict(counts)
 
 
 async def _curve(bench: _Bench, curve_support: Sequence[Utterance], query: Sequence[Utterance],
@@ -262,6 +282,7 @@ async def _curve(bench: _Bench, curve_support: Sequence[Utterance], query: Seque
                 effect_ms.append(first * 1000.0)
         taught.append((text, label))
         if n in points:
+            await engine.settle()
             covered = {lab for _, lab in taught}
             gen_items = bench.sample([(t, lab) for lab in covered for t in paraphrases.get(lab, [])],
                                      config.curve_queries)

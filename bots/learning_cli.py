@@ -383,7 +383,9 @@ def corrections(
     ``--mode metric`` teaches corrections to a throw-away engine and asks again; ``--mode lora``
     adapts per-channel LoRA adapters from the meta-learned init on channel-tasks of the same
     files, side by side with no adaptation and with plain fine-tuning from the standard init;
-    ``--mode both`` runs the two and reports them under ``metric_path`` and ``lora_path``.
+    ``--mode both`` measures the engine as it serves by default (metric answers within its
+    radius, each channel's promoted adapter generates the rest) at top level, with the metric
+    path alone under ``metric_path`` and the LoRA side-by-side under ``lora_path``.
     """
     _offline()
     from .config import ConfigError, load_settings
@@ -405,7 +407,7 @@ def corrections(
     c = sets["--curve-support"] if curve_support else s
     if not s or not q:
         raise _fail("--support and --query need at least one utterance each (after --eval-domains)")
-    plots = {"metric": plot, "lora": plot}
+    plots = {"metric": plot, "lora": plot, "both": plot}
     if plot is not None and mode == "both":
         plots = {p: plot.with_name(f"{plot.stem}-{p}{plot.suffix or '.png'}") for p in plots}
     result: dict[str, Any] = {"mode": mode}
@@ -414,7 +416,12 @@ def corrections(
                             curve_queries=curve_queries, concurrency=concurrency, seed=seed)
         metric_result = _metric_corrections(settings.engine_settings(), s, q, o, c, bench, metric_spec, model,
                                             max_new_tokens, plots["metric"])
-        result |= metric_result if mode == "metric" else {"metric_path": metric_result}
+        if mode == "metric":
+            result |= metric_result
+        else:  # the engine as it serves: the metric answers within its radius, channel adapters generate
+            result |= _metric_corrections(settings.engine_settings(), s, q, o, c, bench, metric_spec, model,
+                                          max_new_tokens, plots["both"], lora=True)
+            result["metric_path"] = metric_result
     if mode in ("lora", "both"):
         from .lora_cli import eval_corrections_lora
 
@@ -434,8 +441,10 @@ def corrections(
 
 
 def _metric_corrections(engine_settings: Any, s: list[Any], q: list[Any], o: list[Any], c: list[Any], bench: Any,
-                        metric_spec: str, model: str, max_new_tokens: int, plot: Path | None) -> dict[str, Any]:
-    """The metric path through a throw-away engine: ``correction_bench.run_benchmark``'s numbers."""
+                        metric_spec: str, model: str, max_new_tokens: int, plot: Path | None,
+                        lora: bool = False) -> dict[str, Any]:
+    """``correction_bench.run_benchmark``'s numbers from a throw-away engine: the metric path
+    alone, or (``lora``) with per-channel LoRA consolidation on, as the engine serves by default."""
     from tqdm import tqdm
 
     from engine import Engine
@@ -449,7 +458,8 @@ def _metric_corrections(engine_settings: Any, s: list[Any], q: list[Any], o: lis
             "model": engine_settings.model.model_copy(update={"max_new_tokens": max_new_tokens,
                                                                **({"id": model} if model else {})}),
             "learning": engine_settings.learning.model_copy(update={"metric": metric_spec}),
-            "lora": engine_settings.lora.model_copy(update={"enabled": False}),  # the metric path alone
+            # Consolidate as soon as a channel has been taught (the benchmark teaches in one burst).
+            "lora": engine_settings.lora.model_copy(update={"enabled": lora, "debounce_s": 0.2}),
         })
 
         async def go() -> dict[str, Any]:
@@ -457,7 +467,7 @@ def _metric_corrections(engine_settings: Any, s: list[Any], q: list[Any], o: lis
                 total = planned_questions(s, q, o, c, bench)
                 with tqdm(total=total, desc="corrections benchmark", unit="reply", file=sys.stderr) as bar:
                     out = await run_benchmark(engine, s, q, o, c, bench, progress=bar.update)
-                return {"metric": engine.matching.metric_name, "model": engine.model_name,
+                return {"metric": engine.matching.metric_name, "model": engine.model_name, "lora": lora,
                         "answer_threshold": round(engine.matching.answer_threshold, 4),
                         "example_threshold": round(engine.matching.example_threshold, 4), **out}
 
@@ -468,7 +478,7 @@ def _metric_corrections(engine_settings: Any, s: list[Any], q: list[Any], o: lis
             raise _fail(str(err)) from None
     result["seconds"] = round(time.perf_counter() - started, 1)
     if plot is not None and result["curve"]:
-        _plot_curve(result["curve"], plot, result["metric"])
+        _plot_curve(result["curve"], plot, result["metric"] + (" + LoRA" if lora else ""))
         result["plot"] = str(plot)
     return result
 

@@ -371,6 +371,16 @@ class Engine:
             return await self.store.rollback_adapter(channel.scope)
         return await self.consolidator.rollback(channel)
 
+    async def settle(self) -> None:
+        """Wait until background learning has caught up with every correction so far.
+
+        Returns at once when LoRA consolidation is off. Benchmarks and tests use it to
+        measure what a channel serves once its adapter jobs (after their debounce) are done.
+        """
+        self._check_running()
+        if self.consolidator is not None:
+            await self.consolidator.idle.wait()
+
     def _prepare_lora(self) -> LoraSetup | None:
         """Inject adapters into the served model and bind the consolidation job (model thread not yet running).
 

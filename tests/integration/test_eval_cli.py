@@ -113,22 +113,26 @@ def test_eval_corrections_through_the_engine(files: dict[str, Path], tmp_path: P
 @pytest.mark.real_model
 def test_eval_corrections_both_paths_with_the_real_model(files: dict[str, Path], tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--mode both``: the metric path through the engine and the LoRA path from the shipped
-    meta-learned init, side by side with its baselines, in one JSON object and two plots."""
+    """``--mode both``: the engine as it serves (metric + per-channel adapters consolidated in the
+    background from the shipped init), the metric path alone, and the LoRA side-by-side with its
+    baselines, in one JSON object and three plots."""
     monkeypatch.setenv("HEEDFUL_MODELS_DIR", str(MODELS_DIR))
     monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path / "data"))
     plot = tmp_path / "curve.png"
     result = CliRunner().invoke(app, [
         "eval", "corrections", "--support", str(files["support"]), "--query", str(files["query"]),
         "--oos", str(files["oos"]), "--mode", "both", "--limit", "4", "--curve", "1", "--curve-queries", "2",
-        "--max-new-tokens", "8", "--tasks", "2", "--inner-steps", "1", "--max-steps", "2", "--lora-curve", "1",
+        "--max-new-tokens", "8", "--tasks", "2", "--inner-steps", "1", "--max-steps", "2", "--lora-curve", "",
         "--plot", str(plot), "--json",
     ])
     assert result.exit_code == 0, result.output
     data = last_json(result.stdout)
-    assert data["mode"] == "both"
+    assert data["mode"] == "both" and data["lora"] is True
     metric, lora = data["metric_path"], data["lora_path"]
-    assert metric["reliability"] == 1.0 and metric["isolation_violations"] == 0
+    assert metric["reliability"] == 1.0 and metric["isolation_violations"] == 0 and metric["lora"] is False
+    # Both channels were taught enough for a consolidation; each candidate was judged and stored.
+    assert sum(data["adapters"].values()) >= 2 and not metric["adapters"]
+    assert data["reliability"] == 1.0 and data["isolation_violations"] == 0
     assert lora["path"] == "lora" and lora["tasks"] == 2 and lora["inner_steps"] == 1
     assert set(lora["baselines"]) == {"none", "standard_sgd", "standard_adam"}
     assert lora["baselines"]["none"]["locality"] == 1.0  # no adaptation replies exactly as the base model
@@ -137,7 +141,7 @@ def test_eval_corrections_both_paths_with_the_real_model(files: dict[str, Path],
         assert m["query_loss"] > 0
     # One inner step of fine-tuning lowers the loss of the corrected answers below no adaptation.
     assert lora["query_loss"] < lora["baselines"]["none"]["query_loss"]
-    for path in ("metric", "lora"):
+    for path in ("metric", "lora", "both"):
         drawn = tmp_path / f"curve-{path}.png"
         assert drawn.stat().st_size > 1000
 

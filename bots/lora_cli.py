@@ -361,6 +361,9 @@ def side_by_side(
     return result
 
 
+BASELINES = ("none", "standard_sgd", "standard_adam")  # no adaptation; plain fine-tuning from the standard init
+
+
 def eval_corrections_lora(
     support: Path,
     query: Path,
@@ -431,7 +434,8 @@ def eval_corrections_lora(
         "locality_definition": "reply to unrelated / out-of-scope prompts identical to the base model's",
         "inner_steps": final_steps,
         "steps_to_equal_loss_ratio": {b: (round(r, 3) if r is not None else None) for b, r in ratios.items()},
-        "baselines": {name: pick(m) for name, m in methods.items() if name != "meta"},
+        "baselines": {name: pick(m) for name, m in methods.items() if name in BASELINES},
+        "variants": {name: pick(m) for name, m in methods.items() if name not in BASELINES and name != "meta"},
         "tasks": report["tasks"],
         "eval_domains": eval_domains,
         "seed": seed,

@@ -63,8 +63,9 @@ class EvalConfig:
 
 
 def standard_methods(model: nn.Module, init: Adapter, metadata: dict[str, str], *, adam: bool = True) -> list[Method]:
-    """none / standard init with SGD (and with Adam) / the meta-learned init, with the rates recorded
-    in the init's metadata (tuned on meta-training's validation domain, never on the test)."""
+    """none / standard init with SGD (and with Adam) / the meta-learned init with its own inner loop
+    (and with Adam: ``meta_adam``), with the rates recorded in the init's metadata (tuned on
+    meta-training's validation domain, never on the test)."""
     adapter, lrs = split_state(init)
     standard = random_adapter(model, torch.Generator().manual_seed(0))
     clip = float(metadata.get("inner_clip", "1.0"))
@@ -77,6 +78,8 @@ def standard_methods(model: nn.Module, init: Adapter, metadata: dict[str, str], 
                               baseline=True))
     methods.append(Method("meta", adapter, lrs if lrs is not None else baseline_rate(metadata, "inner_lr"),
                           clip=clip))
+    if adam:  # the meta-learned init under the baseline's optimiser: is the init itself worth having?
+        methods.append(Method("meta_adam", adapter, float(metadata.get("baseline_adam_lr", "0.01")), "adam"))
     return methods
 
 

@@ -134,9 +134,9 @@ def test_eval_corrections_both_paths_with_the_real_model(files: dict[str, Path],
     assert sum(data["adapters"].values()) >= 2 and not metric["adapters"]
     assert data["reliability"] == 1.0 and data["isolation_violations"] == 0
     assert lora["path"] == "lora" and lora["tasks"] == 2 and lora["inner_steps"] == 1
-    assert set(lora["baselines"]) == {"none", "standard_sgd", "standard_adam"}
+    assert set(lora["baselines"]) == {"none", "standard_sgd", "standard_adam"} and set(lora["variants"]) == {"meta_adam"}
     assert lora["baselines"]["none"]["locality"] == 1.0  # no adaptation replies exactly as the base model
-    for m in (lora, *lora["baselines"].values()):
+    for m in (lora, *lora["baselines"].values(), *lora["variants"].values()):
         assert all(0.0 <= m[k] <= 1.0 for k in ("reliability", "generality", "locality"))
         assert m["query_loss"] > 0
     # One inner step of fine-tuning lowers the loss of the corrected answers below no adaptation.

@@ -257,17 +257,23 @@ def intents(
     oos: Annotated[Path | None, typer.Option("--oos", help="JSON lines: out-of-scope queries")] = None,
     metric_spec: MetricOption = "default",
     baseline: Annotated[bool, typer.Option("--baseline", help="also run the plain encoder, side by side")] = False,
-    adapt_steps: Annotated[str, typer.Option(help="also run the per-channel inner loop (learning.adapt) on the "
-                                             "support set for these step counts, e.g. 50,150,300")] = "",
-    adapt_lr: Annotated[float, typer.Option(help="its Adam learning rate")] = 1e-3,
+    adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help="adapt to the support set as the engine adapts "
+                                        "a channel with these corrections (learning.adapt: gated inner loop)")] = True,
+    adapt_steps: Annotated[str, typer.Option(help="also sweep the inner loop, ungated, over these step counts, "
+                                             "e.g. 50,100,150")] = "",
+    adapt_lr: Annotated[float, typer.Option(help="its Adam learning rate")] = 1e-4,
     eval_domains: EvalDomainsOption = "",
     domains: DomainsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Few-shot intent classification: prototypes from --support, all labels at once.
 
-    ``--adapt-steps`` adds, per step count, the same benchmark after the channel's background
-    inner loop (a residual head trained on the support set alone) under ``adaptation``.
+    The support set is treated as one channel's corrections, and the numbers at top level are
+    what the engine serves such a channel: with ``--adapt`` (default, as ``learning.adapt``),
+    after its background inner loop on the support set alone — if the candidate passes the
+    engine's gate — with the instant path's numbers under ``instant``. ``--baseline`` is the
+    frozen encoder, no meta-learning, no adaptation. ``--adapt-steps`` adds an ungated sweep
+    of the inner loop under ``adaptation``.
     """
     _offline()
     from engine.learning.intent_eval import evaluate_intents
@@ -288,12 +294,21 @@ def intents(
         steps_list = [int(x) for x in _csv(adapt_steps)]
     except ValueError:
         raise _fail(f"--adapt-steps: comma-separated integers, not {adapt_steps!r}") from None
+    if steps_list and artifact is None:
+        raise _fail("--adapt-steps continues the metric's adapters: it needs a metric (not --metric none)")
     encoder.load()
     result: dict[str, Any] = {"metric": f"metric:{artifact.digest}" if artifact else "cosine"}
     embed = _embedder(encoder, "embed")
-    result |= evaluate_intents(embed, s, q, o, threshold)
+    instant = evaluate_intents(embed, s, q, o, threshold)
+    result |= instant
+    if adapt and artifact is not None:
+        adapted, report = _channel_adapted_intents(encoder, s, q, o, threshold)
+        result["channel_adaptation"] = report
+        if adapted is not None:
+            result |= adapted
+            result["instant"] = instant
     if steps_list:
-        result["adaptation"] = _adapted_intents(embed, s, q, o, threshold, steps_list, adapt_lr)
+        result["adaptation"] = _adapted_intents(encoder, s, q, o, threshold, steps_list, adapt_lr)
     if baseline:
         from engine.settings import EncoderSettings
         from engine.understanding.encoder import Encoder
@@ -306,40 +321,71 @@ def intents(
         if result.get("accuracy") is not None and base.get("accuracy"):
             result["accuracy_gain"] = round(result["accuracy"] - base["accuracy"], 4)
             result["accuracy_ratio"] = round(result["accuracy"] / base["accuracy"], 4)
-    lines = [f"{k}: {v}" for k, v in result.items() if k not in ("baseline", "adaptation")]
+    lines = [f"{k}: {v}" for k, v in result.items() if k not in ("baseline", "adaptation", "instant")]
+    lines += [f"instant {k}: {v}" for k, v in result.get("instant", {}).items()]
     lines += [f"adapted {a['steps']} steps: {a}" for a in result.get("adaptation", [])]
     if baseline:
         lines += [f"baseline {k}: {v}" for k, v in result["baseline"].items()]
     _print(result, as_json, "\n".join(lines))
 
 
-def _adapted_intents(embed: Any, s: list[Any], q: list[Any], o: list[Any], threshold: float | None,
-                     steps_list: list[int], lr: float) -> list[dict[str, Any]]:
-    """The intents benchmark after the per-channel inner loop on the support set, per step count."""
+def _channel_adapted_intents(encoder: Any, s: list[Any], q: list[Any], o: list[Any], threshold: float | None
+                             ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The engine's gated adaptation (``Adaptation.adapt``) of one channel taught ``s``: the
+    benchmark in the adapted space (None when the gate rejects the candidate) and the job's report."""
     import numpy as np
 
-    from engine.learning.adaptation import AdaptConfig, HeadScorer, inner_loop
+    from engine.learning.adaptation import AdaptConfig, Adaptation, eligible
+    from engine.learning.channel_encoder import ChannelEncoder
     from engine.learning.episodes import OOS
-    from engine.learning.intent_eval import evaluate_intents, label_prototypes
+    from engine.learning.intent_eval import evaluate_intents
 
-    cache: dict[str, np.ndarray] = {}
-
-    def cached(texts: list[str]) -> np.ndarray:  # embed each text once for all step counts
-        missing = [t for t in dict.fromkeys(texts) if t not in cache]
-        if missing:
-            cache.update(zip(missing, embed(missing), strict=True))
-        return np.stack([cache[t] for t in texts])
-
+    channel = ChannelEncoder(encoder)
     in_scope = [u for u in s if u.label != OOS]
-    vectors = cached([u.text for u in in_scope])
-    _, rows, _ = label_prototypes(vectors, [u.label for u in in_scope])
+    names = sorted({u.label for u in in_scope})
+    rows = np.asarray([names.index(u.label) for u in in_scope], dtype=np.int64)
+    config = AdaptConfig()
+    if not eligible(rows, config):
+        return None, {"installed": False, "why": f"fewer than {config.min_corrections} corrections over "
+                                                  f"{config.min_answers} answers"}
+    typer.echo(f"adapting to the support set ({config.inner.steps} inner steps, gated) ...", err=True)
+    manager = Adaptation(config, channel)
+    outcome = asyncio.run(manager.adapt([u.text for u in in_scope], rows))
+    if outcome is None:
+        return None, {"installed": False, **manager.reports[-1]}
+    tensors, _, report = outcome
+    found = evaluate_intents(lambda batch: channel.embed_blocking(batch, tensors), s, q, o, threshold)
+    return found, {"installed": True, "steps": config.inner.steps, "lr": config.inner.lr, **report}
+
+
+def _adapted_intents(encoder: Any, s: list[Any], q: list[Any], o: list[Any], threshold: float | None,
+                     steps_list: list[int], lr: float) -> list[dict[str, Any]]:
+    """The intents benchmark after the per-channel inner loop (``learning.adapt``) on the support
+    set alone, per step count: the engine's ``ChannelEncoder``, as one channel would adapt."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from engine.learning.channel_encoder import ChannelEncoder, EncoderAdaptConfig, nbytes
+    from engine.learning.episodes import OOS
+    from engine.learning.intent_eval import evaluate_intents
+
+    channel = ChannelEncoder(encoder)
+    in_scope = [u for u in s if u.label != OOS]
+    texts = list(dict.fromkeys([u.text for u in s] + [u.text for u in q] + [u.text for u in o]))
+    with tqdm(total=len(texts), desc="frozen layers", unit="utt", file=sys.stderr, leave=False) as bar:
+        states = dict(zip(texts, channel.hidden_states_blocking(texts), strict=True))
+        bar.update(len(texts))
+    names = sorted({u.label for u in in_scope})
+    rows = np.asarray([names.index(u.label) for u in in_scope], dtype=np.int64)
     out = []
     for steps in steps_list:
         started = time.perf_counter()
-        head = HeadScorer(inner_loop(vectors, rows, AdaptConfig(steps=steps, lr=lr)))
+        tensors = channel.train_blocking([states[u.text] for u in in_scope], rows,
+                                         EncoderAdaptConfig(steps=steps, lr=lr)) if steps else channel.meta_tensors()
         train_s = time.perf_counter() - started
-        found = evaluate_intents(lambda texts, h=head: h.project(cached(texts)), s, q, o, threshold)
-        out.append({"steps": steps, "lr": lr, "train_seconds": round(train_s, 2), "head_bytes": head.nbytes,
+        found = evaluate_intents(
+            lambda batch, t=tensors: channel.embed_states_blocking([states[x] for x in batch], t), s, q, o, threshold)
+        out.append({"steps": steps, "lr": lr, "train_seconds": round(train_s, 2), "adapter_bytes": nbytes(tensors),
                     **{k: found.get(k) for k in ("accuracy", "in_scope_recall", "oos_recall")}})
     return out
 

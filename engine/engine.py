@@ -232,8 +232,7 @@ class Engine:
         support = await self._support_set(channel)
         if not len(support):
             return []
-        (vector,) = await self.encoder.embed([text])
-        return support.match(vector)
+        return await self.matching.match(support, text)
 
     def _explain(
         self,
@@ -374,10 +373,12 @@ class Engine:
     async def settle(self) -> None:
         """Wait until background learning has caught up with every correction so far.
 
-        Returns at once when LoRA consolidation is off. Benchmarks and tests use it to
-        measure what a channel serves once its adapter jobs (after their debounce) are done.
+        That is the per-channel metric adaptation and the LoRA consolidation jobs (after their
+        debounce); returns at once when neither has work. Benchmarks and tests use it to
+        measure what a channel serves once its background learning is done.
         """
         self._check_running()
+        await self.matching.settle()  # per-channel encoder adaptation
         if self.consolidator is not None:
             await self.consolidator.idle.wait()
 

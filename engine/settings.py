@@ -72,8 +72,8 @@ class LearningSettings(_Strict):
     # and its calibrated thresholds replace the two above unless those are set explicitly.
     metric: str = Field("default", description="'default' (the shipped meta-learned metric), 'none' "
                         "(plain encoder cosine with the thresholds above), or a metric artifact path")
-    adapt: bool = Field(False, description="adapt a small per-channel head on the channel's corrections "
-                        "in the background (needs a metric)")
+    adapt: bool = Field(True, description="continue training the metric's encoder adapters on each channel's "
+                        "own corrections in the background (MAML-style inner loop; needs a metric)")
     adapt_min_corrections: int = Field(20, ge=4, description="corrections a channel needs before adapting")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")

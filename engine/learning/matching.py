@@ -7,7 +7,7 @@ embedded by the ``MetricEncoder`` and the artifact's calibrated thresholds apply
 depends on how many corrections teach the answer (``answer_threshold_for``). With ``none`` it is the
 plain encoder with the configured cosine thresholds. Either way support sets match by
 answer prototypes (``prototypes.py``), and with ``learning.adapt`` each channel gets its
-background inner loop (``adaptation.py``).
+background inner loop on the metric's encoder adapters (``adaptation.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from ..settings import EncoderSettings, LearningSettings
 from ..store import StoredCorrection
 from ..understanding.encoder import Encoder
 from .adaptation import AdaptConfig, Adaptation
+from .channel_encoder import ChannelEncoder
 from .metric import MetricArtifact, MetricEncoder, resolve_artifact, shot_threshold
 from .prototypes import PrototypeSupportSet
+from .support_set import Match
 
 __all__ = ["Matching"]
 
@@ -49,8 +51,13 @@ class Matching:
         self._answer_thresholds = (self.artifact.answer_thresholds  # type: ignore[union-attr]
                                    if calibrated and "answer_threshold" not in explicit else None)
         self.metric_name = f"metric:{self.artifact.digest}" if self.artifact else "cosine"
-        self.adaptation = Adaptation(AdaptConfig(min_corrections=learning.adapt_min_corrections)) \
-            if learning.adapt else None
+        # The per-channel inner loop continues the metric's own adapters: it needs a metric.
+        self.channel_encoder = ChannelEncoder(self.encoder) \
+            if learning.adapt and isinstance(self.encoder, MetricEncoder) else None
+        self.adaptation = Adaptation(AdaptConfig(min_corrections=learning.adapt_min_corrections),
+                                     self.channel_encoder) if self.channel_encoder else None
+        if learning.adapt and self.adaptation is None:
+            log.warning("learning.adapt needs a metric (learning.metric); channels will not adapt")
 
     def answer_threshold_for(self, support: int) -> float:
         """The radius for an answer taught by ``support`` corrections (calibrated per size)."""
@@ -69,6 +76,21 @@ class Matching:
         if self.adaptation is not None:
             self.adaptation.watch(support)
         return support
+
+    async def match(self, support: PrototypeSupportSet, text: str) -> list[Match]:
+        """Score ``text`` against a channel's support set: in the channel's adapted space when
+        one is ready for the set as it is now, else in the shared space (the instant path)."""
+        adapted = support.adapted
+        if self.channel_encoder is not None and adapted is not None and adapted.version == support.version:
+            (vector,) = await self.channel_encoder.embed([text], adapted.tensors)
+            return adapted.support.match(vector)
+        (vector,) = await self.encoder.embed([text])
+        return support.match(vector)
+
+    async def settle(self) -> None:
+        """Wait for pending per-channel adaptation jobs."""
+        if self.adaptation is not None:
+            await self.adaptation.settle()
 
     async def stop(self) -> None:
         if self.adaptation is not None:

@@ -14,13 +14,15 @@ A message is scored against every answer at once (``answer_scores``)::
 
 Prototypes classify paraphrases better than the nearest single correction (5 points
 on held-out CLINC150 domains, docs/LEARNING.md); the ``exact`` clause keeps a corrected
-question itself (or a near copy of it) answered by its own correction. The scorer may
-be replaced per channel (``adaptation.HeadScorer``); scores stay similarities.
+question itself (or a near copy of it) answered by its own correction. Background
+adaptation (``adaptation.py``) may attach the same corrections embedded in the channel's
+own encoder space as ``adapted``, valid while ``version`` is unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +63,8 @@ class PrototypeSupportSet:
     def __init__(self, corrections: Iterable[StoredCorrection] = (), scorer: Scorer | None = None,
                  exact: float = EXACT) -> None:
         self.scorer: Scorer = scorer or CosineScorer()
+        # The channel's adapted encoder space (``adaptation.AdaptedSpace``), valid for one ``version``.
+        self.adapted: Any = None
         self.exact = exact
         self.version = 0
         self.on_change = None  # type: ignore[var-annotated]  # Callable[[PrototypeSupportSet], None] | None

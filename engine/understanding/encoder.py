@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..settings import EMBEDDED_ENCODER, EncoderSettings
 
 __all__ = ["Encoder", "embedded_encoder_path"]
+
+T = TypeVar("T")
 
 
 def embedded_encoder_path() -> Path:
@@ -61,4 +63,15 @@ class Encoder:
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` in the encoder thread; safe to cancel (the result is dropped)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.encode_blocking, texts)
+        return await self.run(self.encode_blocking, texts)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the encoder thread (the one thread that touches the model)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def sentence_transformer(self) -> Any:
+        """The loaded model (use it only in the encoder thread, via ``run``)."""
+        if self._model is None:
+            raise RuntimeError("the encoder is not loaded")
+        return self._model

@@ -49,7 +49,7 @@ def last_json(stdout: str) -> dict:
 def test_eval_intents_json_side_by_side(files: dict[str, Path]) -> None:
     result = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
                                       str(files["query"]), "--oos", str(files["oos"]), "--baseline",
-                                      "--adapt-steps", "0,5", "--json"])
+                                      "--adapt-steps", "0,5", "--json"])  # the engine's gated adaptation too
     assert result.exit_code == 0, result.output
     data = last_json(result.stdout)
     assert data["n_labels"] == 6 and data["n_support"] == 30 and data["n_query"] == 36 and data["n_oos"] == 20
@@ -58,11 +58,18 @@ def test_eval_intents_json_side_by_side(files: dict[str, Path]) -> None:
     assert data["metric"].startswith("metric:") and data["baseline"]["metric"] == "cosine"
     assert data["accuracy"] > 0.6 and data["baseline"]["accuracy"] > 0.6  # six easy labels
     assert "accuracy_gain" in data
-    # The per-channel inner loop starts from the identity head: zero steps changes nothing.
+    # 30 corrections over 6 answers: the engine would adapt this channel; the job was judged.
+    job = data["channel_adaptation"]
+    assert job["held_out"] == 7 and "adapted_accuracy" in job and "score_shift" in job
+    instant = data.get("instant", data)
+    assert job["installed"] == ("instant" in data)
+    if job["installed"]:
+        assert job["bytes"] < 1_000_000 and 0.0 <= data["accuracy"] <= 1.0  # per-channel state stays small
+    # The inner loop starts at the meta-learned metric: zero steps reproduces the instant path.
     zero, five = data["adaptation"]
-    assert (zero["steps"], five["steps"]) == (0, 5) and zero["accuracy"] == data["accuracy"]
-    assert zero["oos_recall"] == data["oos_recall"] and 0.0 <= five["accuracy"] <= 1.0
-    assert five["head_bytes"] < 1_000_000  # per-channel state stays small
+    assert (zero["steps"], five["steps"]) == (0, 5) and zero["accuracy"] == instant["accuracy"]
+    assert zero["oos_recall"] == instant["oos_recall"] and 0.0 <= five["accuracy"] <= 1.0
+    assert five["adapter_bytes"] < 1_000_000
 
 
 def test_eval_intents_keeps_only_the_eval_domains(files: dict[str, Path]) -> None:
@@ -70,7 +77,7 @@ def test_eval_intents_keeps_only_the_eval_domains(files: dict[str, Path]) -> Non
     wanted = next(d for d, labels in domains.items() if "translate" in labels)
     result = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
                                       str(files["query"]), "--domains", str(CLINC / "domains.json"),
-                                      "--eval-domains", wanted, "--json"])
+                                      "--eval-domains", wanted, "--no-adapt", "--json"])
     assert result.exit_code == 0, result.output
     data = last_json(result.stdout)
     kept = [label for label in LABELS if label in domains[wanted]]

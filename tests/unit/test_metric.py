@@ -11,17 +11,19 @@ import pytest
 import torch
 
 from engine import ChannelKey, Feedback, FeedbackKind, Route, Turn
-from engine.learning.adaptation import AdaptConfig, Adaptation, HeadScorer, adapt, inner_loop
+from engine.learning.adaptation import AdaptConfig, Adaptation
+from engine.learning.channel_encoder import ChannelEncoder, EncoderAdaptConfig, nbytes
 from engine.learning.episodes import OOS, Utterance, UtterancePool
 from engine.learning.matching import Matching
-from engine.learning.metric import DEFAULT_ARTIFACT, MetricArtifact, MetricConfig, TopStack, merge_into, shot_threshold
+from engine.learning.metric import (
+    DEFAULT_ARTIFACT, MetricArtifact, MetricConfig, MetricEncoder, TopStack, merge_into, shot_threshold,
+)
 from engine.learning.metric_train import (
     MetaTrainConfig, calibrate, embed, equal_error_threshold, hidden_states, load_encoder,
 )
 from engine.learning.prototypes import PrototypeSupportSet, answer_scores
 from engine.learning.protonet import prototypes, prototypical_loss
 from engine.learning.siamese import SiameseConfig, contrastive_loss, siamese_loss
-from engine.learning.support_set import CosineScorer
 from engine.settings import EncoderSettings, LearningSettings
 from engine.store import StoredCorrection
 
@@ -259,37 +261,76 @@ def test_shipped_artifact_is_small_calibrated_and_loaded_by_default() -> None:
 # -- per-channel adaptation -------------------------------------------------------------------
 
 
-def channel(seed: int = 0, answers: int = 6, per: int = 6) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(answers, 24))
-    v = np.concatenate([c + 0.9 * rng.normal(size=(per, 24)) for c in centres]).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True), np.repeat(np.arange(answers), per)
+ANSWERS = {
+    "Refunds: use the blue form, ref ZX-1234.": ["how do i get a refund", "i want my money back",
+                                                "can i return this and be refunded", "refund please",
+                                                "how are refunds handled here", "give me a refund for my order"],
+    "The office wifi password is pelican-4417.": ["what is the wifi password", "wifi code please",
+                                                  "how do i get on the office wifi", "password for the wireless",
+                                                  "which password does the wifi use", "tell me the wifi key"],
+    "Standup is at 9:30 in room Kestrel.": ["when is standup", "what time is the daily meeting",
+                                            "where is the standup held", "standup room and time",
+                                            "is standup in the morning", "when do we meet every day"],
+}
 
 
-def test_inner_loop_starts_at_the_metric_and_stays_small() -> None:
-    vectors, rows = channel()
-    start = HeadScorer(inner_loop(vectors, rows, AdaptConfig(steps=0)))
-    np.testing.assert_allclose(start.scores(vectors[0], vectors), vectors @ vectors[0], atol=1e-6)
-    scorer, report = adapt(vectors, rows, AdaptConfig(steps=30, max_shift=1.0))
-    assert report["held_out"] > 0 and "adapted_accuracy" in report
-    if scorer is not None:
-        assert scorer.nbytes < 1_000_000  # per-channel state: well under 1 MB
+@pytest.fixture(scope="module")
+def channel_encoder() -> ChannelEncoder:
+    encoder = MetricEncoder(EncoderSettings(), MetricArtifact.load(DEFAULT_ARTIFACT))
+    encoder.load()
+    return ChannelEncoder(encoder)
 
 
-async def test_background_adaptation_installs_or_rejects_and_stops() -> None:
-    vectors, rows = channel(answers=5, per=6)
-    manager = Adaptation(AdaptConfig(min_corrections=20, min_answers=3, steps=20, debounce_s=0.0, max_shift=1.0))
+def test_channel_encoder_starts_at_the_metric_and_stays_small(channel_encoder: ChannelEncoder) -> None:
+    """Step 0 of the inner loop is the meta-learned metric itself; a channel's state is < 1 MB."""
+    texts = [t for questions in ANSWERS.values() for t in questions]
+    shared = channel_encoder.encoder.encode_blocking(texts)
+    start = channel_encoder.embed_blocking(texts, channel_encoder.meta_tensors())
+    np.testing.assert_allclose(start, shared, atol=2e-3)  # fp16 hidden states, otherwise the same model
+    rows = np.repeat(np.arange(len(ANSWERS)), 6)
+    states = channel_encoder.hidden_states_blocking(texts)
+    tensors = channel_encoder.train_blocking(states, rows, EncoderAdaptConfig(steps=5, lr=1e-3))
+    assert nbytes(tensors) < 1_000_000
+    moved = channel_encoder.embed_states_blocking(states, tensors)
+    assert not np.allclose(moved, start, atol=1e-4)  # it trained
+    np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="two answers"):
+        channel_encoder.train_blocking(states[:2], np.array([0, 1]), EncoderAdaptConfig(steps=1))
+
+
+async def test_background_adaptation_serves_its_version_only(channel_encoder: ChannelEncoder) -> None:
+    """A judged candidate is installed for the set's version; the matcher uses it, and the next
+    change (a new correction) sends the channel back to the instant path until the next job."""
+    config = AdaptConfig(min_corrections=12, min_answers=3, debounce_s=0.0, max_shift=1.0,
+                         inner=EncoderAdaptConfig(steps=3))
+    manager = Adaptation(config, channel_encoder)
+    matching = Matching(LearningSettings(), EncoderSettings())
+    matching.encoder, matching.channel_encoder = channel_encoder.encoder, channel_encoder  # one loaded copy
     support = PrototypeSupportSet()
     manager.watch(support)
-    for i, (v, r) in enumerate(zip(vectors, rows, strict=True), 1):
-        support.add(StoredCorrection(i, f"q{i}", f"answer {r}", "u", v, "enc", float(i)))
-    for _ in range(200):
-        if manager.reports:
+    i = 0
+    for answer, questions in ANSWERS.items():
+        vectors = channel_encoder.encoder.encode_blocking(questions)
+        for question, vector in zip(questions, vectors, strict=True):
+            i += 1
+            support.add(StoredCorrection(i, question, answer, "u", vector, "enc", float(i)))
+    for _ in range(1200):
+        if support.adapted is not None or (manager.reports and not manager._tasks):
             break
         await asyncio.sleep(0.05)
     assert manager.reports, "no adaptation job ran"
-    support.remove(range(1, 25))  # below the minimum: back to the shared metric at once
-    assert isinstance(support.scorer, CosineScorer)
+    report = manager.reports[-1]
+    assert report["held_out"] == 4 and report["adapted_accuracy"] >= report["base_accuracy"]
+    adapted = support.adapted
+    assert adapted is not None and adapted.version == support.version and adapted.nbytes < 1_000_000
+    matches = await matching.match(support, "could i get refunded for this")
+    assert matches[0].correction.answer.startswith("Refunds")
+    assert len(adapted.support) == len(support)
+    support.add(StoredCorrection(99, "who cleans the kitchen", "Rota on the fridge.", "u",
+                                 channel_encoder.encoder.encode_blocking(["who cleans the kitchen"])[0], "enc", 99.0))
+    assert support.adapted.version != support.version  # stale: the instant path serves
+    (vector,) = channel_encoder.encoder.encode_blocking(["who cleans the kitchen"])
+    assert (await matching.match(support, "who cleans the kitchen"))[0].score == support.match(vector)[0].score
     await manager.stop()
 
 

@@ -1,0 +1,147 @@
+"""A channel's own encoder: the meta-learned metric's adapters, trained further on its corrections.
+
+The inner loop of the MAML-style scheme (docs/LEARNING.md). Every channel starts from the
+meta-learned parameters — MiniLM's top layers with the metric's LoRA adapters — and, once
+it has enough corrections, takes a few Adam steps of the prototypical loss the metric was
+meta-trained with, on episodes drawn from *its own* corrections::
+
+    θ_channel = θ_meta − steps × Adam(∇ prototypical_loss(channel's support episodes))
+
+Only the adapters move (``top_layers`` × every linear map, rank ``r``: 221,184 numbers,
+432 KB in fp16), so the per-channel state stays under 1 MB and thousands of channels fit
+in one process. The frozen layers below are run once per text (``hidden_states``), so a
+step costs only the top layers.
+
+Threads: hidden states and serving embeddings run in the encoder's own thread (the one
+that embeds every message); training runs in a worker thread on its own copy of the top
+layers, so a channel's inner loop never delays other channels' messages.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .metric import MetricEncoder, TopStack, _linears
+from .metric_train import collate, hidden_states
+from .metric_train import embed as embed_through
+from .protonet import prototypical_loss
+
+__all__ = ["EncoderAdaptConfig", "ChannelEncoder", "Tensors", "nbytes"]
+
+Tensors = dict[str, torch.Tensor]
+"""A channel's adapters, named like ``TopStack.adapter_tensors``."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderAdaptConfig:
+    steps: int = 100            # inner-loop steps (chosen on the metric's validation domains)
+    lr: float = 1e-4            # Adam; larger rates overfit a 5-shot channel within 100 steps
+    max_way: int = 30           # answers per episode (a step's cost grows with it)
+    max_shots: int = 4          # support corrections per answer and episode
+    scale: float = 20.0         # the meta-training softmax temperature
+    seed: int = 0
+
+
+class ChannelEncoder:
+    """Train and serve per-channel encoder adapters on top of a loaded ``MetricEncoder``."""
+
+    def __init__(self, encoder: MetricEncoder) -> None:
+        self.encoder = encoder
+        self._serving: TopStack | None = None   # used only in the encoder thread
+        self._template: TopStack | None = None  # copied by each training job
+
+    # -- blocking pieces ----------------------------------------------------------------
+
+    def _meta_stack(self) -> TopStack:
+        """The top layers at the meta-learned point: unmerged weights + the metric's adapters."""
+        artifact = self.encoder.artifact
+        bert = self.encoder.sentence_transformer[0].auto_model
+        top = TopStack(bert, artifact.config)  # a copy of the top layers, whose weights have the adapters merged
+        with torch.no_grad():
+            for i, layer in enumerate(top.layers):
+                for j, (parent, name) in enumerate(_linears(layer)):
+                    base = getattr(parent, name).base
+                    delta = artifact.tensors[f"{i}.{j}.B"].float() @ artifact.tensors[f"{i}.{j}.A"].float()
+                    base.weight.sub_(delta.to(base.weight.dtype))
+        top.load_adapter_tensors(artifact.tensors)
+        return top.eval()
+
+    def hidden_states_blocking(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """The frozen states entering the first adapted layer (encoder thread)."""
+        first = len(self.encoder.sentence_transformer[0].auto_model.encoder.layer) - self.encoder.artifact.config.top_layers
+        return hidden_states(self.encoder.sentence_transformer, list(texts), first)
+
+    def meta_tensors(self) -> Tensors:
+        """The shared starting point (what an un-adapted channel uses)."""
+        return {k: v.float().clone() for k, v in self.encoder.artifact.tensors.items()}
+
+    def train_blocking(self, states: Sequence[torch.Tensor], rows: np.ndarray,
+                       config: EncoderAdaptConfig = EncoderAdaptConfig(),
+                       should_stop: Callable[[], bool] = lambda: False) -> Tensors:
+        """The inner loop on one channel's corrections (``rows``: answer slot of each state).
+
+        ``should_stop`` is polled between steps (an engine stopping does not wait for the loop);
+        raises ``InterruptedError`` when it says so.
+        """
+        if self._template is None:
+            self._template = self._meta_stack()
+        top = copy.deepcopy(self._template)
+        top.train()
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        answers = [np.flatnonzero(rows == a) for a in np.unique(rows)]
+        answers = [ix for ix in answers if len(ix) >= 2]  # one of them is the episode's query
+        if len(answers) < 2:
+            raise ValueError("the inner loop needs two answers with two corrections each")
+        params = [p for p in top.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=config.lr)
+        for _ in range(config.steps):
+            if should_stop():
+                raise InterruptedError("channel adaptation stopped")
+            way = rng.permutation(len(answers))[: config.max_way]
+            support_ix, query_ix = [], []
+            shots = min(config.max_shots, min(len(answers[a]) for a in way) - 1)
+            for a in way:
+                pick = rng.permutation(answers[a])
+                query_ix.append(pick[0])
+                support_ix.extend(pick[1: 1 + shots])
+            z = top(*collate([states[i] for i in [*support_ix, *query_ix]]))          # (N·K + N, D)
+            n = len(way)
+            support = z[: n * shots].reshape(n, shots, -1)
+            loss, _ = prototypical_loss(support, z[n * shots:], torch.arange(n), config.scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return {k: v.to(torch.float16) for k, v in top.adapter_tensors().items()}
+
+    def embed_states_blocking(self, states: Sequence[torch.Tensor], tensors: Tensors) -> np.ndarray:
+        """(n, D) unit vectors, in a channel's adapted space, of texts' hidden states (encoder thread)."""
+        if self._serving is None:
+            self._serving = self._meta_stack()
+        self._serving.load_adapter_tensors(tensors)
+        return embed_through(self._serving, states)
+
+    def embed_blocking(self, texts: Sequence[str], tensors: Tensors) -> np.ndarray:
+        """(n, D) unit vectors of ``texts`` in a channel's adapted space (encoder thread)."""
+        return self.embed_states_blocking(self.hidden_states_blocking(texts), tensors)
+
+    # -- async: in the encoder thread, shared with every message's embedding -------------------
+
+    async def embed(self, texts: Sequence[str], tensors: Tensors) -> np.ndarray:
+        return await self.encoder.run(self.embed_blocking, texts, tensors)
+
+    async def embed_states(self, states: Sequence[torch.Tensor], tensors: Tensors) -> np.ndarray:
+        return await self.encoder.run(self.embed_states_blocking, states, tensors)
+
+    async def hidden_states(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        return await self.encoder.run(self.hidden_states_blocking, texts)
+
+
+def nbytes(tensors: Tensors) -> int:
+    """Bytes of a channel's adapters as held in memory."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())

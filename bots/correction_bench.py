@@ -15,8 +15,9 @@ when it contains the code its own channel taught:
 - ``curve``: generality, reliability and locality after 1, 10, 100, 1000 sequential
   corrections in one fresh channel;
 - ``routes``: how replies were made (from a correction, with corrections as examples, by
-  the base model; ``with_adapter``: generated with the channel's LoRA adapter) and
-  ``adapters``: the channels' adapter versions by status.
+  the base model; ``with_adapter``: generated with the channel's LoRA adapter),
+  ``adapters``: the channels' LoRA adapter versions by status, and
+  ``channel_adaptations``: the reports of the channels' metric adaptation jobs.
 
 With LoRA consolidation on, the benchmark waits (``Engine.settle``) for the channels'
 adapter jobs after teaching and before each curve point, so it measures both paths
@@ -218,7 +219,14 @@ async def run_benchmark(
         "curve": curve,
         "routes": dict(bench.routes),
         "adapters": await _adapter_counts(engine, [*channels, bench.key("curve")]),
+        "channel_adaptations": _adaptation_reports(engine),
     }
+
+
+def _adaptation_reports(engine: Engine) -> list[dict[str, Any]]:
+    """The per-channel metric adaptation jobs the benchmark's channels ran (judged candidates)."""
+    adaptation = engine.matching.adaptation
+    return list(adaptation.reports) if adaptation is not None else []
 
 
 async def _adapter_counts(engine: Engine, channels: Sequence[ChannelKey]) -> dict[str, int]:

@@ -124,6 +124,7 @@ class Adaptation:
             if adapted is None or support.version != version:
                 return  # rejected, or the set changed meanwhile (its own debounce retrains)
             tensors, vectors, report = adapted
+            report["installed"] = 1.0
             fresh = [dataclasses.replace(c, embedding=vectors[i]) for i, c in enumerate(corrections)]
             support.adapted = AdaptedSpace(version, tensors, PrototypeSupportSet(fresh), report)
             log.info("channel adaptation installed: %s", report)

@@ -357,7 +357,9 @@ def side_by_side(
         "baseline_rates_tuned_on": first_meta.get("val_domains", ""), "threads": torch.get_num_threads(),
     }
     if plot_path is not None:
-        plot(report, plot_path, title=f"held-out domains {','.join(eval_domains or [])}: {tasks} channels")
+        unseen = set(first_meta.get("holdout_domains", "").split(","))
+        kind = "held-out domains" if eval_domains and set(eval_domains) <= unseen else "domains"
+        plot(report, plot_path, title=f"{kind} {','.join(eval_domains or [])}: {tasks} channels")
     return result
 
 

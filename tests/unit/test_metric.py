@@ -357,3 +357,39 @@ async def test_engine_matches_with_the_metric_and_explains_its_radius(tiny_engin
     await far.collect()
     assert far.explanation is not None and far.explanation.route is not Route.CORRECTION
     assert all(u.score < engine.matching.answer_threshold for u in far.explanation.corrections)
+
+
+async def test_engine_serves_a_channel_from_its_adapted_space_once_ready(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """Through the engine: a channel taught enough corrections adapts in the background
+    (``Engine.settle`` waits for it); its messages are then matched in its own space, and
+    another channel, taught nothing, is untouched."""
+    from engine import Engine
+    from tests.conftest import engine_settings
+
+    settings = engine_settings(tmp_path / "data", models_dir)
+    settings = settings.model_copy(update={
+        "learning": settings.learning.model_copy(update={"adapt_min_corrections": 12}),
+        "lora": settings.lora.model_copy(update={"enabled": False}),
+    })
+    key, other = ChannelKey("test", "adapting", space="a"), ChannelKey("test", "quiet", space="a")
+    async with Engine(settings) as engine:
+        assert engine.matching.adaptation is not None  # on by default, with the shipped metric
+        engine.matching.adaptation.config = dataclasses.replace(
+            engine.matching.adaptation.config, debounce_s=0.0, max_shift=1.0)
+        for answer, questions in ANSWERS.items():
+            for question in questions:
+                receipt = await engine.feedback(Feedback(key, FeedbackKind.CORRECTION, text=answer, question=question))
+                assert receipt.accepted
+        await asyncio.wait_for(engine.settle(), timeout=600)
+        report = engine.matching.adaptation.reports[-1]
+        assert report["corrections"] == 18 and report.get("installed") == 1.0, report
+        support = await engine._support_set(key)
+        assert support.adapted is not None and support.adapted.version == support.version
+        reply = engine.reply(Turn(key, "could i get refunded for this purchase"))
+        text = await reply.collect()
+        assert reply.explanation is not None and reply.explanation.route is Route.CORRECTION, reply.explanation
+        assert "ZX-1234" in text
+        quiet = engine.reply(Turn(other, "could i get refunded for this purchase"))
+        assert "ZX-1234" not in await quiet.collect()

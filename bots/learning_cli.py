@@ -301,14 +301,18 @@ def intents(
     embed = _embedder(encoder, "embed")
     instant = evaluate_intents(embed, s, q, o, threshold)
     result |= instant
-    if adapt and artifact is not None:
-        adapted, report = _channel_adapted_intents(encoder, s, q, o, threshold)
-        result["channel_adaptation"] = report
-        if adapted is not None:
-            result |= adapted
-            result["instant"] = instant
-    if steps_list:
-        result["adaptation"] = _adapted_intents(encoder, s, q, o, threshold, steps_list, adapt_lr)
+    if artifact is not None and (adapt or steps_list):
+        from engine.learning.channel_encoder import ChannelEncoder
+
+        channel = ChannelEncoder(encoder)  # one copy of the top layers for both measurements
+        if adapt:
+            adapted, report = _channel_adapted_intents(channel, s, q, o, threshold)
+            result["channel_adaptation"] = report
+            if adapted is not None:
+                result |= adapted
+                result["instant"] = instant
+        if steps_list:
+            result["adaptation"] = _adapted_intents(channel, s, q, o, threshold, steps_list, adapt_lr)
     if baseline:
         from engine.settings import EncoderSettings
         from engine.understanding.encoder import Encoder
@@ -329,21 +333,25 @@ def intents(
     _print(result, as_json, "\n".join(lines))
 
 
-def _channel_adapted_intents(encoder: Any, s: list[Any], q: list[Any], o: list[Any], threshold: float | None
+def _support_rows(s: list[Any]) -> tuple[list[Any], Any]:
+    """The support set as one channel's corrections: its in-scope lines and each one's answer slot."""
+    import numpy as np
+
+    from engine.learning.episodes import OOS
+
+    in_scope = [u for u in s if u.label != OOS]
+    names = sorted({u.label for u in in_scope})
+    return in_scope, np.asarray([names.index(u.label) for u in in_scope], dtype=np.int64)
+
+
+def _channel_adapted_intents(channel: Any, s: list[Any], q: list[Any], o: list[Any], threshold: float | None
                              ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The engine's gated adaptation (``Adaptation.adapt``) of one channel taught ``s``: the
     benchmark in the adapted space (None when the gate rejects the candidate) and the job's report."""
-    import numpy as np
-
     from engine.learning.adaptation import AdaptConfig, Adaptation, eligible
-    from engine.learning.channel_encoder import ChannelEncoder
-    from engine.learning.episodes import OOS
     from engine.learning.intent_eval import evaluate_intents
 
-    channel = ChannelEncoder(encoder)
-    in_scope = [u for u in s if u.label != OOS]
-    names = sorted({u.label for u in in_scope})
-    rows = np.asarray([names.index(u.label) for u in in_scope], dtype=np.int64)
+    in_scope, rows = _support_rows(s)
     config = AdaptConfig()
     if not eligible(rows, config):
         return None, {"installed": False, "why": f"fewer than {config.min_corrections} corrections over "
@@ -358,25 +366,20 @@ def _channel_adapted_intents(encoder: Any, s: list[Any], q: list[Any], o: list[A
     return found, {"installed": True, "steps": config.inner.steps, "lr": config.inner.lr, **report}
 
 
-def _adapted_intents(encoder: Any, s: list[Any], q: list[Any], o: list[Any], threshold: float | None,
+def _adapted_intents(channel: Any, s: list[Any], q: list[Any], o: list[Any], threshold: float | None,
                      steps_list: list[int], lr: float) -> list[dict[str, Any]]:
     """The intents benchmark after the per-channel inner loop (``learning.adapt``) on the support
     set alone, per step count: the engine's ``ChannelEncoder``, as one channel would adapt."""
-    import numpy as np
     from tqdm import tqdm
 
-    from engine.learning.channel_encoder import ChannelEncoder, EncoderAdaptConfig, nbytes
-    from engine.learning.episodes import OOS
+    from engine.learning.channel_encoder import EncoderAdaptConfig, nbytes
     from engine.learning.intent_eval import evaluate_intents
 
-    channel = ChannelEncoder(encoder)
-    in_scope = [u for u in s if u.label != OOS]
+    in_scope, rows = _support_rows(s)
     texts = list(dict.fromkeys([u.text for u in s] + [u.text for u in q] + [u.text for u in o]))
     with tqdm(total=len(texts), desc="frozen layers", unit="utt", file=sys.stderr, leave=False) as bar:
         states = dict(zip(texts, channel.hidden_states_blocking(texts), strict=True))
         bar.update(len(texts))
-    names = sorted({u.label for u in in_scope})
-    rows = np.asarray([names.index(u.label) for u in in_scope], dtype=np.int64)
     out = []
     for steps in steps_list:
         started = time.perf_counter()

@@ -92,7 +92,8 @@ def metric(
     val_domains: Annotated[str, typer.Option(help="comma-separated domains that only select the best step")] = "",
     domains: Annotated[Path | None, typer.Option(help="JSON {domain: [labels]} (default: domains.json beside "
                                                  "--data)")] = None,
-    loss: Annotated[str, typer.Option(help="proto | contrastive")] = "proto",
+    loss: Annotated[str, typer.Option(help="proto | open (proto with a none class for out-of-scope "
+                                      "queries) | contrastive")] = "proto",
     steps: Annotated[int, typer.Option(help="outer steps, one episode each")] = 300,
     lr: Annotated[float, typer.Option(help="AdamW learning rate on the adapters")] = 1e-3,
     rank: Annotated[int, typer.Option(help="LoRA rank")] = 16,
@@ -100,7 +101,11 @@ def metric(
     n_way: Annotated[int, typer.Option(help="fewest labels per training episode")] = 10,
     n_way_max: Annotated[int, typer.Option(help="most labels per training episode")] = 30,
     k_shot: Annotated[int, typer.Option(help="support utterances per label")] = 5,
+    k_shot_min: Annotated[int, typer.Option(help="> 0: shots per episode drawn from [k-shot-min, k-shot]")] = 0,
     n_query: Annotated[int, typer.Option(help="queries per label")] = 3,
+    n_oos: Annotated[int, typer.Option(help="out-of-scope queries per episode (--loss open)")] = 20,
+    select: Annotated[str, typer.Option(help="keep the step with the best validation accuracy | generality "
+                                        "(open-set, 1/2/5 shots)")] = "accuracy",
     scale: Annotated[float, typer.Option(help="protonet softmax inverse temperature")] = 20.0,
     margin: Annotated[float, typer.Option(help="contrastive margin on the cosine distance")] = 0.5,
     eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 50,
@@ -123,13 +128,18 @@ def metric(
     from engine.learning.metric import TopStack
     from engine.learning.metric_train import (
         MetaTrainConfig, calibrate, embed, episode_accuracy, hidden_states, load_encoder, make_artifact, meta_train,
+        open_set_generality,
     )
 
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    if loss not in ("proto", "contrastive"):
-        raise _fail(f"--loss must be proto or contrastive, not {loss!r}")
+    if loss not in ("proto", "open", "contrastive"):
+        raise _fail(f"--loss must be proto, open or contrastive, not {loss!r}")
+    if select not in ("accuracy", "generality"):
+        raise _fail(f"--select must be accuracy or generality, not {select!r}")
+    if not 0 <= k_shot_min <= k_shot:
+        raise _fail("--k-shot-min must be between 0 and --k-shot")
     if not data.is_file():
         raise _fail(f"--data: no such file {data}")
     records = load_utterances(data)
@@ -147,7 +157,7 @@ def metric(
             raise _fail(str(err)) from None
     config = MetaTrainConfig(
         loss=loss, steps=steps, lr=lr, rank=rank, top_layers=top_layers, n_way=n_way, n_way_max=n_way_max,
-        k_shot=k_shot, n_query=n_query, scale=scale, margin=margin, eval_every=eval_every, seed=seed,
+        k_shot=k_shot, k_shot_min=k_shot_min, n_query=n_query, n_oos=n_oos, select=select, scale=scale, margin=margin, eval_every=eval_every, seed=seed,
         calib_episodes=calib_episodes, oos_target=oos_target, example_oos=example_oos,
     )
     pool, val_pool = UtterancePool(records), UtterancePool(val_records)
@@ -163,11 +173,15 @@ def metric(
         states = hidden_states(model, texts, first, cache_dir, progress=bar.update)
     train_states, val_states = states[: len(pool)], states[len(pool):]
 
-    validate = None
-    val_n_way = min(30, len(val_pool.label_names(10)))
-    if val_n_way >= 2:
-        def validate(top: TopStack) -> float:
-            return episode_accuracy(embed(top, val_states), val_pool, episodes=20, n_way=val_n_way, seed=seed)
+    val_labels = len(val_pool.label_names(10))
+
+    def score(top: TopStack) -> float:
+        vectors = embed(top, val_states)
+        if select == "generality":  # near misses come from undrawn labels: leave a third undrawn
+            return open_set_generality(vectors, val_pool, episodes=40, n_way=max(2, (2 * val_labels) // 3), seed=seed)
+        return episode_accuracy(vectors, val_pool, episodes=20, n_way=min(30, val_labels), seed=seed)
+
+    validate = score if val_labels >= (4 if select == "generality" else 2) else None
 
     with tqdm(total=steps, desc=f"meta-train ({loss})", unit="step", file=sys.stderr) as bar:
         def on_step(step: int, record: dict[str, float]) -> None:
@@ -194,8 +208,9 @@ def metric(
     selected = [h for h in history if h.get("selected")]
     if selected:
         summary["selected_step"] = int(selected[0]["step"])
-        summary["val_accuracy"] = round(selected[0]["val_accuracy"], 4)
-        summary["val_accuracy_cosine"] = round(history[0]["val_accuracy"], 4)
+        # val_accuracy, or val_generality with --select generality (the criterion that picked the step)
+        summary[f"val_{select}"] = round(selected[0]["val_accuracy"], 4)
+        summary[f"val_{select}_cosine"] = round(history[0]["val_accuracy"], 4)
     losses = [h["loss"] for h in history if "loss" in h][-20:]
     summary["final_train_loss"] = round(sum(losses) / max(1, len(losses)), 4)
     artifact = make_artifact(top, calib, cosine_calib, config, summary)

@@ -136,6 +136,7 @@ class EpisodeConfig:
     n_way: int = 10              # labels (distinct answers) in the channel
     n_way_max: int = 0           # > n_way: draw N uniformly from [n_way, n_way_max] per episode
     k_shot: int = 5              # support utterances per label
+    k_shot_min: int = 0          # > 0: draw K uniformly from [k_shot_min, k_shot] per episode
     n_query: int = 5             # in-scope queries per label
     n_oos: int = 20              # out-of-scope queries per episode
     oos_lines: float = 0.5       # share of out-of-scope queries taken from 'oos' lines (rest: undrawn labels)
@@ -161,6 +162,7 @@ class EpisodeSampler:
         self.eligible = pool.label_names(config.k_shot + config.n_query)
         top = max(config.n_way, config.n_way_max)
         assert config.n_way >= 1 and config.k_shot >= 1, "an episode needs at least one label and one shot"
+        assert config.k_shot_min <= config.k_shot, "k_shot_min must not exceed k_shot"
         if len(self.eligible) < top:
             raise ValueError(f"episodes of {top} labels need that many labels with {config.k_shot} + "
                              f"{config.n_query} utterances; the data has {len(self.eligible)}")
@@ -170,12 +172,13 @@ class EpisodeSampler:
         n = int(rng.integers(c.n_way, c.n_way_max + 1)) if c.n_way_max > c.n_way else c.n_way
         chosen = rng.choice(len(self.eligible), size=n, replace=False)
         labels = tuple(self.eligible[i] for i in chosen)
-        support = np.empty((n, c.k_shot), dtype=np.int64)
+        k = int(rng.integers(c.k_shot_min, c.k_shot + 1)) if 0 < c.k_shot_min < c.k_shot else c.k_shot
+        support = np.empty((n, k), dtype=np.int64)
         query = np.empty((n, c.n_query), dtype=np.int64)
         for row, label in enumerate(labels):
             # distinct draws: a query is never one of its own label's support utterances
-            picks = rng.choice(self.pool.by_label[label], size=c.k_shot + c.n_query, replace=False)
-            support[row], query[row] = picks[: c.k_shot], picks[c.k_shot:]
+            picks = rng.choice(self.pool.by_label[label], size=k + c.n_query, replace=False)
+            support[row], query[row] = picks[:k], picks[k:]
         query_labels = np.repeat(np.arange(n), c.n_query)
         return Episode(labels, support, query.reshape(-1), query_labels, self._oos(set(labels)))
 

@@ -11,7 +11,10 @@ utterance and cached on disk (``hidden_states``); every step then runs only the 
     AdamW step on the adapters only
 
 With validation domains, the adapters of the step that did best on their episodes are
-kept (model selection never sees held-out data). Afterwards the radius is calibrated on
+kept (model selection never sees held-out data): by 5-shot accuracy, or (``select =
+"generality"``) by open-set generality — the share of paraphrases answered right from
+1, 2 and 5 corrections at the radius that turns away 95 % of the validation episodes'
+near misses, which is what a channel experiences. Afterwards the radius is calibrated on
 fresh episodes of the *training* pool, whose out-of-scope queries are the ``oos`` lines
 and labels the episode did not draw: the answer threshold is the similarity that
 ``oos_target`` of those queries stay below; the example threshold likewise for
@@ -35,17 +38,19 @@ import torch
 from .episodes import EpisodeConfig, EpisodeSampler, UtterancePool
 from .metric import MetricArtifact, MetricConfig, TopStack
 from .prototypes import answer_scores
-from .protonet import prototypical_loss
+from .protonet import open_prototypical_loss, prototypical_loss
 from .siamese import SiameseConfig, siamese_loss
 
 __all__ = [
     "MetaTrainConfig",
     "load_encoder",
+    "lower_layers",
     "hidden_states",
     "collate",
     "embed",
     "meta_train",
     "episode_accuracy",
+    "open_set_generality",
     "calibrate",
     "make_artifact",
 ]
@@ -55,14 +60,18 @@ States = list[torch.Tensor]  # one (T_i, 384) fp16 tensor per utterance
 
 @dataclass(frozen=True, slots=True)
 class MetaTrainConfig:
-    loss: str = "proto"          # proto | contrastive
+    loss: str = "proto"          # proto | open | contrastive
     steps: int = 300             # outer steps (one episode each)
     lr: float = 1e-3             # AdamW on the adapters
     weight_decay: float = 0.01
     n_way: int = 10              # labels per training episode: uniform in [n_way, n_way_max]
     n_way_max: int = 30
     k_shot: int = 5
+    k_shot_min: int = 0          # > 0: shots per training episode uniform in [k_shot_min, k_shot]
     n_query: int = 3             # queries per label
+    n_oos: int = 20              # out-of-scope queries per training episode (the "open" loss)
+    boundary: float = 0.5        # "open": initial similarity boundary of the none class (learned)
+    select: str = "accuracy"     # validation criterion: accuracy | generality
     scale: float = 20.0          # protonet: softmax inverse temperature
     margin: float = 0.5          # contrastive: margin on the cosine distance
     top_layers: int = 2          # adapted layers, from the top
@@ -87,6 +96,21 @@ def load_encoder(device: str = "cpu") -> Any:
     return SentenceTransformer(str(embedded_encoder_path()), device=device)
 
 
+def lower_layers(bert: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None, first: int) -> torch.Tensor:
+    """(B, T, D) hidden states entering layer ``first``: the embeddings and layers below it only.
+
+    The same states as ``bert(..., output_hidden_states=True).hidden_states[first]`` (a test
+    checks it) without running the layers above, which the adapted copy runs instead.
+    """
+    h = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    additive = (1.0 - mask.to(h.dtype))[:, None, None, :] * torch.finfo(h.dtype).min              # (B,1,1,T)
+    for layer in bert.encoder.layer[:first]:
+        out = layer(h, attention_mask=additive)
+        h = out[0] if isinstance(out, tuple) else out
+    return h
+
+
 @torch.no_grad()
 def hidden_states(model: Any, texts: Sequence[str], first: int, cache_dir: Path | None = None,
                   batch: int = 128, progress: Callable[[int], None] | None = None) -> States:
@@ -106,7 +130,7 @@ def hidden_states(model: Any, texts: Sequence[str], first: int, cache_dir: Path 
         ix = order[start:start + batch]
         enc = tokenizer([texts[i] for i in ix], padding=True, truncation=True,
                         max_length=model.max_seq_length, return_tensors="pt")
-        h = bert(**enc, output_hidden_states=True).hidden_states[first]              # (B, T, D)
+        h = lower_layers(bert, enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), first)
         for row, i in enumerate(ix):
             out[i] = h[row, : int(enc["attention_mask"][row].sum())].to(torch.float16).clone()
         if progress:
@@ -153,10 +177,13 @@ def meta_train(
     """The outer loop. Returns the adapters (the best validated step's, when ``validate``) and a log."""
     torch.manual_seed(config.seed)
     top = TopStack(bert, MetricConfig(top_layers=config.top_layers, rank=config.rank))
+    open_set = config.loss == "open"
     sampler = EpisodeSampler(pool, EpisodeConfig(n_way=config.n_way, n_way_max=config.n_way_max,
-                                                 k_shot=config.k_shot, n_query=config.n_query, n_oos=0),
+                                                 k_shot=config.k_shot, k_shot_min=config.k_shot_min,
+                                                 n_query=config.n_query, n_oos=config.n_oos if open_set else 0),
                              seed=config.seed)
-    params = [p for p in top.parameters() if p.requires_grad]
+    boundary = torch.nn.Parameter(torch.tensor(config.boundary))
+    params = [p for p in top.parameters() if p.requires_grad] + ([boundary] if open_set else [])
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, float]] = []
     best = (validate(top), 0, top.adapter_tensors()) if validate else None
@@ -166,22 +193,27 @@ def meta_train(
         top.train()
         episode = sampler.sample()
         n, k = episode.support.shape
-        ix = np.concatenate([episode.support.reshape(-1), episode.query])
-        z = top(*collate([states[i] for i in ix]))                                   # (N·K + Q, D)
-        support, query = z[: n * k].reshape(n, k, -1), z[n * k:]                      # (N, K, D), (Q, D)
+        ix = np.concatenate([episode.support.reshape(-1), episode.query, episode.oos if open_set else []])
+        z = top(*collate([states[int(i)] for i in ix]))                              # (N·K + Q + O, D)
+        q = len(episode.query)
+        support, query = z[: n * k].reshape(n, k, -1), z[n * k:n * k + q]             # (N, K, D), (Q, D)
         labels = torch.as_tensor(episode.query_labels)
         if config.loss == "proto":
             loss, accuracy = prototypical_loss(support, query, labels, config.scale)
+        elif open_set:
+            loss, accuracy = open_prototypical_loss(support, query, labels, z[n * k + q:], boundary, config.scale)
         elif config.loss == "contrastive":
             loss = siamese_loss(support, query, labels, SiameseConfig(margin=config.margin))
             with torch.no_grad():
                 _, accuracy = prototypical_loss(support, query, labels, config.scale)
         else:
-            raise ValueError(f"unknown loss {config.loss!r}: proto | contrastive")
+            raise ValueError(f"unknown loss {config.loss!r}: proto | open | contrastive")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         record = {"step": step, "loss": loss.item(), "accuracy": accuracy.item()}
+        if open_set:
+            record["boundary"] = boundary.item()
         if validate and (step % config.eval_every == 0 or step == config.steps):
             record["val_accuracy"] = validate(top)
             assert best is not None
@@ -208,13 +240,32 @@ def episode_accuracy(vectors: np.ndarray, pool: UtterancePool, episodes: int, n_
     return float(np.mean(hits))
 
 
+def open_set_generality(vectors: np.ndarray, pool: UtterancePool, episodes: int, n_way: int,
+                        shots: Sequence[int] = (1, 2, 5), n_query: int = 5, oos_target: float = 0.95,
+                        seed: int = 0) -> float:
+    """Mean over ``shots`` of the share of in-scope queries answered right and inside the radius
+    that turns away ``oos_target`` of the episodes' out-of-scope queries (near misses from
+    undrawn labels, and ``oos`` lines when the pool has them).
+
+    The radius is set on the same episodes it is measured on: this is a model-selection
+    score (how well the space separates paraphrases from near misses), not a calibration.
+    """
+    config = MetaTrainConfig(calib_episodes=episodes, calib_n_way=n_way, calib_n_way_max=n_way, k_shot=max(shots))
+    rates = []
+    for k in shots:
+        ins, hit, outs, _ = _episode_scores(vectors, pool, config, k, seed + k, n_query=n_query)
+        radius = float(np.quantile(outs, oos_target))
+        rates.append(float(((ins >= radius) & hit).mean()))
+    return float(np.mean(rates))
+
+
 def _episode_scores(vectors: np.ndarray, pool: UtterancePool, config: MetaTrainConfig, k_shot: int,
-                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                    seed: int, n_query: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Best answer scores of in-scope queries (with whether the best was right) and of
     out-of-scope ones (with whether each is an ``oos`` line), over calibration episodes."""
     top = min(config.calib_n_way_max, len(pool.label_names(k_shot + 5)))
     sampler = EpisodeSampler(pool, EpisodeConfig(n_way=min(config.calib_n_way, top), n_way_max=top,
-                                                 k_shot=k_shot, n_query=2, n_oos=40), seed=seed)
+                                                 k_shot=k_shot, n_query=n_query, n_oos=40), seed=seed)
     inside, correct, outside, is_line = [], [], [], []
     for episode in sampler.take(config.calib_episodes):
         n, k = episode.support.shape

@@ -80,6 +80,18 @@ def test_no_query_in_its_own_support_set_and_oos_is_out_of_scope() -> None:
         assert len(episode.oos) > 0
 
 
+def test_mixed_shots_per_episode() -> None:
+    pool = UtterancePool(utterances())
+    config = EpisodeConfig(n_way=2, k_shot=5, k_shot_min=1, n_query=3, n_oos=4)
+    shots = set()
+    for episode in EpisodeSampler(pool, config, seed=3).take(60):
+        n, k = episode.support.shape
+        shots.add(k)
+        used = np.concatenate([episode.support.reshape(-1), episode.query])
+        assert len(set(used.tolist())) == len(used) and len(episode.query) == n * 3
+    assert shots == {1, 2, 3, 4, 5}
+
+
 def test_too_few_labels_is_an_error() -> None:
     with pytest.raises(ValueError, match="need that many labels"):
         EpisodeSampler(UtterancePool(utterances()), EpisodeConfig(n_way=7))

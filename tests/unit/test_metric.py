@@ -19,10 +19,11 @@ from engine.learning.metric import (
     DEFAULT_ARTIFACT, MetricArtifact, MetricConfig, MetricEncoder, TopStack, merge_into, shot_threshold,
 )
 from engine.learning.metric_train import (
-    MetaTrainConfig, calibrate, embed, equal_error_threshold, hidden_states, load_encoder,
+    MetaTrainConfig, calibrate, embed, equal_error_threshold, hidden_states, load_encoder, lower_layers,
+    open_set_generality,
 )
 from engine.learning.prototypes import PrototypeSupportSet, answer_scores
-from engine.learning.protonet import prototypes, prototypical_loss
+from engine.learning.protonet import open_prototypical_loss, prototypes, prototypical_loss
 from engine.learning.siamese import SiameseConfig, contrastive_loss, siamese_loss
 from engine.settings import EncoderSettings, LearningSettings
 from engine.store import StoredCorrection
@@ -40,6 +41,22 @@ def test_prototypical_loss_hand_computed() -> None:
     expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-0.4))) / 2
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     assert accuracy.item() == 1.0
+
+
+def test_open_prototypical_loss_hand_computed() -> None:
+    support = torch.tensor([[[1.0, 0.0]]])                                           # (N=1, K=1, D=2)
+    query, labels, oos = torch.tensor([[1.0, 0.0]]), torch.tensor([0]), torch.tensor([[0.0, 1.0]])
+    boundary = torch.tensor(0.5, requires_grad=True)
+    loss, accuracy = open_prototypical_loss(support, query, labels, oos, boundary, scale=2.0)
+    # query: logits (2·1, 2·0.5) = (2, 1), target 0    -> log(1 + e^-1)
+    # oos:   logits (2·0, 2·0.5) = (0, 1), target none -> log(1 + e^-1)
+    assert loss.item() == pytest.approx(2 * math.log1p(math.exp(-1.0)), abs=1e-6)
+    assert accuracy.item() == 1.0
+    loss.backward()
+    # the in-scope term pushes the boundary down, the out-of-scope term up: here they cancel
+    assert boundary.grad is not None and boundary.grad.item() == pytest.approx(0.0, abs=1e-6)
+    lone, _ = open_prototypical_loss(support, query, labels, torch.zeros(0, 2), torch.tensor(0.5), scale=2.0)
+    assert lone.item() == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-6)  # no oos: the in-scope term alone
 
 
 def test_prototypes_are_normalised_class_means() -> None:
@@ -186,6 +203,16 @@ def test_answer_thresholds_are_calibrated_per_support_size() -> None:
     assert shot_threshold(None, 7, 0.9) == 0.9
 
 
+def test_open_set_generality_ranks_separable_above_collapsed_spaces() -> None:
+    pool, vectors = synthetic_pool()
+    separable = open_set_generality(vectors, pool, episodes=30, n_way=6, shots=(1, 3), seed=0)
+    assert separable == open_set_generality(vectors, pool, episodes=30, n_way=6, shots=(1, 3), seed=0)  # seeded
+    assert separable > 0.8
+    # every utterance on one direction: all scores tie, so only chance (the first of 6 answers) is right
+    collapsed = np.tile(vectors[:1], (len(vectors), 1))
+    assert open_set_generality(collapsed, pool, episodes=30, n_way=6, shots=(1, 3), seed=0) == pytest.approx(1 / 6)
+
+
 def test_equal_error_threshold_on_a_hand_computed_case() -> None:
     inside = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
     outside = np.array([0.1, 0.2, 0.3, 0.4, 0.65])
@@ -213,6 +240,16 @@ def test_zero_adapters_reproduce_the_plain_encoder(encoder_model) -> None:  # ty
     states = hidden_states(encoder_model, TEXTS, top.first)
     plain = encoder_model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(embed(top, states), plain, atol=1e-4)
+
+
+def test_lower_layers_are_the_full_forwards_hidden_states(encoder_model) -> None:  # type: ignore[no-untyped-def]
+    bert = encoder_model[0].auto_model.eval()
+    enc = encoder_model.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        full = bert(**enc, output_hidden_states=True).hidden_states[4]
+        lower = lower_layers(bert, enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), 4)
+    tokens = enc["attention_mask"].bool()
+    torch.testing.assert_close(lower[tokens], full[tokens], atol=1e-5, rtol=1e-5)
 
 
 def test_merged_adapters_equal_unmerged(encoder_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ validation metrics and the wall time; a checkpoint beside it lets a run resume.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -300,10 +301,13 @@ def side_by_side(
     models_dir: Path | None = None,
     plot_path: Path | None = None,
     log: Any = print,
+    anchor: float = 0.0,
 ) -> dict[str, Any]:
     """No adaptation vs standard-init fine-tuning (SGD, Adam) vs each meta-learned init, on channel-tasks
     drawn from ``support`` (corrections) and ``query`` (paraphrases) of ``eval_domains``; answers use the
-    evaluation templates that meta-training never saw. Rates come from the first init's metadata."""
+    evaluation templates that meta-training never saw. Rates come from the first init's metadata.
+    With ``anchor`` > 0, every adapting method also runs anchored (``<name>+anchor``: its inner
+    loss plus ``anchor`` × KL to the base model on unrelated anchor prompts)."""
     import torch
 
     from engine.generation.model_loader import load_model
@@ -338,6 +342,9 @@ def side_by_side(
         name = path.stem if len(inits) > 1 else "meta"  # file names tell the runs apart
         methods.append(Method(name, adapter, lrs if lrs is not None else baseline_rate(meta, "inner_lr"),
                               clip=float(meta.get("inner_clip", "1.0"))))
+    if anchor:
+        methods += [dataclasses.replace(m, name=f"{m.name}+anchor", anchor=anchor, baseline=False)
+                    for m in methods if m.init is not None]
     base = TaskConfig(templates="eval", systems=(None, *PRESETS.values()), unrelated=3, queries=2)
     drawn = tasks_from_split(s_records, q_records, tasks, seed, base, oos=o_records)
     config = EvalConfig(final_steps=final_steps, max_steps=max_steps)
@@ -498,6 +505,7 @@ def _main(argv: list[str] | None = None) -> None:
     a_.add_argument("--no-generate", action="store_true")
     a_.add_argument("--model", default="")
     a_.add_argument("--plot", type=Path)
+    a_.add_argument("--anchor", type=float, default=0.0, help="also run each method anchored, with this KL weight")
     a = p.parse_args(argv)
     log = lambda *x: print(*x, file=sys.stderr, flush=True)  # noqa: E731
     if a.what == "truncation":
@@ -507,7 +515,7 @@ def _main(argv: list[str] | None = None) -> None:
         result = side_by_side(
             a.init, a.support, a.query, a.oos, a.domains, _csv(a.eval_domains), a.tasks, a.seed, a.final_steps,
             a.max_steps, [int(x) for x in _csv(a.corrections)], a.per_point, not a.no_adam, not a.no_generate,
-            a.model, a.models_dir, a.plot, log,
+            a.model, a.models_dir, a.plot, log, a.anchor,
         )
     if a.out:
         a.out.write_text(json.dumps(result, indent=1))

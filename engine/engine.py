@@ -87,7 +87,9 @@ class Engine:
             self._worker = ModelWorker(self._loaded, self.settings.model)
             self._worker.start()
             if lora is not None:
-                self.consolidator = Consolidator(self.store, self._worker, self.settings.lora, lora.config, lora.job)
+                related = self._related if self.settings.lora.scope == "related" else None
+                self.consolidator = Consolidator(self.store, self._worker, self.settings.lora, lora.config, lora.job,
+                                                 related=related)
                 await self.consolidator.start()
         except BaseException:
             await self.stop()
@@ -145,6 +147,8 @@ class Engine:
             persona = await self._persona(turn.channel)
             adapter = await self.consolidator.adapter_for(turn.channel) if self.consolidator else None
             explanation = self._explain(reply.reply_id, turn.channel, matches, persona, adapter)
+            if explanation.adapter_version is None:
+                adapter = None  # out of the adapter's scope (``lora.scope``)
             reply.explanation = explanation
             answer_id = await self.store.add_message(
                 turn.channel, role="assistant", text="", reply_id=reply.reply_id, question_id=question_id,
@@ -234,6 +238,24 @@ class Engine:
             return []
         return await self.matching.match(support, text)
 
+    def _route(self, matches: list[Match]) -> tuple[Route, list[Match], float, float]:
+        """(route, corrections used, answer threshold, example threshold) for a message's matches."""
+        # The metric's calibrated radius, unless thresholds were configured explicitly (learning/matching.py).
+        answer_threshold, example_threshold = self.matching.answer_threshold, self.matching.example_threshold
+        if matches:
+            answer_threshold = self.matching.answer_threshold_for(matches[0].support)
+        if matches and matches[0].score >= answer_threshold:
+            return Route.CORRECTION, matches[:1], answer_threshold, example_threshold
+        used: list[Match] = []
+        if self.settings.learning.max_examples:
+            used = [m for m in matches if m.score >= example_threshold][: self.settings.learning.max_examples]
+        return (Route.EXAMPLES if used else Route.BASE), used, answer_threshold, example_threshold
+
+    async def _related(self, scope: ChannelKey, texts: Sequence[str]) -> list[bool]:
+        """Which ``texts`` the scope's corrections relate to (not the base route): the messages a
+        channel adapter serves with ``lora.scope = "related"``, and so the probes its locality is judged on."""
+        return [self._route(await self._match(scope, text))[0] is not Route.BASE for text in texts]
+
     def _explain(
         self,
         reply_id: str,
@@ -242,18 +264,11 @@ class Engine:
         persona: str,
         adapter: tuple[str, Adapter] | None = None,
     ) -> Explanation:
-        learned = self.settings.learning
-        # The metric's calibrated radius, unless thresholds were configured explicitly (learning/matching.py).
-        answer_threshold, example_threshold = self.matching.answer_threshold, self.matching.example_threshold
-        route = Route.BASE
-        used: list[Match] = []
-        if matches:
-            answer_threshold = self.matching.answer_threshold_for(matches[0].support)
-        if matches and matches[0].score >= answer_threshold:
-            route, used = Route.CORRECTION, matches[:1]
-        elif learned.max_examples:
-            used = [m for m in matches if m.score >= example_threshold][: learned.max_examples]
-            route = Route.EXAMPLES if used else Route.BASE
+        route, used, answer_threshold, example_threshold = self._route(matches)
+        generated = route is not Route.CORRECTION or self.settings.learning.rephrase
+        in_scope = route is not Route.BASE or self.settings.lora.scope == "all"
+        if not (generated and in_scope):
+            adapter = None  # no generation, or a message the channel's corrections do not relate to
         return Explanation(
             reply_id=reply_id,
             channel=channel,

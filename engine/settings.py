@@ -88,8 +88,17 @@ class LoraSettings(_Strict):
     min_corrections: int = Field(4, ge=2, description="corrections a channel needs before its first adapter")
     debounce_s: float = Field(20.0, ge=0.0, description="wait this long after the last correction before training")
     steps: int = Field(0, ge=0, description="inner-loop steps (0: what the init artifact recommends)")
+    optimizer: Literal["meta", "adam"] = Field(
+        "meta", description="'meta': the init's own inner loop (Meta-SGD rates); 'adam': Adam at adam_lr from the init")
+    adam_lr: float = Field(0.03, gt=0.0, description="Adam's rate with optimizer = 'adam'")
+    anchor: float = Field(0.0, ge=0.0, description="weight of the KL to the base model on unrelated anchor prompts "
+                          "in the inner loss (0: off)")
     held_out_every: int = Field(4, ge=2, description="every n-th correction is held back to judge a candidate")
-    min_locality: float = Field(0.95, ge=0.0, le=1.0, description="a candidate must keep this much base behaviour")
+    min_locality: float = Field(0.95, ge=0.0, le=1.0, description="a candidate must keep this much base behaviour "
+                                "on the probe prompts it would serve")
+    scope: Literal["related", "all"] = Field(
+        "related", description="'related': a channel's adapter serves only messages its corrections relate to "
+        "(not the base route), so unrelated messages get the base model; 'all': every generated reply")
     max_attempts: int = Field(3, ge=1, description="failed jobs are retried this often, then dropped")
     cached_adapters: int = Field(4096, ge=1, description="decoded adapters kept in host memory (LRU)")
 

@@ -59,15 +59,16 @@ def models_dir() -> Path:
 
 
 def engine_settings(
-    data_dir: Path, models_dir: Path, model: str = "tiny:0", lora: dict[str, Any] | None = None, **model_fields: Any
+    data_dir: Path, models_dir: Path, model: str = "tiny:0", lora: dict[str, Any] | None = None,
+    learning: dict[str, Any] | None = None, **model_fields: Any
 ) -> EngineSettings:
     from bots.presets import PRESETS
-    from engine.settings import LoraSettings
+    from engine.settings import LearningSettings, LoraSettings
 
     fields: dict[str, Any] = {"max_new_tokens": 24} | model_fields
     settings = EngineSettings(
         data_dir=data_dir, models_dir=models_dir, model=ModelSettings(id=model, **fields),
-        lora=LoraSettings(**(lora or {})),
+        lora=LoraSettings(**(lora or {})), learning=LearningSettings(**(learning or {})),
     )
     settings.dialog.personas.update(PRESETS)
     return settings
@@ -75,13 +76,14 @@ def engine_settings(
 
 @pytest.fixture
 def make_engine(tmp_path: Path, models_dir: Path) -> Callable[..., AbstractAsyncContextManager[Engine]]:
-    """``async with make_engine(model="tiny:0", data_dir=..., lora={...}, **model_fields) as engine``."""
+    """``async with make_engine(model="tiny:0", data_dir=..., lora={...}, learning={...}, **model_fields)``."""
 
     @asynccontextmanager
     async def factory(
-        model: str = "tiny:0", data_dir: Path | None = None, lora: dict[str, Any] | None = None, **model_fields: Any
+        model: str = "tiny:0", data_dir: Path | None = None, lora: dict[str, Any] | None = None,
+        learning: dict[str, Any] | None = None, **model_fields: Any
     ) -> AsyncIterator[Engine]:
-        settings = engine_settings(data_dir or tmp_path / "data", models_dir, model, lora, **model_fields)
+        settings = engine_settings(data_dir or tmp_path / "data", models_dir, model, lora, learning, **model_fields)
         async with Engine(settings) as engine:
             yield engine
 

@@ -41,12 +41,15 @@ from torch.func import functional_call
 from .lora import Adapter, LoraConfig, adapter_from_bytes, inject_lora, lora_modules, random_adapter
 from .lora_tasks import Example, chat_prompt_ids, encode, encode_ids, greedy_replies
 from .maml import (
-    Cached, TopStack, _wide, cache_batch, ce_loss, first_adapted_layer, inner_loop, split_state, with_base_logp,
+    Cached, TopStack, _wide, anchored_loss, cache_batch, ce_loss, first_adapted_layer, inner_loop, split_state,
+    with_base_logp,
 )
 
 __all__ = [
     "DEFAULT_INIT_PATH",
     "DEFAULT_PROBES",
+    "DEFAULT_ANCHORS",
+    "anchor_batch",
     "ConsolidationResult",
     "IncompatibleInit",
     "baseline_rate",
@@ -75,6 +78,25 @@ DEFAULT_PROBES: tuple[str, ...] = (
     "Translate 'good morning' into Spanish.",
     "Why is the sky blue?",
     "List three primary colours.",
+)
+
+
+# Other unrelated prompts, never the probes above: an anchored inner loop keeps the adapted
+# model's next-token distributions on these close to the base model's (``anchor_batch``), and the
+# promotion gate then judges locality on prompts the training never saw.
+DEFAULT_ANCHORS: tuple[str, ...] = (
+    "What year did the first person walk on the moon?",
+    "Write two lines about the sea at night.",
+    "How many days are there in a leap year?",
+    "Describe a rainbow to a child.",
+    "What is the square root of 81?",
+    "Give me an antonym for cold.",
+    "Who painted the Mona Lisa?",
+    "What gas do plants take in from the air?",
+    "Suggest a name for a friendly robot.",
+    "How do you say thank you in French?",
+    "Why do leaves change colour in autumn?",
+    "Name three musical instruments.",
 )
 
 
@@ -191,6 +213,12 @@ def _probe_batch(model: nn.Module, tokenizer: Any, stack: TopStack, probes: Sequ
     return per_model[key]
 
 
+def anchor_batch(model: nn.Module, tokenizer: Any, stack: TopStack, system: str | None,
+                 max_new_tokens: int = 16, anchors: Sequence[str] = DEFAULT_ANCHORS) -> Cached:
+    """The anchors' base replies, cached with the base log-probs (what ``maml.anchored_loss`` holds to)."""
+    return _probe_batch(model, tokenizer, stack, anchors, system, max_new_tokens)
+
+
 def _lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{n}.{p}": getattr(m, p) for n, m in lora_modules(model).items() for p in ("lora_A", "lora_B")}
 
@@ -247,6 +275,9 @@ def consolidate_steps(
     batch_size: int = 16,
     probe_tokens: int = 16,
     should_stop: Callable[[], bool] | None = None,
+    optimizer: str = "meta",
+    adam_lr: float = 0.03,
+    anchor: float = 0.0,
 ) -> Generator[StepInfo, None, ConsolidationResult]:
     """Train a candidate from ``init`` on ``support`` and measure it; yields after each unit of work.
 
@@ -255,12 +286,17 @@ def consolidate_steps(
     ``init`` may carry Meta-SGD rates as ``inner_lr.<key>`` entries; ``inner_lr`` and
     ``clip`` override them and the ``metadata`` (the artifact's ``inner_lr`` /
     ``inner_clip``). With more than ``batch_size`` corrections each step takes the next
-    chunk of them. When ``should_stop()`` turns true, training ends after the current step
+    chunk of them. ``optimizer``: ``"meta"`` is the init's own inner loop (its Meta-SGD rates,
+    clipped SGD), ``"adam"`` Adam at ``adam_lr`` from the init; ``anchor`` > 0 adds that
+    weight × KL to the base model on the anchor prompts (``maml.anchored_loss``), which are
+    not the probes that judge locality. When ``should_stop()`` turns true, training ends after the current step
     and the result (``stopped=True``) is measured as usual. Blocking (torch); call it from
     the model worker thread. Raises
     ``RuntimeError`` if a per-row adapter batch is active on the model.
     """
     t0 = time.perf_counter()
+    if optimizer not in ("meta", "adam"):
+        raise ValueError(f"optimizer must be 'meta' or 'adam', not {optimizer!r}")
     if any(m.rows is not None for m in lora_modules(model).values()):
         raise RuntimeError("a mixed-adapter batch is active on the model; consolidate between batches")
     del config  # the LoRA layers are already in the model; kept in the signature for callers' clarity
@@ -275,21 +311,36 @@ def consolidate_steps(
     with torch.no_grad():
         train = yield from _chunks(model, tokenizer, stack, support, system, batch_size)
         test = yield from _chunks(model, tokenizer, stack, held_out, system, batch_size)
-        probe = _probe_batch(model, tokenizer, stack, probes, system, probe_tokens)
+        probe = _probe_batch(model, tokenizer, stack, probes, system, probe_tokens) if probes else None
     yield StepInfo("prepare")
+
+    anchors = anchor_batch(model, tokenizer, stack, system, probe_tokens) if anchor else None
+
+    def loss_at(batch: Cached) -> Callable[[Adapter], torch.Tensor]:
+        return lambda p: anchored_loss(p, stack, batch, anchors, anchor)
 
     losses: list[float] = []
     stopped = False
     params = {k: v.detach() for k, v in adapter.items()}
+    leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()} if optimizer == "adam" else {}
+    opt = torch.optim.Adam(list(leaves.values()), lr=adam_lr) if leaves else None
     for step in range(steps if train else 0):  # the inner loop, one yield per step
         if should_stop is not None and should_stop():
             stopped = True
             break
         batch = train[step % len(train)]
-        params = inner_loop(params, lrs, 1, lambda p: ce_loss(p, stack, batch), clip=clip,
-                            on_step=lambda _i, loss, _p: losses.append(loss))
+        if opt is not None:
+            with torch.enable_grad():
+                loss = loss_at(batch)(leaves)
+                opt.zero_grad()
+                loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        else:
+            params = inner_loop(params, lrs, 1, loss_at(batch), clip=clip,
+                                on_step=lambda _i, loss, _p: losses.append(loss))
         yield StepInfo("train", step + 1, losses[-1])
-    params = {k: v.detach() for k, v in params.items()}
+    params = {k: v.detach().clone() for k, v in (leaves or params).items()}
 
     zero = {k: torch.zeros_like(v) for k, v in params.items()}
     held = _mean_loss(params, stack, test)
@@ -297,7 +348,7 @@ def consolidate_steps(
     init_held = _mean_loss(adapter, stack, test)
     current_held = _mean_loss(current, stack, test) if current is not None else None
     yield StepInfo("evaluate")
-    agree, kl = locality(params, stack, probe)
+    agree, kl = locality(params, stack, probe) if probe is not None else (1.0, 0.0)  # no probe it would serve
     zero_init_held = None
     if compare_zero_init:
         std = random_adapter(model, torch.Generator().manual_seed(0))
@@ -349,13 +400,16 @@ def consolidation_job(
     steps: int,
     system: str | None = None,
     probes: Sequence[str] | None = None,
+    optimizer: str = "meta",
+    adam_lr: float = 0.03,
+    anchor: float = 0.0,
 ) -> Generator[StepInfo, None, Any]:
     """The engine's job (``Consolidator``): a generator returning a ``consolidator.Candidate``."""
     from .consolidator import Candidate
 
     result = yield from consolidate_steps(
-        model, tokenizer, init, config, support, held_out, probes or DEFAULT_PROBES, steps,
-        metadata=metadata, system=system, current=current,
+        model, tokenizer, init, config, support, held_out, DEFAULT_PROBES if probes is None else probes, steps,
+        metadata=metadata, system=system, current=current, optimizer=optimizer, adam_lr=adam_lr, anchor=anchor,
     )
     base = result.base_held_out_loss
     return Candidate(

@@ -7,7 +7,9 @@ never block turns and a busy channel cannot starve the others (a channel re-taug
 while queued keeps its place). The candidate is trained on most corrections and
 judged on the ones held back: it is promoted only if it beats both the base model
 and the channel's current adapter there, and keeps base behaviour on unrelated
-prompts (locality). Otherwise the current adapter keeps serving.
+probe prompts (locality). With ``lora.scope = "related"`` (the default) an adapter only
+ever serves messages the channel's corrections relate to, so the probes it is judged on
+are those it would serve. Otherwise the current adapter keeps serving.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from ..contract import ChannelKey
 from ..generation.worker import ModelWorker
 from ..settings import LoraSettings
 from ..store import Store, StoredCorrection
-from .consolidation import DEFAULT_INIT_PATH, consolidation_job
+from .consolidation import DEFAULT_INIT_PATH, DEFAULT_PROBES, consolidation_job
 from .lora import (
     Adapter, LoraConfig, adapter_from_bytes, adapter_to_bytes, init_mismatch, inject_lora, random_adapter,
 )
@@ -58,6 +60,9 @@ class Candidate:
         return True, f"held-out loss {self.held_out_loss:.3f} < {reference:.3f}, locality {self.locality:.3f}"
 
 
+Related = Callable[[ChannelKey, Sequence[str]], Awaitable[list[bool]]]
+"""``related(scope, texts)``: which texts the scope's adapter would serve (``lora.scope``)."""
+
 JobFn = Callable[..., Iterator[None]]
 """``job(support=, held_out=, current=, steps=)`` -> a generator, run in the model
 thread, that yields after each inner step and returns a ``Candidate``."""
@@ -67,10 +72,14 @@ class Consolidator:
     """Owns the consolidation queue and the channels' active adapters."""
 
     def __init__(
-        self, store: Store, worker: ModelWorker, settings: LoraSettings, config: LoraConfig, job: JobFn
+        self, store: Store, worker: ModelWorker, settings: LoraSettings, config: LoraConfig, job: JobFn,
+        related: Related | None = None,
     ) -> None:
         self.store, self.worker, self.settings, self.config = store, worker, settings, config
         self.job = job
+        # With scoped serving, a channel's adapter never answers messages its corrections do not
+        # relate to, so locality is judged on the probes it would actually serve (often none).
+        self.related = related
         self._timers: dict[ChannelKey, asyncio.TimerHandle] = {}
         self._queue: asyncio.Queue[ChannelKey] = asyncio.Queue()
         self._queued: set[ChannelKey] = set()
@@ -170,9 +179,13 @@ class Consolidator:
             return
         support, held_out = split(corrections, self.settings.held_out_every)
         current = await self.adapter_for(scope)
+        probes: list[str] | None = None
+        if self.related is not None:
+            probes = [p for p, ok in zip(DEFAULT_PROBES, await self.related(scope, DEFAULT_PROBES)) if ok]
         candidate: Candidate = await self.worker.run_job(
             lambda: self.job(support=support, held_out=held_out, current=current[1] if current else None,
-                             steps=self.settings.steps)
+                             steps=self.settings.steps, probes=probes, optimizer=self.settings.optimizer,
+                             adam_lr=self.settings.adam_lr, anchor=self.settings.anchor)
         )
         ok, why = candidate.beats(self.settings.min_locality)
         metrics = {
@@ -184,6 +197,7 @@ class Consolidator:
             "seconds": round(candidate.seconds, 3),
             "corrections": len(corrections),
             "held_out": len(held_out),
+            "probes": len(DEFAULT_PROBES) if probes is None else len(probes),
             "decision": why,
             **candidate.metrics,
         }

@@ -33,10 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .consolidation import DEFAULT_PROBES, _lora_state, _probe_batch, baseline_rate, locality
+from .consolidation import DEFAULT_PROBES, _lora_state, _probe_batch, anchor_batch, baseline_rate, locality
 from .lora import Adapter, random_adapter
 from .lora_tasks import ChannelTask, TaskConfig, code_in, encode, fill_unrelated, greedy_replies, tasks_from_split
-from .maml import Cached, TopStack, cache_batch, ce_loss, clip_norm, first_adapted_layer, split_state
+from .maml import (
+    Cached, TopStack, anchored_loss, cache_batch, ce_loss, clip_norm, first_adapted_layer, split_state,
+)
 
 __all__ = ["baseline_rate", "Method", "EvalConfig", "EvalReport", "standard_methods", "train_curve", "evaluate", "correction_curve",
            "plot", "truncation_cost", "tasks_from_split"]
@@ -52,6 +54,7 @@ class Method:
     optimizer: str = "sgd"  # "sgd" (the meta-learning inner loop) | "adam"
     clip: float = 1.0  # SGD gradient norm clip, as in the inner loop
     baseline: bool = False  # a plain fine-tuning baseline (steps ratios are taken against these)
+    anchor: float = 0.0  # weight of the KL-to-base term on anchor prompts (maml.anchored_loss); 0: off
 
 
 @dataclass
@@ -84,9 +87,14 @@ def standard_methods(model: nn.Module, init: Adapter, metadata: dict[str, str], 
 
 
 def train_curve(stack: TopStack, method: Method, support: Cached, query: Cached | None, steps: int,
-                keep: Sequence[int] = ()) -> tuple[list[float], dict[int, Adapter]]:
+                keep: Sequence[int] = (), anchor: Cached | None = None) -> tuple[list[float], dict[int, Adapter]]:
     """Query loss before and after each of ``steps`` steps, and the adapters at steps ``keep``."""
     assert method.init is not None
+    assert not method.anchor or anchor is not None, "an anchored method needs the anchor batch"
+
+    def loss_fn(p: Adapter) -> torch.Tensor:
+        return anchored_loss(p, stack, support, anchor, method.anchor)
+
     params = {k: v.detach().clone() for k, v in method.init.items()}
     curve: list[float] = []
     kept: dict[int, Adapter] = {}
@@ -104,14 +112,14 @@ def train_curve(stack: TopStack, method: Method, support: Cached, query: Cached 
         opt = torch.optim.Adam(list(leaves.values()), lr=float(method.lr))  # type: ignore[arg-type]
         for step in range(1, steps + 1):
             with torch.enable_grad():
-                loss = ce_loss(leaves, stack, support)
+                loss = loss_fn(leaves)
                 opt.zero_grad()
                 loss.backward()
             opt.step()
             record(step)
     else:
         for step in range(1, steps + 1):  # the inner loop (see maml.inner_loop)
-            g = clip_norm(torch.func.grad(lambda p: ce_loss(p, stack, support))(params), method.clip)
+            g = clip_norm(torch.func.grad(loss_fn)(params), method.clip)
             lr = method.lr
             params = {k: p - (lr if isinstance(lr, float) else lr[k]) * g[k] for k, p in params.items()}
             record(step)
@@ -165,6 +173,7 @@ def evaluate(
             support = cache_batch(model, stack, encode(tokenizer, task.support))
             query = cache_batch(model, stack, encode(tokenizer, task.query))
             probe = _probe_batch(model, tokenizer, stack, probes, task.system, 16)
+            anchor = anchor_batch(model, tokenizer, stack, task.system) if any(m.anchor for m in methods) else None
         finals: dict[str, Adapter | None] = {}
         for method in methods:
             if method.init is None:
@@ -175,7 +184,8 @@ def evaluate(
                 finals[method.name] = None
                 agree, kl = 1.0, 0.0
             else:
-                curve, kept = train_curve(stack, method, support, query, config.max_steps, keep=(config.final_steps,))
+                curve, kept = train_curve(stack, method, support, query, config.max_steps, keep=(config.final_steps,),
+                                          anchor=anchor)
                 curves[method.name].append(curve)
                 finals[method.name] = kept[config.final_steps]
                 agree, kl = locality(kept[config.final_steps], stack, probe)

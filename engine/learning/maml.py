@@ -54,6 +54,7 @@ __all__ = [
     "with_base_logp",
     "ce_loss",
     "kl_loss",
+    "anchored_loss",
     "clip_norm",
     "inner_loop",
     "adapt",
@@ -208,6 +209,20 @@ def kl_loss(params: Adapter, stack: TopStack, c: Cached) -> torch.Tensor:
     assert c.base_logp is not None, "cache the batch with with_base=True"
     logp = F.log_softmax(_wide(functional_call(stack, params, c.args())), dim=-1)  # (N, V)
     return (c.base_logp.exp() * (c.base_logp - logp)).sum(-1).mean()
+
+
+def anchored_loss(params: Adapter, stack: TopStack, support: Cached, anchor: Cached | None,
+                  weight: float) -> torch.Tensor:
+    """The inner loop's loss: cross-entropy on the corrections, plus ``weight`` × KL(base ‖ adapted)
+    on unrelated anchor prompts (``weight`` 0 or no anchor: the plain cross-entropy).
+
+    The anchor term is the locality constraint of knowledge-editing methods: it lets the
+    adapter learn a channel's answers while leaving the rest of the model's behaviour alone.
+    """
+    loss = ce_loss(params, stack, support)
+    if weight and anchor is not None:
+        loss = loss + weight * kl_loss(params, stack, anchor)
+    return loss
 
 
 @dataclass

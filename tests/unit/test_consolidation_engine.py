@@ -33,7 +33,7 @@ async def settled(engine: Engine) -> None:
 async def test_a_job_records_a_judged_version_and_serving_continues(make_engine: Callable) -> None:
     key = ChannelKey("test", "lora-a", space="s")
     other = ChannelKey("test", "lora-b", space="s")
-    async with make_engine(lora=FAST) as engine:
+    async with make_engine(lora=FAST | {"scope": "all"}) as engine:
         await teach_all(engine, key)
         # Turns are served while the job runs in the model thread.
         text = await engine.reply(Turn(other, "hello there")).collect()
@@ -55,6 +55,30 @@ async def test_a_job_records_a_judged_version_and_serving_continues(make_engine:
             await again.collect()
             assert again.explanation is not None
             assert again.explanation.adapter_version == (str(previous) if previous else None)
+
+
+async def test_scoped_adapters_serve_only_messages_the_corrections_relate_to(make_engine: Callable) -> None:
+    """``lora.scope = "related"`` (the default): an unrelated message gets the base model even in a
+    channel with an active adapter, a related one (here: the examples route) gets the adapter, and
+    the job judged locality only on the probes the adapter would serve."""
+    key = ChannelKey("test", "lora-scope", space="s")
+    # Never answered straight from a correction, so related messages are generated (with examples).
+    learning = {"answer_threshold": 1.0, "example_threshold": 0.5, "adapt": False}
+    async with make_engine(lora=FAST | {"min_locality": 0.0}, learning=learning) as engine:
+        await teach_all(engine, key)
+        await settled(engine)
+        versions = await engine.adapters(key)
+        assert versions and 0 <= versions[0].metrics["probes"] < 12  # "What is the capital of France?" and co.
+        assert await engine._related(key, ["Can you tell me the wifi password?"]) == [True]
+        assert await engine._related(key, ["Write a haiku about autumn rain."]) == [False]
+        active = [v for v in versions if v.status == "active"]
+        unrelated = engine.reply(Turn(key, "Write a haiku about autumn rain."))
+        await unrelated.collect()
+        assert unrelated.explanation is not None and unrelated.explanation.adapter_version is None
+        related = engine.reply(Turn(key, "Can you tell me the wifi password?"))
+        await related.collect()
+        assert related.explanation is not None and related.explanation.route.value == "examples"
+        assert active and related.explanation.adapter_version == str(active[0].version)  # promoted: no probe in scope
 
 
 async def test_forget_retires_adapters_and_jobs_survive_restart(make_engine: Callable, tmp_path: Path) -> None:

@@ -295,6 +295,33 @@ def test_consolidation_yields_every_step_and_can_stop(tiny: LoadedModel) -> None
     assert all(torch.equal(two.adapter[k], stopped.adapter[k]) for k in init)
 
 
+def test_anchored_adam_consolidation_stays_closer_to_the_base(tiny: LoadedModel) -> None:
+    """Adam from the init learns the corrections; the anchor term (KL to the base model on
+    anchor prompts) keeps the adapted model closer to the base on those prompts, and the
+    anchored loss is the plain cross-entropy plus exactly weight × that KL."""
+    from engine.learning.consolidation import anchor_batch
+    from engine.learning.maml import TopStack, anchored_loss, cache_batch, ce_loss, first_adapted_layer, kl_loss
+
+    init = strong(tiny.model, 12)
+    before = {k: v.detach().clone() for k, v in tiny.model.state_dict().items()}
+    free = consolidate(tiny.model, tiny.tokenizer, init, CONFIG, SUPPORT, HELD_OUT, PROBES, steps=6,
+                       optimizer="adam", adam_lr=0.05)
+    held = consolidate(tiny.model, tiny.tokenizer, init, CONFIG, SUPPORT, HELD_OUT, PROBES, steps=6,
+                       optimizer="adam", adam_lr=0.05, anchor=10.0)
+    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
+    assert free.support_loss < free.losses[0] and held.support_loss < held.losses[0]
+    stack = TopStack(tiny.model, first_adapted_layer(tiny.model))
+    anchors = anchor_batch(tiny.model, tiny.tokenizer, stack, None)
+    with torch.no_grad():
+        assert kl_loss(held.adapter, stack, anchors) < kl_loss(free.adapter, stack, anchors)
+        batch = cache_batch(tiny.model, stack, encode(tiny.tokenizer, [Example(None, q, a, "") for q, a in SUPPORT]))
+        expected = ce_loss(init, stack, batch) + 2.0 * kl_loss(init, stack, anchors)
+        assert anchored_loss(init, stack, batch, anchors, 2.0) == pytest.approx(float(expected), rel=1e-5)
+        assert anchored_loss(init, stack, batch, anchors, 0.0) == pytest.approx(float(ce_loss(init, stack, batch)))
+    with pytest.raises(ValueError, match="optimizer"):
+        consolidate(tiny.model, tiny.tokenizer, init, CONFIG, SUPPORT, HELD_OUT, PROBES, steps=1, optimizer="sgd")
+
+
 def test_meta_sgd_rates_travel_with_the_init(tiny: LoadedModel) -> None:
     init = strong(tiny.model, 11)
     slow = init | {f"inner_lr.{k}": torch.full_like(v, 1e-6) for k, v in init.items()}

@@ -87,11 +87,14 @@ class LoraSettings(_Strict):
     init: str = Field("default", description="'default' (the shipped meta-learned init), 'zero', or a file path")
     min_corrections: int = Field(4, ge=2, description="corrections a channel needs before its first adapter")
     debounce_s: float = Field(20.0, ge=0.0, description="wait this long after the last correction before training")
-    steps: int = Field(0, ge=0, description="inner-loop steps (0: what the init artifact recommends)")
+    steps: int = Field(0, ge=0, description="inner-loop steps (0: adam_steps with Adam, the init's own count with "
+                       "its Meta-SGD loop)")
     optimizer: Literal["meta", "adam"] = Field(
-        "meta", description="'meta': the init's own inner loop (Meta-SGD rates); 'adam': Adam at adam_lr from the init")
-    adam_lr: float = Field(0.03, gt=0.0, description="Adam's rate with optimizer = 'adam'")
-    anchor: float = Field(0.0, ge=0.0, description="weight of the KL to the base model on unrelated anchor prompts "
+        "adam", description="'adam': Adam at adam_lr from the meta-learned init (measured better, docs/LORA.md); "
+        "'meta': the init's own inner loop (its Meta-SGD rates)")
+    adam_lr: float = Field(0.03, gt=0.0, description="Adam's rate (tuned on meta-training's validation domain)")
+    adam_steps: int = Field(30, ge=1, description="Adam steps when steps = 0")
+    anchor: float = Field(4.0, ge=0.0, description="weight of the KL to the base model on unrelated anchor prompts "
                           "in the inner loss (0: off)")
     held_out_every: int = Field(4, ge=2, description="every n-th correction is held back to judge a candidate")
     min_locality: float = Field(0.95, ge=0.0, le=1.0, description="a candidate must keep this much base behaviour "

@@ -184,7 +184,7 @@ class Consolidator:
             probes = [p for p, ok in zip(DEFAULT_PROBES, await self.related(scope, DEFAULT_PROBES)) if ok]
         candidate: Candidate = await self.worker.run_job(
             lambda: self.job(support=support, held_out=held_out, current=current[1] if current else None,
-                             steps=self.settings.steps, probes=probes, optimizer=self.settings.optimizer,
+                             steps=self._steps(), probes=probes, optimizer=self.settings.optimizer,
                              adam_lr=self.settings.adam_lr, anchor=self.settings.anchor)
         )
         ok, why = candidate.beats(self.settings.min_locality)
@@ -208,6 +208,12 @@ class Consolidator:
                 self._cache.pop(scope, None)
             log.info("%s adapter v%d for %s: %s", "promoted" if ok else "rejected", version, scope, why)
         await self.store.finish_job(scope, requested_at)
+
+    def _steps(self) -> int:
+        """Inner steps: as configured, else Adam's count (0 lets the job use the init's own count)."""
+        if self.settings.steps or self.settings.optimizer == "meta":
+            return self.settings.steps
+        return self.settings.adam_steps
 
     async def _still_current(self, scope: ChannelKey, used: list[StoredCorrection]) -> bool:
         """False when corrections were forgotten meanwhile (the candidate learned them)."""

@@ -44,3 +44,13 @@ def test_secrets_are_redacted_from_dumps_and_logs(monkeypatch: pytest.MonkeyPatc
                                None)
     RedactingFilter(settings.secrets()).filter(record)
     assert "SECRET" not in record.getMessage() and "**********" in record.getMessage()
+
+
+def test_the_example_config_loads_and_keeps_the_calibrated_radius() -> None:
+    """Copying heedful.example.toml must not switch the meta-learned metric's radius off:
+    an explicit threshold overrides the calibrated one, so the example leaves them unset."""
+    example = Path(__file__).resolve().parents[2] / "heedful.example.toml"
+    settings = load_settings(example).engine_settings()
+    assert settings.learning.metric == "default"
+    assert not {"answer_threshold", "example_threshold"} & settings.learning.model_fields_set
+    assert settings.lora.enabled and settings.lora.scope == "related"

@@ -75,6 +75,8 @@ class LearningSettings(_Strict):
     adapt: bool = Field(True, description="continue training the metric's encoder adapters on each channel's "
                         "own corrections in the background (MAML-style inner loop; needs a metric)")
     adapt_min_corrections: int = Field(20, ge=4, description="corrections a channel needs before adapting")
+    adapt_max_channels: int = Field(1024, ge=1, description="adapted channels held at once (432 KB each); the "
+                                    "least recently used goes back to the shared metric until its next change")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")

@@ -13,6 +13,10 @@ corrections are re-embedded in its space, and it is installed on the support set
 ``AdaptedSpace`` for that set's version. Until then — and whenever the set changes
 again (a new correction, a forget) — the instant prototype path in the shared space
 serves; the change also schedules a new job (debounced, one job at a time).
+
+At most ``max_channels`` adapted spaces are held (432 KB each with the shipped metric):
+installing one more drops the least recently used, whose channel goes back to the
+instant path until its next change adapts it again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +45,7 @@ class AdaptConfig:
     hold_out_every: int = 4      # every n-th correction judges a candidate
     max_shift: float = 0.05      # candidates may move held-back scores this much on average
     debounce_s: float = 5.0      # wait this long after the last change before training
+    max_channels: int = 1024     # adapted spaces held at once (least recently used dropped)
     inner: EncoderAdaptConfig = EncoderAdaptConfig()
 
 
@@ -82,7 +88,8 @@ class Adaptation:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
-        self.reports: list[dict[str, float]] = []
+        self._installed: OrderedDict[PrototypeSupportSet, None] = OrderedDict()  # least recently used first
+        self.reports: deque[dict[str, float]] = deque(maxlen=1000)  # the latest jobs' reports
 
     def watch(self, support: PrototypeSupportSet) -> None:
         support.on_change = self.changed
@@ -126,8 +133,27 @@ class Adaptation:
             tensors, vectors, report = adapted
             report["installed"] = 1.0
             fresh = [dataclasses.replace(c, embedding=vectors[i]) for i, c in enumerate(corrections)]
-            support.adapted = AdaptedSpace(version, tensors, PrototypeSupportSet(fresh), report)
+            self.install(support, AdaptedSpace(version, tensors, PrototypeSupportSet(fresh), report))
             log.info("channel adaptation installed: %s", report)
+
+    def install(self, support: PrototypeSupportSet, space: AdaptedSpace) -> None:
+        """Serve ``support`` from ``space``; beyond ``max_channels`` the least recently used space goes."""
+        support.adapted = space
+        self.used(support)
+        while len(self._installed) > self.config.max_channels:
+            oldest, _ = self._installed.popitem(last=False)
+            oldest.adapted = None  # the instant path serves it until its next change
+            log.info("dropped a channel's adapted space (more than %d held)", self.config.max_channels)
+
+    def used(self, support: PrototypeSupportSet) -> None:
+        """Note that ``support``'s adapted space just served a message (recency for the LRU)."""
+        self._installed[support] = None
+        self._installed.move_to_end(support)
+
+    @property
+    def installed(self) -> int:
+        """Adapted spaces held now."""
+        return len(self._installed)
 
     async def adapt(self, questions: list[str], rows: np.ndarray
                     ) -> tuple[Tensors, np.ndarray, dict[str, float]] | None:

@@ -54,7 +54,8 @@ class Matching:
         # The per-channel inner loop continues the metric's own adapters: it needs a metric.
         self.channel_encoder = ChannelEncoder(self.encoder) \
             if learning.adapt and isinstance(self.encoder, MetricEncoder) else None
-        self.adaptation = Adaptation(AdaptConfig(min_corrections=learning.adapt_min_corrections),
+        self.adaptation = Adaptation(AdaptConfig(min_corrections=learning.adapt_min_corrections,
+                                                 max_channels=learning.adapt_max_channels),
                                      self.channel_encoder) if self.channel_encoder else None
         if learning.adapt and self.adaptation is None:
             log.warning("learning.adapt needs a metric (learning.metric); channels will not adapt")
@@ -82,6 +83,8 @@ class Matching:
         one is ready for the set as it is now, else in the shared space (the instant path)."""
         adapted = support.adapted
         if self.channel_encoder is not None and adapted is not None and adapted.version == support.version:
+            if self.adaptation is not None:
+                self.adaptation.used(support)
             (vector,) = await self.channel_encoder.embed([text], adapted.tensors)
             return adapted.support.match(vector)
         (vector,) = await self.encoder.embed([text])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine import ChannelKey, Feedback, FeedbackKind, Route, Turn
-from engine.learning.adaptation import AdaptConfig, Adaptation
+from engine.learning.adaptation import AdaptConfig, AdaptedSpace, Adaptation
 from engine.learning.channel_encoder import ChannelEncoder, EncoderAdaptConfig, nbytes
 from engine.learning.episodes import OOS, Utterance, UtterancePool
 from engine.learning.matching import Matching
@@ -369,6 +369,22 @@ async def test_background_adaptation_serves_its_version_only(channel_encoder: Ch
     (vector,) = channel_encoder.encoder.encode_blocking(["who cleans the kitchen"])
     assert (await matching.match(support, "who cleans the kitchen"))[0].score == support.match(vector)[0].score
     await manager.stop()
+
+
+def test_adapted_spaces_are_held_least_recently_used_first(channel_encoder: ChannelEncoder) -> None:
+    """Beyond ``max_channels`` the least recently *used* channel loses its adapted space (and
+    serves from the shared metric); serving a message refreshes a channel's place."""
+    manager = Adaptation(AdaptConfig(max_channels=2), channel_encoder)
+    tensors = channel_encoder.meta_tensors()
+    sets = [PrototypeSupportSet() for _ in range(3)]
+    spaces = [AdaptedSpace(s.version, tensors, PrototypeSupportSet(), {}) for s in sets]
+    manager.install(sets[0], spaces[0])
+    manager.install(sets[1], spaces[1])
+    manager.used(sets[0])                     # channel 0 answered a message: channel 1 is now the oldest
+    manager.install(sets[2], spaces[2])
+    assert [s.adapted for s in sets] == [spaces[0], None, spaces[2]] and manager.installed == 2
+    manager.install(sets[1], spaces[1])       # adapted again after its next change
+    assert sets[0].adapted is None and sets[1].adapted is spaces[1] and manager.installed == 2
 
 
 # -- through the engine -----------------------------------------------------------------------

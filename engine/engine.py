@@ -66,6 +66,7 @@ class Engine:
         self._support: dict[ChannelKey, PrototypeSupportSet] = {}
         self._support_lock = asyncio.Lock()
         self._locks: defaultdict[ChannelKey, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._teach_locks: defaultdict[ChannelKey, asyncio.Lock] = defaultdict(asyncio.Lock)  # per learning scope
         self._started = False
         self.consolidator: Consolidator | None = None
 
@@ -324,17 +325,18 @@ class Engine:
         else:
             raise InputError("There is nothing to correct yet: ask me something first.")
         (vector,) = await self.encoder.embed([question])
-        support = await self._support_set(feedback.channel)
-        # A new answer to the very same question replaces the old one.
-        same = [c.id for c in support if _norm(c.question) == _norm(question)]
-        if same:
-            await self.store.forget(feedback.channel, same)
-            support.remove(same)
-        stored = await self.store.add_correction(
-            feedback.channel, question=question, answer=answer, author_id=feedback.author_id,
-            embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
-        )
-        support.add(stored)
+        async with self._teach_locks[feedback.channel.scope]:  # one change of a scope's corrections at a time
+            support = await self._support_set(feedback.channel)
+            # A new answer to the very same question replaces the old one.
+            same = [c.id for c in support if _norm(c.question) == _norm(question)]
+            if same:
+                await self.store.forget(feedback.channel, same)
+                support.remove(same)
+            stored = await self.store.add_correction(
+                feedback.channel, question=question, answer=answer, author_id=feedback.author_id,
+                embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
+            )
+            support.add(stored)
         if self.consolidator is not None:
             await self.consolidator.corrections_changed(feedback.channel)
         log.info("learned correction #%d in %s", stored.id, feedback.channel.scope)
@@ -344,8 +346,9 @@ class Engine:
     async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None) -> int:
         """Forget all corrections of ``channel``'s scope (or only ``correction_ids``); returns how many."""
         self._check_running()
-        ids = await self.store.forget(channel.scope, correction_ids)
-        (await self._support_set(channel)).remove(ids)
+        async with self._teach_locks[channel.scope]:
+            ids = await self.store.forget(channel.scope, correction_ids)
+            (await self._support_set(channel)).remove(ids)
         if ids and self.consolidator is not None:
             await self.consolidator.corrections_changed(channel, forgotten=True)
         return len(ids)

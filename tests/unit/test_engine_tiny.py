@@ -85,6 +85,18 @@ async def test_newer_correction_replaces_older_and_forget_removes(tiny_engine: E
     assert (await tiny_engine.explain(key, reply_id=reply_id)).route is Route.BASE
 
 
+async def test_concurrent_corrections_of_one_question_leave_one_answer(tiny_engine: Engine) -> None:
+    """Two people correcting the same question at once, from two threads of one channel: the
+    scope's corrections change one at a time, so the later answer replaces the earlier."""
+    import asyncio
+
+    threads = [ChannelKey("test", "race", space="s", thread=f"t{n}") for n in range(12)]
+    answers = [f"The door code is {1000 + n}." for n in range(12)]
+    await asyncio.gather(*(teach(tiny_engine, k, "What is the door code?", a) for k, a in zip(threads, answers)))
+    learned = await tiny_engine.learned(threads[0])
+    assert len(learned) == 1 and learned[0].answer in answers
+
+
 async def test_feedback_by_platform_message_id_and_thumbs(tiny_engine: Engine) -> None:
     key = ChannelKey("test", "links", space="s", thread="t1")
     _, reply_id = await ask(tiny_engine, key, "Where is the printer?")

@@ -157,7 +157,8 @@ def metric(
             raise _fail(str(err)) from None
     config = MetaTrainConfig(
         loss=loss, steps=steps, lr=lr, rank=rank, top_layers=top_layers, n_way=n_way, n_way_max=n_way_max,
-        k_shot=k_shot, k_shot_min=k_shot_min, n_query=n_query, n_oos=n_oos, select=select, scale=scale, margin=margin, eval_every=eval_every, seed=seed,
+        k_shot=k_shot, k_shot_min=k_shot_min, n_query=n_query, n_oos=n_oos, select=select, scale=scale,
+        margin=margin, eval_every=eval_every, seed=seed,
         calib_episodes=calib_episodes, oos_target=oos_target, example_oos=example_oos,
     )
     pool, val_pool = UtterancePool(records), UtterancePool(val_records)

@@ -73,7 +73,8 @@ class ChannelEncoder:
 
     def hidden_states_blocking(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """The frozen states entering the first adapted layer (encoder thread)."""
-        first = len(self.encoder.sentence_transformer[0].auto_model.encoder.layer) - self.encoder.artifact.config.top_layers
+        layers = len(self.encoder.sentence_transformer[0].auto_model.encoder.layer)
+        first = layers - self.encoder.artifact.config.top_layers
         return hidden_states(self.encoder.sentence_transformer, list(texts), first)
 
     def meta_tensors(self) -> Tensors:

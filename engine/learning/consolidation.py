@@ -41,8 +41,8 @@ from torch.func import functional_call
 from .lora import Adapter, LoraConfig, adapter_from_bytes, inject_lora, lora_modules, random_adapter
 from .lora_tasks import Example, chat_prompt_ids, encode, encode_ids, greedy_replies
 from .maml import (
-    Cached, TopStack, _wide, anchored_loss, cache_batch, ce_loss, first_adapted_layer, inner_loop, split_state,
-    with_base_logp,
+    Cached, TopStack, _wide, anchored_loss, cache_batch, ce_loss, first_adapted_layer, inner_loop, optimizer_step,
+    split_state, with_base_logp,
 )
 
 __all__ = [
@@ -330,12 +330,7 @@ def consolidate_steps(
             break
         batch = train[step % len(train)]
         if opt is not None:
-            with torch.enable_grad():
-                loss = loss_at(batch)(leaves)
-                opt.zero_grad()
-                loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(optimizer_step(opt, leaves, loss_at(batch)))
         else:
             params = inner_loop(params, lrs, 1, loss_at(batch), clip=clip,
                                 on_step=lambda _i, loss, _p: losses.append(loss))

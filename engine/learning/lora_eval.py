@@ -37,7 +37,7 @@ from .consolidation import DEFAULT_PROBES, _lora_state, _probe_batch, anchor_bat
 from .lora import Adapter, random_adapter
 from .lora_tasks import ChannelTask, TaskConfig, code_in, encode, fill_unrelated, greedy_replies, tasks_from_split
 from .maml import (
-    Cached, TopStack, anchored_loss, cache_batch, ce_loss, clip_norm, first_adapted_layer, split_state,
+    Cached, TopStack, anchored_loss, cache_batch, ce_loss, clip_norm, first_adapted_layer, optimizer_step, split_state,
 )
 
 __all__ = ["baseline_rate", "Method", "EvalConfig", "EvalReport", "standard_methods", "train_curve", "evaluate", "correction_curve",
@@ -111,11 +111,7 @@ def train_curve(stack: TopStack, method: Method, support: Cached, query: Cached 
         leaves = {k: v.requires_grad_(True) for k, v in params.items()}
         opt = torch.optim.Adam(list(leaves.values()), lr=float(method.lr))  # type: ignore[arg-type]
         for step in range(1, steps + 1):
-            with torch.enable_grad():
-                loss = loss_fn(leaves)
-                opt.zero_grad()
-                loss.backward()
-            opt.step()
+            optimizer_step(opt, leaves, loss_fn)
             record(step)
     else:
         for step in range(1, steps + 1):  # the inner loop (see maml.inner_loop)

@@ -56,6 +56,7 @@ __all__ = [
     "kl_loss",
     "anchored_loss",
     "clip_norm",
+    "optimizer_step",
     "inner_loop",
     "adapt",
     "MetaLearner",
@@ -241,6 +242,17 @@ def clip_norm(g: Adapter, clip: float) -> Adapter:
         return g
     norm = torch.sqrt(sum((v * v).sum() for v in g.values()))
     return {k: v * torch.clamp(clip / (norm + 1e-12), max=1.0) for k, v in g.items()}
+
+
+def optimizer_step(opt: torch.optim.Optimizer, leaves: Adapter, loss_fn: Callable[[Adapter], torch.Tensor]) -> float:
+    """One step of a torch optimiser (Adam) on ``leaves`` (tensors that require grad), even
+    when called under ``no_grad``; returns the loss before the step."""
+    with torch.enable_grad():
+        loss = loss_fn(leaves)
+        opt.zero_grad()
+        loss.backward()
+    opt.step()
+    return float(loss.detach())
 
 
 def inner_loop(

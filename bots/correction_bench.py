@@ -44,7 +44,7 @@ from typing import Any
 from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route, Turn
 from engine.learning.episodes import OOS, Utterance
 
-__all__ = ["BenchConfig", "run_benchmark", "code_in"]
+__all__ = ["BenchConfig", "run_benchmark", "code_in", "split_labels", "curve_sequence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +149,32 @@ def planned_questions(support: Sequence[Utterance], query: Sequence[Utterance], 
     return config.channels * (lim(len(support)) + lim(len(query)) + lim(len(oos))) + top + points * 3 * config.curve_queries
 
 
+def split_labels(support: Sequence[Utterance], uncorrected: float, rng: random.Random
+                 ) -> tuple[list[str], set[str], set[str]]:
+    """(all labels, taught, never taught): ``uncorrected`` of the support's labels, drawn by ``rng``, stay untaught."""
+    labels = sorted({u.label for u in support if u.label != OOS})
+    rng.shuffle(labels)
+    n_uncorrected = round(uncorrected * len(labels))
+    return labels, set(labels[n_uncorrected:]), set(labels[:n_uncorrected])
+
+
+def curve_sequence(curve_support: Sequence[Utterance], rng: random.Random) -> list[tuple[str, str]]:
+    """The curve's corrections in teaching order, (text, label) each: round robin over the
+    labels in an ``rng`` order, so coverage comes first, then depth."""
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for u in curve_support:
+        if u.label != OOS:
+            by_label[u.label].append(u.text)
+    for texts in by_label.values():
+        rng.shuffle(texts)
+    order = sorted(by_label)
+    rng.shuffle(order)
+    sequence: list[tuple[str, str]] = []
+    for depth in range(max((len(v) for v in by_label.values()), default=0)):
+        sequence += [(by_label[label][depth], label) for label in order if depth < len(by_label[label])]
+    return sequence
+
+
 async def run_benchmark(
     engine: Engine,
     support: Sequence[Utterance],
@@ -161,10 +187,7 @@ async def run_benchmark(
     """Teach, ask, judge. Returns the benchmark's measures (see the module docstring)."""
     bench = _Bench(engine, config, progress)
     rng = bench.rng
-    labels = sorted({u.label for u in support if u.label != OOS})
-    rng.shuffle(labels)
-    n_uncorrected = round(config.uncorrected * len(labels))
-    untaught, taught = set(labels[:n_uncorrected]), set(labels[n_uncorrected:])
+    labels, taught, untaught = split_labels(support, config.uncorrected, rng)
     used: set[str] = set()
     codes = [{label: _code(rng, used) for label in sorted(labels)} for _ in range(config.channels)]
     channels = [bench.key(f"channel-{i + 1}") for i in range(config.channels)]
@@ -241,25 +264,13 @@ async def _adapter_counts(engine: Engine, channels: Sequence[ChannelKey]) -> dic
 async def _curve(bench: _Bench, curve_support: Sequence[Utterance], query: Sequence[Utterance],
                  oos: Sequence[Utterance], config: BenchConfig) -> tuple[list[dict[str, Any]], list[float]]:
     rng, engine = bench.rng, bench.engine
-    by_label: dict[str, list[str]] = defaultdict(list)
-    for u in curve_support:
-        if u.label != OOS:
-            by_label[u.label].append(u.text)
-    if not by_label:
+    sequence = curve_sequence(curve_support, rng)
+    if not sequence:
         return [], []
-    for texts in by_label.values():
-        rng.shuffle(texts)
-    order = sorted(by_label)
-    rng.shuffle(order)
-    sequence: list[tuple[str, str]] = []  # round robin over labels: coverage first, then depth
-    depth = 0
-    while len(sequence) < sum(len(v) for v in by_label.values()):
-        sequence += [(by_label[label][depth], label) for label in order if depth < len(by_label[label])]
-        depth += 1
     top = min(max(config.curve, default=0), len(sequence))
     points = sorted({p for p in config.curve if p <= top} | ({top} if top else set()))
     used: set[str] = set()
-    codes = {label: _code(rng, used) for label in order}
+    codes = {label: _code(rng, used) for label in dict.fromkeys(label for _, label in sequence)}
     paraphrases: dict[str, list[str]] = defaultdict(list)
     for u in query:
         paraphrases[u.label].append(u.text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -33,6 +33,7 @@ from .dialog.sanitize import MentionGuard, clean_text
 from .errors import EngineClosed, InputError, NotFound
 from .generation.model_loader import LoadedModel, load_model
 from .generation.worker import ModelWorker
+from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
 from .learning.lora import Adapter
 from .learning.matching import Matching
@@ -63,10 +64,11 @@ class Engine:
         self.encoder: Encoder = self.matching.encoder
         self._loaded: LoadedModel | None = None
         self._worker: ModelWorker | None = None
-        self._support: dict[ChannelKey, PrototypeSupportSet] = {}
+        # Support sets of recently used learning scopes; the rest reload from the store when asked.
+        self._support: OrderedDict[ChannelKey, PrototypeSupportSet] = OrderedDict()
         self._support_lock = asyncio.Lock()
-        self._locks: defaultdict[ChannelKey, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._teach_locks: defaultdict[ChannelKey, asyncio.Lock] = defaultdict(asyncio.Lock)  # per learning scope
+        self._locks: KeyedLocks[ChannelKey] = KeyedLocks()        # one turn at a time per channel
+        self._teach_locks: KeyedLocks[ChannelKey] = KeyedLocks()  # one change at a time per learning scope
         self._started = False
         self.consolidator: Consolidator | None = None
 
@@ -139,7 +141,7 @@ class Engine:
     async def _answer(self, turn: Turn, reply: Reply) -> AsyncIterator[str]:
         self._check_running()
         text = clean_text(turn.text, limit=self.settings.dialog.max_input_chars)
-        async with self._locks[turn.channel]:
+        async with self._locks(turn.channel):
             question_id = await self.store.add_message(
                 turn.channel, role="user", text=text, platform_message_id=turn.message_id,
                 reply_to=turn.reply_to, author_id=turn.author_id, author_name=turn.author_name,
@@ -231,7 +233,20 @@ class Engine:
             async with self._support_lock:
                 if scope not in self._support:
                     self._support[scope] = await self.matching.support_set(await self.store.corrections(scope))
+                    self._evict_support()
+        self._support.move_to_end(scope)
         return self._support[scope]
+
+    def _evict_support(self) -> None:
+        """Drop the least recently used support sets beyond ``learning.cached_scopes``. A scope
+        whose corrections are being changed stays: its change must land in the cached set."""
+        excess = len(self._support) - self.settings.learning.cached_scopes
+        for scope in list(self._support):
+            if excess <= 0:
+                break
+            if not self._teach_locks.busy(scope):
+                self.matching.release(self._support.pop(scope))
+                excess -= 1
 
     async def _match(self, channel: ChannelKey, text: str) -> list[Match]:
         support = await self._support_set(channel)
@@ -325,7 +340,7 @@ class Engine:
         else:
             raise InputError("There is nothing to correct yet: ask me something first.")
         (vector,) = await self.encoder.embed([question])
-        async with self._teach_locks[feedback.channel.scope]:  # one change of a scope's corrections at a time
+        async with self._teach_locks(feedback.channel.scope):  # one change of a scope's corrections at a time
             support = await self._support_set(feedback.channel)
             # A new answer to the very same question replaces the old one.
             same = [c.id for c in support if _norm(c.question) == _norm(question)]
@@ -346,7 +361,7 @@ class Engine:
     async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None) -> int:
         """Forget all corrections of ``channel``'s scope (or only ``correction_ids``); returns how many."""
         self._check_running()
-        async with self._teach_locks[channel.scope]:
+        async with self._teach_locks(channel.scope):
             ids = await self.store.forget(channel.scope, correction_ids)
             (await self._support_set(channel)).remove(ids)
         if ids and self.consolidator is not None:

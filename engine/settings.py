@@ -77,6 +77,8 @@ class LearningSettings(_Strict):
     adapt_min_corrections: int = Field(20, ge=4, description="corrections a channel needs before adapting")
     adapt_max_channels: int = Field(1024, ge=1, description="adapted channels held at once (432 KB each); the "
                                     "least recently used goes back to the shared metric until its next change")
+    cached_scopes: int = Field(4096, ge=1, description="learning scopes whose corrections are held in memory "
+                               "(about 1.5 KB a correction); the least recently used reload from the store")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")

@@ -95,6 +95,15 @@ class Adaptation:
         support.on_change = self.changed
         self.changed(support)
 
+    def release(self, support: PrototypeSupportSet) -> None:
+        """Stop watching ``support``: no pending job, no adapted space held for it."""
+        support.on_change = None
+        support.adapted = None
+        timer = self._timers.pop(id(support), None)
+        if timer is not None:
+            timer.cancel()
+        self._installed.pop(support, None)
+
     def changed(self, support: PrototypeSupportSet) -> None:
         """Called by the support set after each change (from the event loop)."""
         if self._closed or not eligible(support.answer_rows(), self.config):
@@ -128,8 +137,8 @@ class Adaptation:
             except Exception:  # a failed job leaves the instant path serving
                 log.exception("channel adaptation failed")
                 return
-            if adapted is None or support.version != version:
-                return  # rejected, or the set changed meanwhile (its own debounce retrains)
+            if adapted is None or support.version != version or support.on_change != self.changed:
+                return  # rejected, changed meanwhile (its own debounce retrains), or released
             tensors, vectors, report = adapted
             report["installed"] = 1.0
             fresh = [dataclasses.replace(c, embedding=vectors[i]) for i, c in enumerate(corrections)]

@@ -90,6 +90,11 @@ class Matching:
         (vector,) = await self.encoder.embed([text])
         return support.match(vector)
 
+    def release(self, support: PrototypeSupportSet) -> None:
+        """The engine no longer holds ``support`` (evicted from its cache): drop its adaptation state."""
+        if self.adaptation is not None:
+            self.adaptation.release(support)
+
     async def settle(self) -> None:
         """Wait for pending per-channel adaptation jobs."""
         if self.adaptation is not None:

@@ -164,3 +164,16 @@ async def test_cancelling_a_reply_keeps_what_was_said(tiny_engine: Engine) -> No
     explanation = await tiny_engine.explain(key, reply_id=reply.reply_id)
     assert explanation.reply_id == reply.reply_id
     assert (await ask(tiny_engine, key, "still there?"))[0] is not None
+
+
+async def test_support_sets_beyond_the_cache_reload_from_the_store(make_engine: Callable, tmp_path: Path) -> None:
+    keys = [ChannelKey("test", f"cache-{i}", space="s") for i in range(3)]
+    async with make_engine(data_dir=tmp_path / "d", learning={"cached_scopes": 2}) as engine:
+        for i, key in enumerate(keys):
+            await teach(engine, key, "What is the door code?", f"The door code is {2000 + i}.")
+        assert len(engine._support) == 2  # the first channel's set was dropped from memory ...
+        for i, key in enumerate(keys):     # ... and every channel still answers from its own corrections
+            text, _ = await ask(engine, key, "what's the code for the door?")
+            assert f"{2000 + i}" in text and all(f"{2000 + j}" not in text for j in range(3) if j != i)
+        assert len(engine._support) == 2
+        assert len(engine._locks) == 0 and len(engine._teach_locks) == 0  # no lock kept for idle channels

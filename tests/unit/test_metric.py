@@ -387,6 +387,21 @@ def test_adapted_spaces_are_held_least_recently_used_first(channel_encoder: Chan
     assert sets[0].adapted is None and sets[1].adapted is spaces[1] and manager.installed == 2
 
 
+async def test_a_released_support_set_keeps_no_adaptation_state(channel_encoder: ChannelEncoder) -> None:
+    """The engine dropped the set from its cache: its pending job and adapted space go too."""
+    manager = Adaptation(AdaptConfig(min_corrections=4, min_answers=2, debounce_s=60.0), channel_encoder)
+    rng = np.random.default_rng(0)
+    support = PrototypeSupportSet([correction(i, a, rng.normal(size=8)) for i, a in enumerate("AABB")])
+    manager.watch(support)
+    assert manager._timers  # eligible: a job is scheduled
+    manager.install(support, AdaptedSpace(support.version, channel_encoder.meta_tensors(), PrototypeSupportSet(), {}))
+    manager.release(support)
+    assert not manager._timers and manager.installed == 0 and support.adapted is None
+    support.add(correction(9, "A", rng.normal(size=8)))  # no longer watched: no new job
+    assert not manager._timers
+    await manager.stop()
+
+
 # -- through the engine -----------------------------------------------------------------------
 
 

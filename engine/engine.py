@@ -368,6 +368,28 @@ class Engine:
             await self.consolidator.corrections_changed(channel, forgotten=True)
         return len(ids)
 
+    async def move_channel(self, old: ChannelKey, new: ChannelKey) -> int:
+        """The platform gave a channel a new id (Telegram upgrades a group to a supergroup):
+        what ``old``'s scope learned, its settings and history move to ``new``'s scope
+        (``Store.move_channel``). Returns how many corrections moved; idempotent."""
+        self._check_running()
+        old, new = old.scope, new.scope
+        first, second = sorted((old, new), key=str)  # one lock order, whoever moves what
+        async with self._teach_locks(first), self._teach_locks(second):
+            moved = await self.store.move_channel(old, new)
+            for scope in (old, new):
+                support = self._support.pop(scope, None)
+                if support is not None:
+                    self.matching.release(support)
+        if self.consolidator is not None:
+            self.consolidator.forget_scope(old)
+            self.consolidator.drop_cached(new)
+            if moved:
+                await self.consolidator.corrections_changed(new)
+        if moved:
+            log.info("moved %d correction(s) from %s to %s", moved, old, new)
+        return moved
+
     async def learned(self, channel: ChannelKey) -> list[Correction]:
         """The active corrections of ``channel``'s scope, oldest first."""
         self._check_running()

@@ -211,6 +211,53 @@ class Store:
         self._channel_ids[scope] = int(row[0])
         return int(row[0])
 
+    async def _existing_channel_id(self, scope: ChannelKey) -> int | None:
+        async with self.db.execute(
+            "SELECT id FROM channels WHERE platform = ? AND space = ? AND channel = ?",
+            (scope.platform, scope.space, scope.channel),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else None
+
+    async def move_channel(self, old: ChannelKey, new: ChannelKey) -> int:
+        """Give ``old``'s learning scope the id ``new``; returns how many active corrections moved.
+
+        When ``new`` has no row yet, the row is renamed: corrections, history, settings,
+        adapters and pending jobs all move. When it has one already (the platform's first
+        event from the new id came first), ``old``'s corrections, history and thumbs join
+        it, and ``old``'s settings too if ``new`` has none of its own; ``old``'s adapters
+        stay behind (they were trained on a different set). One transaction either way.
+        """
+        old, new = old.scope, new.scope
+        if old == new:
+            return 0
+        source = await self._existing_channel_id(old)
+        if source is None:
+            return 0
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM corrections WHERE channel_id = ? AND active = 1", (source,)
+        ) as cur:
+            row = await cur.fetchone()
+        moved = int(row[0]) if row else 0
+        target = await self._existing_channel_id(new)
+        if target is None:
+            await self.db.execute("UPDATE channels SET platform = ?, space = ?, channel = ? WHERE id = ?",
+                                  (new.platform, new.space, new.channel, source))
+        else:
+            for table in ("corrections", "messages", "thumbs"):
+                await self.db.execute(f"UPDATE {table} SET channel_id = ? WHERE channel_id = ?", (target, source))
+            await self.db.execute("UPDATE OR IGNORE message_links SET channel_id = ? WHERE channel_id = ?",
+                                  (target, source))
+            await self.db.execute("DELETE FROM message_links WHERE channel_id = ?", (source,))
+            await self.db.execute("DELETE FROM consolidation_jobs WHERE channel_id = ?", (source,))
+            await self.db.execute(
+                "UPDATE channels SET settings = (SELECT settings FROM channels WHERE id = ?)"
+                " WHERE id = ? AND settings = '{}'", (source, target))
+        await self.db.commit()
+        self._channel_ids.pop(old, None)
+        self._channel_ids.pop(new, None)
+        return moved
+
     async def channel_settings(self, key: ChannelKey) -> ChannelSettings:
         cid = await self.channel_id(key)
         async with self.db.execute("SELECT settings FROM channels WHERE id = ?", (cid,)) as cur:

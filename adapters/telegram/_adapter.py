@@ -161,6 +161,7 @@ class TelegramAdapter(Handlers):
             ("persona", self.cmd_persona), ("cancel", self.cmd_cancel),
         ):
             app.add_handler(CommandHandler(name, callback, filters=new))
+        app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(MessageHandler(filters.COMMAND & new, self.on_unknown_command))
         app.add_handler(MessageHandler(new, self.on_message))
         app.add_handler(MessageHandler(filters.UpdateType.EDITED_MESSAGE, self.on_edited))

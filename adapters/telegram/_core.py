@@ -321,8 +321,13 @@ class TelegramCore(BaseAdapter):
         return len(mine)
 
 
+def chat_key(chat_id: int, thread: int | None = None) -> ChannelKey:
+    """The engine's key of a chat (or of one of its forum topics)."""
+    return ChannelKey("telegram", str(chat_id), thread=str(thread) if thread else "")
+
+
 def where_in(chat: Chat, thread: int | None = None) -> Where:
-    key = ChannelKey("telegram", str(chat.id), thread=str(thread) if thread else "")
+    key = chat_key(chat.id, thread)
     return Where(chat.id, thread, chat.type == ChatType.PRIVATE, key)
 
 

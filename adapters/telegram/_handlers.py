@@ -17,7 +17,7 @@ from telegram.ext import ContextTypes
 from engine import FeedbackKind, InputError, NotFound
 
 from ..policy import parse_correction
-from ._core import TelegramCore, author_of, command_text, emoji_of, is_topic_header, where_in, where_of
+from ._core import TelegramCore, author_of, chat_key, command_text, emoji_of, is_topic_header, where_in, where_of
 from ._texts import GROUP_HINT, HELP, NOT_TEXT, START, learned_list
 
 __all__ = ["Handlers", "BUTTONS", "THUMBS"]
@@ -62,6 +62,25 @@ class Handlers(TelegramCore):
             await self.say(where, "Yes? Ask me something, or send /help.", reply_to=message.message_id)
             return
         await self.ask(message, where, question)
+
+    async def on_migrate(self, update: Update, context: Context) -> None:
+        """A group became a supergroup and so got a new chat id: what it taught moves along.
+
+        Telegram says so in both chats (``migrate_to_chat_id`` in the old one,
+        ``migrate_from_chat_id`` in the new one); whichever arrives first moves it, the
+        other finds nothing left to move.
+        """
+        message = update.message
+        if message is None:
+            return
+        if message.migrate_to_chat_id:
+            old, new = message.chat.id, message.migrate_to_chat_id
+        elif message.migrate_from_chat_id:
+            old, new = message.migrate_from_chat_id, message.chat.id
+        else:
+            return
+        moved = await self.engine.move_channel(chat_key(old), chat_key(new))
+        log.info("chat %d is now %d: moved %d correction(s)", old, new, moved)
 
     async def on_edited(self, update: Update, context: Context) -> None:
         log.debug("ignoring an edited message (update %d): answers are not redone", update.update_id)

@@ -121,6 +121,17 @@ class Consolidator:
         loop = asyncio.get_running_loop()
         self._timers[scope] = loop.call_later(self.settings.debounce_s, self._enqueue, scope)
 
+    def forget_scope(self, scope: ChannelKey) -> None:
+        """``scope`` no longer exists under that key (it moved): drop its timer and cached adapter."""
+        timer = self._timers.pop(scope, None)
+        if timer is not None:
+            timer.cancel()
+        self.drop_cached(scope)
+
+    def drop_cached(self, scope: ChannelKey) -> None:
+        """Look ``scope``'s active adapter up again on its next reply."""
+        self._cache.pop(scope, None)
+
     def _enqueue(self, scope: ChannelKey) -> None:
         self._timers.pop(scope, None)
         if scope not in self._queued:
@@ -147,7 +158,7 @@ class Consolidator:
     async def rollback(self, channel: ChannelKey) -> int | None:
         """Re-activate the previous adapter (None: back to the base model)."""
         version = await self.store.rollback_adapter(channel.scope)
-        self._cache.pop(channel.scope, None)
+        self.drop_cached(channel.scope)
         return version
 
     async def _serve(self) -> None:

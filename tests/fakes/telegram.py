@@ -197,10 +197,11 @@ class FakeTelegram:
         self.chats[chat["id"]] = chat
         return chat
 
-    def group(self, chat_id: int, title: str = "team", *, forum: bool = False, admins: Iterable[int] = ()
-              ) -> dict[str, Any]:
+    def group(self, chat_id: int, title: str = "team", *, forum: bool = False, admins: Iterable[int] = (),
+              basic: bool = False) -> dict[str, Any]:
+        """A supergroup (or, ``basic``, an old-style group, which may later migrate)."""
         assert chat_id < 0, "group chat ids are negative"
-        chat: dict[str, Any] = {"id": chat_id, "type": "supergroup", "title": title}
+        chat: dict[str, Any] = {"id": chat_id, "type": "group" if basic else "supergroup", "title": title}
         if forum:
             chat["is_forum"] = True
         self.chats[chat_id] = chat
@@ -224,6 +225,17 @@ class FakeTelegram:
             message["sender_chat"] = sender_chat
         self.push({"message": message})
         return message
+
+    def migrate(self, group: dict[str, Any], user: dict[str, Any], new_id: int, *, new_first: bool = False
+                ) -> dict[str, Any]:
+        """A basic group is upgraded to a supergroup with a new id; as Telegram does it, a
+        service message in each chat says so (``new_first``: the new chat's arrives first)."""
+        supergroup = self.group(new_id, group.get("title", "team"), admins=self.admins.get(group["id"], ()))
+        told_old = lambda: self.say(group, user, None, migrate_to_chat_id=new_id)  # noqa: E731
+        told_new = lambda: self.say(supergroup, user, None, migrate_from_chat_id=group["id"])  # noqa: E731
+        for tell in ((told_new, told_old) if new_first else (told_old, told_new)):
+            tell()
+        return supergroup
 
     def edit(self, chat: dict[str, Any], message_id: int, text: str) -> dict[str, Any]:
         """A user edits their message: an ``edited_message`` update."""

@@ -314,6 +314,29 @@ async def test_groups_answer_only_when_addressed_and_topics_are_threads(
     assert await ask(tg, group, ann, f"@heedful_test_bot {PARAPHRASE}", thread=9) == better
 
 
+@pytest.mark.parametrize("new_first", [False, True], ids=["old-chat-told-first", "new-chat-told-first"])
+async def test_what_a_group_taught_moves_with_it_when_it_becomes_a_supergroup(
+    bot: TelegramAdapter, tg: FakeTelegram, tiny_engine: Engine, new_first: bool
+) -> None:
+    ann = new_user()
+    group = tg.group(-next(_ids), basic=True)
+    asked = tg.say(group, ann, f"@heedful_test_bot {QUESTION}")
+    (answer,) = await tg.answer(group["id"], asked["message_id"])
+    better = fact()
+    fix = tg.say(group, ann, f"/fix {better}", reply_to=answer.message_id)
+    await tg.said(group["id"], "Learned", after=fix["message_id"])
+
+    supergroup = tg.migrate(group, ann, -1_000_000_000_000 - next(_ids), new_first=new_first)
+    new_key = ChannelKey("telegram", str(supergroup["id"]))
+    for _ in range(400):  # the service messages are handled in the background
+        if await tiny_engine.learned(new_key):
+            break
+        await asyncio.sleep(0.05)
+    assert [c.answer for c in await tiny_engine.learned(new_key)] == [better]
+    assert await tiny_engine.learned(ChannelKey("telegram", str(group["id"]))) == []
+    assert await ask(tg, supergroup, ann, f"@heedful_test_bot {PARAPHRASE}") == better
+
+
 async def test_a_non_admin_cannot_make_the_bot_forget_in_a_group(
     bot: TelegramAdapter, tg: FakeTelegram, tiny_engine: Engine
 ) -> None:

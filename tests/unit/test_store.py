@@ -88,3 +88,35 @@ async def test_consolidation_jobs_survive_reopen(tmp_path: Path) -> None:
     await store.finish_job(key, requested_at)
     assert await store.pending_jobs() == []
     await store.close()
+
+
+async def test_a_channel_moves_to_a_new_id_whole_or_into_an_existing_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    vector = np.ones(4, dtype=np.float32)
+
+    async def teach(key: ChannelKey, answer: str) -> int:
+        return (await store.add_correction(key, question=answer, answer=answer, author_id="u", embedding=vector,
+                                           encoder="e", message_id=None)).id
+
+    old, new, busy = (ChannelKey("telegram", c) for c in ("-5", "-1005", "-1006"))
+    await teach(old, "one")
+    forgotten = await teach(old, "two")
+    await store.forget(old, [forgotten])
+    await store.set_channel_settings(old, ChannelSettings(persona="tutor"))
+    await store.request_job(old)
+    # new id unseen: the row is renamed, with its settings and pending job
+    assert await store.move_channel(old, new) == 1
+    assert [c.answer for c in await store.corrections(new)] == ["one"] and await store.corrections(old) == []
+    assert (await store.channel_settings(new)).persona == "tutor"
+    assert [key for key, _, _ in await store.pending_jobs()] == [new]
+    assert await store.move_channel(old, new) == 0  # told twice: nothing left to move
+
+    # new id already in use: corrections join it, its own settings win
+    await teach(busy, "three")
+    await store.set_channel_settings(busy, ChannelSettings(persona="support"))
+    assert await store.move_channel(new, busy) == 1
+    assert sorted(c.answer for c in await store.corrections(busy)) == ["one", "three"]
+    assert (await store.channel_settings(busy)).persona == "support"
+    assert await store.pending_jobs() == []  # the old scope's job went with it; the engine asks anew
+    await store.close()

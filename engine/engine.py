@@ -70,6 +70,7 @@ class Engine:
         self._locks: KeyedLocks[ChannelKey] = KeyedLocks()        # one turn at a time per channel
         self._teach_locks: KeyedLocks[ChannelKey] = KeyedLocks()  # one change at a time per learning scope
         self._started = False
+        self._data_version = 0  # the store's PRAGMA data_version when caches were last checked
         self.consolidator: Consolidator | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -80,6 +81,7 @@ class Engine:
             return
         try:
             await self.store.open()
+            self._data_version = await self.store.data_version()
             # One load at a time: transformers' lazy imports and its meta-device initialisation
             # (from_pretrained patches module construction process-wide) are not thread-safe, and
             # loading the encoder and the LLM in two threads at once left LLM weights on "meta".
@@ -141,6 +143,7 @@ class Engine:
     async def _answer(self, turn: Turn, reply: Reply) -> AsyncIterator[str]:
         self._check_running()
         text = clean_text(turn.text, limit=self.settings.dialog.max_input_chars)
+        await self._sync_external()
         async with self._locks(turn.channel):
             question_id = await self.store.add_message(
                 turn.channel, role="user", text=text, platform_message_id=turn.message_id,
@@ -237,6 +240,31 @@ class Engine:
         self._support.move_to_end(scope)
         return self._support[scope]
 
+    async def _sync_external(self) -> None:
+        """Another process changed the database (the ``heedful`` CLI forgets a channel's
+        corrections or rolls its adapter back): drop what is cached for the scopes it
+        changed, so their next message reloads them. One PRAGMA when nothing changed."""
+        version = await self.store.data_version()
+        if version == self._data_version:
+            return
+        adapters = self.consolidator.cached() if self.consolidator is not None else {}
+        scopes = list(dict.fromkeys([*self._support, *adapters]))
+        settled = True
+        for scope, (count, newest, active) in (await self.store.fingerprints(scopes)).items():
+            support = self._support.get(scope)
+            if support is not None and (len(support), max((c.id for c in support), default=0)) != (count, newest):
+                if self._teach_locks.busy(scope):
+                    settled = False  # our own change in flight: look again next time
+                else:
+                    self.matching.release(self._support.pop(scope))
+                    log.info("corrections of %s changed elsewhere: reloading them", scope)
+            if scope in adapters and adapters[scope] != active:
+                assert self.consolidator is not None
+                self.consolidator.drop_cached(scope)
+                log.info("active adapter of %s changed elsewhere: v%s", scope, active)
+        if settled:
+            self._data_version = version
+
     def _evict_support(self) -> None:
         """Drop the least recently used support sets beyond ``learning.cached_scopes``. A scope
         whose corrections are being changed stays: its change must land in the cached set."""
@@ -307,6 +335,7 @@ class Engine:
         ``InputError`` when a correction is empty or too long.
         """
         self._check_running()
+        await self._sync_external()
         channel = feedback.channel
         target = await self._target(feedback)
         if feedback.kind is FeedbackKind.CORRECTION:
@@ -361,6 +390,7 @@ class Engine:
     async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None) -> int:
         """Forget all corrections of ``channel``'s scope (or only ``correction_ids``); returns how many."""
         self._check_running()
+        await self._sync_external()
         async with self._teach_locks(channel.scope):
             ids = await self.store.forget(channel.scope, correction_ids)
             (await self._support_set(channel)).remove(ids)

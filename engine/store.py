@@ -172,6 +172,37 @@ class Store:
             raise EngineClosed("store is not open")
         return self._db
 
+    async def data_version(self) -> int:
+        """Changes when *another* connection (another process: the ``heedful`` CLI) commits."""
+        async with self.db.execute("PRAGMA data_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def fingerprints(self, keys: Sequence[ChannelKey]) -> dict[ChannelKey, tuple[int, int, int | None]]:
+        """Per scope: (active corrections, newest active correction id, active adapter version).
+
+        Cheap enough to compare with what is cached, to see which scopes another process changed.
+        """
+        ids = {await self.channel_id(key): key.scope for key in keys}
+        found: dict[ChannelKey, tuple[int, int, int | None]] = {scope: (0, 0, None) for scope in ids.values()}
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = list(ids)[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT channel_id, COUNT(*), MAX(id) FROM corrections WHERE active = 1 AND channel_id IN ({marks})"
+                " GROUP BY channel_id", chunk,
+            ) as cur:
+                for cid, count, newest in await cur.fetchall():
+                    found[ids[cid]] = (int(count), int(newest), None)
+            async with self.db.execute(
+                f"SELECT channel_id, version FROM adapter_versions WHERE status = 'active' AND channel_id IN ({marks})",
+                chunk,
+            ) as cur:
+                for cid, version in await cur.fetchall():
+                    count, newest, _ = found[ids[cid]]
+                    found[ids[cid]] = (count, newest, int(version))
+        return found
+
     async def schema_version(self) -> int:
         async with self.db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()

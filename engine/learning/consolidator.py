@@ -128,6 +128,10 @@ class Consolidator:
             timer.cancel()
         self.drop_cached(scope)
 
+    def cached(self) -> dict[ChannelKey, int | None]:
+        """The scopes whose active adapter is cached, with its version (None: the base model)."""
+        return {scope: int(entry[0].rsplit("@", 1)[1]) if entry else None for scope, entry in self._cache.items()}
+
     def drop_cached(self, scope: ChannelKey) -> None:
         """Look ``scope``'s active adapter up again on its next reply."""
         self._cache.pop(scope, None)

@@ -92,3 +92,38 @@ async def test_forget_retires_adapters_and_jobs_survive_restart(make_engine: Cal
         assert len(await engine.adapters(key)) == 1
         await engine.forget(key)
         assert all(v.status != "active" for v in await engine.adapters(key))
+
+
+async def test_changes_made_by_another_process_reach_the_running_engine(make_engine: Callable, tmp_path: Path) -> None:
+    """``heedful forget`` / ``heedful adapters --rollback`` write the database from another
+    process (here: another connection, as the CLI opens one); the running bot must follow."""
+    from engine.store import Store
+
+    key = ChannelKey("test", "elsewhere", space="s")
+
+    async def served(text: str) -> tuple[str, str | None, str]:
+        reply = engine.reply(Turn(key, text))
+        answer = await reply.collect()
+        assert reply.explanation is not None
+        return reply.explanation.route.value, reply.explanation.adapter_version, answer
+
+    async with make_engine(data_dir=tmp_path / "d", lora=FAST | {"scope": "all"}) as engine:
+        await teach_all(engine, key)
+        await settled(engine)
+        (job,) = [v for v in await engine.store.adapters(key, with_weights=True)][:1]
+        assert job.weights is not None
+        cli = Store(engine.settings.database_path)
+        await cli.open()
+        try:
+            first = await cli.add_adapter(key, job.weights, {}, "active")
+            second = await cli.add_adapter(key, job.weights, {}, "active")
+            assert (await served("tell me something"))[1] == str(second)    # the newest active version serves
+            assert await cli.rollback_adapter(key) == first
+            assert (await served("tell me something"))[1] == str(first)     # the rollback took effect at once
+            assert (await served("what's the wifi password?"))[2] == FACTS[0][1]
+            await cli.forget(key)
+            route, _, answer = await served("what's the wifi password?")
+            assert route != "correction" and "pelican-4417" not in answer  # forgotten means forgotten
+            assert await engine.learned(key) == []
+        finally:
+            await cli.close()

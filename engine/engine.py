@@ -298,7 +298,10 @@ class Engine:
     async def _related(self, scope: ChannelKey, texts: Sequence[str]) -> list[bool]:
         """Which ``texts`` the scope's corrections relate to (not the base route): the messages a
         channel adapter serves with ``lora.scope = "related"``, and so the probes its locality is judged on."""
-        return [self._route(await self._match(scope, text))[0] is not Route.BASE for text in texts]
+        support = await self._support_set(scope)
+        if not len(support):
+            return [False] * len(texts)
+        return [self._route(m)[0] is not Route.BASE for m in await self.matching.match_many(support, texts)]
 
     def _explain(
         self,

@@ -81,14 +81,21 @@ class Matching:
     async def match(self, support: PrototypeSupportSet, text: str) -> list[Match]:
         """Score ``text`` against a channel's support set: in the channel's adapted space when
         one is ready for the set as it is now, else in the shared space (the instant path)."""
+        (matches,) = await self.match_many(support, [text])
+        return matches
+
+    async def match_many(self, support: PrototypeSupportSet, texts: Sequence[str]) -> list[list[Match]]:
+        """``match`` for several texts, embedded in one batch."""
+        if not texts:
+            return []
         adapted = support.adapted
         if self.channel_encoder is not None and adapted is not None and adapted.version == support.version:
             if self.adaptation is not None:
                 self.adaptation.used(support)
-            (vector,) = await self.channel_encoder.embed([text], adapted.tensors)
-            return adapted.support.match(vector)
-        (vector,) = await self.encoder.embed([text])
-        return support.match(vector)
+            vectors = await self.channel_encoder.embed(list(texts), adapted.tensors)
+            return [adapted.support.match(v) for v in vectors]
+        vectors = await self.encoder.embed(list(texts))
+        return [support.match(v) for v in vectors]
 
     def release(self, support: PrototypeSupportSet) -> None:
         """The engine no longer holds ``support`` (evicted from its cache): drop its adaptation state."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from .contract import ChannelKey, ChannelSettings, Correction
 from .errors import EngineClosed, NotFound
 
 __all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredAdapter", "MIGRATIONS"]
+
+CACHED_CHANNEL_IDS = 65536
+"""Scope -> row id lookups kept in memory (a few MB at most); older ones are read again."""
 
 MIGRATIONS: Sequence[str] = (
     # 1: the foundation schema.
@@ -144,7 +148,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        self._channel_ids: dict[ChannelKey, int] = {}
+        self._channel_ids: OrderedDict[ChannelKey, int] = OrderedDict()  # row ids of recently used scopes
 
     async def open(self) -> None:
         """Open (creating if needed) and migrate the database."""
@@ -227,6 +231,7 @@ class Store:
         """The row id of the learning scope of ``key``, created on first use."""
         scope = key.scope
         if scope in self._channel_ids:
+            self._channel_ids.move_to_end(scope)
             return self._channel_ids[scope]
         await self.db.execute(
             "INSERT OR IGNORE INTO channels (platform, space, channel, created_at) VALUES (?, ?, ?, ?)",
@@ -240,6 +245,8 @@ class Store:
             row = await cur.fetchone()
         assert row is not None
         self._channel_ids[scope] = int(row[0])
+        if len(self._channel_ids) > CACHED_CHANNEL_IDS:
+            self._channel_ids.popitem(last=False)
         return int(row[0])
 
     async def _existing_channel_id(self, scope: ChannelKey) -> int | None:

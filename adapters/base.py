@@ -24,7 +24,7 @@ from engine import (
 
 from .policy import Deduplicator, TeachPolicy
 from .settings import TeachSettings
-from .streaming import EditFn, ReplyStreamer, SendFn, StreamResult
+from .streaming import AppendCalls, AppendStreamer, EditFn, ReplyStreamer, SendFn, StreamResult
 
 __all__ = ["BaseAdapter"]
 
@@ -58,9 +58,12 @@ class BaseAdapter(ABC):
         limit: int,
         interval: float,
         fail: SendFn | None = None,
+        native: AppendCalls | None = None,
     ) -> StreamResult | None:
         """Answer ``turn`` by streaming the engine's reply through ``send``/``edit``.
 
+        With ``native`` the reply streams through the platform's own streaming instead,
+        falling back to ``send``/``edit`` when the platform refuses (``AppendStreamer``).
         Input errors and overload are answered with their clear message (through
         ``fail`` when given, e.g. to post it without feedback buttons; else ``send``);
         every platform message of the reply is linked to it so later feedback finds it.
@@ -71,9 +74,15 @@ class BaseAdapter(ABC):
         async def link(message_id: str) -> None:
             await self.engine.link_message(turn.channel, reply.reply_id, message_id)
 
+        streamer: ReplyStreamer | AppendStreamer
         streamer = ReplyStreamer(send, edit, limit=limit, interval=interval, on_message=link)
+        if native is not None:
+            streamer = AppendStreamer(native, limit=limit, interval=interval, fallback=streamer, on_message=link)
         try:
-            return await streamer.stream(reply)
+            result = await streamer.stream(reply)
+            if isinstance(streamer, AppendStreamer) and streamer.unavailable is not None:
+                self.native_refused(streamer.unavailable)
+            return result
         except (InputError, Overloaded) as err:
             if streamer.result.message_ids:
                 await edit(streamer.result.message_ids[-1], str(err))
@@ -84,6 +93,10 @@ class BaseAdapter(ABC):
             log.warning("reply failed in %s: %s", turn.channel, err)
             await fail("Sorry, something went wrong while answering. Please try again.")
             return None
+
+    def native_refused(self, why: str) -> None:
+        """The platform refused native streaming (``respond(native=...)``); this reply went by
+        edits. Adapters override this to stop asking."""
 
     async def teach(
         self,

@@ -88,6 +88,8 @@ class SlackSettings(TeachSettings):
     port: int = Field(3000, ge=0, le=65535, description="HTTP mode: port to listen on (0: any free port)")
     path: str = Field("/slack/events", description="HTTP mode: the Request URL path for events, commands, shortcuts")
     edit_interval: float = Field(1.0, ge=0, description="seconds between chat.update calls while a reply streams")
+    native_streaming: bool = Field(True, description="stream replies in threads with Slack's chat.startStream / "
+                                   "appendStream / stopStream (falls back to chat.update when the workspace refuses)")
 
     @field_validator("bot_token")
     @classmethod

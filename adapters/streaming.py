@@ -6,19 +6,27 @@
   every ``interval`` seconds, skip edits that change nothing, continue in a new
   message at the length limit, and make sure the final text lands even after rate
   limits (``RateLimited`` carries the wait).
+- ``AppendStreamer``: the same for platforms that stream natively (a message that
+  grows as text is appended: Slack's ``chat.startStream``); it hands over to a
+  ``ReplyStreamer`` when the platform refuses to start a stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-__all__ = ["RateLimited", "split_message", "ReplyStreamer", "StreamResult"]
+__all__ = ["RateLimited", "StreamingUnavailable", "split_message", "open_fence", "ReplyStreamer", "AppendStreamer",
+           "AppendCalls", "StreamResult"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _FENCE = "```"
 
@@ -29,6 +37,11 @@ class RateLimited(Exception):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"rate limited; retry after {retry_after:.1f} s")
         self.retry_after = max(0.0, float(retry_after))
+
+
+class StreamingUnavailable(Exception):
+    """Raised by an ``AppendCalls.start`` when the platform will not stream here at all
+    (an older workspace, a missing scope, a conversation type it does not support)."""
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -53,7 +66,7 @@ def split_message(text: str, limit: int) -> list[str]:
         budget = limit - len(_FENCE) - 1  # room to close a fence at the cut
         cut = _best_cut(rest, budget)
         head, rest = rest[:cut].rstrip(), rest[cut:].lstrip(" \n")
-        fence_open = _open_fence(head)
+        fence_open = open_fence(head)
         if fence_open is not None:
             head += "\n" + _FENCE
             # A fence line too long to repeat is not worth reopening (and could never fit).
@@ -74,7 +87,7 @@ def _best_cut(text: str, budget: int) -> int:
     return cut
 
 
-def _open_fence(text: str) -> str | None:
+def open_fence(text: str) -> str | None:
     """The opening fence line (e.g. ```python) if ``text`` ends inside a code block."""
     opened: str | None = None
     for line in text.split("\n"):
@@ -180,3 +193,160 @@ class ReplyStreamer:
                     log.warning("giving up on a message after %d rate-limited attempts", attempts)
                     raise
                 await asyncio.sleep(limited.retry_after)
+
+
+@dataclass(frozen=True)
+class AppendCalls:
+    """A platform's native streaming: ``start(text) -> message id`` opens a message that
+    grows, ``append(id, text)`` adds to it, ``stop(id, text)`` ends it (``text`` may be
+    empty). They raise ``RateLimited`` to be retried, ``start`` ``StreamingUnavailable``
+    when the platform will not stream."""
+
+    start: Callable[[str], Awaitable[str]]
+    append: Callable[[str, str], Awaitable[None]]
+    stop: Callable[[str, str], Awaitable[None]]
+
+
+class AppendStreamer:
+    """Streams one reply into natively streamed messages.
+
+    Text goes out in whole words, at most every ``interval`` seconds (a rate-limited
+    append is skipped: the next one carries its words). A message stays within
+    ``limit`` characters: when the next words would pass it, that stream is stopped
+    there (a code block open at the cut is closed, and reopened in the next message)
+    and the reply goes on in a new stream. When the first ``start`` raises
+    ``StreamingUnavailable``, nothing has been shown yet, and the whole reply goes
+    through ``fallback`` instead (``ReplyStreamer``: post, then edit).
+    """
+
+    def __init__(
+        self,
+        calls: AppendCalls,
+        *,
+        limit: int,
+        interval: float = 1.0,
+        fallback: ReplyStreamer | None = None,
+        placeholder: str = "…",
+        max_retries: int = 8,
+        on_message: Callable[[str], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.calls, self.limit, self.interval, self.fallback = calls, limit, interval, fallback
+        self.placeholder, self.max_retries, self.on_message, self.clock = placeholder, max_retries, on_message, clock
+        self.result = StreamResult()
+        self.unavailable: str | None = None  # why streaming was refused, when it was
+        self._open: str | None = None  # the message being streamed into
+        self._base = 0                 # where in the reply the current message begins
+        self._sent = 0                 # how much of the reply has been streamed
+        self._prefix = ""              # a fence reopened at the top of the current message
+        self._last = 0.0
+        self._blocked_until = 0.0
+
+    async def stream(self, chunks: AsyncIterable[str]) -> StreamResult:
+        """Consume ``chunks`` and leave the full text on the platform."""
+        text = ""
+        iterator = aiter(chunks)
+        try:
+            async for chunk in iterator:
+                text += chunk
+                now = self.clock()
+                if self._open is None or (now - self._last >= self.interval and now >= self._blocked_until):
+                    await self._flush(text, final=False)
+            await self._flush(text, final=True)
+        except StreamingUnavailable as refused:
+            if self.fallback is None or self.result.message_ids:
+                raise
+            self.unavailable = str(refused)
+            self.result = await self.fallback.stream(_resume(text, iterator))
+            return self.result
+        finally:
+            if self._open is not None:  # an error mid-reply: end the stream, keep what it shows
+                with contextlib.suppress(Exception):
+                    await self.calls.stop(self._open, "")
+                self._open = None
+        self.result.text = text
+        return self.result
+
+    async def _flush(self, text: str, *, final: bool) -> None:
+        target = len(text) if final else max(text.rfind(" "), text.rfind("\n")) + 1  # whole words only
+        while target > self._sent:
+            shown = len(self._prefix) + self._sent - self._base
+            room = self.limit - len(_FENCE) - 1 - shown  # keep room to close a fence
+            fresh = text[self._sent:target]
+            if len(fresh) > room:
+                window = fresh[:max(room, 0) + 1]
+                cut = max(window.rfind(" "), window.rfind("\n"))  # the last whole word that fits
+                if cut <= 0 and self._sent == self._base:
+                    cut = _best_cut(fresh, max(room, 1))  # one word longer than a message: cut it
+                if cut > 0 and not await self._deliver(fresh[:cut], final=True):
+                    return
+                self._sent += max(cut, 0)
+                await self._next_message(text)
+                continue
+            if not await self._deliver(fresh, final=final):
+                return
+            self._sent = target
+        if final:
+            if self._open is None and not self.result.message_ids:
+                await self._deliver(self.placeholder, final=True)
+            if self._open is not None:
+                await self._retrying(lambda: self.calls.stop(self._open or "", ""))
+                self._open = None
+
+    async def _next_message(self, text: str) -> None:
+        """Stop the current stream at the cut; the next words open a new one."""
+        body = self._prefix + text[self._base:self._sent]
+        fence = open_fence(body)
+        if self._open is not None:
+            opened = self._open
+            await self._retrying(lambda: self.calls.stop(opened, "\n" + _FENCE if fence else ""))
+            self._open = None
+        while self._sent < len(text) and text[self._sent] in " \n":
+            self._sent += 1
+        self._base = self._sent
+        self._prefix = fence + "\n" if fence and len(fence) < self.limit // 4 else ""
+
+    async def _deliver(self, piece: str, *, final: bool) -> bool:
+        """Append ``piece`` (opening the message first if needed); False when skipped for a rate limit."""
+        if self._open is None:
+            opened = await self._retrying(lambda: self.calls.start(self._prefix + piece))
+            self._open = opened
+            self.result.message_ids.append(opened)
+            if self.on_message is not None:
+                await self.on_message(opened)
+        else:
+            opened = self._open
+            try:
+                await self._retrying(lambda: self.calls.append(opened, piece), skip=not final)
+            except _Skipped:
+                return False
+            self.result.edits += 1
+        self._last = self.clock()
+        return True
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], *, skip: bool = False) -> T:
+        for attempt in range(1, self.max_retries + 2):
+            try:
+                return await call()
+            except RateLimited as limited:
+                self._blocked_until = self.clock() + limited.retry_after
+                if skip:
+                    raise _Skipped from None
+                self.result.retries += 1
+                if attempt > self.max_retries:
+                    log.warning("giving up on a streamed message after %d rate-limited attempts", attempt)
+                    raise
+                await asyncio.sleep(limited.retry_after)
+        raise AssertionError("unreachable")
+
+
+class _Skipped(Exception):
+    """An intermediate append was rate limited; a later one carries its text."""
+
+
+async def _resume(seen: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The chunks of a reply again: what was already read, then the rest."""
+    if seen:
+        yield seen
+    async for chunk in rest:
+        yield chunk

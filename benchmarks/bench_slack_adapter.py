@@ -11,6 +11,8 @@ upper bound of the adapter's own cost).
 
 - ``canned``: an engine stand-in that answers at once with a fixed 40-chunk text
   (no model, no store): what the adapter, bolt and the Web API round trips cost.
+  Streamed natively (chat.startStream / appendStream / stopStream) unless the row
+  says ``edits`` (chat.postMessage, then chat.update: ``native_streaming = false``).
 - ``engine``: the real engine (tiny random model, MiniLM, SQLite) answering from a
   learned correction, which needs no generation; the overhead is the turn through
   Slack minus the same turn asked of the engine directly.
@@ -76,8 +78,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def settings(slack: FakeSlack, mode: str) -> SlackSettings:
-    fields: dict[str, Any] = {"bot_token": slack.bot_token, "api_url": slack.api_url, "mode": mode}
+def settings(slack: FakeSlack, mode: str, native: bool = True) -> SlackSettings:
+    fields: dict[str, Any] = {"bot_token": slack.bot_token, "api_url": slack.api_url, "mode": mode,
+                              "native_streaming": native}
     if mode == "socket":
         fields["app_token"] = slack.app_token
     else:
@@ -92,7 +95,8 @@ async def one_turn(slack: FakeSlack, channel: str, question: str, expected: str)
 
     def landed() -> bool:
         posts: list[Posted] = slack.thread(channel, thread)
-        return bool(posts) and " ".join(p.text for p in posts).split() == expected.split()
+        return (bool(posts) and " ".join(p.text for p in posts).split() == expected.split()
+                and not any(p.streaming for p in posts))
 
     await slack.wait_for(landed)
     return time.perf_counter() - started
@@ -123,9 +127,9 @@ async def run_turns(slack: FakeSlack, adapter: SlackAdapter, turns: int, concurr
     }
 
 
-async def bench_canned(mode: str, text: str, turns: int, concurrent: int) -> dict[str, float]:
+async def bench_canned(mode: str, text: str, turns: int, concurrent: int, native: bool = True) -> dict[str, float]:
     async with FakeSlack() as slack:
-        adapter = create(CannedEngine(text), settings(slack, mode))  # type: ignore[arg-type]
+        adapter = create(CannedEngine(text), settings(slack, mode, native))  # type: ignore[arg-type]
         await adapter.start()
         if mode == "http":
             slack.request_url = adapter.url
@@ -183,7 +187,10 @@ async def main(turns: int, concurrent: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for mode in ("socket", "http"):
         results[f"canned_{mode}"] = await bench_canned(mode, ANSWER, turns, concurrent)
+    results["canned_socket_edits"] = await bench_canned("socket", ANSWER, turns, concurrent, native=False)
     results["canned_socket_10k"] = await bench_canned("socket", LONG, max(20, turns // 10), concurrent)
+    results["canned_socket_10k_edits"] = await bench_canned("socket", LONG, max(20, turns // 10), concurrent,
+                                                            native=False)
     results["engine_socket"] = await bench_engine(max(20, turns // 4))
     return results
 

@@ -19,6 +19,7 @@ and as ``message`` by its ts. Events from other workspaces are dropped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -53,7 +54,7 @@ from .views import (
     explanation_text,
     read_correction,
 )
-from .web import Directory, Identity, Undeliverable, api_error, reply_calls
+from .web import Directory, Identity, Undeliverable, api_error, reply_calls, stream_calls
 
 __all__ = ["SlackAdapter", "SlackStartError"]
 
@@ -125,6 +126,7 @@ class SlackAdapter(BaseAdapter):
         self._answering: dict[str, asyncio.Task[Any]] = {}  # "channel/question ts" -> its reply task
         self._withdrawn: set[str] = set()
         self._closing = False
+        self._native_ok = True  # until the workspace refuses chat.startStream
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -343,12 +345,23 @@ class SlackAdapter(BaseAdapter):
         channel, question = turn.channel.channel, f"{turn.channel.channel}/{turn.message_id}"
         posted: list[str] = []
         send, edit = reply_calls(self._poster, channel, thread_ts, posted)
+        native = None
+        if self.settings.native_streaming and self._native_ok and thread_ts:
+            calls = stream_calls(self._poster, channel, thread_ts, user_id=turn.author_id,
+                                 team_id=str(turn.extra.get("team") or self.identity.team_id))
+
+            async def start(text: str) -> str:
+                ts = await calls.start(text)
+                posted.append(ts)
+                return ts
+
+            native = dataclasses.replace(calls, start=start)
         current = asyncio.current_task()
         if current is not None:
             self._answering[question] = current
         try:
             await self.respond(turn, send=send, edit=edit, limit=self.message_limit,
-                               interval=self.settings.edit_interval)
+                               interval=self.settings.edit_interval, native=native)
         except asyncio.CancelledError:
             if question in self._withdrawn:  # the question was deleted: take the half answer back
                 await asyncio.shield(self._delete(channel, posted))
@@ -358,6 +371,11 @@ class SlackAdapter(BaseAdapter):
             self._withdrawn.discard(question)
         if posted:
             self._last_reply.put(channel, posted[0])
+
+    def native_refused(self, why: str) -> None:
+        if self._native_ok:
+            log.warning("Slack refused chat.startStream (%s); streaming replies by chat.update from now on", why)
+        self._native_ok = False
 
     def _withdraw_reply(self, event: dict[str, Any]) -> None:
         """A deleted question stops its reply (cancelling frees the model slot)."""

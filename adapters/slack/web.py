@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from ..streaming import EditFn, RateLimited, SendFn
-from .markup import to_slack
+from ..streaming import AppendCalls, EditFn, RateLimited, SendFn, StreamingUnavailable
+from .markup import escape, to_slack
 
-__all__ = ["Identity", "Directory", "Undeliverable", "reply_calls", "api_error"]
+__all__ = ["Identity", "Directory", "Undeliverable", "reply_calls", "stream_calls", "api_error"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,44 @@ def reply_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: li
             raise _transient(err) or Undeliverable(f"chat.update in {channel}: {api_error(err)}") from None
 
     return send, edit
+
+
+def stream_calls(client: AsyncWebClient, channel: str, thread_ts: str, *, team_id: str, user_id: str
+                 ) -> AppendCalls:
+    """``AppendCalls`` on Slack's native streaming: chat.startStream / appendStream / stopStream.
+
+    The reply streams as a thread reply to the asker's message, addressed to the asker
+    (Slack requires a recipient in channels). Text goes as ``markdown_text``: Slack
+    renders Markdown itself, so only ``&``, ``<`` and ``>`` are escaped (Markdown shows
+    the entities as the characters; nothing becomes a ping). A refusal to start (an unknown
+    method on an older workspace, a missing scope, ...) raises ``StreamingUnavailable``.
+    """
+
+    def failed(err: SlackApiError, method: str) -> Exception:
+        return _transient(err) or Undeliverable(f"{method} in {channel}: {api_error(err)}")
+
+    async def start(text: str) -> str:
+        try:
+            response = await client.chat_startStream(channel=channel, thread_ts=thread_ts, markdown_text=escape(text),
+                                                     recipient_team_id=team_id or None,
+                                                     recipient_user_id=user_id or None)
+        except SlackApiError as err:
+            raise _transient(err) or StreamingUnavailable(api_error(err)) from None
+        return str(response.get("ts") or "")
+
+    async def append(ts: str, text: str) -> None:
+        try:
+            await client.chat_appendStream(channel=channel, ts=ts, markdown_text=escape(text))
+        except SlackApiError as err:
+            raise failed(err, "chat.appendStream") from None
+
+    async def stop(ts: str, text: str) -> None:
+        try:
+            await client.chat_stopStream(channel=channel, ts=ts, markdown_text=escape(text) or None)
+        except SlackApiError as err:
+            raise failed(err, "chat.stopStream") from None
+
+    return AppendCalls(start, append, stop)
 
 
 class Directory:

@@ -14,6 +14,10 @@ run against it unchanged:
 - ``response_url``: payloads carry ``<url>/respond/<id>``; what is posted there
   is recorded in ``responses``.
 
+- Native streaming: ``chat.startStream`` / ``appendStream`` / ``stopStream`` grow one
+  message (12,000 characters a call; a recipient is required in channels); with
+  ``streaming=False`` they answer ``unknown_method``, as a workspace without them does.
+
 Like Slack, it echoes the bot's own posts, edits and deletions back as ``message``
 events (``echo=True``), records posted and edited messages per channel, injects
 429/500 answers on demand (``fail``), and lets a test await a state
@@ -42,6 +46,7 @@ __all__ = ["FakeSlack", "Posted", "Delivery", "Call", "sign"]
 T = TypeVar("T")
 
 MAX_TEXT = 40_000  # Slack truncates beyond this; the fake refuses, so a test notices
+MAX_STREAM_TEXT = 12_000  # markdown_text per chat.*Stream call
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -61,6 +66,7 @@ class Posted:
     user: str
     versions: list[str] = field(default_factory=list)
     deleted: bool = False
+    streaming: bool = False  # a chat.startStream message not stopped yet
 
     def as_payload(self, bot_id: str) -> dict[str, Any]:
         message = {"type": "message", "user": self.user, "bot_id": bot_id, "text": self.text, "ts": self.ts}
@@ -107,10 +113,11 @@ class FakeSlack:
         app_id: str = "A0HEEDFUL",
         echo: bool = True,
         timeout: float = 60.0,
+        streaming: bool = True,
     ) -> None:
         self.signing_secret, self.bot_token, self.app_token = signing_secret, bot_token, app_token
         self.team_id, self.bot_user_id, self.bot_id, self.app_id = team_id, bot_user_id, bot_id, app_id
-        self.echo, self.timeout = echo, timeout
+        self.echo, self.timeout, self.streaming = echo, timeout, streaming
         self.request_url: str | None = None
         """Set to the adapter's Request URL to deliver over HTTP instead of Socket Mode."""
         self.calls: list[Call] = []
@@ -324,6 +331,52 @@ class FakeSlack:
                     "ts": self.new_ts(), "message": posted.as_payload(self.bot_id), "previous_message": previous,
                     "channel_type": _channel_type(channel)})
         return {"channel": channel, "ts": ts, "text": text}
+
+    def _m_chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.streaming:
+            return {"error": "unknown_method"}
+        channel, text = str(args.get("channel") or ""), args.get("markdown_text") or ""
+        if not channel:
+            return {"error": "channel_not_found"}
+        if not channel.startswith("D") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
+            return {"error": "invalid_arguments"}  # channels need the recipient
+        if not isinstance(text, str) or len(text) > MAX_STREAM_TEXT:
+            return {"error": "msg_too_long"}
+        thread = str(args["thread_ts"]) if args.get("thread_ts") else None
+        posted = Posted(channel, self.new_ts(), text, thread, self.bot_user_id, versions=[text], streaming=True)
+        self.posts.append(posted)
+        self._echo(self._message_event(posted))
+        return {"channel": channel, "ts": posted.ts}
+
+    def _streamed(self, args: dict[str, Any]) -> Posted | dict[str, Any]:
+        if not self.streaming:
+            return {"error": "unknown_method"}
+        channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
+        posted = next((p for p in self.posts if p.channel == channel and p.ts == ts and not p.deleted), None)
+        if posted is None:
+            return {"error": "message_not_found"}
+        if not posted.streaming:
+            return {"error": "message_not_in_streaming_state"}
+        text = args.get("markdown_text") or ""
+        if not isinstance(text, str) or len(text) > MAX_STREAM_TEXT or len(posted.text) + len(text) > MAX_TEXT:
+            return {"error": "msg_too_long"}
+        if text:
+            posted.text += text
+            posted.versions.append(posted.text)
+        return posted
+
+    def _m_chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("markdown_text"):
+            return {"error": "no_text"}
+        posted = self._streamed(args)
+        return posted if isinstance(posted, dict) else {"channel": posted.channel, "ts": posted.ts}
+
+    def _m_chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        posted = self._streamed(args)
+        if isinstance(posted, dict):
+            return posted
+        posted.streaming = False
+        return {"channel": posted.channel, "ts": posted.ts, "message": posted.as_payload(self.bot_id)}
 
     def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")

@@ -109,12 +109,13 @@ async def test_mention_is_answered_once_in_its_thread_by_streaming_edits(
     tiny_engine: Engine, slack: FakeSlack, mode: str
 ) -> None:
     channel = new_channel()
-    async with running(tiny_engine, slack, mode, edit_interval=0.0) as adapter:
+    async with running(tiny_engine, slack, mode, edit_interval=0.0, native_streaming=False) as adapter:
         event, posts = await ask(slack, adapter, channel, "Tell me about the office.")
     assert len(posts) == 1, "the mention arrives as app_mention and as message; it is answered once"
     reply = posts[0]
     assert reply.thread_ts == event["ts"] and reply.user == slack.bot_user_id
     assert reply.text.strip() and not reply.text.endswith(" …"), "the final text has no 'more to come' mark"
+    assert not slack.called("chat.startStream")
     updates = [c for c in slack.called("chat.update") if c.args["ts"] == reply.ts]
     assert updates and len(reply.versions) == len(updates) + 1
     assert all(a != b for a, b in zip(reply.versions, reply.versions[1:])), "no no-op chat.update"
@@ -122,6 +123,40 @@ async def test_mention_is_answered_once_in_its_thread_by_streaming_edits(
     # The platform message is linked to the engine's reply, so feedback on it finds the reply.
     explanation = await tiny_engine.explain(ChannelKey("slack", channel, space=slack.team_id), message_id=reply.ts)
     assert explanation.channel.thread == event["ts"]
+
+
+@pytest.mark.parametrize("mode", ["socket", "http"])
+async def test_a_thread_reply_streams_natively_and_stays_linked(tiny_engine: Engine, slack: FakeSlack,
+                                                                 mode: str) -> None:
+    channel = new_channel()
+    async with running(tiny_engine, slack, mode, edit_interval=0.0) as adapter:
+        event, posts = await ask(slack, adapter, channel, WIFI_Q)
+        await slack.say(channel, f"correction: {WIFI_A}", thread_ts=event["ts"])  # feedback on the streamed reply
+        await settle(slack, adapter)
+        _, answer = await ask(slack, adapter, channel, WIFI_PARAPHRASE)
+    assert plain(answer) == WIFI_A
+    (reply,) = posts
+    start = slack.called("chat.startStream")[0]
+    assert start.args["thread_ts"] == event["ts"] and start.args["recipient_user_id"] == "U0ALICE"
+    assert start.args["recipient_team_id"] == slack.team_id
+    appends = [c for c in slack.called("chat.appendStream") if c.args["ts"] == reply.ts]
+    assert reply.ts in [c.args["ts"] for c in slack.called("chat.stopStream")] and not reply.streaming
+    assert not [c for c in slack.called("chat.update") + slack.called("chat.postMessage")
+                if c.args.get("thread_ts") == event["ts"] or c.args.get("ts") == reply.ts]
+    assert reply.thread_ts == event["ts"] and reply.text.strip() and "…" not in reply.text
+    assert len(reply.versions) == len(appends) + 1, "each append grows the message; nothing is sent twice"
+    explanation = await tiny_engine.explain(ChannelKey("slack", channel, space=slack.team_id), message_id=reply.ts)
+    assert explanation.channel.thread == event["ts"]
+
+
+async def test_without_native_streaming_replies_fall_back_to_edits_once_for_all(tiny_engine: Engine) -> None:
+    channel = new_channel()
+    async with FakeSlack(streaming=False) as slack, running(tiny_engine, slack, edit_interval=0.0) as adapter:
+        _, first = await ask(slack, adapter, channel, "Tell me about the office.")
+        _, second = await ask(slack, adapter, channel, "And about the kitchen?")
+        assert len(first) == 1 and len(second) == 1 and first[0].text.strip() and second[0].text.strip()
+        assert [c.status for c in slack.called("chat.startStream")] == [200], "asked once, then remembered"
+        assert slack.called("chat.postMessage") and slack.called("chat.update")
 
 
 async def test_direct_messages_and_thread_follow_ups(tiny_engine: Engine, slack: FakeSlack) -> None:
@@ -362,17 +397,19 @@ async def test_http_requests_must_be_signed_and_fresh(tiny_engine: Engine, slack
             assert r.status == 200 and await r.text() == "ok"
 
 
-async def test_the_final_text_lands_despite_rate_limits(tiny_engine: Engine, slack: FakeSlack) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["edits", "native"])
+async def test_the_final_text_lands_despite_rate_limits(tiny_engine: Engine, slack: FakeSlack, native: bool) -> None:
     channel = new_channel()
-    async with running(tiny_engine, slack) as adapter:
+    first, then = ("chat.startStream", "chat.stopStream") if native else ("chat.postMessage", "chat.update")
+    async with running(tiny_engine, slack, native_streaming=native) as adapter:
         question, _ = await ask(slack, adapter, channel, WIFI_Q)
         await slack.say(channel, f"correction: {WIFI_A}", thread_ts=question["ts"])
         await settle(slack, adapter)
-        slack.fail("chat.update", status=429, retry_after=0, times=3)
-        slack.fail("chat.postMessage", status=500, times=1)
+        slack.fail(then, status=429, retry_after=0, times=3)
+        slack.fail(first, status=500, times=1)
         _, answer = await ask(slack, adapter, channel, WIFI_PARAPHRASE)
     assert plain(answer) == WIFI_A
-    statuses = [c.status for c in slack.calls if c.method in ("chat.update", "chat.postMessage")]
+    statuses = [c.status for c in slack.calls if c.method in (first, then)]
     assert statuses.count(429) == 3 and statuses.count(500) == 1
 
 
@@ -455,14 +492,17 @@ async def test_bad_input_gets_no_reply_and_breaks_nothing(tiny_engine: Engine, s
         assert len(still) == 1, "and the adapter still answers"
 
 
-async def test_a_deleted_question_stops_and_withdraws_its_reply(tiny_engine: Engine, slack: FakeSlack) -> None:
+@pytest.mark.parametrize("growing", ["chat.update", "chat.appendStream"])
+async def test_a_deleted_question_stops_and_withdraws_its_reply(tiny_engine: Engine, slack: FakeSlack,
+                                                                growing: str) -> None:
     channel = new_channel()
-    async with running(tiny_engine, slack, edit_interval=0.0) as adapter:
-        release = slack.hold("chat.update")
+    native = growing == "chat.appendStream"
+    async with running(tiny_engine, slack, edit_interval=0.0, native_streaming=native) as adapter:
+        release = slack.hold(growing)
         first_post = asyncio.ensure_future(slack.next_message(channel))
         question = await slack.say(channel, f"<@{slack.bot_user_id}> Write a long story about the office.")
         reply = await first_post
-        await slack.wait_for(lambda: slack.held.get("chat.update"))  # the reply is mid-stream
+        await slack.wait_for(lambda: slack.held.get(growing))  # the reply is mid-stream
         await slack.send_event({"type": "message", "subtype": "message_deleted", "hidden": True,
                                 "channel": channel, "channel_type": "channel", "ts": slack.new_ts(),
                                 "deleted_ts": question["ts"], "previous_message": {"ts": question["ts"]}})
@@ -526,7 +566,7 @@ async def test_tokens_and_signing_secret_never_reach_the_logs(
         slack.fail("chat.update", status=429, retry_after=0)
         await ask(slack, adapter, channel, WIFI_PARAPHRASE)
     logged = caplog.text + "".join(str(r.args) for r in caplog.records)
-    assert "chat.postMessage" in logged, "debug logging was on"
+    assert "chat.startStream" in logged, "debug logging was on"
     for secret in (slack.bot_token, slack.app_token, slack.signing_secret):
         assert secret not in logged
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.streaming import RateLimited, ReplyStreamer, split_message
+from adapters.streaming import AppendCalls, AppendStreamer, RateLimited, ReplyStreamer, StreamingUnavailable, split_message
 
 
 @settings(max_examples=300)
@@ -74,3 +74,107 @@ async def test_gives_up_only_after_max_retries() -> None:
     platform.limited = 100
     with pytest.raises(RateLimited):
         await ReplyStreamer(platform.send, platform.edit, limit=100, max_retries=2).stream(chunks("hi"))
+
+
+# -- native (append) streaming -----------------------------------------------------------------
+
+
+class Growing:
+    """Natively streamed messages as a platform keeps them: start, append, stop."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        self.messages: dict[str, str] = {}
+        self.open: set[str] = set()
+        self.limited = 0
+        self.refuse = refuse
+        self.calls: list[str] = []
+
+    def calls_for(self) -> AppendCalls:
+        return AppendCalls(self.start, self.append, self.stop)
+
+    async def start(self, text: str) -> str:
+        self.calls.append("start")
+        if self.refuse:
+            raise StreamingUnavailable("unknown_method")
+        self._maybe_limit()
+        mid = f"s{len(self.messages) + 1}"
+        self.messages[mid] = text
+        self.open.add(mid)
+        return mid
+
+    async def append(self, mid: str, text: str) -> None:
+        self.calls.append("append")
+        assert mid in self.open and text, "appends go to an open stream and carry text"
+        self._maybe_limit()
+        self.messages[mid] += text
+
+    async def stop(self, mid: str, text: str) -> None:
+        self.calls.append("stop")
+        assert mid in self.open
+        self.messages[mid] += text
+        self.open.discard(mid)
+
+    def _maybe_limit(self) -> None:
+        if self.limited:
+            self.limited -= 1
+            raise RateLimited(0.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["ab", "cd ", "\n", "\n```py\n", "\n\n", "wordwordword ", "x" * 40]),
+                max_size=200).map("".join), st.integers(60, 400), st.integers(1, 9))
+async def test_native_streams_stay_within_the_limit_and_keep_every_word(text: str, limit: int, size: int) -> None:
+    platform = Growing()
+    clock = iter(range(10**6))
+    result = await AppendStreamer(platform.calls_for(), limit=limit, interval=3,
+                                  clock=lambda: float(next(clock))).stream(chunks(text, size))
+    shown = [platform.messages[m] for m in result.message_ids]
+    assert not platform.open, "every stream was stopped"
+    assert all(len(m) <= limit for m in shown)
+    squash = lambda s: "".join(s.replace("```py", "").replace("```", "").split())  # noqa: E731
+    assert squash("".join(shown)) == squash(text) or (not text.strip() and shown == ["…"])
+    assert all(m.count("```") % 2 == 0 for m in shown[:-1]), "a message cut inside code closes it"
+    assert result.text == text
+
+
+async def test_a_rate_limited_append_is_skipped_and_the_final_text_still_lands() -> None:
+    platform = Growing()
+    text = " ".join(f"word{i}" for i in range(60))
+    clock = iter(range(10**6))
+    streamer = AppendStreamer(platform.calls_for(), limit=4000, interval=0, clock=lambda: float(next(clock)))
+    platform.limited = 0
+    original = platform.append
+
+    async def flaky(mid: str, piece: str) -> None:  # every other append is told to wait
+        if len(platform.calls) % 2:
+            platform.calls.append("append")
+            raise RateLimited(0.0)
+        await original(mid, piece)
+
+    platform.append = flaky  # type: ignore[method-assign]
+    streamer.calls = platform.calls_for()
+    result = await streamer.stream(chunks(text, 5))
+    assert platform.messages[result.message_ids[0]].split() == text.split()
+    assert platform.calls.count("start") == 1 and platform.calls[-1] == "stop"
+
+
+async def test_when_streaming_is_refused_the_same_reply_goes_by_edits() -> None:
+    growing, plain = Growing(refuse=True), Platform()
+    fallback = ReplyStreamer(plain.send, plain.edit, limit=4096, interval=0)
+    streamer = AppendStreamer(growing.calls_for(), limit=4096, fallback=fallback)
+    text = "the first words were read before the refusal, and the rest after it"
+    result = await streamer.stream(chunks(text, 4))
+    assert streamer.unavailable == "unknown_method" and growing.calls == ["start"]
+    assert [plain.messages[m] for m in result.message_ids] == [text]
+
+
+async def test_an_error_mid_reply_stops_the_open_stream() -> None:
+    platform = Growing()
+
+    async def failing() -> AsyncIterator[str]:
+        yield "some words and "
+        raise RuntimeError("the engine stopped")
+
+    with pytest.raises(RuntimeError):
+        await AppendStreamer(platform.calls_for(), limit=4096).stream(failing())
+    assert platform.messages and not platform.open and platform.calls[-1] == "stop"

@@ -269,7 +269,13 @@ class AppendStreamer:
 
     async def _flush(self, text: str, *, final: bool) -> None:
         target = len(text) if final else max(text.rfind(" "), text.rfind("\n")) + 1  # whole words only
+        if self._open is None and not text[self._sent:target].strip():
+            target = self._sent  # a message never opens with blanks alone
         while target > self._sent:
+            if self._open is None and self._sent == self._base:  # nor with blanks in front
+                self._base = self._sent = min(target, len(text) - len(text[self._sent:].lstrip(" \n")))
+                if self._sent >= target:
+                    break
             shown = len(self._prefix) + self._sent - self._base
             room = self.limit - len(_FENCE) - 1 - shown  # keep room to close a fence
             fresh = text[self._sent:target]

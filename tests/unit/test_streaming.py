@@ -121,7 +121,7 @@ class Growing:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(["ab", "cd ", "\n", "\n```py\n", "\n\n", "wordwordword ", "x" * 40]),
+@given(st.lists(st.sampled_from(["ab", "cd ", "\n", "\n```py\n", "\n\n", "wordwordword ", "x" * 40, "  "]),
                 max_size=200).map("".join), st.integers(60, 400), st.integers(1, 9))
 async def test_native_streams_stay_within_the_limit_and_keep_every_word(text: str, limit: int, size: int) -> None:
     platform = Growing()
@@ -130,6 +130,7 @@ async def test_native_streams_stay_within_the_limit_and_keep_every_word(text: st
                                   clock=lambda: float(next(clock))).stream(chunks(text, size))
     shown = [platform.messages[m] for m in result.message_ids]
     assert not platform.open, "every stream was stopped"
+    assert all(m.strip() for m in shown), "no message is blank"
     assert all(len(m) <= limit for m in shown)
     squash = lambda s: "".join(s.replace("```py", "").replace("```", "").split())  # noqa: E731
     assert squash("".join(shown)) == squash(text) or (not text.strip() and shown == ["…"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -38,6 +37,7 @@ from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
 from .learning.lora import Adapter
 from .learning.matching import Matching
 from .learning.prototypes import PrototypeSupportSet
+from .learning.support_sets import SupportSets
 from .learning.support_set import Match
 from .reply import Reply
 from .settings import EngineSettings
@@ -64,11 +64,11 @@ class Engine:
         self.encoder: Encoder = self.matching.encoder
         self._loaded: LoadedModel | None = None
         self._worker: ModelWorker | None = None
-        # Support sets of recently used learning scopes; the rest reload from the store when asked.
-        self._support: OrderedDict[ChannelKey, PrototypeSupportSet] = OrderedDict()
-        self._support_lock = asyncio.Lock()
         self._locks: KeyedLocks[ChannelKey] = KeyedLocks()        # one turn at a time per channel
         self._teach_locks: KeyedLocks[ChannelKey] = KeyedLocks()  # one change at a time per learning scope
+        # Support sets of recently used learning scopes; the rest reload from the store when asked.
+        self._support = SupportSets(self.store, self.matching, settings.learning.cached_scopes,
+                                    busy=self._teach_locks.busy)
         self._started = False
         self._data_version = 0  # the store's PRAGMA data_version when caches were last checked
         self.consolidator: Consolidator | None = None
@@ -231,14 +231,7 @@ class Engine:
     # -- learning ---------------------------------------------------------------------
 
     async def _support_set(self, channel: ChannelKey) -> PrototypeSupportSet:
-        scope = channel.scope
-        if scope not in self._support:
-            async with self._support_lock:
-                if scope not in self._support:
-                    self._support[scope] = await self.matching.support_set(await self.store.corrections(scope))
-                    self._evict_support()
-        self._support.move_to_end(scope)
-        return self._support[scope]
+        return await self._support.get(channel.scope)
 
     async def _sync_external(self) -> None:
         """Another process changed the database (the ``heedful`` CLI forgets a channel's
@@ -248,15 +241,15 @@ class Engine:
         if version == self._data_version:
             return
         adapters = self.consolidator.cached() if self.consolidator is not None else {}
-        scopes = list(dict.fromkeys([*self._support, *adapters]))
+        scopes = list(dict.fromkeys([*self._support.scopes(), *adapters]))
         settled = True
         for scope, (count, newest, active) in (await self.store.fingerprints(scopes)).items():
-            support = self._support.get(scope)
+            support = self._support.peek(scope)
             if support is not None and (len(support), max((c.id for c in support), default=0)) != (count, newest):
                 if self._teach_locks.busy(scope):
                     settled = False  # our own change in flight: look again next time
                 else:
-                    self.matching.release(self._support.pop(scope))
+                    self._support.drop(scope)
                     log.info("corrections of %s changed elsewhere: reloading them", scope)
             if scope in adapters and adapters[scope] != active:
                 assert self.consolidator is not None
@@ -264,17 +257,6 @@ class Engine:
                 log.info("active adapter of %s changed elsewhere: v%s", scope, active)
         if settled:
             self._data_version = version
-
-    def _evict_support(self) -> None:
-        """Drop the least recently used support sets beyond ``learning.cached_scopes``. A scope
-        whose corrections are being changed stays: its change must land in the cached set."""
-        excess = len(self._support) - self.settings.learning.cached_scopes
-        for scope in list(self._support):
-            if excess <= 0:
-                break
-            if not self._teach_locks.busy(scope):
-                self.matching.release(self._support.pop(scope))
-                excess -= 1
 
     async def _match(self, channel: ChannelKey, text: str) -> list[Match]:
         support = await self._support_set(channel)
@@ -411,9 +393,7 @@ class Engine:
         async with self._teach_locks(first), self._teach_locks(second):
             moved = await self.store.move_channel(old, new)
             for scope in (old, new):
-                support = self._support.pop(scope, None)
-                if support is not None:
-                    self.matching.release(support)
+                self._support.drop(scope)
         if self.consolidator is not None:
             self.consolidator.forget_scope(old)
             self.consolidator.drop_cached(new)

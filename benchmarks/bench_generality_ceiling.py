@@ -21,7 +21,7 @@ domains' or the encoder's.
 Usage::
 
     .venv/bin/python benchmarks/bench_generality_ceiling.py [--data ../shared/data/clinc150] \\
-        [--eval-domains work,small_talk,meta] [--all-triples] [--json]
+        [--eval-domains work,small_talk,meta] [--all-triples] [--plot FILE.png] [--json]
 """
 
 from __future__ import annotations
@@ -142,6 +142,35 @@ def all_triples(vectors: dict[str, np.ndarray], sets: dict[str, list[Utterance]]
     return summary
 
 
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Generality along the curve: the ceiling, the best single radius and the shipped one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for space, colour in (("metric", "tab:blue"), ("frozen", "tab:gray")):
+        curve = result[space]["curve"]
+        xs = [row["corrections"] for row in curve]
+        for key, style, what in (("ceiling", "o-", "ceiling (any radius)"),
+                                 ("oracle_generality", "s--", "best radius, locality 0.95"),
+                                 ("generality", "^:", "shipped radius")):
+            ax.plot(xs, [row[key] for row in curve], style, color=colour, label=f"{space}: {what}")
+    ax.axhline(0.80, color="tab:red", linewidth=1, label="issue goal (0.80)")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("sequential corrections in one channel")
+    ax.set_ylabel("paraphrases answered right")
+    ax.set_title(f"generality ceiling, held-out {', '.join(result['eval_domains'])}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/clinc150")
@@ -151,6 +180,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-triples", action="store_true",
                         help="also the frozen encoder on every three-domain combination")
+    parser.add_argument("--plot", type=Path, help="draw the curve's ceiling, best and shipped radius to this PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
 
@@ -189,6 +219,8 @@ def main() -> None:
             print("\nevery three-domain combination, frozen encoder:")
             for key, value in result["all_triples"].items():
                 print(f"  {key}: {value}")
+    if args.plot:
+        plot(result, args.plot)
     if args.json:
         print(json.dumps(result))
 

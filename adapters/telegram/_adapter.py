@@ -39,9 +39,10 @@ from engine import Engine
 
 from ..settings import TelegramSettings
 from ..streaming import RateLimited
-from ._core import TelegramStartError
+from ._core import PROMPT_TTL, TelegramStartError
 from ._delivery import ChatUnavailable, Outbox, retrying
 from ._handlers import Handlers
+from ._prompts import PromptBook
 from ._texts import COMMANDS
 from ._updates import UpdateLog, UpdatesRequest
 
@@ -75,7 +76,9 @@ class TelegramAdapter(Handlers):
             await app.initialize()
             self.me = app.bot.bot
             self.out = Outbox(app.bot)
-            self.updates = UpdateLog(self._state_file(self.me.id))
+            state = self._state_file(self.me.id)
+            self.updates = UpdateLog(state)
+            self.prompts = PromptBook(state.with_name(state.stem + ".prompts.json") if state else None, PROMPT_TTL)
             self._route(app)
             await self._register_commands()
             await app.start()

@@ -40,6 +40,7 @@ from ..policy import TeachPolicy
 from ..settings import TelegramSettings
 from ..streaming import RateLimited
 from ._delivery import LIMIT, ChatUnavailable, DraftStreamer, DraftsUnsupported, Outbox, retrying
+from ._prompts import PromptBook
 from ._redact import SecretFilter
 from ._texts import PROMPT_GROUP, PROMPT_MARK, PROMPT_PRIVATE
 from ._updates import UpdateLog
@@ -68,15 +69,6 @@ class Where:
     key: ChannelKey
 
 
-@dataclass(frozen=True, slots=True)
-class _Prompt:
-    """A ✏️ prompt waiting for ``user_id``'s better answer to the bot message ``target``."""
-
-    user_id: int
-    target: int
-    expires: float
-
-
 class TelegramCore(BaseAdapter):
     """State and shared steps of the Telegram adapter."""
 
@@ -103,7 +95,7 @@ class TelegramCore(BaseAdapter):
         self._chat_policies = {
             int(chat_id): TeachPolicy(rule.teach, frozenset(rule.teachers)) for chat_id, rule in settings.chats.items()
         }
-        self._prompts: dict[tuple[int, int], _Prompt] = {}  # (chat id, prompt message id) -> prompt
+        self.prompts = PromptBook(None, PROMPT_TTL)  # on disk once the bot knows its id (``start``)
         self._admins: dict[int, tuple[float, frozenset[int]]] = {}
         self._drafts_ok = settings.drafts
         self._draft_ids = itertools.count(1)
@@ -283,27 +275,23 @@ class TelegramCore(BaseAdapter):
         replied = message.reply_to_message
         if replied is None or message.from_user is None:
             return False
-        key = (where.chat_id, replied.message_id)
-        prompt = self._prompts.get(key)
-        if prompt is None or prompt.user_id != message.from_user.id or prompt.expires < time.monotonic():
+        prompt = self.prompts.waiting(where.chat_id, replied.message_id, message.from_user.id)
+        if prompt is None:
             if not (self.replies_to_me(message) and (replied.text or "").startswith(PROMPT_MARK)):
                 return False
-            # A reply to a prompt meant for someone else, expired, or from before a restart.
+            # A reply to a prompt meant for someone else, or expired.
             await self.say(where, "That request isn't waiting for your answer any more; press ✏️ under my answer "
                                   "(or reply to it with /fix <better answer>).", reply_to=message.message_id)
             return True
         if not text.strip():
             await self.say(where, "Please send the better answer as text (or /cancel).", reply_to=message.message_id)
             return True
-        del self._prompts[key]
+        self.prompts.take(where.chat_id, replied.message_id)
         await self.correct(message, where, prompt.target, text.strip())
         return True
 
     async def prompt_for_correction(self, where: Where, user: User, target: int) -> None:
         """Ask ``user`` (with a ForceReply) for the better answer to the bot message ``target``."""
-        now = time.monotonic()
-        for key in [k for k, p in self._prompts.items() if p.expires < now]:
-            del self._prompts[key]
         if where.private:
             text, as_html = PROMPT_PRIVATE, False
         else:  # in a group, the mention is what lets the ForceReply pick this one user
@@ -312,13 +300,10 @@ class TelegramCore(BaseAdapter):
             text, as_html = html.escape(before) + mention + html.escape(after), True
         sent = await self.say(where, text, reply_to=target, html=as_html,
                               markup=ForceReply(selective=True, input_field_placeholder="The better answer"))
-        self._prompts[(where.chat_id, sent[-1].message_id)] = _Prompt(user.id, target, now + PROMPT_TTL)
+        self.prompts.add(where.chat_id, sent[-1].message_id, user.id, target)
 
     def cancel_prompts(self, chat_id: int, user_id: int) -> int:
-        mine = [k for k, p in self._prompts.items() if k[0] == chat_id and p.user_id == user_id]
-        for key in mine:
-            del self._prompts[key]
-        return len(mine)
+        return self.prompts.cancel(chat_id, user_id)
 
 
 def chat_key(chat_id: int, thread: int | None = None) -> ChannelKey:

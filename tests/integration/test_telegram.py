@@ -26,6 +26,7 @@ import pytest
 from adapters.settings import TelegramSettings
 from adapters.telegram import ALLOWED_UPDATES, TelegramAdapter, TelegramStartError, create
 from adapters.telegram._delivery import fit
+from adapters.telegram._prompts import PromptBook
 from adapters.telegram._updates import UpdateLog
 from engine import ChannelKey, Engine, Feedback, FeedbackKind
 from tests.fakes.telegram import FakeTelegram, utf16_len
@@ -145,6 +146,23 @@ async def test_the_pencil_button_asks_with_force_reply_and_takes_that_users_repl
     ack = await tg.said(group["id"], "Learned", after=own["message_id"])
     assert ack.reply_to == own["message_id"]
     assert await ask(tg, group, ann, f"@heedful_test_bot {PARAPHRASE}") == better
+
+
+async def test_a_pencil_prompt_still_takes_its_answer_after_a_restart(running: Running, tg: FakeTelegram,
+                                                                      tmp_path: Path) -> None:
+    ann = new_user()
+    chat = tg.private(ann)
+    async with running():
+        asked = tg.say(chat, ann, QUESTION)
+        (answer,) = await tg.answer(chat["id"], asked["message_id"])
+        tg.press(chat, ann, answer.message_id, "hf:fix")
+        prompt = await tg.said(chat["id"], "Reply to this message with the better answer")
+    assert list(tmp_path.glob("*.prompts.json")), "the waiting prompt is on disk"
+    better = fact()
+    async with running():  # a new process would start the same way, from the same state files
+        own = tg.say(chat, ann, better, reply_to=prompt.message_id)
+        await tg.said(chat["id"], "Learned", after=own["message_id"])
+        assert await ask(tg, chat, ann, PARAPHRASE) == better
 
 
 async def test_a_thumbs_down_reaction_records_feedback_and_invites_the_better_answer(
@@ -519,6 +537,22 @@ def test_the_update_log_survives_restarts_and_ignores_a_stale_or_broken_file(tmp
     assert UpdateLog(path).resume_offset is None  # Telegram may restart its numbering after a week
     path.write_text("{not json")
     assert UpdateLog(path).first(13)  # a broken file is ignored (and logged), not fatal
+
+
+def test_waiting_prompts_survive_restarts_expire_and_ignore_a_broken_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "bot.prompts.json"
+    book = PromptBook(path, ttl=60.0)
+    book.add(-5, 100, user_id=7, target=99)
+    book.add(-5, 101, user_id=8, target=98)
+    again = PromptBook(path, ttl=60.0)
+    assert again.waiting(-5, 100, 7) == book.waiting(-5, 100, 7) and again.waiting(-5, 100, 8) is None
+    again.take(-5, 100)
+    assert PromptBook(path, ttl=60.0).waiting(-5, 100, 7) is None and len(PromptBook(path, ttl=60.0)) == 1
+    assert PromptBook(path, ttl=60.0).cancel(-5, 8) == 1 and len(PromptBook(path, ttl=60.0)) == 0
+    PromptBook(path, ttl=-1.0).add(-5, 102, user_id=7, target=97)  # born expired
+    assert PromptBook(path, ttl=60.0).waiting(-5, 102, 7) is None
+    path.write_text("{not json")
+    assert len(PromptBook(path, ttl=60.0)) == 0  # a broken file is ignored (and logged), not fatal
 
 
 def test_texts_are_fitted_to_telegrams_utf16_limit() -> None:

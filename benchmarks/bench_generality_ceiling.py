@@ -42,6 +42,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bots.correction_bench import BenchConfig, curve_sequence, split_labels  # noqa: E402
+from bots.learning_cli import save_curve_plot  # noqa: E402
 from engine.learning.episodes import Utterance, load_domains, load_utterances  # noqa: E402
 from engine.learning.metric import MetricArtifact, MetricEncoder, resolve_artifact  # noqa: E402
 from engine.learning.prototypes import answer_scores  # noqa: E402
@@ -158,17 +159,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
                                  ("generality", "^:", "shipped radius")):
             ax.plot(xs, [row[key] for row in curve], style, color=colour, label=f"{space}: {what}")
     ax.axhline(0.80, color="tab:red", linewidth=1, label="issue goal (0.80)")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("sequential corrections in one channel")
-    ax.set_ylabel("paraphrases answered right")
-    ax.set_title(f"generality ceiling, held-out {', '.join(result['eval_domains'])}")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_curve_plot(fig, ax, path, ylabel="paraphrases answered right", legend="lower right", legend_size=7,
+                    title=f"generality ceiling, held-out {', '.join(result['eval_domains'])}")
 
 
 def main() -> None:

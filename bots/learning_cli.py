@@ -558,13 +558,22 @@ def _plot_curve(curve: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, style in (("generality", "o-"), ("reliability", "s--"), ("locality", "^:")):
         ax.plot(xs, [p[key] for p in curve], style, label=key)
+    save_curve_plot(fig, ax, path, ylabel="share of replies", title=f"learning from corrections ({title})",
+                    legend="lower left")
+
+
+def save_curve_plot(fig: Any, ax: Any, path: Path, *, ylabel: str, title: str, legend: str,
+                    legend_size: float | None = None) -> None:
+    """Finish a plot along sequential corrections (log x, shares on y) and write it to ``path``."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("sequential corrections in one channel")
-    ax.set_ylabel("share of replies")
-    ax.set_title(f"learning from corrections ({title})")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc=legend, fontsize=legend_size)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-__all__ = ["RateLimited", "StreamingUnavailable", "split_message", "open_fence", "ReplyStreamer", "AppendStreamer",
+__all__ = ["RateLimited", "StreamingUnavailable", "retry_rate_limited", "split_message", "open_fence", "ReplyStreamer", "AppendStreamer",
            "AppendCalls", "StreamResult"]
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,25 @@ class RateLimited(Exception):
 class StreamingUnavailable(Exception):
     """Raised by an ``AppendCalls.start`` when the platform will not stream here at all
     (an older workspace, a missing scope, a conversation type it does not support)."""
+
+
+async def retry_rate_limited(call: Callable[[], Awaitable[T]], *, max_retries: int,
+                             on_limited: Callable[[RateLimited], None] | None = None, what: str = "") -> T:
+    """Await ``call()`` until it is not rate limited, sleeping as long as each ``RateLimited``
+    asks; after ``max_retries`` retries the last one is raised (logged as giving up on
+    ``what``, when named). ``on_limited`` sees every one, and may raise to stop at once."""
+    for attempt in range(1, max_retries + 2):
+        try:
+            return await call()
+        except RateLimited as limited:
+            if on_limited is not None:
+                on_limited(limited)
+            if attempt > max_retries:
+                if what:
+                    log.warning("giving up on %s after %d rate-limited attempts", what, attempt)
+                raise
+            await asyncio.sleep(limited.retry_after)
+    raise AssertionError("unreachable")
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -331,19 +350,14 @@ class AppendStreamer:
         return True
 
     async def _retrying(self, call: Callable[[], Awaitable[T]], *, skip: bool = False) -> T:
-        for attempt in range(1, self.max_retries + 2):
-            try:
-                return await call()
-            except RateLimited as limited:
-                self._blocked_until = self.clock() + limited.retry_after
-                if skip:
-                    raise _Skipped from None
-                self.result.retries += 1
-                if attempt > self.max_retries:
-                    log.warning("giving up on a streamed message after %d rate-limited attempts", attempt)
-                    raise
-                await asyncio.sleep(limited.retry_after)
-        raise AssertionError("unreachable")
+        def limited(wait: RateLimited) -> None:
+            self._blocked_until = self.clock() + wait.retry_after
+            if skip:
+                raise _Skipped
+            self.result.retries += 1
+
+        return await retry_rate_limited(call, max_retries=self.max_retries, on_limited=limited,
+                                        what="a streamed message")
 
 
 class _Skipped(Exception):

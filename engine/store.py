@@ -238,16 +238,12 @@ class Store:
             (scope.platform, scope.space, scope.channel, time.time()),
         )
         await self.db.commit()
-        async with self.db.execute(
-            "SELECT id FROM channels WHERE platform = ? AND space = ? AND channel = ?",
-            (scope.platform, scope.space, scope.channel),
-        ) as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        self._channel_ids[scope] = int(row[0])
+        row_id = await self._existing_channel_id(scope)
+        assert row_id is not None
+        self._channel_ids[scope] = row_id
         if len(self._channel_ids) > CACHED_CHANNEL_IDS:
             self._channel_ids.popitem(last=False)
-        return int(row[0])
+        return row_id
 
     async def _existing_channel_id(self, scope: ChannelKey) -> int | None:
         async with self.db.execute(

@@ -19,7 +19,6 @@ and as ``message`` by its ts. Events from other workspaces are dropped.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -347,15 +346,8 @@ class SlackAdapter(BaseAdapter):
         send, edit = reply_calls(self._poster, channel, thread_ts, posted)
         native = None
         if self.settings.native_streaming and self._native_ok and thread_ts:
-            calls = stream_calls(self._poster, channel, thread_ts, user_id=turn.author_id,
-                                 team_id=str(turn.extra.get("team") or self.identity.team_id))
-
-            async def start(text: str) -> str:
-                ts = await calls.start(text)
-                posted.append(ts)
-                return ts
-
-            native = dataclasses.replace(calls, start=start)
+            native = stream_calls(self._poster, channel, thread_ts, posted, user_id=turn.author_id,
+                                  team_id=str(turn.extra.get("team") or self.identity.team_id))
         current = asyncio.current_task()
         if current is not None:
             self._answering[question] = current

@@ -84,6 +84,11 @@ def _transient(err: SlackApiError) -> RateLimited | None:
     return None
 
 
+def _failure(err: SlackApiError, method: str, channel: str) -> Exception:
+    """What a refused reply call raises: ``RateLimited`` when worth retrying, else ``Undeliverable``."""
+    return _transient(err) or Undeliverable(f"{method} in {channel}: {api_error(err)}")
+
+
 def reply_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: list[str]) -> tuple[SendFn, EditFn]:
     """``send``/``edit`` for ``ReplyStreamer``: chat.postMessage / chat.update in ``channel``.
 
@@ -98,7 +103,7 @@ def reply_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: li
                 unfurl_links=False, unfurl_media=False,
             )
         except SlackApiError as err:
-            raise _transient(err) or Undeliverable(f"chat.postMessage in {channel}: {api_error(err)}") from None
+            raise _failure(err, "chat.postMessage", channel) from None
         ts = str(response.get("ts") or "")
         posted.append(ts)
         return ts
@@ -107,13 +112,13 @@ def reply_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: li
         try:
             await client.chat_update(channel=channel, ts=ts, text=to_slack(text))
         except SlackApiError as err:
-            raise _transient(err) or Undeliverable(f"chat.update in {channel}: {api_error(err)}") from None
+            raise _failure(err, "chat.update", channel) from None
 
     return send, edit
 
 
-def stream_calls(client: AsyncWebClient, channel: str, thread_ts: str, *, team_id: str, user_id: str
-                 ) -> AppendCalls:
+def stream_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: list[str], *, team_id: str,
+                 user_id: str) -> AppendCalls:
     """``AppendCalls`` on Slack's native streaming: chat.startStream / appendStream / stopStream.
 
     The reply streams as a thread reply to the asker's message, addressed to the asker
@@ -121,10 +126,8 @@ def stream_calls(client: AsyncWebClient, channel: str, thread_ts: str, *, team_i
     renders Markdown itself, so only ``&``, ``<`` and ``>`` are escaped (Markdown shows
     the entities as the characters; nothing becomes a ping). A refusal to start (an unknown
     method on an older workspace, a missing scope, ...) raises ``StreamingUnavailable``.
+    ``posted`` receives each new message's ts, as with ``reply_calls``.
     """
-
-    def failed(err: SlackApiError, method: str) -> Exception:
-        return _transient(err) or Undeliverable(f"{method} in {channel}: {api_error(err)}")
 
     async def start(text: str) -> str:
         try:
@@ -133,19 +136,21 @@ def stream_calls(client: AsyncWebClient, channel: str, thread_ts: str, *, team_i
                                                      recipient_user_id=user_id or None)
         except SlackApiError as err:
             raise _transient(err) or StreamingUnavailable(api_error(err)) from None
-        return str(response.get("ts") or "")
+        ts = str(response.get("ts") or "")
+        posted.append(ts)
+        return ts
 
     async def append(ts: str, text: str) -> None:
         try:
             await client.chat_appendStream(channel=channel, ts=ts, markdown_text=escape(text))
         except SlackApiError as err:
-            raise failed(err, "chat.appendStream") from None
+            raise _failure(err, "chat.appendStream", channel) from None
 
     async def stop(ts: str, text: str) -> None:
         try:
             await client.chat_stopStream(channel=channel, ts=ts, markdown_text=escape(text) or None)
         except SlackApiError as err:
-            raise failed(err, "chat.stopStream") from None
+            raise _failure(err, "chat.stopStream", channel) from None
 
     return AppendCalls(start, append, stop)
 

@@ -22,7 +22,7 @@ from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, Rep
 from telegram.constants import MessageLimit
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter
 
-from ..streaming import RateLimited, StreamResult, split_message
+from ..streaming import RateLimited, StreamResult, retry_rate_limited, split_message
 
 __all__ = ["Outbox", "DraftStreamer", "ChatUnavailable", "DraftsUnsupported", "LIMIT", "fit"]
 
@@ -73,7 +73,7 @@ async def attempt(call: Callable[[], Awaitable[T]]) -> T:
         raise RateLimited(retry_after(err)) from None
     except Forbidden as err:
         raise ChatUnavailable(str(err)) from None
-    except ChatMigrated as err:  # a group became a supergroup: what it taught stays with the old id
+    except ChatMigrated as err:  # a group became a supergroup (``Handlers.on_migrate`` moves what it taught)
         raise ChatUnavailable(f"the chat moved to {err.new_chat_id}") from None
     except BadRequest as err:
         if any(reason in str(err).lower() for reason in _CANNOT_POST):
@@ -88,14 +88,7 @@ async def attempt(call: Callable[[], Awaitable[T]]) -> T:
 
 async def retrying(call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
     """``attempt`` until it succeeds, waiting as long as Telegram asks between tries."""
-    for tries in range(1, attempts + 1):
-        try:
-            return await attempt(call)
-        except RateLimited as limited:
-            if tries == attempts:
-                raise
-            await asyncio.sleep(limited.retry_after)
-    raise AssertionError("unreachable")
+    return await retry_rate_limited(lambda: attempt(call), max_retries=attempts - 1)
 
 
 class Outbox:
@@ -243,16 +236,11 @@ class DraftStreamer:
             self.drafting = await self.draft(preview)
 
     async def _post(self, part: str, *, last: bool) -> None:
-        for tries in range(1, self.max_retries + 2):
-            try:
-                message_id = await self.send(part, last)
-                break
-            except RateLimited as limited:
-                self.result.retries += 1
-                if tries > self.max_retries:
-                    log.warning("giving up on a message after %d rate-limited attempts", tries)
-                    raise
-                await asyncio.sleep(limited.retry_after)
+        def count(_: RateLimited) -> None:
+            self.result.retries += 1
+
+        message_id = await retry_rate_limited(lambda: self.send(part, last), max_retries=self.max_retries,
+                                              on_limited=count, what="a message")
         self.result.message_ids.append(message_id)
         if self.on_message is not None:
             await self.on_message(message_id)

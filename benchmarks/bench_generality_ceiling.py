@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bots.correction_bench import BenchConfig, curve_sequence, split_labels  # noqa: E402
 from bots.learning_cli import save_curve_plot  # noqa: E402
-from engine.learning.episodes import Utterance, load_domains, load_utterances  # noqa: E402
 from engine.learning.metric import MetricArtifact, MetricEncoder, resolve_artifact  # noqa: E402
-from engine.learning.prototypes import answer_scores  # noqa: E402
+from engine.learning.support_set import answer_scores  # noqa: E402
 from engine.settings import EncoderSettings  # noqa: E402
+from engine.training.episodes import Utterance, load_domains, load_utterances  # noqa: E402
 from engine.understanding.encoder import Encoder  # noqa: E402
 
 LOCALITY_GOAL = 0.95

@@ -40,9 +40,15 @@ import torch  # noqa: E402
 from engine.generation.model_loader import LoadedModel, load_model  # noqa: E402
 from engine.generation.worker import ModelWorker  # noqa: E402
 from engine.learning.consolidation import DEFAULT_INIT_PATH  # noqa: E402
-from engine.learning.lora import (  # noqa: E402
-    Adapter, LoraConfig, adapter_from_bytes, adapter_nbytes, adapter_to_bytes, inject_lora, lora_modules,
-    random_adapter,
+from engine.nn.lora import (  # noqa: E402
+    LoraConfig,
+    LoraWeights,
+    inject_lora,
+    lora_modules,
+    random_weights,
+    weights_from_bytes,
+    weights_nbytes,
+    weights_to_bytes,
 )
 from engine.settings import LoraSettings, ModelSettings  # noqa: E402
 
@@ -58,13 +64,13 @@ QUESTIONS = [
 def lora_config() -> LoraConfig:
     """The layout the engine serves: the shipped init's, else the default."""
     if DEFAULT_INIT_PATH.is_file():
-        return adapter_from_bytes(DEFAULT_INIT_PATH.read_bytes())[1]
+        return weights_from_bytes(DEFAULT_INIT_PATH.read_bytes())[1]
     return LoraConfig()
 
 
-def make_adapter(model: torch.nn.Module, seed: int) -> Adapter:
+def make_adapter(model: torch.nn.Module, seed: int) -> LoraWeights:
     g = torch.Generator().manual_seed(seed)
-    adapter = random_adapter(model, g)
+    adapter = random_weights(model, g)
     for k, v in adapter.items():
         if k.endswith("lora_B"):
             adapter[k] = (torch.randn(v.shape, generator=g) * 0.01).to(v)
@@ -81,7 +87,7 @@ class Runner:
                                           add_generation_prompt=True, tokenize=True)
             self.prompts.append(list(out["input_ids"] if hasattr(out, "keys") else out))
 
-    async def batch(self, adapters: list[tuple[str, Adapter] | None]) -> tuple[int, float]:
+    async def batch(self, adapters: list[tuple[str, LoraWeights] | None]) -> tuple[int, float]:
         """All rows submitted at once; (tokens generated, seconds until the last row ended)."""
 
         async def drain(stream) -> int:  # type: ignore[no-untyped-def]
@@ -105,7 +111,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     n = args.channels
     distinct = [(f"bench:c{i}@1", make_adapter(loaded.model, i)) for i in range(n)]
     shared = ("bench:shared@1", make_adapter(loaded.model, 10_000))
-    configs: dict[str, tuple[Runner, list[tuple[str, Adapter] | None]]] = {
+    configs: dict[str, tuple[Runner, list[tuple[str, LoraWeights] | None]]] = {
         "none": (served, [None] * n),
         "distinct": (served, list(distinct)),
         "shared": (served, [shared] * n),
@@ -139,15 +145,15 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
 
     # Stacking the batch's adapters for the gather (done when the set of adapters in a batch changes).
     started = time.perf_counter()
-    from engine.learning.lora import stack_adapters
+    from engine.nn.lora import stack_weights
 
     for _ in range(10):
-        stack_adapters(loaded.model, [a for _, a in distinct])
+        stack_weights(loaded.model, [a for _, a in distinct])
     stack_ms = (time.perf_counter() - started) / 10 * 1000
 
     one = distinct[0][1]
-    device_bytes = adapter_nbytes(one)  # resident copy: the model's dtype on its device
-    store_bytes = len(adapter_to_bytes(one, config))  # what the store keeps per version (float32 safetensors)
+    device_bytes = weights_nbytes(one)  # resident copy: the model's dtype on its device
+    store_bytes = len(weights_to_bytes(one, config))  # what the store keeps per version (float32 safetensors)
     lora = LoraSettings()
     med = {name: statistics.median(v) for name, v in rates.items()}
     results: dict[str, object] = {

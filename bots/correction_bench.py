@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route, Turn
-from engine.learning.episodes import OOS, Utterance
+from engine.training.episodes import OOS, Utterance
 
 __all__ = ["BenchConfig", "run_benchmark", "code_in", "split_labels", "curve_sequence"]
 

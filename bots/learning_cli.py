@@ -56,7 +56,7 @@ def _print(data: dict[str, Any], as_json: bool, text: str) -> None:
 def _load_sets(files: dict[str, Path | None], eval_domains: str, domains: Path | None,
                unfiltered: tuple[str, ...] = ("--oos",)) -> dict[str, list[Any]]:
     """Load the benchmark files; with ``--eval-domains``, keep only those domains' labels."""
-    from engine.learning.episodes import load_domains, load_utterances, split_by_domain
+    from engine.training.episodes import load_domains, load_utterances, split_by_domain
 
     for name, path in files.items():
         if path is not None and not path.is_file():
@@ -124,10 +124,15 @@ def metric(
     import torch
     from tqdm import tqdm
 
-    from engine.learning.episodes import UtterancePool, file_digest, load_domains, load_utterances, split_by_domain
-    from engine.learning.metric import TopStack
-    from engine.learning.metric_train import (
-        MetaTrainConfig, calibrate, embed, episode_accuracy, hidden_states, load_encoder, make_artifact, meta_train,
+    from engine.nn.digests import file_digest
+    from engine.nn.encoder_top import EncoderTop, embed, hidden_states, load_encoder
+    from engine.training.episodes import UtterancePool, load_domains, load_utterances, split_by_domain
+    from engine.training.metric_train import (
+        MetaTrainConfig,
+        calibrate,
+        episode_accuracy,
+        make_artifact,
+        meta_train,
         open_set_generality,
     )
 
@@ -176,7 +181,7 @@ def metric(
 
     val_labels = len(val_pool.label_names(10))
 
-    def score(top: TopStack) -> float:
+    def score(top: EncoderTop) -> float:
         vectors = embed(top, val_states)
         if select == "generality":  # near misses come from undrawn labels: leave a third undrawn
             return open_set_generality(vectors, val_pool, episodes=40, n_way=max(2, (2 * val_labels) // 3), seed=seed)
@@ -198,7 +203,7 @@ def metric(
         calib = calibrate(metric_vectors, pool, config)
         bar.update(1)
         torch.manual_seed(seed)
-        frozen_vectors = embed(TopStack(bert, top.config), train_states)  # zero adapters: the plain encoder
+        frozen_vectors = embed(EncoderTop(bert, top.config), train_states)  # zero adapters: the plain encoder
         cosine_calib = calibrate(frozen_vectors, pool, config)
         bar.update(1)
     summary: dict[str, Any] = {
@@ -292,7 +297,7 @@ def intents(
     of the inner loop under ``adaptation``.
     """
     _offline()
-    from engine.learning.intent_eval import evaluate_intents
+    from engine.training.intent_eval import evaluate_intents
 
     sets = _load_sets({"--support": support, "--query": query, "--oos": oos}, eval_domains, domains)
     s, q, o = sets["--support"], sets["--query"], sets["--oos"]
@@ -353,7 +358,7 @@ def _support_rows(s: list[Any]) -> tuple[list[Any], Any]:
     """The support set as one channel's corrections: its in-scope lines and each one's answer slot."""
     import numpy as np
 
-    from engine.learning.episodes import OOS
+    from engine.training.episodes import OOS
 
     in_scope = [u for u in s if u.label != OOS]
     names = sorted({u.label for u in in_scope})
@@ -364,8 +369,8 @@ def _channel_adapted_intents(channel: Any, s: list[Any], q: list[Any], o: list[A
                              ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The engine's gated adaptation (``Adaptation.adapt``) of one channel taught ``s``: the
     benchmark in the adapted space (None when the gate rejects the candidate) and the job's report."""
-    from engine.learning.adaptation import AdaptConfig, Adaptation, eligible
-    from engine.learning.intent_eval import evaluate_intents
+    from engine.learning.adaptation import Adaptation, AdaptConfig, eligible
+    from engine.training.intent_eval import evaluate_intents
 
     in_scope, rows = _support_rows(s)
     config = AdaptConfig()
@@ -389,7 +394,7 @@ def _adapted_intents(channel: Any, s: list[Any], q: list[Any], o: list[Any], thr
     from tqdm import tqdm
 
     from engine.learning.channel_encoder import EncoderAdaptConfig, nbytes
-    from engine.learning.intent_eval import evaluate_intents
+    from engine.training.intent_eval import evaluate_intents
 
     in_scope, rows = _support_rows(s)
     texts = list(dict.fromkeys([u.text for u in s] + [u.text for u in q] + [u.text for u in o]))

@@ -1,9 +1,9 @@
 """``heedful meta-train lora``: meta-learn the LoRA initialisation consolidation starts from.
 
 Reads labelled utterances (JSON lines), keeps the held-out domains out entirely, draws a
-pool of channel-tasks from the rest (``engine.learning.lora_tasks``), runs the frozen
+pool of channel-tasks from the rest (``engine.training.lora_tasks``), runs the frozen
 layers once per task (truncated backprop), and meta-trains with MAML, first-order MAML,
-Reptile or Meta-SGD (``engine.learning.maml``), choosing the best outer step on tasks of
+Reptile or Meta-SGD (``engine.training.maml``), choosing the best outer step on tasks of
 a separate validation domain. Writes a safetensors artifact whose metadata names the
 algorithm, the LoRA config, the inner learning rates, the data hash, the seed, the
 validation metrics and the wall time; a checkpoint beside it lets a run resume.
@@ -74,12 +74,21 @@ def lora(
     from tqdm import tqdm
 
     from engine.generation.model_loader import load_model
-    from engine.learning.lora import LoraConfig, adapter_from_bytes, adapter_to_bytes, inject_lora
-    from engine.learning.lora_tasks import (
-        LabelPool, TaskConfig, file_digest, fill_unrelated, load_domains, load_labelled, make_tasks, split_domains,
+    from engine.nn.decoder_top import ce_loss
+    from engine.nn.digests import file_digest
+    from engine.nn.inner_loop import adapt, split_state
+    from engine.nn.lora import LoraConfig, inject_lora, weights_from_bytes, weights_to_bytes
+    from engine.training.lora_tasks import (
+        LabelPool,
+        TaskConfig,
+        fill_unrelated,
+        load_domains,
+        load_labelled,
+        make_tasks,
+        split_domains,
         task_batches,
     )
-    from engine.learning.maml import ALGOS, MetaConfig, MetaLearner, adapt, ce_loss, split_state
+    from engine.training.maml import ALGOS, MetaConfig, MetaLearner
 
     from .cli import _settings
     from .presets import PRESETS
@@ -126,7 +135,7 @@ def lora(
     init = log_lr = None
     done = 0
     if resume and ckpt.is_file():
-        tensors, _, meta = adapter_from_bytes(ckpt.read_bytes())
+        tensors, _, meta = weights_from_bytes(ckpt.read_bytes())
         adapter, lrs = split_state(tensors)
         init, log_lr = adapter, ({k: v.log() for k, v in lrs.items()} if lrs else None)
         done = int(meta.get("step", "0"))
@@ -195,7 +204,7 @@ def lora(
             if row["val_query_loss"] < best[0]:
                 best = (row["val_query_loss"], step + 1, current())
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            ckpt.write_bytes(adapter_to_bytes(learner.state(), lora_config, {"step": str(step + 1), "algo": algo}))
+            ckpt.write_bytes(weights_to_bytes(learner.state(), lora_config, {"step": str(step + 1), "algo": algo}))
         history.append(row)
         if minutes and time.perf_counter() - t_train > minutes * 60:
             say(f"time budget of {minutes} min reached after {step + 1} outer steps")
@@ -250,7 +259,7 @@ def lora(
     if best_lrs:  # Meta-SGD's rates travel in the same file, in half precision (they are rates, not weights)
         state = dict(best_init) | {f"inner_lr.{k}": v.half().float() for k, v in best_lrs.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(adapter_to_bytes(state, lora_config, metadata))
+    out.write_bytes(weights_to_bytes(state, lora_config, metadata))
     result["bytes"] = out.stat().st_size
     say(f"{algo}: validation query loss {start_val:.3f} -> {best_loss:.3f} (step {best_step}); "
         f"wrote {out} ({result['bytes'] / 1024:.0f} KB) in {seconds / 60:.1f} min")
@@ -262,10 +271,10 @@ def _tune_baselines(lm: Any, learner: Any, val_set: list[Any], steps: int, clip:
     """The standard init's best SGD and Adam rates at ``steps`` steps on the validation tasks."""
     import torch
 
-    from engine.learning.lora import random_adapter
-    from engine.learning.lora_eval import Method, train_curve
+    from engine.nn.lora import random_weights
+    from engine.training.lora_eval import Method, train_curve
 
-    standard = random_adapter(lm, torch.Generator().manual_seed(0))
+    standard = random_weights(lm, torch.Generator().manual_seed(0))
 
     def score(method: Method) -> float:
         losses = [train_curve(learner.stack, method, t.support, t.query, steps)[0][-1] for t in val_set]
@@ -312,12 +321,18 @@ def side_by_side(
 
     from engine.generation.model_loader import load_model
     from engine.learning.consolidation import load_init
-    from engine.learning.lora_eval import (
-        EvalConfig, Method, baseline_rate, correction_curve, evaluate, plot, standard_methods,
-    )
-    from engine.learning.lora_tasks import TaskConfig, load_domains, load_labelled, split_domains, tasks_from_split
-    from engine.learning.maml import split_state
+    from engine.nn.inner_loop import split_state
     from engine.settings import ModelSettings
+    from engine.training.lora_eval import (
+        EvalConfig,
+        Method,
+        baseline_rate,
+        correction_curve,
+        evaluate,
+        plot,
+        standard_methods,
+    )
+    from engine.training.lora_tasks import TaskConfig, load_domains, load_labelled, split_domains, tasks_from_split
 
     from .presets import PRESETS
 
@@ -460,10 +475,10 @@ def truncation(
 ) -> dict[str, Any]:
     """Truncated backprop vs full forward vs adapters on every layer (see ``lora_eval.truncation_cost``)."""
     from engine.generation.model_loader import load_model
-    from engine.learning.lora import LoraConfig, inject_lora
-    from engine.learning.lora_eval import truncation_cost
-    from engine.learning.lora_tasks import TaskConfig, load_domains, load_labelled, split_domains, tasks_from_split
+    from engine.nn.lora import LoraConfig, inject_lora
     from engine.settings import ModelSettings
+    from engine.training.lora_eval import truncation_cost
+    from engine.training.lora_tasks import TaskConfig, load_domains, load_labelled, split_domains, tasks_from_split
 
     from .presets import PRESETS
 

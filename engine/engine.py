@@ -34,11 +34,10 @@ from .generation.model_loader import LoadedModel, load_model
 from .generation.worker import ModelWorker
 from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
-from .learning.lora import Adapter
 from .learning.matching import Matching
-from .learning.prototypes import PrototypeSupportSet
+from .learning.support_set import Match, SupportSet
 from .learning.support_sets import SupportSets
-from .learning.support_set import Match
+from .nn.lora import LoraWeights
 from .reply import Reply
 from .settings import EngineSettings
 from .store import Store, StoredMessage
@@ -189,7 +188,7 @@ class Engine:
         question_id: int,
         explanation: Explanation,
         persona: str,
-        adapter: tuple[str, Adapter] | None,
+        adapter: tuple[str, LoraWeights] | None,
     ) -> AsyncIterator[str]:
         learned = self.settings.learning
         if explanation.route is Route.CORRECTION and not learned.rephrase:
@@ -230,7 +229,7 @@ class Engine:
 
     # -- learning ---------------------------------------------------------------------
 
-    async def _support_set(self, channel: ChannelKey) -> PrototypeSupportSet:
+    async def _support_set(self, channel: ChannelKey) -> SupportSet:
         return await self._support.get(channel.scope)
 
     async def _sync_external(self) -> None:
@@ -291,7 +290,7 @@ class Engine:
         channel: ChannelKey,
         matches: list[Match],
         persona: str,
-        adapter: tuple[str, Adapter] | None = None,
+        adapter: tuple[str, LoraWeights] | None = None,
     ) -> Explanation:
         route, used, answer_threshold, example_threshold = self._route(matches)
         generated = route is not Route.CORRECTION or self.settings.learning.rephrase

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from ..errors import EngineClosed, GenerationError, Overloaded
-from ..learning.lora import Adapter, lora_modules, stack_adapters, use_rows
+from ..nn.lora import LoraWeights, lora_modules, stack_weights, use_rows
 from ..settings import ModelSettings
 from .model_loader import LoadedModel
 
@@ -71,7 +71,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[object]
     adapter: str | None = None  # adapter key (see ModelWorker.submit)
-    weights: Adapter | None = None  # its device tensors, held while the row is in flight
+    weights: LoraWeights | None = None  # its device tensors, held while the row is in flight
     cancelled: bool = False
     generated: list[int] = field(default_factory=list)
     sent_chars: int = 0
@@ -126,7 +126,7 @@ class ModelWorker:
         stops.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self._stop_ids = {i for i in stops if isinstance(i, int) and i >= 0 and i != tok.unk_token_id}
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self._resident: OrderedDict[str, Adapter] = OrderedDict()
+        self._resident: OrderedDict[str, LoraWeights] = OrderedDict()
         self._resident_lock = threading.Lock()
         self._stacks: tuple[tuple[str, ...], dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None
         self._jobs: queue.Queue[_Job] = queue.Queue()
@@ -157,7 +157,7 @@ class ModelWorker:
         self,
         prompt: Sequence[int],
         max_new_tokens: int | None = None,
-        adapter: tuple[str, Adapter] | None = None,
+        adapter: tuple[str, LoraWeights] | None = None,
     ) -> GenerationStream:
         """Queue a generation for ``prompt`` (token ids), optionally under a LoRA adapter.
 
@@ -201,7 +201,7 @@ class ModelWorker:
     def resident_adapters(self) -> int:
         return len(self._resident)
 
-    def _make_resident(self, key: str, weights: Adapter) -> Adapter:
+    def _make_resident(self, key: str, weights: LoraWeights) -> LoraWeights:
         """The device copy of an adapter, cached by key (least recently used evicted)."""
         with self._resident_lock:
             if key in self._resident:
@@ -354,7 +354,7 @@ class ModelWorker:
             return nullcontext()
         if self._stacks is None or self._stacks[0] != keys:
             # Rebuilt only when the set of adapters in the batch changes, not every step.
-            self._stacks = (keys, stack_adapters(self.loaded.model, [by_key[k] for k in keys]))
+            self._stacks = (keys, stack_weights(self.loaded.model, [by_key[k] for k in keys]))
         slot = {k: i + 1 for i, k in enumerate(keys)}
         index = torch.tensor([slot.get(r.adapter, 0) if r.adapter else 0 for r in rows], device=self.loaded.device)
         return use_rows(self.loaded.model, self._stacks[1], index)

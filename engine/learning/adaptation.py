@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .channel_encoder import ChannelEncoder, EncoderAdaptConfig, Tensors, nbytes
-from .prototypes import PrototypeSupportSet
+from .support_set import SupportSet
 
 __all__ = ["AdaptConfig", "AdaptedSpace", "Adaptation", "held_out_accuracy"]
 
@@ -55,7 +55,7 @@ class AdaptedSpace:
 
     version: int
     tensors: Tensors
-    support: PrototypeSupportSet
+    support: SupportSet
     report: dict[str, float]
 
     @property
@@ -88,14 +88,14 @@ class Adaptation:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
-        self._installed: OrderedDict[PrototypeSupportSet, None] = OrderedDict()  # least recently used first
+        self._installed: OrderedDict[SupportSet, None] = OrderedDict()  # least recently used first
         self.reports: deque[dict[str, float]] = deque(maxlen=1000)  # the latest jobs' reports
 
-    def watch(self, support: PrototypeSupportSet) -> None:
+    def watch(self, support: SupportSet) -> None:
         support.on_change = self.changed
         self.changed(support)
 
-    def release(self, support: PrototypeSupportSet) -> None:
+    def release(self, support: SupportSet) -> None:
         """Stop watching ``support``: no pending job, no adapted space held for it."""
         support.on_change = None
         support.adapted = None
@@ -104,7 +104,7 @@ class Adaptation:
             timer.cancel()
         self._installed.pop(support, None)
 
-    def changed(self, support: PrototypeSupportSet) -> None:
+    def changed(self, support: SupportSet) -> None:
         """Called by the support set after each change (from the event loop)."""
         if self._closed or not eligible(support.answer_rows(), self.config):
             return
@@ -117,7 +117,7 @@ class Adaptation:
             self._timers[key].cancel()
         self._timers[key] = loop.call_later(self.config.debounce_s, self._start, support)
 
-    def _start(self, support: PrototypeSupportSet) -> None:
+    def _start(self, support: SupportSet) -> None:
         self._timers.pop(id(support), None)
         if self._closed:
             return
@@ -125,7 +125,7 @@ class Adaptation:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, support: PrototypeSupportSet) -> None:
+    async def _run(self, support: SupportSet) -> None:
         async with self._lock:
             version, corrections, rows = support.version, list(support), support.answer_rows()
             if not eligible(rows, self.config):
@@ -142,10 +142,10 @@ class Adaptation:
             tensors, vectors, report = adapted
             report["installed"] = 1.0
             fresh = [dataclasses.replace(c, embedding=vectors[i]) for i, c in enumerate(corrections)]
-            self.install(support, AdaptedSpace(version, tensors, PrototypeSupportSet(fresh), report))
+            self.install(support, AdaptedSpace(version, tensors, SupportSet(fresh), report))
             log.info("channel adaptation installed: %s", report)
 
-    def install(self, support: PrototypeSupportSet, space: AdaptedSpace) -> None:
+    def install(self, support: SupportSet, space: AdaptedSpace) -> None:
         """Serve ``support`` from ``space``; beyond ``max_channels`` the least recently used space goes."""
         support.adapted = space
         self.used(support)
@@ -154,7 +154,7 @@ class Adaptation:
             oldest.adapted = None  # the instant path serves it until its next change
             log.info("dropped a channel's adapted space (more than %d held)", self.config.max_channels)
 
-    def used(self, support: PrototypeSupportSet) -> None:
+    def used(self, support: SupportSet) -> None:
         """Note that ``support``'s adapted space just served a message (recency for the LRU)."""
         self._installed[support] = None
         self._installed.move_to_end(support)

@@ -26,15 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .metric import MetricEncoder, TopStack, _linears
-from .metric_train import collate, hidden_states
-from .metric_train import embed as embed_through
-from .protonet import prototypical_loss
+from ..nn.encoder_top import EncoderTop, collate, hidden_states, linears
+from ..nn.encoder_top import embed as embed_through
+from ..nn.protonet import prototypical_loss
+from .metric import MetricEncoder
 
 __all__ = ["EncoderAdaptConfig", "ChannelEncoder", "Tensors", "nbytes"]
 
 Tensors = dict[str, torch.Tensor]
-"""A channel's adapters, named like ``TopStack.adapter_tensors``."""
+"""A channel's adapters, named like ``EncoderTop.lora_tensors``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,23 +52,23 @@ class ChannelEncoder:
 
     def __init__(self, encoder: MetricEncoder) -> None:
         self.encoder = encoder
-        self._serving: TopStack | None = None   # used only in the encoder thread
-        self._template: TopStack | None = None  # copied by each training job
+        self._serving: EncoderTop | None = None   # used only in the encoder thread
+        self._template: EncoderTop | None = None  # copied by each training job
 
     # -- blocking pieces ----------------------------------------------------------------
 
-    def _meta_stack(self) -> TopStack:
+    def _meta_stack(self) -> EncoderTop:
         """The top layers at the meta-learned point: unmerged weights + the metric's adapters."""
         artifact = self.encoder.artifact
         bert = self.encoder.sentence_transformer[0].auto_model
-        top = TopStack(bert, artifact.config)  # a copy of the top layers, whose weights have the adapters merged
+        top = EncoderTop(bert, artifact.config)  # a copy of the top layers, whose weights have the adapters merged
         with torch.no_grad():
             for i, layer in enumerate(top.layers):
-                for j, (parent, name) in enumerate(_linears(layer)):
+                for j, (parent, name) in enumerate(linears(layer)):
                     base = getattr(parent, name).base
                     delta = artifact.tensors[f"{i}.{j}.B"].float() @ artifact.tensors[f"{i}.{j}.A"].float()
                     base.weight.sub_(delta.to(base.weight.dtype))
-        top.load_adapter_tensors(artifact.tensors)
+        top.load_lora_tensors(artifact.tensors)
         return top.eval()
 
     def hidden_states_blocking(self, texts: Sequence[str]) -> list[torch.Tensor]:
@@ -118,13 +118,13 @@ class ChannelEncoder:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return {k: v.to(torch.float16) for k, v in top.adapter_tensors().items()}
+        return {k: v.to(torch.float16) for k, v in top.lora_tensors().items()}
 
     def embed_states_blocking(self, states: Sequence[torch.Tensor], tensors: Tensors) -> np.ndarray:
         """(n, D) unit vectors, in a channel's adapted space, of texts' hidden states (encoder thread)."""
         if self._serving is None:
             self._serving = self._meta_stack()
-        self._serving.load_adapter_tensors(tensors)
+        self._serving.load_lora_tensors(tensors)
         return embed_through(self._serving, states)
 
     def embed_blocking(self, texts: Sequence[str], tensors: Tensors) -> np.ndarray:

@@ -38,14 +38,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .lora import Adapter, LoraConfig, adapter_from_bytes, inject_lora, lora_modules, random_adapter
-from .lora_tasks import Example, chat_prompt_ids, encode, encode_ids, greedy_replies
-from .maml import (
-    Cached, TopStack, _wide, anchored_loss, cache_batch, ce_loss, first_adapted_layer, inner_loop, optimizer_step,
-    split_state, with_base_logp,
+from ..nn.chat_batches import Example, chat_prompt_ids, encode, encode_ids, greedy_replies
+from ..nn.decoder_top import (
+    Cached,
+    DecoderTop,
+    anchored_loss,
+    cache_batch,
+    ce_loss,
+    first_adapted_layer,
+    wide,
+    with_base_logp,
 )
+from ..nn.inner_loop import inner_loop, optimizer_step, split_state
+from ..nn.lora import LoraConfig, LoraWeights, inject_lora, lora_modules, random_weights, weights_from_bytes
 
 __all__ = [
+    "Candidate",
     "DEFAULT_INIT_PATH",
     "DEFAULT_PROBES",
     "DEFAULT_ANCHORS",
@@ -115,7 +123,7 @@ class StepInfo:
 
 @dataclass
 class ConsolidationResult:
-    adapter: Adapter  # the candidate (detached, on the model's device and dtype)
+    adapter: LoraWeights  # the candidate (detached, on the model's device and dtype)
     support_loss: float  # after training (nan when there was nothing to train on)
     held_out_loss: float  # the candidate on the held-back corrections (nan when none)
     base_held_out_loss: float  # the base model (no adapter) there
@@ -138,14 +146,14 @@ class ConsolidationResult:
 # -- the init ------------------------------------------------------------------------------
 
 
-def load_init(model: nn.Module, path: str | Path) -> tuple[Adapter, LoraConfig, dict[str, str]]:
+def load_init(model: nn.Module, path: str | Path) -> tuple[LoraWeights, LoraConfig, dict[str, str]]:
     """An init artifact, checked against ``model`` (LoRA layers injected when the model has none).
 
     The returned dict holds the adapter tensors and, for Meta-SGD inits, the per-parameter
     inner learning rates under ``inner_lr.<key>`` (``maml.split_state`` separates them).
     Raises ``FileNotFoundError``, or ``IncompatibleInit`` when the shapes do not fit.
     """
-    tensors, config, metadata = adapter_from_bytes(Path(path).read_bytes())
+    tensors, config, metadata = weights_from_bytes(Path(path).read_bytes())
     if not lora_modules(model):
         inject_lora(model, config)
     adapter, lrs = split_state(tensors)
@@ -165,7 +173,7 @@ def load_init(model: nn.Module, path: str | Path) -> tuple[Adapter, LoraConfig, 
     return out, config, metadata
 
 
-def load_default_init(model: nn.Module) -> tuple[Adapter, LoraConfig, dict[str, str]]:
+def load_default_init(model: nn.Module) -> tuple[LoraWeights, LoraConfig, dict[str, str]]:
     """The shipped meta-learned init for the embedded SmolLM2 (see ``load_init``)."""
     return load_init(model, DEFAULT_INIT_PATH)
 
@@ -180,10 +188,10 @@ def baseline_rate(metadata: dict[str, str], key: str = "baseline_inner_lr") -> f
     return 1.0
 
 
-def _inner_settings(init: Adapter, metadata: dict[str, str], inner_lr: float | Adapter | None,
-                    clip: float | None) -> tuple[Adapter, float | Adapter, float]:
+def _inner_settings(init: LoraWeights, metadata: dict[str, str], inner_lr: float | LoraWeights | None,
+                    clip: float | None) -> tuple[LoraWeights, float | LoraWeights, float]:
     adapter, lrs = split_state(init)
-    lr: float | Adapter = inner_lr if inner_lr is not None else (
+    lr: float | LoraWeights = inner_lr if inner_lr is not None else (
         lrs if lrs is not None else baseline_rate(metadata, "inner_lr"))
     return adapter, lr, clip if clip is not None else float(metadata.get("inner_clip", "1.0"))
 
@@ -194,14 +202,14 @@ _probe_cache: weakref.WeakKeyDictionary[nn.Module, OrderedDict[Any, Cached]] = w
 _PROBE_CACHE_ENTRIES = 8  # per model: one per (probes, system prompt); each holds (tokens, vocab) log-probs
 
 
-def _probe_batch(model: nn.Module, tokenizer: Any, stack: TopStack, probes: Sequence[str], system: str | None,
+def probe_batch(model: nn.Module, tokenizer: Any, stack: DecoderTop, probes: Sequence[str], system: str | None,
                  max_new_tokens: int) -> Cached:
     key = (tuple(probes), system, max_new_tokens, stack.start)
     per_model = _probe_cache.setdefault(model, OrderedDict())
     if key in per_model:
         per_model.move_to_end(key)
     else:
-        zero = {k: torch.zeros_like(v) for k, v in _lora_state(model).items()}
+        zero = {k: torch.zeros_like(v) for k, v in lora_state(model).items()}
         prompts = [(system, p) for p in probes]
         replies = greedy_replies(model, tokenizer, prompts, [zero] * len(probes), max_new_tokens=max_new_tokens,
                                  return_ids=True)
@@ -213,22 +221,22 @@ def _probe_batch(model: nn.Module, tokenizer: Any, stack: TopStack, probes: Sequ
     return per_model[key]
 
 
-def anchor_batch(model: nn.Module, tokenizer: Any, stack: TopStack, system: str | None,
+def anchor_batch(model: nn.Module, tokenizer: Any, stack: DecoderTop, system: str | None,
                  max_new_tokens: int = 16, anchors: Sequence[str] = DEFAULT_ANCHORS) -> Cached:
     """The anchors' base replies, cached with the base log-probs (what ``maml.anchored_loss`` holds to)."""
-    return _probe_batch(model, tokenizer, stack, anchors, system, max_new_tokens)
+    return probe_batch(model, tokenizer, stack, anchors, system, max_new_tokens)
 
 
-def _lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{n}.{p}": getattr(m, p) for n, m in lora_modules(model).items() for p in ("lora_A", "lora_B")}
 
 
 @torch.no_grad()
-def locality(adapter: Adapter, stack: TopStack, probes: Cached) -> tuple[float, float]:
+def locality(adapter: LoraWeights, stack: DecoderTop, probes: Cached) -> tuple[float, float]:
     """(agreement, KL): how often the adapted model's top token is the base reply's token, and
     the mean KL(base ‖ adapted), over every token of the base model's greedy probe replies."""
     assert probes.base_logp is not None
-    logp = F.log_softmax(_wide(functional_call(stack, adapter, probes.args())), dim=-1)  # (N, V)
+    logp = F.log_softmax(wide(functional_call(stack, adapter, probes.args())), dim=-1)  # (N, V)
     agree = (logp.argmax(-1) == probes.tgt).float().mean()
     kl = (probes.base_logp.exp() * (probes.base_logp - logp)).sum(-1).mean()
     return float(agree), float(kl)
@@ -237,7 +245,7 @@ def locality(adapter: Adapter, stack: TopStack, probes: Cached) -> tuple[float, 
 # -- the consolidation -------------------------------------------------------------------------
 
 
-def _chunks(model: nn.Module, tokenizer: Any, stack: TopStack, pairs: Sequence[tuple[str, str]],
+def _chunks(model: nn.Module, tokenizer: Any, stack: DecoderTop, pairs: Sequence[tuple[str, str]],
             system: str | None, size: int) -> Generator[StepInfo, None, list[Cached]]:
     out = []
     for lo in range(0, len(pairs), size):
@@ -247,7 +255,7 @@ def _chunks(model: nn.Module, tokenizer: Any, stack: TopStack, pairs: Sequence[t
     return out
 
 
-def _mean_loss(adapter: Adapter, stack: TopStack, batches: Sequence[Cached]) -> float:
+def _mean_loss(adapter: LoraWeights, stack: DecoderTop, batches: Sequence[Cached]) -> float:
     """Token-weighted mean cross-entropy over several cached batches."""
     if not batches:
         return float("nan")
@@ -256,10 +264,32 @@ def _mean_loss(adapter: Adapter, stack: TopStack, batches: Sequence[Cached]) -> 
     return total / sum(len(b.tgt) for b in batches)
 
 
+@dataclass
+class Candidate:
+    """What one consolidation produced, and how it measured."""
+
+    adapter: LoraWeights
+    held_out_loss: float
+    base_held_out_loss: float
+    current_held_out_loss: float | None
+    locality: float
+    steps: int
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def beats(self, min_locality: float) -> tuple[bool, str]:
+        reference = min(self.base_held_out_loss, self.current_held_out_loss or float("inf"))
+        if self.locality < min_locality:
+            return False, f"locality {self.locality:.3f} < {min_locality:.2f}"
+        if not self.held_out_loss < reference:
+            return False, f"held-out loss {self.held_out_loss:.3f} does not beat {reference:.3f}"
+        return True, f"held-out loss {self.held_out_loss:.3f} < {reference:.3f}, locality {self.locality:.3f}"
+
+
 def consolidate_steps(
     model: nn.Module,
     tokenizer: Any,
-    init: Adapter,
+    init: LoraWeights,
     config: LoraConfig,
     support: Sequence[tuple[str, str]],
     held_out: Sequence[tuple[str, str]],
@@ -267,10 +297,10 @@ def consolidate_steps(
     steps: int = 8,
     *,
     metadata: dict[str, str] | None = None,
-    inner_lr: float | Adapter | None = None,
+    inner_lr: float | LoraWeights | None = None,
     clip: float | None = None,
     system: str | None = None,
-    current: Adapter | None = None,
+    current: LoraWeights | None = None,
     compare_zero_init: bool = False,
     batch_size: int = 16,
     probe_tokens: int = 16,
@@ -307,16 +337,16 @@ def consolidate_steps(
     if isinstance(inner_lr, dict):
         inner_lr = {k: v.to(device=like.device, dtype=like.dtype) for k, v in inner_lr.items()}
     adapter, lrs, clip = _inner_settings(init, metadata or {}, inner_lr, clip)
-    stack = TopStack(model, first_adapted_layer(model))
+    stack = DecoderTop(model, first_adapted_layer(model))
     with torch.no_grad():
         train = yield from _chunks(model, tokenizer, stack, support, system, batch_size)
         test = yield from _chunks(model, tokenizer, stack, held_out, system, batch_size)
-        probe = _probe_batch(model, tokenizer, stack, probes, system, probe_tokens) if probes else None
+        probe = probe_batch(model, tokenizer, stack, probes, system, probe_tokens) if probes else None
     yield StepInfo("prepare")
 
     anchors = anchor_batch(model, tokenizer, stack, system, probe_tokens) if anchor else None
 
-    def loss_at(batch: Cached) -> Callable[[Adapter], torch.Tensor]:
+    def loss_at(batch: Cached) -> Callable[[LoraWeights], torch.Tensor]:
         return lambda p: anchored_loss(p, stack, batch, anchors, anchor)
 
     losses: list[float] = []
@@ -346,7 +376,7 @@ def consolidate_steps(
     agree, kl = locality(params, stack, probe) if probe is not None else (1.0, 0.0)  # no probe it would serve
     zero_init_held = None
     if compare_zero_init:
-        std = random_adapter(model, torch.Generator().manual_seed(0))
+        std = random_weights(model, torch.Generator().manual_seed(0))
         std_lr = baseline_rate(metadata or {})
         for step in range(steps if train else 0):
             batch = train[step % len(train)]
@@ -365,7 +395,7 @@ def consolidate_steps(
 def consolidate(
     model: nn.Module,
     tokenizer: Any,
-    init: Adapter,
+    init: LoraWeights,
     config: LoraConfig,
     support: Sequence[tuple[str, str]],
     held_out: Sequence[tuple[str, str]],
@@ -385,13 +415,13 @@ def consolidate(
 def consolidation_job(
     model: nn.Module,
     tokenizer: Any,
-    init: Adapter,
+    init: LoraWeights,
     config: LoraConfig,
     metadata: dict[str, str],
     *,
     support: list[tuple[str, str]],
     held_out: list[tuple[str, str]],
-    current: Adapter | None,
+    current: LoraWeights | None,
     steps: int,
     system: str | None = None,
     probes: Sequence[str] | None = None,
@@ -400,7 +430,6 @@ def consolidation_job(
     anchor: float = 0.0,
 ) -> Generator[StepInfo, None, Any]:
     """The engine's job (``Consolidator``): a generator returning a ``consolidator.Candidate``."""
-    from .consolidator import Candidate
 
     result = yield from consolidate_steps(
         model, tokenizer, init, config, support, held_out, DEFAULT_PROBES if probes is None else probes, steps,

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,38 +26,22 @@ import torch
 
 from ..contract import ChannelKey
 from ..generation.worker import ModelWorker
+from ..nn.lora import (
+    LoraConfig,
+    LoraWeights,
+    init_mismatch,
+    inject_lora,
+    random_weights,
+    weights_from_bytes,
+    weights_to_bytes,
+)
 from ..settings import LoraSettings
 from ..store import Store, StoredCorrection
-from .consolidation import DEFAULT_INIT_PATH, DEFAULT_PROBES, consolidation_job
-from .lora import (
-    Adapter, LoraConfig, adapter_from_bytes, adapter_to_bytes, init_mismatch, inject_lora, random_adapter,
-)
+from .consolidation import DEFAULT_INIT_PATH, DEFAULT_PROBES, Candidate, consolidation_job
 
-__all__ = ["Candidate", "Consolidator", "JobFn", "LoraSetup", "prepare_lora"]
+__all__ = ["Consolidator", "JobFn", "LoraSetup", "prepare_lora"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Candidate:
-    """What one consolidation produced, and how it measured."""
-
-    adapter: Adapter
-    held_out_loss: float
-    base_held_out_loss: float
-    current_held_out_loss: float | None
-    locality: float
-    steps: int
-    seconds: float
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def beats(self, min_locality: float) -> tuple[bool, str]:
-        reference = min(self.base_held_out_loss, self.current_held_out_loss or float("inf"))
-        if self.locality < min_locality:
-            return False, f"locality {self.locality:.3f} < {min_locality:.2f}"
-        if not self.held_out_loss < reference:
-            return False, f"held-out loss {self.held_out_loss:.3f} does not beat {reference:.3f}"
-        return True, f"held-out loss {self.held_out_loss:.3f} < {reference:.3f}, locality {self.locality:.3f}"
 
 
 Related = Callable[[ChannelKey, Sequence[str]], Awaitable[list[bool]]]
@@ -84,7 +68,7 @@ class Consolidator:
         self._queue: asyncio.Queue[ChannelKey] = asyncio.Queue()
         self._queued: set[ChannelKey] = set()
         self._runner: asyncio.Task[None] | None = None
-        self._cache: OrderedDict[ChannelKey, tuple[str, Adapter] | None] = OrderedDict()
+        self._cache: OrderedDict[ChannelKey, tuple[str, LoraWeights] | None] = OrderedDict()
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -143,7 +127,7 @@ class Consolidator:
             self._queue.put_nowait(scope)
             self.idle.clear()
 
-    async def adapter_for(self, channel: ChannelKey) -> tuple[str, Adapter] | None:
+    async def adapter_for(self, channel: ChannelKey) -> tuple[str, LoraWeights] | None:
         """``(key@version, weights)`` of the channel's active adapter, or None (base model)."""
         scope = channel.scope
         if scope in self._cache:
@@ -152,7 +136,7 @@ class Consolidator:
         stored = await self.store.active_adapter(scope)
         entry = None
         if stored is not None and stored.weights is not None:
-            weights, _, _ = await asyncio.to_thread(adapter_from_bytes, stored.weights)
+            weights, _, _ = await asyncio.to_thread(weights_from_bytes, stored.weights)
             entry = (f"{scope}@{stored.version}", weights)
         self._cache[scope] = entry
         while len(self._cache) > self.settings.cached_adapters:
@@ -216,7 +200,7 @@ class Consolidator:
             "decision": why,
             **candidate.metrics,
         }
-        blob = await asyncio.to_thread(adapter_to_bytes, candidate.adapter, self.config)
+        blob = await asyncio.to_thread(weights_to_bytes, candidate.adapter, self.config)
         if await self._still_current(scope, corrections):
             version = await self.store.add_adapter(scope, blob, metrics, "active" if ok else "rejected")
             if ok:
@@ -249,7 +233,7 @@ class LoraSetup:
     """What the engine needs to serve and consolidate adapters."""
 
     config: LoraConfig
-    init: Adapter
+    init: LoraWeights
     job: JobFn
     source: str
 
@@ -265,12 +249,12 @@ def prepare_lora(model: Any, tokenizer: Any, settings: LoraSettings) -> LoraSetu
     ``ValueError`` when the model has no layers LoRA can target.
     """
     path = DEFAULT_INIT_PATH if settings.init == "default" else Path(settings.init) if settings.init != "zero" else None
-    init: Adapter | None = None
+    init: LoraWeights | None = None
     config = LoraConfig()
     source = "standard init"
     metadata: dict[str, str] = {}
     if path is not None and path.is_file():
-        tensors, file_config, file_metadata = adapter_from_bytes(path.read_bytes())
+        tensors, file_config, file_metadata = weights_from_bytes(path.read_bytes())
         problem = init_mismatch(model, tensors, file_config)
         if problem is None:
             init, config, metadata = tensors, file_config, file_metadata
@@ -283,7 +267,7 @@ def prepare_lora(model: Any, tokenizer: Any, settings: LoraSettings) -> LoraSetu
         raise FileNotFoundError(f"LoRA init {settings.init!r} not found")
     inject_lora(model, config)
     if init is None:
-        init = random_adapter(model, torch.Generator().manual_seed(0))
+        init = random_weights(model, torch.Generator().manual_seed(0))
     steps_hint = int(metadata.get("inner_steps", "0") or 0)
 
     def job(**kwargs: Any) -> Iterator[None]:

@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from ..settings import EncoderSettings, LearningSettings
 from ..store import StoredCorrection
 from ..understanding.encoder import Encoder
-from .adaptation import AdaptConfig, Adaptation
+from .adaptation import Adaptation, AdaptConfig
 from .channel_encoder import ChannelEncoder
 from .metric import MetricArtifact, MetricEncoder, resolve_artifact, shot_threshold
-from .prototypes import PrototypeSupportSet
-from .support_set import Match
+from .support_set import Match, SupportSet
 
 __all__ = ["Matching"]
 
@@ -64,7 +63,7 @@ class Matching:
         """The radius for an answer taught by ``support`` corrections (calibrated per size)."""
         return shot_threshold(self._answer_thresholds, support, self.answer_threshold)
 
-    async def support_set(self, corrections: Sequence[StoredCorrection]) -> PrototypeSupportSet:
+    async def support_set(self, corrections: Sequence[StoredCorrection]) -> SupportSet:
         """A scope's support set; corrections embedded by another encoder (or metric) are re-embedded once."""
         stale = [i for i, c in enumerate(corrections) if c.encoder != self.encoder.name]
         fresh = list(corrections)
@@ -73,18 +72,18 @@ class Matching:
             for row, i in enumerate(stale):
                 fresh[i] = dataclasses.replace(corrections[i], embedding=vectors[row], encoder=self.encoder.name)
             log.info("re-embedded %d correction(s) for %s", len(stale), self.encoder.name)
-        support = PrototypeSupportSet(fresh)
+        support = SupportSet(fresh)
         if self.adaptation is not None:
             self.adaptation.watch(support)
         return support
 
-    async def match(self, support: PrototypeSupportSet, text: str) -> list[Match]:
+    async def match(self, support: SupportSet, text: str) -> list[Match]:
         """Score ``text`` against a channel's support set: in the channel's adapted space when
         one is ready for the set as it is now, else in the shared space (the instant path)."""
         (matches,) = await self.match_many(support, [text])
         return matches
 
-    async def match_many(self, support: PrototypeSupportSet, texts: Sequence[str]) -> list[list[Match]]:
+    async def match_many(self, support: SupportSet, texts: Sequence[str]) -> list[list[Match]]:
         """``match`` for several texts, embedded in one batch."""
         if not texts:
             return []
@@ -97,7 +96,7 @@ class Matching:
         vectors = await self.encoder.embed(list(texts))
         return [support.match(v) for v in vectors]
 
-    def release(self, support: PrototypeSupportSet) -> None:
+    def release(self, support: SupportSet) -> None:
         """The engine no longer holds ``support`` (evicted from its cache): drop its adaptation state."""
         if self.adaptation is not None:
             self.adaptation.release(support)

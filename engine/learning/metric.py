@@ -20,8 +20,6 @@ data hash, hyperparameters and metrics of the run that produced it.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -29,18 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..settings import EMBEDDED_ENCODER, EncoderSettings
+from ..nn.digests import tensors_digest
+from ..nn.encoder_top import MetricConfig, merge_into
+from ..settings import EncoderSettings
 from ..understanding.encoder import Encoder
 
 __all__ = [
     "DEFAULT_ARTIFACT",
-    "MetricConfig",
-    "LoRALinear",
-    "TopStack",
-    "merge_into",
     "MetricArtifact",
     "MetricEncoder",
     "resolve_artifact",
@@ -53,102 +47,6 @@ DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "metric.safet
 """The shipped metric, trained on CLINC150 by ``heedful meta-train metric`` (docs/LEARNING.md)."""
 
 FORMAT = "heedful-metric/1"
-
-
-@dataclass(frozen=True, slots=True)
-class MetricConfig:
-    encoder: str = EMBEDDED_ENCODER  # the sentence encoder the metric was trained on
-    top_layers: int = 2              # transformer layers (from the top) that carry adapters
-    rank: int = 16                   # LoRA rank on every linear map of those layers
-
-
-class LoRALinear(nn.Module):
-    """``base(x) + x Aᵀ Bᵀ``: a frozen linear map plus a trainable low-rank update."""
-
-    def __init__(self, base: nn.Linear, rank: int) -> None:
-        super().__init__()
-        self.base = base
-        for p in self.base.parameters():
-            p.requires_grad_(False)
-        self.A = nn.Parameter(torch.randn(rank, base.in_features) / base.in_features**0.5)  # (r, in)
-        self.B = nn.Parameter(torch.zeros(base.out_features, rank))                        # (out, r): starts at 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.A.T) @ self.B.T
-
-
-def _linears(layer: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(parent, attribute) of every linear map of a BERT layer, in a fixed order."""
-    found = []
-    for parent in layer.modules():
-        if isinstance(parent, LoRALinear):
-            continue  # its ``base`` is the wrapped map itself
-        for name, child in parent.named_children():
-            if isinstance(child, (nn.Linear, LoRALinear)):
-                found.append((parent, name))
-    return found
-
-
-class TopStack(nn.Module):
-    """The encoder's top layers with adapters, mean pooling and normalisation.
-
-    Input: the frozen hidden states entering the first adapted layer (cached once per
-    utterance during meta-training), output: unit embeddings. With zero ``B`` it
-    reproduces the plain encoder exactly.
-    """
-
-    def __init__(self, bert: nn.Module, config: MetricConfig) -> None:
-        super().__init__()
-        layers = bert.encoder.layer
-        assert 1 <= config.top_layers <= len(layers), f"top_layers must be in 1..{len(layers)}"
-        self.config = config
-        self.first = len(layers) - config.top_layers  # index of the first adapted layer
-        self.layers = nn.ModuleList(copy.deepcopy(layers[self.first:]))
-        for p in self.layers.parameters():
-            p.requires_grad_(False)
-        for layer in self.layers:
-            for parent, name in _linears(layer):
-                setattr(parent, name, LoRALinear(getattr(parent, name), config.rank))
-
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``hidden`` (B, T, D) frozen states, ``mask`` (B, T) 1 for tokens -> (B, D) unit vectors."""
-        additive = (1.0 - mask.to(hidden.dtype))[:, None, None, :] * torch.finfo(hidden.dtype).min  # (B,1,1,T)
-        h = hidden
-        for layer in self.layers:
-            out = layer(h, attention_mask=additive)
-            h = out[0] if isinstance(out, tuple) else out
-        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)               # (B, D)
-        return F.normalize(pooled, dim=-1)
-
-    def adapter_tensors(self) -> dict[str, torch.Tensor]:
-        """The trained tensors, named ``<layer>.<linear>.A|B`` (what an artifact stores)."""
-        out: dict[str, torch.Tensor] = {}
-        for i, layer in enumerate(self.layers):
-            for j, (parent, name) in enumerate(_linears(layer)):
-                lora = getattr(parent, name)
-                out[f"{i}.{j}.A"] = lora.A.detach().clone()
-                out[f"{i}.{j}.B"] = lora.B.detach().clone()
-        return out
-
-    def load_adapter_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for i, layer in enumerate(self.layers):
-                for j, (parent, name) in enumerate(_linears(layer)):
-                    lora = getattr(parent, name)
-                    lora.A.copy_(tensors[f"{i}.{j}.A"].float())
-                    lora.B.copy_(tensors[f"{i}.{j}.B"].float())
-
-
-@torch.no_grad()
-def merge_into(bert: nn.Module, config: MetricConfig, tensors: dict[str, torch.Tensor]) -> None:
-    """Add ``B @ A`` to the weights of ``bert``'s top layers, in place (inference needs no LoRA code)."""
-    layers = bert.encoder.layer
-    for i, layer in enumerate(layers[len(layers) - config.top_layers:]):
-        for j, (parent, name) in enumerate(_linears(layer)):
-            linear = getattr(parent, name)
-            delta = tensors[f"{i}.{j}.B"].float() @ tensors[f"{i}.{j}.A"].float()    # (out, in)
-            assert delta.shape == linear.weight.shape, f"adapter {i}.{j} does not fit this encoder"
-            linear.weight.add_(delta.to(linear.weight.dtype))
 
 
 @dataclass
@@ -180,11 +78,7 @@ class MetricArtifact:
     @property
     def digest(self) -> str:
         """A short id of the trained tensors (names the metric's embedding space)."""
-        h = hashlib.sha256()
-        for name in sorted(self.tensors):
-            h.update(name.encode())
-            h.update(self.tensors[name].to(torch.float16).numpy().tobytes())
-        return h.hexdigest()[:12]
+        return tensors_digest(self.tensors)
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file

@@ -1,22 +1,41 @@
-"""A channel's support set: its corrections, embedded, ready to be matched.
+"""A channel's support set: its corrections, embedded, matched by one prototype per distinct answer.
 
 The set is kept in memory per learning scope and updated incrementally: a new
-correction appends one row, a forget removes rows; nothing is re-embedded. Matching
-groups corrections by their answer (one prototype per distinct answer) and scores a
-message by its nearest member, so several phrasings of one question all count.
+correction adds one row, a forget removes rows; nothing is re-embedded.
+
+Each distinct answer (compared case- and space-insensitively) is one class; its
+prototype is the normalised mean of its corrections' embeddings. The sums behind the
+means are updated when a correction arrives or is forgotten, so nothing is re-embedded
+and nothing is recomputed from scratch (a test checks the running prototypes against
+recomputed ones).
+
+A message is scored against every answer at once (``answer_scores``)::
+
+    proto[a]  = cos(q, c_a)                         c_a = normalize(Σ e_i / n_a)
+    member[a] = max_{i ∈ a} cos(q, e_i)
+    score[a]  = max(proto[a], member[a]) if member[a] ≥ exact else proto[a]
+
+Prototypes classify paraphrases better than the nearest single correction (5 points
+on held-out CLINC150 domains, docs/LEARNING.md); the ``exact`` clause keeps a corrected
+question itself (or a near copy of it) answered by its own correction. Background
+adaptation (``adaptation.py``) may attach the same corrections embedded in the channel's
+own encoder space as ``adapted``, valid while ``version`` is unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..store import StoredCorrection
 
-__all__ = ["Match", "SupportSet", "Scorer", "CosineScorer"]
+__all__ = ["EXACT", "Match", "Scorer", "CosineScorer", "answer_key", "answer_scores", "SupportSet"]
+
+EXACT = 0.95
+"""Member similarity from which a correction counts as asked again (its own question)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,46 +60,154 @@ class CosineScorer:
         return support @ query
 
 
-class SupportSet:
-    """The active corrections of one learning scope."""
+def answer_key(answer: str) -> str:
+    return " ".join(answer.split()).casefold()
 
-    def __init__(self, corrections: Iterable[StoredCorrection] = (), scorer: Scorer | None = None) -> None:
+
+def answer_scores(member: np.ndarray, rows: np.ndarray, proto: np.ndarray, exact: float = EXACT) -> np.ndarray:
+    """Per-answer scores of Q messages.
+
+    ``member`` (Q, n) similarity to each correction, ``rows`` (n,) answer slot of each
+    correction, ``proto`` (Q, A) similarity to each answer's prototype -> (Q, A).
+    """
+    assert member.shape[1] == rows.shape[0], "one answer slot per correction"
+    best = np.full(proto.shape, -np.inf, dtype=np.float32)                    # (Q, A)
+    for slot in np.unique(rows):
+        best[:, slot] = member[:, rows == slot].max(axis=1)
+    return np.where(best >= exact, np.maximum(proto, best), proto)
+
+
+class SupportSet:
+    """The active corrections of one learning scope, matched by answer prototypes.
+
+    ``version`` counts changes, so background work can tell whether what it
+    computed still describes the set. ``on_change`` (if set) is called after each change.
+    """
+
+    def __init__(self, corrections: Iterable[StoredCorrection] = (), scorer: Scorer | None = None,
+                 exact: float = EXACT) -> None:
         self.scorer: Scorer = scorer or CosineScorer()
+        # The channel's adapted encoder space (``adaptation.AdaptedSpace``), valid for one ``version``.
+        self.adapted: Any = None
+        self.exact = exact
+        self.version = 0
+        self.on_change = None  # type: ignore[var-annotated]  # Callable[[SupportSet], None] | None
         self._items: list[StoredCorrection] = []
-        self._matrix: np.ndarray | None = None
+        self._vectors: list[np.ndarray] = []             # (dim,) each, in arrival order
+        self._rows: list[int] = []                        # answer slot of each correction
+        self._slots: dict[str, int] = {}                  # answer key -> slot
+        self._sums = np.zeros((0, 0), dtype=np.float64)   # (slots, dim) running sums
+        self._counts = np.zeros(0, dtype=np.int64)        # (slots,) corrections per slot
+        self._matrix: np.ndarray | None = None            # (n, dim) cache of the stacked vectors
         for correction in corrections:
-            self.add(correction)
+            self._add(correction)
+        self._changed(notify=False)
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[StoredCorrection]:
         return iter(self._items)
 
+    @property
+    def answers(self) -> int:
+        """Distinct answers taught (prototypes)."""
+        return int((self._counts > 0).sum())
+
+    # -- changes ----------------------------------------------------------------------
+
     def add(self, correction: StoredCorrection) -> None:
-        row = correction.embedding.reshape(1, -1)
-        self._matrix = row if self._matrix is None else np.vstack([self._matrix, row])
+        self._add(correction)
+        self._changed()
+
+    def _add(self, correction: StoredCorrection) -> None:
+        vector = np.asarray(correction.embedding, dtype=np.float32).reshape(-1)
+        if self._sums.shape[1] == 0:  # the first correction fixes the dimension
+            self._sums = np.zeros((len(self._counts), vector.shape[0]), dtype=np.float64)
+        assert vector.shape[0] == self._sums.shape[1], "all corrections of a scope share one embedding space"
+        key = answer_key(correction.answer)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = len(self._counts)
+            self._sums = np.vstack([self._sums, np.zeros((1, vector.shape[0]))])
+            self._counts = np.append(self._counts, 0)
+        self._sums[slot] += vector
+        self._counts[slot] += 1
         self._items.append(correction)
+        self._vectors.append(vector)
+        self._rows.append(slot)
 
     def remove(self, ids: Iterable[int]) -> None:
         drop = set(ids)
-        keep = [i for i, c in enumerate(self._items) if c.id not in drop]
+        if not any(c.id in drop for c in self._items):
+            return
+        keep = []
+        for i, correction in enumerate(self._items):
+            if correction.id in drop:
+                self._sums[self._rows[i]] -= self._vectors[i]
+                self._counts[self._rows[i]] -= 1
+            else:
+                keep.append(i)
         self._items = [self._items[i] for i in keep]
-        self._matrix = self._matrix[keep] if keep and self._matrix is not None else None
+        self._vectors = [self._vectors[i] for i in keep]
+        self._rows = [self._rows[i] for i in keep]
+        for slot in np.flatnonzero(self._counts == 0):
+            self._sums[slot] = 0.0  # an emptied answer starts again from exact zero
+        self._changed()
+
+    def _changed(self, notify: bool = True) -> None:
+        self._matrix = None
+        self.version += 1
+        if notify and self.on_change is not None:
+            self.on_change(self)
+
+    # -- reading ----------------------------------------------------------------------
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """(n, dim) the corrections' embeddings, in order."""
+        if self._matrix is None:
+            self._matrix = np.stack(self._vectors) if self._vectors else np.zeros((0, self._sums.shape[1]), np.float32)
+        return self._matrix
+
+    def answer_rows(self) -> np.ndarray:
+        """(n,) the answer slot of each correction."""
+        return np.asarray(self._rows, dtype=np.int64)
+
+    def prototypes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(slots,) which slots are live, (live, dim) their unit prototypes."""
+        live = np.flatnonzero(self._counts > 0)
+        means = self._sums[live] / self._counts[live, None]
+        norms = np.linalg.norm(means, axis=1, keepdims=True)
+        return live, (means / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def scores(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``queries`` (Q, dim) -> live slots (A,), per-answer scores (Q, A)."""
+        live, protos = self.prototypes()
+        rows = self.answer_rows()
+        member = np.stack([self.scorer.scores(q, self.matrix) for q in queries])           # (Q, n)
+        proto = np.stack([self.scorer.scores(q, protos) for q in queries])                 # (Q, A)
+        remap = np.full(len(self._counts), -1, dtype=np.int64)
+        remap[live] = np.arange(len(live))
+        return live, answer_scores(member, remap[rows], proto, self.exact)
 
     def match(self, query: np.ndarray) -> list[Match]:
-        """One match per distinct answer (its best-scoring correction), best first.
+        """One match per distinct answer, best first, each represented by its best-scoring correction.
 
         When a question was corrected twice, the newer answer wins a tie: later
         corrections overrule earlier ones.
         """
-        if self._matrix is None:
+        if not self._items:
             return []
-        scores = self.scorer.scores(np.asarray(query, dtype=np.float32), self._matrix)
-        best: dict[str, Match] = {}
-        for correction, score in zip(self._items, scores.tolist(), strict=True):
-            key = " ".join(correction.answer.split()).casefold()
-            current = best.get(key)
-            if current is None or score >= current.score:
-                best[key] = Match(correction, float(score))
-        return sorted(best.values(), key=lambda m: (m.score, m.correction.id), reverse=True)
+        q = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        live, scores = self.scores(q)
+        member = self.scorer.scores(q[0], self.matrix)
+        best_member: dict[int, int] = {}
+        for i, slot in enumerate(self._rows):  # the newest correction wins ties
+            j = best_member.get(slot)
+            if j is None or member[i] >= member[j]:
+                best_member[slot] = i
+        matches = [Match(self._items[best_member[int(slot)]], float(scores[0, a]), int(self._counts[slot]))
+                   for a, slot in enumerate(live)]
+        return sorted(matches, key=lambda m: (m.score, m.correction.id), reverse=True)
+

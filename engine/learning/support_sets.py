@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ..contract import ChannelKey
 from ..store import Store
 from .matching import Matching
-from .prototypes import PrototypeSupportSet
+from .support_set import SupportSet
 
 __all__ = ["SupportSets"]
 
@@ -27,7 +27,7 @@ class SupportSets:
 
     def __init__(self, store: Store, matching: Matching, capacity: int, busy: Callable[[ChannelKey], bool]) -> None:
         self.store, self.matching, self.capacity, self.busy = store, matching, capacity, busy
-        self._sets: OrderedDict[ChannelKey, PrototypeSupportSet] = OrderedDict()
+        self._sets: OrderedDict[ChannelKey, SupportSet] = OrderedDict()
         self._loading = asyncio.Lock()
 
     def __len__(self) -> int:
@@ -37,11 +37,11 @@ class SupportSets:
         """The scopes held now, least recently used first."""
         return list(self._sets)
 
-    def peek(self, scope: ChannelKey) -> PrototypeSupportSet | None:
+    def peek(self, scope: ChannelKey) -> SupportSet | None:
         """The held set of ``scope``, if any, without loading it or touching its recency."""
         return self._sets.get(scope)
 
-    async def get(self, scope: ChannelKey) -> PrototypeSupportSet:
+    async def get(self, scope: ChannelKey) -> SupportSet:
         if scope not in self._sets:
             async with self._loading:
                 if scope not in self._sets:

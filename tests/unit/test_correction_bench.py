@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from bots.correction_bench import curve_sequence, split_labels
-from engine.learning.episodes import OOS, Utterance
+from engine.training.episodes import OOS, Utterance
 
 
 def _utterances(labels: int, each: int) -> list[Utterance]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.learning.episodes import (
+from engine.training.episodes import (
     OOS,
     EpisodeConfig,
     EpisodeSampler,

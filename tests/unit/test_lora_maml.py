@@ -19,18 +19,29 @@ from typer.testing import CliRunner
 
 from engine.generation.model_loader import LoadedModel, load_model
 from engine.learning.consolidation import (
-    DEFAULT_INIT_PATH, IncompatibleInit, consolidate, consolidate_steps, consolidation_job, load_init,
+    DEFAULT_INIT_PATH,
+    IncompatibleInit,
+    consolidate,
+    consolidate_steps,
+    consolidation_job,
+    load_init,
 )
-from engine.learning.lora import LoraConfig, adapter_from_bytes, adapter_to_bytes, inject_lora, random_adapter
-from engine.learning.lora_eval import EvalConfig, Method, evaluate, plot
-from engine.learning.lora_tasks import (
-    Example, LabelPool, TaskConfig, code_in, encode, greedy_replies, make_tasks, split_domains, task_batches,
+from engine.nn.chat_batches import Example, encode, greedy_replies
+from engine.nn.decoder_top import DecoderTop, cache_batch, ce_loss, first_adapted_layer
+from engine.nn.inner_loop import inner_loop
+from engine.nn.lora import LoraConfig, inject_lora, random_weights, weights_from_bytes, weights_to_bytes
+from engine.settings import ModelSettings
+from engine.training.lora_eval import EvalConfig, Method, evaluate, plot
+from engine.training.lora_tasks import (
+    LabelPool,
+    TaskConfig,
+    code_in,
+    make_tasks,
+    split_domains,
+    task_batches,
     tasks_from_split,
 )
-from engine.learning.maml import (
-    CachedTask, MetaConfig, MetaLearner, TopStack, cache_batch, ce_loss, first_adapted_layer, inner_loop,
-)
-from engine.settings import ModelSettings
+from engine.training.maml import CachedTask, MetaConfig, MetaLearner
 
 CONFIG = LoraConfig(rank=4, alpha=8.0, top_layers=1)
 
@@ -62,7 +73,7 @@ def strong(model: nn.Module, seed: int, scale: float = 0.3) -> dict[str, torch.T
     """An adapter with B != 0 too (the standard init has B = 0, which hides half the gradient)."""
     g = torch.Generator().manual_seed(seed)
     return {k: (torch.randn(v.shape, generator=g, dtype=torch.float64) * scale).to(v)
-            for k, v in random_adapter(model, g).items()}
+            for k, v in random_weights(model, g).items()}
 
 
 # -- functional LoRA against a hand-written reference ------------------------------------------------
@@ -99,7 +110,7 @@ def test_functional_lora_gradients_equal_a_reference_module(tiny: LoadedModel, m
     loss.backward()
 
     # functional: torch.func.grad through functional_call, truncated to the adapted layer
-    stack = TopStack(tiny.model, first_adapted_layer(tiny.model))
+    stack = DecoderTop(tiny.model, first_adapted_layer(tiny.model))
     cached = cache_batch(tiny.model, stack, batch)
     value = ce_loss(adapter, stack, cached)
     grads = torch.func.grad(lambda p: ce_loss(p, stack, cached))(adapter)
@@ -115,7 +126,7 @@ def test_truncated_forward_loss_equals_the_full_forward(tiny: LoadedModel) -> No
     full = functional_call(tiny.model, adapter, (batch.input_ids,), {"attention_mask": batch.attention_mask}).logits
     expected = F.cross_entropy(full.reshape(-1, full.shape[-1])[batch.pos], batch.tgt)
     for start in (0, first_adapted_layer(tiny.model)):  # 0 = everything per step; else the frozen part once
-        stack = TopStack(tiny.model, start)
+        stack = DecoderTop(tiny.model, start)
         assert ce_loss(adapter, stack, cache_batch(tiny.model, stack, batch)).item() == pytest.approx(
             expected.item(), rel=1e-5)
 
@@ -224,7 +235,7 @@ def test_meta_training_reduces_the_query_loss(models_dir: Path, algo: str) -> No
 
 
 def _synthetic_task():  # noqa: ANN202
-    from engine.learning.lora_tasks import ChannelTask
+    from engine.training.lora_tasks import ChannelTask
 
     support = [Example(None, q, "Code OK-1111.", "a", "OK-1111") for q in ("hello there", "open the door")]
     query = [Example(None, q, "Code OK-1111.", "a", "OK-1111") for q in ("hi there", "please open the door")]
@@ -300,7 +311,7 @@ def test_anchored_adam_consolidation_stays_closer_to_the_base(tiny: LoadedModel)
     anchor prompts) keeps the adapted model closer to the base on those prompts, and the
     anchored loss is the plain cross-entropy plus exactly weight × that KL."""
     from engine.learning.consolidation import anchor_batch
-    from engine.learning.maml import TopStack, anchored_loss, cache_batch, ce_loss, first_adapted_layer, kl_loss
+    from engine.nn.decoder_top import DecoderTop, anchored_loss, cache_batch, ce_loss, first_adapted_layer, kl_loss
 
     init = strong(tiny.model, 12)
     before = {k: v.detach().clone() for k, v in tiny.model.state_dict().items()}
@@ -310,7 +321,7 @@ def test_anchored_adam_consolidation_stays_closer_to_the_base(tiny: LoadedModel)
                        optimizer="adam", adam_lr=0.05, anchor=10.0)
     assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
     assert free.support_loss < free.losses[0] and held.support_loss < held.losses[0]
-    stack = TopStack(tiny.model, first_adapted_layer(tiny.model))
+    stack = DecoderTop(tiny.model, first_adapted_layer(tiny.model))
     anchors = anchor_batch(tiny.model, tiny.tokenizer, stack, None)
     with torch.no_grad():
         assert kl_loss(held.adapter, stack, anchors) < kl_loss(free.adapter, stack, anchors)
@@ -331,7 +342,7 @@ def test_meta_sgd_rates_travel_with_the_init(tiny: LoadedModel) -> None:
 
 
 def test_consolidation_job_returns_the_engines_candidate(tiny: LoadedModel) -> None:
-    from engine.learning.consolidator import Candidate
+    from engine.learning.consolidation import Candidate
 
     job = consolidation_job(tiny.model, tiny.tokenizer, strong(tiny.model, 12), CONFIG, {"inner_lr": "0.5"},
                             support=SUPPORT, held_out=HELD_OUT, current=None, steps=2, probes=PROBES)
@@ -347,18 +358,18 @@ def test_init_artifact_round_trip_and_shape_check(tiny: LoadedModel, tmp_path: P
     state = strong(tiny.model, 13)
     state |= {f"inner_lr.{k}": torch.full_like(v, 0.3) for k, v in list(state.items())}
     path = tmp_path / "init.safetensors"
-    path.write_bytes(adapter_to_bytes(state, CONFIG, {"algo": "metasgd", "model": "tiny:0"}))
+    path.write_bytes(weights_to_bytes(state, CONFIG, {"algo": "metasgd", "model": "tiny:0"}))
     other = load_model(ModelSettings(id="tiny:0"), models_dir).model  # no LoRA yet: load_init injects it
     loaded, config, meta = load_init(other, path)
     assert config == CONFIG and meta["algo"] == "metasgd"
     assert all(torch.equal(loaded[k], state[k]) for k in state)
     wrong = tmp_path / "wrong.safetensors"
     rank2 = {k: (v[:2] if k.endswith("lora_A") else v[:, :2]) for k, v in strong(tiny.model, 14).items()}
-    wrong.write_bytes(adapter_to_bytes(rank2, LoraConfig(rank=2, alpha=4.0, top_layers=1)))
+    wrong.write_bytes(weights_to_bytes(rank2, LoraConfig(rank=2, alpha=4.0, top_layers=1)))
     with pytest.raises(IncompatibleInit):
         load_init(tiny.model, wrong)
     scaled = tmp_path / "scaled.safetensors"
-    scaled.write_bytes(adapter_to_bytes(strong(tiny.model, 14), LoraConfig(rank=4, alpha=4.0, top_layers=1)))
+    scaled.write_bytes(weights_to_bytes(strong(tiny.model, 14), LoraConfig(rank=4, alpha=4.0, top_layers=1)))
     with pytest.raises(IncompatibleInit, match="scaling"):
         load_init(tiny.model, scaled)
 
@@ -369,14 +380,14 @@ def test_prepare_lora_uses_a_fitting_init_and_falls_back_on_another_model(
     """The engine's setup: an init that fits is used as is (with its Meta-SGD rates); one made for
     another model (the shipped SmolLM2 init on ``tiny:``) means the standard init and a warning."""
     from engine.learning.consolidator import prepare_lora
-    from engine.learning.lora import init_mismatch, lora_modules
+    from engine.nn.lora import init_mismatch, lora_modules
     from engine.settings import LoraSettings
 
     donor = fresh(models_dir)
     state = strong(donor.model, 15)
     state |= {f"inner_lr.{k}": torch.full_like(v, 0.3) for k, v in list(state.items())}
     path = tmp_path / "fits.safetensors"
-    path.write_bytes(adapter_to_bytes(state, CONFIG, {"algo": "metasgd", "inner_steps": "2", "model": "tiny:0"}))
+    path.write_bytes(weights_to_bytes(state, CONFIG, {"algo": "metasgd", "inner_steps": "2", "model": "tiny:0"}))
     served = load_model(ModelSettings(id="tiny:0"), models_dir)
     assert init_mismatch(served.model, state, CONFIG) is None  # before injection
     setup = prepare_lora(served.model, served.tokenizer, LoraSettings(init=str(path)))
@@ -388,7 +399,7 @@ def test_prepare_lora_uses_a_fitting_init_and_falls_back_on_another_model(
     wide = {k: torch.zeros(v.shape[0] * 2, *v.shape[1:]) if k.endswith("lora_B") else v for k, v in state.items()}
     assert "this model needs" in (init_mismatch(other.model, wide, CONFIG) or "")
     bad = tmp_path / "other_model.safetensors"
-    bad.write_bytes(adapter_to_bytes(wide, CONFIG, {"model": "elsewhere"}))
+    bad.write_bytes(weights_to_bytes(wide, CONFIG, {"model": "elsewhere"}))
     with caplog.at_level("WARNING", logger="engine.learning.consolidator"):
         setup = prepare_lora(other.model, other.tokenizer, LoraSettings(init=str(bad)))
     assert "does not fit" in setup.source and "does not fit this model" in caplog.text
@@ -407,7 +418,7 @@ def test_prepare_lora_uses_a_fitting_init_and_falls_back_on_another_model(
 def test_shipped_init_describes_itself() -> None:
     if not DEFAULT_INIT_PATH.is_file():
         pytest.skip("no shipped init in this checkout")
-    tensors, config, meta = adapter_from_bytes(DEFAULT_INIT_PATH.read_bytes())
+    tensors, config, meta = weights_from_bytes(DEFAULT_INIT_PATH.read_bytes())
     assert config.rank == 8 and config.top_layers == 4 and set(config.targets) == {"q_proj", "v_proj"}
     for key in ("algo", "inner_steps", "inner_lr", "data_sha256", "seed", "metrics", "holdout_domains"):
         assert meta.get(key), key
@@ -457,7 +468,7 @@ def test_greedy_replies_with_mixed_adapters(tiny: LoadedModel) -> None:
 def test_evaluate_side_by_side_and_plot(tiny: LoadedModel, tmp_path: Path) -> None:
     pool = LabelPool(RECORDS)
     tasks = make_tasks(pool, 2, 0, TaskConfig(min_labels=2, max_labels=2, queries=1, unrelated=1, templates="eval"))
-    standard = random_adapter(tiny.model, torch.Generator().manual_seed(0))
+    standard = random_weights(tiny.model, torch.Generator().manual_seed(0))
     methods = [Method("none", None), Method("standard_sgd", standard, 0.5, baseline=True),
                Method("standard_adam", standard, 1e-2, "adam", baseline=True),
                Method("meta", strong(tiny.model, 16), 0.5)]
@@ -494,6 +505,6 @@ def test_meta_train_lora_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mo
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["algo"] == "fomaml" and summary["outer_steps"] == 2 and out.is_file()
-    tensors, config, meta = adapter_from_bytes(out.read_bytes())
+    tensors, config, meta = weights_from_bytes(out.read_bytes())
     assert config.rank == 4 and meta["holdout_domains"] == "kitchen" and meta["data_sha256"]
     assert out.with_suffix(".ckpt.safetensors").is_file()

@@ -11,22 +11,26 @@ import pytest
 import torch
 
 from engine import ChannelKey, Feedback, FeedbackKind, Route, Turn
-from engine.learning.adaptation import AdaptConfig, AdaptedSpace, Adaptation
+from engine.learning.adaptation import Adaptation, AdaptConfig, AdaptedSpace
 from engine.learning.channel_encoder import ChannelEncoder, EncoderAdaptConfig, nbytes
-from engine.learning.episodes import OOS, Utterance, UtterancePool
 from engine.learning.matching import Matching
-from engine.learning.metric import (
-    DEFAULT_ARTIFACT, MetricArtifact, MetricConfig, MetricEncoder, TopStack, merge_into, shot_threshold,
+from engine.learning.metric import DEFAULT_ARTIFACT, MetricArtifact, MetricEncoder, shot_threshold
+from engine.learning.support_set import SupportSet, answer_scores
+from engine.nn.encoder_top import (
+    EncoderTop,
+    MetricConfig,
+    embed,
+    hidden_states,
+    load_encoder,
+    lower_layers,
+    merge_into,
 )
-from engine.learning.metric_train import (
-    MetaTrainConfig, calibrate, embed, equal_error_threshold, hidden_states, load_encoder, lower_layers,
-    open_set_generality,
-)
-from engine.learning.prototypes import PrototypeSupportSet, answer_scores
-from engine.learning.protonet import open_prototypical_loss, prototypes, prototypical_loss
-from engine.learning.siamese import SiameseConfig, contrastive_loss, siamese_loss
+from engine.nn.protonet import open_prototypical_loss, prototypes, prototypical_loss
 from engine.settings import EncoderSettings, LearningSettings
 from engine.store import StoredCorrection
+from engine.training.episodes import OOS, Utterance, UtterancePool
+from engine.training.metric_train import MetaTrainConfig, calibrate, equal_error_threshold, open_set_generality
+from engine.training.siamese import SiameseConfig, contrastive_loss, siamese_loss
 
 # -- losses -----------------------------------------------------------------------------------
 
@@ -97,7 +101,7 @@ def recomputed(items: list[StoredCorrection]) -> dict[str, np.ndarray]:
 
 def test_incremental_prototypes_equal_recomputed_ones() -> None:
     rng = np.random.default_rng(0)
-    support, alive = PrototypeSupportSet(), []
+    support, alive = SupportSet(), []
     for i in range(1, 61):
         c = correction(i, f"answer {rng.integers(4)}", rng.normal(size=8))
         support.add(c)
@@ -114,14 +118,14 @@ def test_incremental_prototypes_equal_recomputed_ones() -> None:
             by_answer[c.answer] = protos[list(live).index(slot)]
         for answer, proto in expected.items():
             np.testing.assert_allclose(by_answer[answer], proto, atol=1e-5)
-    fresh = PrototypeSupportSet(alive)
+    fresh = SupportSet(alive)
     q = rng.normal(size=8).astype(np.float32)
     assert [(m.correction.answer, round(m.score, 5)) for m in support.match(q)] == \
            [(m.correction.answer, round(m.score, 5)) for m in fresh.match(q)]
 
 
 def test_match_scores_answers_by_prototype_and_keeps_exact_questions() -> None:
-    support = PrototypeSupportSet([correction(1, "A", [1, 0, 0]), correction(2, "A", [0, 1, 0]),
+    support = SupportSet([correction(1, "A", [1, 0, 0]), correction(2, "A", [0, 1, 0]),
                                    correction(3, "B", [1, 1, 0.2])])
     near_b = np.asarray([0.72, 0.69, 0.0], dtype=np.float32)
     # nearest single member would say A (each A member ~0.7 away, B ~0.7 too); the A prototype (1,1,0)/√2 is
@@ -136,7 +140,7 @@ def test_match_scores_answers_by_prototype_and_keeps_exact_questions() -> None:
 
 def test_emptied_set_takes_new_corrections() -> None:
     """Regression: forgetting every correction, then learning again, indexed a stale prototype slot."""
-    support = PrototypeSupportSet([correction(1, "A", [1, 0])])
+    support = SupportSet([correction(1, "A", [1, 0])])
     support.remove([1])
     assert support.match(np.asarray([1, 0], dtype=np.float32)) == []
     support.add(correction(2, "B", [0, 1]))
@@ -152,7 +156,7 @@ def test_answer_scores_exact_clause() -> None:
 
 def test_newer_answer_wins_a_tie() -> None:
     v = np.asarray([1, 0], dtype=np.float32)
-    support = PrototypeSupportSet([correction(1, "old", v), correction(2, "new", v)])
+    support = SupportSet([correction(1, "old", v), correction(2, "new", v)])
     assert support.match(v)[0].correction.answer == "new"
 
 
@@ -236,7 +240,7 @@ def encoder_model():  # type: ignore[no-untyped-def]
 
 def test_zero_adapters_reproduce_the_plain_encoder(encoder_model) -> None:  # type: ignore[no-untyped-def]
     bert = encoder_model[0].auto_model
-    top = TopStack(bert, MetricConfig(top_layers=2, rank=4))
+    top = EncoderTop(bert, MetricConfig(top_layers=2, rank=4))
     states = hidden_states(encoder_model, TEXTS, top.first)
     plain = encoder_model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(embed(top, states), plain, atol=1e-4)
@@ -257,10 +261,10 @@ def test_merged_adapters_equal_unmerged(encoder_model, tmp_path: Path) -> None: 
 
     bert = encoder_model[0].auto_model
     torch.manual_seed(0)
-    top = TopStack(bert, MetricConfig(top_layers=2, rank=4))
-    tensors = {k: (torch.randn_like(v) * 0.05 if k.endswith(".B") else v) for k, v in top.adapter_tensors().items()}
+    top = EncoderTop(bert, MetricConfig(top_layers=2, rank=4))
+    tensors = {k: (torch.randn_like(v) * 0.05 if k.endswith(".B") else v) for k, v in top.lora_tensors().items()}
     tensors = {k: v.half().float() for k, v in tensors.items()}  # what an fp16 artifact holds
-    top.load_adapter_tensors(tensors)
+    top.load_lora_tensors(tensors)
     states = hidden_states(encoder_model, TEXTS, top.first)
     unmerged = embed(top, states)
 
@@ -343,7 +347,7 @@ async def test_background_adaptation_serves_its_version_only(channel_encoder: Ch
     manager = Adaptation(config, channel_encoder)
     matching = Matching(LearningSettings(), EncoderSettings())
     matching.encoder, matching.channel_encoder = channel_encoder.encoder, channel_encoder  # one loaded copy
-    support = PrototypeSupportSet()
+    support = SupportSet()
     manager.watch(support)
     i = 0
     for answer, questions in ANSWERS.items():
@@ -376,8 +380,8 @@ def test_adapted_spaces_are_held_least_recently_used_first(channel_encoder: Chan
     serves from the shared metric); serving a message refreshes a channel's place."""
     manager = Adaptation(AdaptConfig(max_channels=2), channel_encoder)
     tensors = channel_encoder.meta_tensors()
-    sets = [PrototypeSupportSet() for _ in range(3)]
-    spaces = [AdaptedSpace(s.version, tensors, PrototypeSupportSet(), {}) for s in sets]
+    sets = [SupportSet() for _ in range(3)]
+    spaces = [AdaptedSpace(s.version, tensors, SupportSet(), {}) for s in sets]
     manager.install(sets[0], spaces[0])
     manager.install(sets[1], spaces[1])
     manager.used(sets[0])                     # channel 0 answered a message: channel 1 is now the oldest
@@ -391,10 +395,10 @@ async def test_a_released_support_set_keeps_no_adaptation_state(channel_encoder:
     """The engine dropped the set from its cache: its pending job and adapted space go too."""
     manager = Adaptation(AdaptConfig(min_corrections=4, min_answers=2, debounce_s=60.0), channel_encoder)
     rng = np.random.default_rng(0)
-    support = PrototypeSupportSet([correction(i, a, rng.normal(size=8)) for i, a in enumerate("AABB")])
+    support = SupportSet([correction(i, a, rng.normal(size=8)) for i, a in enumerate("AABB")])
     manager.watch(support)
     assert manager._timers  # eligible: a job is scheduled
-    manager.install(support, AdaptedSpace(support.version, channel_encoder.meta_tensors(), PrototypeSupportSet(), {}))
+    manager.install(support, AdaptedSpace(support.version, channel_encoder.meta_tensors(), SupportSet(), {}))
     manager.release(support)
     assert not manager._timers and manager.installed == 0 and support.adapted is None
     support.add(correction(9, "A", rng.normal(size=8)))  # no longer watched: no new job

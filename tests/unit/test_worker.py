@@ -66,7 +66,7 @@ async def test_full_queue_is_overloaded_not_blocking(tiny: LoadedModel) -> None:
         w.submit([1, 2, 3])
 
 
-from engine.learning.lora import LoraConfig, inject_lora, random_adapter  # noqa: E402
+from engine.nn.lora import LoraConfig, inject_lora, random_weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def tiny_lora(models_dir: Path) -> LoadedModel:
 def strong_adapter(loaded: LoadedModel, seed: int) -> dict:
     import torch
 
-    adapter = random_adapter(loaded.model, torch.Generator().manual_seed(seed))
+    adapter = random_weights(loaded.model, torch.Generator().manual_seed(seed))
     return {k: (torch.randn(v.shape, generator=torch.Generator().manual_seed(seed + 1)) if k.endswith("lora_B")
                 else v) for k, v in adapter.items()}
 

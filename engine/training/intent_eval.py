@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..learning.support_set import answer_scores
 from .episodes import OOS, Utterance
-from .prototypes import answer_scores
 
 __all__ = ["label_prototypes", "classify", "evaluate_intents"]
 

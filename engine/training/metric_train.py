@@ -5,7 +5,7 @@ utterance and cached on disk (``hidden_states``); every step then runs only the 
 ``top_layers`` layers (the CPU budget: minutes, not hours). One step::
 
     episode  = N labels × K support + N × n_query queries        (episodes.EpisodeSampler)
-    z        = TopStack(cached states of those utterances)        (N·K + Q, 384)
+    z        = EncoderTop(cached states of those utterances)        (N·K + Q, 384)
     loss     = prototypical_loss(z_support, z_query)              (protonet.py), or
                siamese_loss(z_support, z_query)                   (siamese.py)
     AdamW step on the adapters only
@@ -25,20 +25,19 @@ encoder is calibrated on the same episodes, for baselines.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..learning.metric import MetricArtifact
+from ..learning.support_set import answer_scores
+from ..nn.encoder_top import EncoderTop, MetricConfig, States, collate, embed, hidden_states, load_encoder, lower_layers
+from ..nn.protonet import open_prototypical_loss, prototypical_loss
 from .episodes import EpisodeConfig, EpisodeSampler, UtterancePool
-from .metric import MetricArtifact, MetricConfig, TopStack
-from .prototypes import answer_scores
-from .protonet import open_prototypical_loss, prototypical_loss
 from .siamese import SiameseConfig, siamese_loss
 
 __all__ = [
@@ -54,8 +53,6 @@ __all__ = [
     "calibrate",
     "make_artifact",
 ]
-
-States = list[torch.Tensor]  # one (T_i, 384) fp16 tensor per utterance
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,96 +84,17 @@ class MetaTrainConfig:
     calib_shots: tuple[int, ...] = (1, 2, 3, 5, 10)  # answer thresholds per corrections behind an answer
 
 
-def load_encoder(device: str = "cpu") -> Any:
-    """The embedded sentence encoder (a SentenceTransformer), as the engine loads it."""
-    from sentence_transformers import SentenceTransformer
-
-    from ..understanding.encoder import embedded_encoder_path
-
-    return SentenceTransformer(str(embedded_encoder_path()), device=device)
-
-
-def lower_layers(bert: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None, first: int) -> torch.Tensor:
-    """(B, T, D) hidden states entering layer ``first``: the embeddings and layers below it only.
-
-    The same states as ``bert(..., output_hidden_states=True).hidden_states[first]`` (a test
-    checks it) without running the layers above, which the adapted copy runs instead.
-    """
-    h = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-    additive = (1.0 - mask.to(h.dtype))[:, None, None, :] * torch.finfo(h.dtype).min              # (B,1,1,T)
-    for layer in bert.encoder.layer[:first]:
-        out = layer(h, attention_mask=additive)
-        h = out[0] if isinstance(out, tuple) else out
-    return h
-
-
-@torch.no_grad()
-def hidden_states(model: Any, texts: Sequence[str], first: int, cache_dir: Path | None = None,
-                  batch: int = 128, progress: Callable[[int], None] | None = None) -> States:
-    """The frozen hidden states entering layer ``first``, per text, trimmed to its tokens.
-
-    Cached under ``cache_dir`` by a hash of the texts and the layer, so a second run
-    (another loss, another seed) skips the encoder's lower layers entirely.
-    """
-    key = hashlib.sha256(("\n".join(texts) + f"\x00{first}").encode()).hexdigest()[:20]
-    path = cache_dir / f"hidden-{key}.pt" if cache_dir else None
-    if path is not None and path.exists():
-        return torch.load(path)
-    bert, tokenizer = model[0].auto_model.eval(), model.tokenizer
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
-    out: list[torch.Tensor | None] = [None] * len(texts)
-    for start in range(0, len(order), batch):
-        ix = order[start:start + batch]
-        enc = tokenizer([texts[i] for i in ix], padding=True, truncation=True,
-                        max_length=model.max_seq_length, return_tensors="pt")
-        h = lower_layers(bert, enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), first)
-        for row, i in enumerate(ix):
-            out[i] = h[row, : int(enc["attention_mask"][row].sum())].to(torch.float16).clone()
-        if progress:
-            progress(len(ix))
-    states = [s for s in out if s is not None]
-    assert len(states) == len(texts)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(states, path)
-    return states
-
-
-def collate(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad per-utterance states -> hidden (B, T, D) float32, mask (B, T)."""
-    t = max(s.shape[0] for s in states)
-    hidden = torch.zeros(len(states), t, states[0].shape[1])
-    mask = torch.zeros(len(states), t)
-    for i, s in enumerate(states):
-        hidden[i, : s.shape[0]] = s.float()
-        mask[i, : s.shape[0]] = 1.0
-    return hidden, mask
-
-
-@torch.no_grad()
-def embed(top: TopStack, states: Sequence[torch.Tensor], batch: int = 256) -> np.ndarray:
-    """(n, D) unit embeddings of cached states through ``top``."""
-    top.eval()
-    order = sorted(range(len(states)), key=lambda i: states[i].shape[0])
-    out = np.zeros((len(states), states[0].shape[1]), dtype=np.float32)
-    for start in range(0, len(order), batch):
-        ix = order[start:start + batch]
-        out[ix] = top(*collate([states[i] for i in ix])).numpy()
-    return out
-
-
 def meta_train(
     bert: torch.nn.Module,
     pool: UtterancePool,
     states: States,
     config: MetaTrainConfig,
-    validate: Callable[[TopStack], float] | None = None,
+    validate: Callable[[EncoderTop], float] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[TopStack, list[dict[str, float]]]:
+) -> tuple[EncoderTop, list[dict[str, float]]]:
     """The outer loop. Returns the adapters (the best validated step's, when ``validate``) and a log."""
     torch.manual_seed(config.seed)
-    top = TopStack(bert, MetricConfig(top_layers=config.top_layers, rank=config.rank))
+    top = EncoderTop(bert, MetricConfig(top_layers=config.top_layers, rank=config.rank))
     open_set = config.loss == "open"
     sampler = EpisodeSampler(pool, EpisodeConfig(n_way=config.n_way, n_way_max=config.n_way_max,
                                                  k_shot=config.k_shot, k_shot_min=config.k_shot_min,
@@ -186,7 +104,7 @@ def meta_train(
     params = [p for p in top.parameters() if p.requires_grad] + ([boundary] if open_set else [])
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, float]] = []
-    best = (validate(top), 0, top.adapter_tensors()) if validate else None
+    best = (validate(top), 0, top.lora_tensors()) if validate else None
     if best is not None:
         history.append({"step": 0, "val_accuracy": best[0]})
     for step in range(1, config.steps + 1):
@@ -218,12 +136,12 @@ def meta_train(
             record["val_accuracy"] = validate(top)
             assert best is not None
             if record["val_accuracy"] > best[0]:
-                best = (record["val_accuracy"], step, top.adapter_tensors())
+                best = (record["val_accuracy"], step, top.lora_tensors())
         history.append(record)
         if on_step:
             on_step(step, record)
     if best is not None:
-        top.load_adapter_tensors(best[2])
+        top.load_lora_tensors(best[2])
         history.append({"step": best[1], "selected": 1.0, "val_accuracy": best[0]})
     return top, history
 
@@ -336,11 +254,11 @@ def _shots(table: dict[str, float] | None) -> dict[int, float] | None:
     return {int(k): float(v) for k, v in table.items()} if table else None
 
 
-def make_artifact(top: TopStack, metric: dict[str, float], cosine: dict[str, float], config: MetaTrainConfig,
+def make_artifact(top: EncoderTop, metric: dict[str, float], cosine: dict[str, float], config: MetaTrainConfig,
                   meta: dict[str, Any]) -> MetricArtifact:
     return MetricArtifact(
         config=top.config,
-        tensors=top.adapter_tensors(),
+        tensors=top.lora_tensors(),
         answer_threshold=metric["answer_threshold"],
         example_threshold=metric["example_threshold"],
         cosine_answer_threshold=cosine["answer_threshold"],

@@ -31,20 +31,20 @@ from torch import nn
 __all__ = [
     "LoraConfig",
     "LoraLinear",
-    "Adapter",
+    "LoraWeights",
     "inject_lora",
     "lora_modules",
-    "zero_adapter",
-    "random_adapter",
-    "stack_adapters",
+    "zero_weights",
+    "random_weights",
+    "stack_weights",
     "use_rows",
-    "adapter_to_bytes",
-    "adapter_from_bytes",
-    "adapter_nbytes",
+    "weights_to_bytes",
+    "weights_from_bytes",
+    "weights_nbytes",
     "init_mismatch",
 ]
 
-Adapter = dict[str, torch.Tensor]
+LoraWeights = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _decoder_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     raise ValueError("cannot find the decoder layers (a ModuleList named '*layers')")
 
 
-def init_mismatch(model: nn.Module, tensors: Adapter, config: LoraConfig) -> str | None:
+def init_mismatch(model: nn.Module, tensors: LoraWeights, config: LoraConfig) -> str | None:
     """Why ``tensors`` cannot start adapters of ``model`` under ``config`` (None: it fits).
 
     ``tensors`` is an init artifact's content: ``lora_A`` / ``lora_B`` entries and, for
@@ -170,18 +170,18 @@ def lora_modules(model: nn.Module) -> dict[str, LoraLinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoraLinear)}
 
 
-def zero_adapter(model: nn.Module) -> Adapter:
+def zero_weights(model: nn.Module) -> LoraWeights:
     """An adapter that changes nothing (B = 0, A = 0)."""
-    out: Adapter = {}
+    out: LoraWeights = {}
     for name, m in lora_modules(model).items():
         out[f"{name}.lora_A"] = torch.zeros_like(m.lora_A)
         out[f"{name}.lora_B"] = torch.zeros_like(m.lora_B)
     return out
 
 
-def random_adapter(model: nn.Module, generator: torch.Generator | None = None, std: float | None = None) -> Adapter:
+def random_weights(model: nn.Module, generator: torch.Generator | None = None, std: float | None = None) -> LoraWeights:
     """The usual LoRA start: A ~ Kaiming-uniform-ish small noise, B = 0 (so the output is unchanged)."""
-    out: Adapter = {}
+    out: LoraWeights = {}
     for name, m in lora_modules(model).items():
         scale = std if std is not None else 1.0 / math.sqrt(m.lora_A.shape[1])
         a = torch.randn(m.lora_A.shape, generator=generator, dtype=torch.float32) * scale
@@ -190,7 +190,7 @@ def random_adapter(model: nn.Module, generator: torch.Generator | None = None, s
     return out
 
 
-def stack_adapters(model: nn.Module, adapters: list[Adapter | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def stack_weights(model: nn.Module, adapters: list[LoraWeights | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per module: (A stack, B stack) with slot 0 = no adapter, slot i+1 = ``adapters[i]``."""
     stacks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, m in lora_modules(model).items():
@@ -220,7 +220,7 @@ def use_rows(
             m.rows = None
 
 
-def adapter_to_bytes(adapter: Adapter, config: LoraConfig, metadata: dict[str, str] | None = None) -> bytes:
+def weights_to_bytes(adapter: LoraWeights, config: LoraConfig, metadata: dict[str, str] | None = None) -> bytes:
     """Serialise as safetensors (weights in float32), with the config in the metadata."""
     from safetensors.torch import save
 
@@ -228,7 +228,7 @@ def adapter_to_bytes(adapter: Adapter, config: LoraConfig, metadata: dict[str, s
     return save(tensors, metadata={"lora_config": config.to_json(), **(metadata or {})})
 
 
-def adapter_from_bytes(data: bytes) -> tuple[Adapter, LoraConfig, dict[str, str]]:
+def weights_from_bytes(data: bytes) -> tuple[LoraWeights, LoraConfig, dict[str, str]]:
     from safetensors.torch import load
 
     tensors = load(data)
@@ -238,5 +238,5 @@ def adapter_from_bytes(data: bytes) -> tuple[Adapter, LoraConfig, dict[str, str]
     return tensors, LoraConfig.from_json(metadata["lora_config"]), metadata
 
 
-def adapter_nbytes(adapter: Adapter) -> int:
+def weights_nbytes(adapter: LoraWeights) -> int:
     return sum(t.numel() * t.element_size() for t in adapter.values())

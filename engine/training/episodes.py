@@ -18,7 +18,6 @@ measurement: ``split_by_domain`` keeps held-out domains' labels out entirely.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ __all__ = [
     "load_utterances",
     "load_domains",
     "split_by_domain",
-    "file_digest",
     "UtterancePool",
     "EpisodeConfig",
     "Episode",
@@ -96,11 +94,6 @@ def split_by_domain(
     kept = [u for u in utterances if domains.get(u.label) not in held]
     out = [u for u in utterances if domains.get(u.label) in held]
     return kept, out
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, recorded in artifacts so a result names its data."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class UtterancePool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .protonet import cosine_distance
+from ..nn.protonet import cosine_distance
 
 __all__ = ["SiameseConfig", "contrastive_loss", "episode_pairs", "siamese_loss"]
 

@@ -33,12 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .consolidation import DEFAULT_PROBES, _lora_state, _probe_batch, anchor_batch, baseline_rate, locality
-from .lora import Adapter, random_adapter
-from .lora_tasks import ChannelTask, TaskConfig, code_in, encode, fill_unrelated, greedy_replies, tasks_from_split
-from .maml import (
-    Cached, TopStack, anchored_loss, cache_batch, ce_loss, clip_norm, first_adapted_layer, optimizer_step, split_state,
-)
+from ..learning.consolidation import DEFAULT_PROBES, anchor_batch, baseline_rate, locality, lora_state, probe_batch
+from ..nn.chat_batches import encode, greedy_replies
+from ..nn.decoder_top import Cached, DecoderTop, anchored_loss, cache_batch, ce_loss, first_adapted_layer
+from ..nn.inner_loop import clip_norm, optimizer_step, split_state
+from ..nn.lora import LoraWeights, random_weights
+from .lora_tasks import ChannelTask, TaskConfig, code_in, fill_unrelated, tasks_from_split
 
 __all__ = ["baseline_rate", "Method", "EvalConfig", "EvalReport", "standard_methods", "train_curve", "evaluate", "correction_curve",
            "plot", "truncation_cost", "tasks_from_split"]
@@ -49,8 +49,8 @@ class Method:
     """One way of producing a channel adapter from its corrections."""
 
     name: str
-    init: Adapter | None  # None: no adaptation at all
-    lr: float | Adapter = 1.0  # SGD: a rate or per-parameter rates (Meta-SGD); Adam: its rate
+    init: LoraWeights | None  # None: no adaptation at all
+    lr: float | LoraWeights = 1.0  # SGD: a rate or per-parameter rates (Meta-SGD); Adam: its rate
     optimizer: str = "sgd"  # "sgd" (the meta-learning inner loop) | "adam"
     clip: float = 1.0  # SGD gradient norm clip, as in the inner loop
     baseline: bool = False  # a plain fine-tuning baseline (steps ratios are taken against these)
@@ -65,12 +65,12 @@ class EvalConfig:
     batch_size: int = 16  # generation batch
 
 
-def standard_methods(model: nn.Module, init: Adapter, metadata: dict[str, str], *, adam: bool = True) -> list[Method]:
+def standard_methods(model: nn.Module, init: LoraWeights, metadata: dict[str, str], *, adam: bool = True) -> list[Method]:
     """none / standard init with SGD (and with Adam) / the meta-learned init with its own inner loop
     (and with Adam: ``meta_adam``), with the rates recorded in the init's metadata (tuned on
     meta-training's validation domain, never on the test)."""
     adapter, lrs = split_state(init)
-    standard = random_adapter(model, torch.Generator().manual_seed(0))
+    standard = random_weights(model, torch.Generator().manual_seed(0))
     clip = float(metadata.get("inner_clip", "1.0"))
     methods = [
         Method("none", None),
@@ -86,18 +86,18 @@ def standard_methods(model: nn.Module, init: Adapter, metadata: dict[str, str], 
     return methods
 
 
-def train_curve(stack: TopStack, method: Method, support: Cached, query: Cached | None, steps: int,
-                keep: Sequence[int] = (), anchor: Cached | None = None) -> tuple[list[float], dict[int, Adapter]]:
+def train_curve(stack: DecoderTop, method: Method, support: Cached, query: Cached | None, steps: int,
+                keep: Sequence[int] = (), anchor: Cached | None = None) -> tuple[list[float], dict[int, LoraWeights]]:
     """Query loss before and after each of ``steps`` steps, and the adapters at steps ``keep``."""
     assert method.init is not None
     assert not method.anchor or anchor is not None, "an anchored method needs the anchor batch"
 
-    def loss_fn(p: Adapter) -> torch.Tensor:
+    def loss_fn(p: LoraWeights) -> torch.Tensor:
         return anchored_loss(p, stack, support, anchor, method.anchor)
 
     params = {k: v.detach().clone() for k, v in method.init.items()}
     curve: list[float] = []
-    kept: dict[int, Adapter] = {}
+    kept: dict[int, LoraWeights] = {}
 
     def record(step: int) -> None:
         if query is not None:
@@ -155,7 +155,7 @@ def evaluate(
 ) -> EvalReport:
     """Run every method on every task (same steps), with generated replies judged per task."""
     t0 = time.perf_counter()
-    stack = TopStack(model, first_adapted_layer(model))
+    stack = DecoderTop(model, first_adapted_layer(model))
     fill_unrelated(model, tokenizer, tasks)
     names = [m.name for m in methods]
     per: dict[str, dict[str, list[float]]] = {n: {} for n in names}
@@ -168,12 +168,12 @@ def evaluate(
         with torch.no_grad():
             support = cache_batch(model, stack, encode(tokenizer, task.support))
             query = cache_batch(model, stack, encode(tokenizer, task.query))
-            probe = _probe_batch(model, tokenizer, stack, probes, task.system, 16)
+            probe = probe_batch(model, tokenizer, stack, probes, task.system, 16)
             anchor = anchor_batch(model, tokenizer, stack, task.system) if any(m.anchor for m in methods) else None
-        finals: dict[str, Adapter | None] = {}
+        finals: dict[str, LoraWeights | None] = {}
         for method in methods:
             if method.init is None:
-                zero = {k: torch.zeros_like(v) for k, v in _lora_state(model).items()}
+                zero = {k: torch.zeros_like(v) for k, v in lora_state(model).items()}
                 with torch.no_grad():
                     loss = float(ce_loss(zero, stack, query))
                 curves[method.name].append([loss] * (config.max_steps + 1))
@@ -211,7 +211,7 @@ def evaluate(
                       steps_ratio=ratio, seconds=time.perf_counter() - t0)
 
 
-def _judge_replies(model: nn.Module, tokenizer: Any, task: ChannelTask, finals: dict[str, Adapter | None],
+def _judge_replies(model: nn.Module, tokenizer: Any, task: ChannelTask, finals: dict[str, LoraWeights | None],
                    config: EvalConfig, add: Callable[[str, str, float], None]) -> None:
     """Generate, in one mixed-adapter batch, every method's replies to the task's questions."""
     groups = [("reliability", task.support), ("generality", task.query), ("locality", task.unrelated)]
@@ -328,8 +328,8 @@ def truncation_cost(
                ("all_layers", model_all, 0)]
     out: dict[str, dict[str, float]] = {}
     for name, model, start in configs:
-        stack = TopStack(model, start)
-        standard = random_adapter(model, torch.Generator().manual_seed(0))
+        stack = DecoderTop(model, start)
+        standard = random_weights(model, torch.Generator().manual_seed(0))
         prefix_s, step_s, adam_losses, sgd_losses = [], [], [], []
         for task in tasks:
             t0 = time.perf_counter()

@@ -96,7 +96,7 @@ class Runner:
             return stream.tokens
 
         started = time.perf_counter()
-        streams = [self.worker.submit(self.prompts[i % len(self.prompts)], adapter=a) for i, a in enumerate(adapters)]
+        streams = [self.worker.submit(self.prompts[i % len(self.prompts)], lora=a) for i, a in enumerate(adapters)]
         counts = await asyncio.gather(*(drain(s) for s in streams))
         return sum(counts), time.perf_counter() - started
 
@@ -138,7 +138,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             tokens[name].append(count)
             print(f"  rep {rep + 1} {name:9s} {count:4d} tokens in {seconds:6.2f} s = {count / seconds:6.1f} tok/s",
                   file=sys.stderr)
-    resident = served.worker.resident_adapters()
+    resident = served.worker.resident_loras()
     await served.worker.stop()
     if plain is not None:
         await plain.worker.stop()
@@ -179,10 +179,10 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "adapter_bytes_store": store_bytes,
         "adapter_bytes_device": device_bytes,
         "adapters_per_gb_store": int(1e9 // store_bytes),
-        "device_lru_capacity": settings.max_resident_adapters,
-        "device_lru_bytes_full": settings.max_resident_adapters * device_bytes,
-        "host_cache_capacity": lora.cached_adapters,
-        "host_cache_bytes_full": lora.cached_adapters * device_bytes,
+        "device_lru_capacity": settings.max_resident_loras,
+        "device_lru_bytes_full": settings.max_resident_loras * device_bytes,
+        "host_cache_capacity": lora.cached_loras,
+        "host_cache_bytes_full": lora.cached_loras * device_bytes,
         "resident_after_run": resident,
     }
     return results

@@ -161,19 +161,19 @@ def forget(
 
 
 @app.command()
-def adapters(
+def lora_versions(
     channel: Annotated[str, typer.Argument(help="console channel name or platform:space:channel")],
     rollback: Annotated[bool, typer.Option("--rollback", help="serve the previous version instead")] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List a channel's LoRA adapter versions (or roll back to the previous one)."""
+    """List a channel's LoRA versions (or roll back to the previous one)."""
     settings = _settings(config)
     key = _console_key(channel)
 
     async def action(store):  # type: ignore[no-untyped-def]
-        active = await store.rollback_adapter(key) if rollback else None
-        return active, await store.adapters(key)
+        active = await store.rollback_lora(key) if rollback else None
+        return active, await store.lora_versions(key)
 
     active, versions = asyncio.run(_with_store(settings, action))
     rows = [{"version": a.version, "status": a.status, "created_at": a.created_at, "metrics": a.metrics}

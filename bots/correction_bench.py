@@ -15,8 +15,8 @@ when it contains the code its own channel taught:
 - ``curve``: generality, reliability and locality after 1, 10, 100, 1000 sequential
   corrections in one fresh channel;
 - ``routes``: how replies were made (from a correction, with corrections as examples, by
-  the base model; ``with_adapter``: generated with the channel's LoRA adapter),
-  ``adapters``: the channels' LoRA adapter versions by status, and
+  the base model; ``with_adapter``: generated with the channel's LoRA weights),
+  ``adapters``: the channels' LoRA versions by status, and
   ``channel_adaptations``: the reports of the channels' metric adaptation jobs.
 
 With LoRA consolidation on, the benchmark waits (``Engine.settle``) for the channels'
@@ -110,7 +110,7 @@ class _Bench:
                 first = first or time.perf_counter() - started
             assert reply.explanation is not None
             self.routes[reply.explanation.route.value] += 1
-            self.routes["with_adapter"] += reply.explanation.adapter_version is not None
+            self.routes["with_adapter"] += reply.explanation.lora_version is not None
             if self.progress:
                 self.progress(1)
             return _Asked(index, text, reply.text, reply.explanation.route.value, first)
@@ -253,10 +253,10 @@ def _adaptation_reports(engine: Engine) -> list[dict[str, Any]]:
 
 
 async def _adapter_counts(engine: Engine, channels: Sequence[ChannelKey]) -> dict[str, int]:
-    """LoRA adapter versions the benchmark's channels got, by status (empty with LoRA off)."""
+    """LoRA versions the benchmark's channels got, by status (empty with LoRA off)."""
     counts: dict[str, int] = defaultdict(int)
     for channel in channels:
-        for version in await engine.adapters(channel):
+        for version in await engine.lora_versions(channel):
             counts[version.status] += 1
     return dict(counts)
 

@@ -451,7 +451,7 @@ def corrections(
     """Learning from corrections: reliability, generality, locality (and isolation, for the metric path).
 
     ``--mode metric`` teaches corrections to a throw-away engine and asks again; ``--mode lora``
-    adapts per-channel LoRA adapters from the meta-learned init on channel-tasks of the same
+    adapts per-channel LoRA weights from the meta-learned init on channel-tasks of the same
     files, side by side with no adaptation and with plain fine-tuning from the standard init;
     ``--mode both`` measures the engine as it serves by default (metric answers within its
     radius, each channel's promoted adapter generates the rest) at top level, with the metric

@@ -1,4 +1,4 @@
-"""heedful's engine: the one surface adapters import.
+"""heedful's engine: the one surface platform adapters import.
 
 >>> async with Engine(EngineSettings()) as engine:
 ...     reply = engine.reply(Turn(ChannelKey("console", "general"), "hello"))
@@ -6,7 +6,6 @@
 """
 
 from .contract import (
-    AdapterVersion,
     ChannelKey,
     ChannelSettings,
     Correction,
@@ -15,6 +14,7 @@ from .contract import (
     Feedback,
     FeedbackKind,
     FeedbackReceipt,
+    LoraVersion,
     Route,
     Turn,
 )
@@ -39,9 +39,13 @@ __all__ = [
     "GenerationError",
     "HeedfulError",
     "InputError",
+    "LoraVersion",
     "NotFound",
     "Overloaded",
     "Reply",
     "Route",
     "Turn",
 ]
+
+AdapterVersion = LoraVersion
+"""Deprecated (kept for one release): the old name of ``LoraVersion``."""

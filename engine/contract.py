@@ -1,4 +1,4 @@
-"""The contract between adapters and the engine.
+"""The contract between platform adapters and the engine.
 
 Every type here is a frozen, slotted dataclass made of plain values, so it can be
 logged, stored, or sent over the network (``to_dict`` / ``from_dict``) unchanged.
@@ -27,7 +27,7 @@ __all__ = [
     "Explanation",
     "Correction",
     "ChannelSettings",
-    "AdapterVersion",
+    "LoraVersion",
 ]
 
 
@@ -39,15 +39,15 @@ class _Serialisable:
     """
 
     def to_dict(self) -> dict[str, Any]:
-        return _adapter(type(self)).dump_python(self, mode="json")
+        return _type_adapter(type(self)).dump_python(self, mode="json")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return _adapter(cls).validate_python(dict(data))
+        return _type_adapter(cls).validate_python(dict(data))
 
 
 @functools.cache
-def _adapter(cls: type) -> TypeAdapter[Any]:
+def _type_adapter(cls: type) -> TypeAdapter[Any]:
     """Building a TypeAdapter costs milliseconds; each contract type needs one, once."""
     return TypeAdapter(cls)
 
@@ -117,7 +117,7 @@ class Feedback(_Serialisable):
     """A user's judgement of one of the bot's replies.
 
     The target is either ``reply_id`` (the engine's id, as given by ``Reply.reply_id``)
-    or ``message_id`` (a platform message id the adapter linked with
+    or ``message_id`` (a platform message id the platform adapter linked with
     ``Engine.link_message``). A correction may instead name the question directly in
     ``question`` (teaching without a prior reply).
     """
@@ -172,12 +172,20 @@ class Explanation(_Serialisable):
     corrections: tuple[CorrectionUse, ...] = ()
     answer_threshold: float = 0.0
     example_threshold: float = 0.0
-    adapter_version: str | None = None
+    lora_version: str | None = None  # the channel's LoRA version that generated the reply (None: the base model)
     persona: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """As ``_Serialisable.from_dict``; also reads the pre-0.2 key ``adapter_version``."""
+        data = dict(data)
+        if "adapter_version" in data:
+            data.setdefault("lora_version", data.pop("adapter_version"))
+        return _type_adapter(cls).validate_python(data)
 
     def summary(self) -> str:
         """A short human-readable account, for ``/why``."""
-        lines = [f"model {self.model}; adapter {self.adapter_version or 'none'}; route {self.route.value}"]
+        lines = [f"model {self.model}; LoRA version {self.lora_version or 'none'}; route {self.route.value}"]
         if not self.corrections:
             lines.append("no learned correction applied")
         for use in self.corrections:
@@ -205,8 +213,8 @@ class ChannelSettings(_Serialisable):
 
 
 @dataclass(frozen=True, slots=True)
-class AdapterVersion(_Serialisable):
-    """One version of a channel's LoRA adapter, as listed for admins."""
+class LoraVersion(_Serialisable):
+    """One version of a channel's LoRA weights (trained from its corrections), as listed for admins."""
 
     version: int
     status: str  # active | retired | rejected | rolled_back

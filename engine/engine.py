@@ -1,4 +1,4 @@
-"""The engine: one object that adapters talk to.
+"""The engine: one object that platform adapters talk to.
 
 A turn goes: clean the text -> store it -> embed it -> match the channel's support
 set -> answer from a correction, or generate (with learned examples when they are
@@ -15,7 +15,6 @@ from contextlib import aclosing
 from typing import Any
 
 from .contract import (
-    AdapterVersion,
     ChannelKey,
     ChannelSettings,
     Correction,
@@ -24,6 +23,7 @@ from .contract import (
     Feedback,
     FeedbackKind,
     FeedbackReceipt,
+    LoraVersion,
     Route,
     Turn,
 )
@@ -87,12 +87,12 @@ class Engine:
             await asyncio.to_thread(_import_model_libraries)
             self._loaded = await asyncio.to_thread(load_model, self.settings.model, self.settings.model_cache_dir)
             await self.encoder.start()
-            lora = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
+            setup = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
             self._worker = ModelWorker(self._loaded, self.settings.model)
             self._worker.start()
-            if lora is not None:
+            if setup is not None:
                 related = self._related if self.settings.lora.scope == "related" else None
-                self.consolidator = Consolidator(self.store, self._worker, self.settings.lora, lora.config, lora.job,
+                self.consolidator = Consolidator(self.store, self._worker, self.settings.lora, setup.config, setup.job,
                                                  related=related)
                 await self.consolidator.start()
         except BaseException:
@@ -150,10 +150,10 @@ class Engine:
             )
             matches = await self._match(turn.channel, text)
             persona = await self._persona(turn.channel)
-            adapter = await self.consolidator.adapter_for(turn.channel) if self.consolidator else None
-            explanation = self._explain(reply.reply_id, turn.channel, matches, persona, adapter)
-            if explanation.adapter_version is None:
-                adapter = None  # out of the adapter's scope (``lora.scope``)
+            lora = await self.consolidator.lora_for(turn.channel) if self.consolidator else None
+            explanation = self._explain(reply.reply_id, turn.channel, matches, persona, lora)
+            if explanation.lora_version is None:
+                lora = None  # out of the LoRA's scope (``lora.scope``)
             reply.explanation = explanation
             answer_id = await self.store.add_message(
                 turn.channel, role="assistant", text="", reply_id=reply.reply_id, question_id=question_id,
@@ -162,7 +162,7 @@ class Engine:
             produced: list[str] = []
             guard = MentionGuard()
             try:
-                chunks = self._produce(turn.channel, text, question_id, explanation, persona, adapter)
+                chunks = self._produce(turn.channel, text, question_id, explanation, persona, lora)
                 async with aclosing(chunks):
                     async for chunk in chunks:
                         safe = guard.feed(chunk)
@@ -188,12 +188,12 @@ class Engine:
         question_id: int,
         explanation: Explanation,
         persona: str,
-        adapter: tuple[str, LoraWeights] | None,
+        lora: tuple[str, LoraWeights] | None,
     ) -> AsyncIterator[str]:
         learned = self.settings.learning
         if explanation.route is Route.CORRECTION and not learned.rephrase:
             answer = explanation.corrections[0].answer
-            for word in _words(answer):  # stream it like generated text, so adapters need one path
+            for word in _words(answer):  # stream it like generated text, so platform adapters need one path
                 yield word
             return
         assert self._worker is not None and self._loaded is not None
@@ -208,7 +208,7 @@ class Engine:
             grounding=grounding,
         )
         prompt = await asyncio.to_thread(self._render, parts)
-        stream = self._worker.submit(prompt, adapter=adapter)
+        stream = self._worker.submit(prompt, lora=lora)
         try:
             async for delta in stream:
                 yield delta
@@ -234,13 +234,13 @@ class Engine:
 
     async def _sync_external(self) -> None:
         """Another process changed the database (the ``heedful`` CLI forgets a channel's
-        corrections or rolls its adapter back): drop what is cached for the scopes it
+        corrections or rolls its LoRA back): drop what is cached for the scopes it
         changed, so their next message reloads them. One PRAGMA when nothing changed."""
         version = await self.store.data_version()
         if version == self._data_version:
             return
-        adapters = self.consolidator.cached() if self.consolidator is not None else {}
-        scopes = list(dict.fromkeys([*self._support.scopes(), *adapters]))
+        loras = self.consolidator.cached() if self.consolidator is not None else {}
+        scopes = list(dict.fromkeys([*self._support.scopes(), *loras]))
         settled = True
         for scope, (count, newest, active) in (await self.store.fingerprints(scopes)).items():
             support = self._support.peek(scope)
@@ -250,10 +250,10 @@ class Engine:
                 else:
                     self._support.drop(scope)
                     log.info("corrections of %s changed elsewhere: reloading them", scope)
-            if scope in adapters and adapters[scope] != active:
+            if scope in loras and loras[scope] != active:
                 assert self.consolidator is not None
                 self.consolidator.drop_cached(scope)
-                log.info("active adapter of %s changed elsewhere: v%s", scope, active)
+                log.info("active LoRA of %s changed elsewhere: v%s", scope, active)
         if settled:
             self._data_version = version
 
@@ -278,7 +278,7 @@ class Engine:
 
     async def _related(self, scope: ChannelKey, texts: Sequence[str]) -> list[bool]:
         """Which ``texts`` the scope's corrections relate to (not the base route): the messages a
-        channel adapter serves with ``lora.scope = "related"``, and so the probes its locality is judged on."""
+        channel LoRA serves with ``lora.scope = "related"``, and so the probes its locality is judged on."""
         support = await self._support_set(scope)
         if not len(support):
             return [False] * len(texts)
@@ -290,13 +290,13 @@ class Engine:
         channel: ChannelKey,
         matches: list[Match],
         persona: str,
-        adapter: tuple[str, LoraWeights] | None = None,
+        lora: tuple[str, LoraWeights] | None = None,
     ) -> Explanation:
         route, used, answer_threshold, example_threshold = self._route(matches)
         generated = route is not Route.CORRECTION or self.settings.learning.rephrase
         in_scope = route is not Route.BASE or self.settings.lora.scope == "all"
         if not (generated and in_scope):
-            adapter = None  # no generation, or a message the channel's corrections do not relate to
+            lora = None  # no generation, or a message the channel's corrections do not relate to
         return Explanation(
             reply_id=reply_id,
             channel=channel,
@@ -308,7 +308,7 @@ class Engine:
             ),
             answer_threshold=answer_threshold,
             example_threshold=example_threshold,
-            adapter_version=adapter[0].rsplit("@", 1)[1] if adapter else None,
+            lora_version=lora[0].rsplit("@", 1)[1] if lora else None,
             persona=persona,
         )
 
@@ -420,21 +420,21 @@ class Engine:
         self._check_running()
         await self.store.link_message(channel, reply_id, platform_message_id)
 
-    # -- adapters ---------------------------------------------------------------------
+    # -- LoRA versions ---------------------------------------------------------------------
 
-    async def adapters(self, channel: ChannelKey) -> list[AdapterVersion]:
-        """The LoRA adapter versions of ``channel``'s scope, newest first."""
+    async def lora_versions(self, channel: ChannelKey) -> list[LoraVersion]:
+        """The LoRA versions of ``channel``'s scope, newest first."""
         self._check_running()
         return [
-            AdapterVersion(a.version, a.status, a.created_at, a.metrics)
-            for a in await self.store.adapters(channel.scope)
+            LoraVersion(a.version, a.status, a.created_at, a.metrics)
+            for a in await self.store.lora_versions(channel.scope)
         ]
 
-    async def rollback_adapter(self, channel: ChannelKey) -> int | None:
-        """Serve the channel's previous adapter; returns its version (None: the base model)."""
+    async def rollback_lora(self, channel: ChannelKey) -> int | None:
+        """Serve the channel's previous LoRA; returns its version (None: the base model)."""
         self._check_running()
         if self.consolidator is None:
-            return await self.store.rollback_adapter(channel.scope)
+            return await self.store.rollback_lora(channel.scope)
         return await self.consolidator.rollback(channel)
 
     async def settle(self) -> None:
@@ -450,17 +450,17 @@ class Engine:
             await self.consolidator.idle.wait()
 
     def _prepare_lora(self) -> LoraSetup | None:
-        """Inject adapters into the served model and bind the consolidation job (model thread not yet running).
+        """Inject LoRA weights into the served model and bind the consolidation job (model thread not yet running).
 
-        None (LoRA off, with a warning) when the model has no layers the adapters can target.
+        None (LoRA off, with a warning) when the model has no layers the LoRA weights can target.
         """
         assert self._loaded is not None
         try:
             setup = prepare_lora(self._loaded.model, self._loaded.tokenizer, self.settings.lora)
         except ValueError as err:
-            log.warning("per-channel LoRA adapters are off: %s", err)
+            log.warning("per-channel LoRA weights are off: %s", err)
             return None
-        log.info("per-channel LoRA adapters on %s start from the %s", self.model_name, setup.source)
+        log.info("per-channel LoRA weights on %s start from the %s", self.model_name, setup.source)
         return setup
 
     # -- channel settings -------------------------------------------------------------

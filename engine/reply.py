@@ -14,7 +14,7 @@ __all__ = ["Reply"]
 class Reply:
     """Iterate it to receive the reply's text chunk by chunk.
 
-    ``reply_id`` is known at once, so an adapter can link the platform messages it
+    ``reply_id`` is known at once, so a platform adapter can link the platform messages it
     sends to it. ``explanation`` is set before the first chunk arrives. Leaving the
     iteration early, or cancelling the task that iterates, stops the generation and
     frees the model slot; what was produced so far is stored.

@@ -1,16 +1,17 @@
 """The engine's typed settings.
 
 These are plain pydantic models; ``bots.config.Settings`` puts them in one tree with
-the adapters' settings and fills them from ``heedful.toml`` and ``HEEDFUL_*``
+the platform adapters' settings and fills them from ``heedful.toml`` and ``HEEDFUL_*``
 environment variables. Nothing in the engine reads the environment itself.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "EMBEDDED_MODEL",
@@ -32,6 +33,22 @@ EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not silently ignored
 
+    renamed: ClassVar[dict[str, str]] = {}
+    """Old key -> new key: a renamed setting keeps working for one release, with a warning."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls.renamed.keys() & data.keys():
+            return data
+        data = dict(data)
+        for old, new in cls.renamed.items():
+            if old in data:
+                warnings.warn(f"setting {old!r} is now {new!r}; the old name goes in the next release",
+                              DeprecationWarning, stacklevel=2)
+                data.setdefault(new, data.pop(old))
+        return data
+
 
 class ModelSettings(_Strict):
     """The LLM that writes replies (env prefix ``HEEDFUL_MODEL_``)."""
@@ -47,7 +64,9 @@ class ModelSettings(_Strict):
     max_pending: int = Field(256, ge=1, description="requests allowed to wait for a batch slot")
     context_tokens: int = Field(2048, ge=256, description="prompt + reply budget per turn")
     stream_interval: int = Field(2, ge=1, description="tokens between streamed chunks")
-    max_resident_adapters: int = Field(512, ge=1, description="LoRA adapters kept on the device (LRU)")
+    max_resident_loras: int = Field(512, ge=1, description="channels' LoRA versions kept on the device (LRU)")
+
+    renamed: ClassVar[dict[str, str]] = {"max_resident_adapters": "max_resident_loras"}
 
 
 class EncoderSettings(_Strict):
@@ -72,7 +91,7 @@ class LearningSettings(_Strict):
     # and its calibrated thresholds replace the two above unless those are set explicitly.
     metric: str = Field("default", description="'default' (the shipped meta-learned metric), 'none' "
                         "(plain encoder cosine with the thresholds above), or a metric artifact path")
-    adapt: bool = Field(True, description="continue training the metric's encoder adapters on each channel's "
+    adapt: bool = Field(True, description="continue training the metric's LoRA on each channel's "
                         "own corrections in the background (MAML-style inner loop; needs a metric)")
     adapt_min_corrections: int = Field(20, ge=4, description="corrections a channel needs before adapting")
     adapt_max_channels: int = Field(1024, ge=1, description="adapted channels held at once (432 KB each); the "
@@ -87,9 +106,9 @@ class LearningSettings(_Strict):
 class LoraSettings(_Strict):
     """Per-channel LoRA consolidation (env prefix ``HEEDFUL_LORA_``)."""
 
-    enabled: bool = Field(True, description="consolidate corrections into per-channel adapters in the background")
+    enabled: bool = Field(True, description="consolidate corrections into per-channel LoRA weights in the background")
     init: str = Field("default", description="'default' (the shipped meta-learned init), 'zero', or a file path")
-    min_corrections: int = Field(4, ge=2, description="corrections a channel needs before its first adapter")
+    min_corrections: int = Field(4, ge=2, description="corrections a channel needs before its first LoRA version")
     debounce_s: float = Field(20.0, ge=0.0, description="wait this long after the last correction before training")
     steps: int = Field(0, ge=0, description="inner-loop steps (0: adam_steps with Adam, the init's own count with "
                        "its Meta-SGD loop)")
@@ -104,10 +123,12 @@ class LoraSettings(_Strict):
     min_locality: float = Field(0.95, ge=0.0, le=1.0, description="a candidate must keep this much base behaviour "
                                 "on the probe prompts it would serve")
     scope: Literal["related", "all"] = Field(
-        "related", description="'related': a channel's adapter serves only messages its corrections relate to "
+        "related", description="'related': a channel's LoRA serves only messages its corrections relate to "
         "(not the base route), so unrelated messages get the base model; 'all': every generated reply")
     max_attempts: int = Field(3, ge=1, description="failed jobs are retried this often, then dropped")
-    cached_adapters: int = Field(4096, ge=1, description="decoded adapters kept in host memory (LRU)")
+    cached_loras: int = Field(4096, ge=1, description="channels' decoded LoRA versions kept in host memory (LRU)")
+
+    renamed: ClassVar[dict[str, str]] = {"cached_adapters": "cached_loras"}
 
 
 class DialogSettings(_Strict):

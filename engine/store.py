@@ -22,7 +22,7 @@ import numpy as np
 from .contract import ChannelKey, ChannelSettings, Correction
 from .errors import EngineClosed, NotFound
 
-__all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredAdapter", "MIGRATIONS"]
+__all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredLoraVersion", "MIGRATIONS"]
 
 CACHED_CHANNEL_IDS = 65536
 """Scope -> row id lookups kept in memory (a few MB at most); older ones are read again."""
@@ -105,6 +105,12 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX adapter_versions_status ON adapter_versions (channel_id, status);
     """,
+    # 3: "adapter" means a platform adapter only; a channel's trained LoRA weights are LoRA versions.
+    """
+    ALTER TABLE adapter_versions RENAME TO lora_versions;
+    DROP INDEX adapter_versions_status;
+    CREATE INDEX lora_versions_status ON lora_versions (channel_id, status);
+    """,
 )
 
 
@@ -134,7 +140,7 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredAdapter:
+class StoredLoraVersion:
     version: int
     status: str  # candidate | active | rejected | retired
     weights: bytes | None
@@ -183,7 +189,7 @@ class Store:
         return int(row[0]) if row else 0
 
     async def fingerprints(self, keys: Sequence[ChannelKey]) -> dict[ChannelKey, tuple[int, int, int | None]]:
-        """Per scope: (active corrections, newest active correction id, active adapter version).
+        """Per scope: (active corrections, newest active correction id, active LoRA version).
 
         Cheap enough to compare with what is cached, to see which scopes another process changed.
         """
@@ -199,7 +205,7 @@ class Store:
                 for cid, count, newest in await cur.fetchall():
                     found[ids[cid]] = (int(count), int(newest), None)
             async with self.db.execute(
-                f"SELECT channel_id, version FROM adapter_versions WHERE status = 'active' AND channel_id IN ({marks})",
+                f"SELECT channel_id, version FROM lora_versions WHERE status = 'active' AND channel_id IN ({marks})",
                 chunk,
             ) as cur:
                 for cid, version in await cur.fetchall():
@@ -257,9 +263,9 @@ class Store:
         """Give ``old``'s learning scope the id ``new``; returns how many active corrections moved.
 
         When ``new`` has no row yet, the row is renamed: corrections, history, settings,
-        adapters and pending jobs all move. When it has one already (the platform's first
+        loras and pending jobs all move. When it has one already (the platform's first
         event from the new id came first), ``old``'s corrections, history and thumbs join
-        it, and ``old``'s settings too if ``new`` has none of its own; ``old``'s adapters
+        it, and ``old``'s settings too if ``new`` has none of its own; ``old``'s LoRA versions
         stay behind (they were trained on a different set). One transaction either way.
         """
         old, new = old.scope, new.scope
@@ -464,73 +470,73 @@ class Store:
         ) as cur:
             return {r[0]: r[1] for r in await cur.fetchall()}
 
-    # -- adapter versions and consolidation jobs ---------------------------------------
+    # -- LoRA versions and consolidation jobs ---------------------------------------
 
-    async def add_adapter(self, key: ChannelKey, weights: bytes | None, metrics: dict[str, Any], status: str) -> int:
-        """Record a new adapter version of ``key``'s scope; returns its version number."""
+    async def add_lora_version(self, key: ChannelKey, weights: bytes | None, metrics: dict[str, Any], status: str) -> int:
+        """Record a new LoRA version of ``key``'s scope; returns its version number."""
         cid = await self.channel_id(key)
         async with self.db.execute(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM adapter_versions WHERE channel_id = ?", (cid,)
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM lora_versions WHERE channel_id = ?", (cid,)
         ) as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 1
         await self.db.execute(
-            "INSERT INTO adapter_versions (channel_id, version, status, weights, metrics, created_at)"
+            "INSERT INTO lora_versions (channel_id, version, status, weights, metrics, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (cid, version, status, weights, json.dumps(metrics), time.time()),
         )
         if status == "active":
             await self.db.execute(
-                "UPDATE adapter_versions SET status = 'retired' WHERE channel_id = ? AND status = 'active'"
+                "UPDATE lora_versions SET status = 'retired' WHERE channel_id = ? AND status = 'active'"
                 " AND version != ?",
                 (cid, version),
             )
         await self.db.commit()
         return version
 
-    async def adapters(self, key: ChannelKey, *, with_weights: bool = False) -> list[StoredAdapter]:
-        """All adapter versions of ``key``'s scope, newest first."""
+    async def lora_versions(self, key: ChannelKey, *, with_weights: bool = False) -> list[StoredLoraVersion]:
+        """All LoRA versions of ``key``'s scope, newest first."""
         cid = await self.channel_id(key)
         column = "weights" if with_weights else "NULL"
         async with self.db.execute(
-            f"SELECT version, status, {column}, metrics, created_at FROM adapter_versions WHERE channel_id = ?"
+            f"SELECT version, status, {column}, metrics, created_at FROM lora_versions WHERE channel_id = ?"
             " ORDER BY version DESC",
             (cid,),
         ) as cur:
             rows = await cur.fetchall()
-        return [StoredAdapter(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return [StoredLoraVersion(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
-    async def active_adapter(self, key: ChannelKey) -> StoredAdapter | None:
+    async def active_lora_version(self, key: ChannelKey) -> StoredLoraVersion | None:
         cid = await self.channel_id(key)
         async with self.db.execute(
-            "SELECT version, status, weights, metrics, created_at FROM adapter_versions"
+            "SELECT version, status, weights, metrics, created_at FROM lora_versions"
             " WHERE channel_id = ? AND status = 'active'",
             (cid,),
         ) as cur:
             row = await cur.fetchone()
-        return StoredAdapter(row[0], row[1], row[2], json.loads(row[3]), row[4]) if row else None
+        return StoredLoraVersion(row[0], row[1], row[2], json.loads(row[3]), row[4]) if row else None
 
-    async def rollback_adapter(self, key: ChannelKey) -> int | None:
-        """Retire the active adapter and re-activate the one promoted before it.
+    async def rollback_lora(self, key: ChannelKey) -> int | None:
+        """Retire the active LoRA and re-activate the one promoted before it.
 
         Returns the now-active version, or None when the channel is back on the base model.
         """
         cid = await self.channel_id(key)
-        active = await self.active_adapter(key)
+        active = await self.active_lora_version(key)
         if active is None:
             return None
         await self.db.execute(
-            "UPDATE adapter_versions SET status = 'rolled_back' WHERE channel_id = ? AND version = ?",
+            "UPDATE lora_versions SET status = 'rolled_back' WHERE channel_id = ? AND version = ?",
             (cid, active.version),
         )
         async with self.db.execute(
-            "SELECT MAX(version) FROM adapter_versions WHERE channel_id = ? AND status = 'retired'", (cid,)
+            "SELECT MAX(version) FROM lora_versions WHERE channel_id = ? AND status = 'retired'", (cid,)
         ) as cur:
             row = await cur.fetchone()
         previous = row[0] if row and row[0] is not None else None
         if previous is not None:
             await self.db.execute(
-                "UPDATE adapter_versions SET status = 'active' WHERE channel_id = ? AND version = ?", (cid, previous)
+                "UPDATE lora_versions SET status = 'active' WHERE channel_id = ? AND version = ?", (cid, previous)
             )
         await self.db.commit()
         return previous

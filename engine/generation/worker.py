@@ -6,11 +6,11 @@ and leaves it the step it finishes or is cancelled. Each request streams text th
 its own asyncio queue, filled with ``call_soon_threadsafe``: the worker never waits
 for a consumer, so a slow reader cannot stall anybody else.
 
-Rows of one batch may use different per-channel LoRA adapters: each row carries an
-adapter key, the worker keeps the most recently used adapters resident on the device
+Rows of one batch may use different per-channel LoRA weights: each row carries an
+LoRA key, the worker keeps the most recently used LoRA weights resident on the device
 (an LRU), and every forward pass gathers each row's A/B matrices (``use_rows``).
 
-Background jobs (adapter consolidation) run in the same thread, one step between
+Background jobs (LoRA consolidation) run in the same thread, one step between
 decode steps, so they never touch the model concurrently with generation and a turn
 waits at most one job step.
 """
@@ -70,7 +70,7 @@ class _Request:
     max_new_tokens: int
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[object]
-    adapter: str | None = None  # adapter key (see ModelWorker.submit)
+    lora: str | None = None  # LoRA key (see ModelWorker.submit)
     weights: LoraWeights | None = None  # its device tensors, held while the row is in flight
     cancelled: bool = False
     generated: list[int] = field(default_factory=list)
@@ -157,11 +157,11 @@ class ModelWorker:
         self,
         prompt: Sequence[int],
         max_new_tokens: int | None = None,
-        adapter: tuple[str, LoraWeights] | None = None,
+        lora: tuple[str, LoraWeights] | None = None,
     ) -> GenerationStream:
-        """Queue a generation for ``prompt`` (token ids), optionally under a LoRA adapter.
+        """Queue a generation for ``prompt`` (token ids), optionally under LoRA weights.
 
-        ``adapter`` is ``(key, weights)``; the key names this exact version (e.g.
+        ``lora`` is ``(key, weights)``; the key names this exact version (e.g.
         ``"slack:T1:C1@3"``) so the worker can keep it resident. Raises ``Overloaded``
         when ``max_pending`` requests already wait, and ``EngineClosed`` when the
         worker is not running.
@@ -170,10 +170,10 @@ class ModelWorker:
             raise EngineClosed("the model worker is not running")
         limit = min(max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
         key, weights = None, None
-        if adapter is not None and self.has_lora:
-            key, weights = adapter[0], self._make_resident(*adapter)
+        if lora is not None and self.has_lora:
+            key, weights = lora[0], self._make_resident(*lora)
         request = _Request(
-            list(prompt), limit, asyncio.get_running_loop(), asyncio.Queue(), adapter=key, weights=weights
+            list(prompt), limit, asyncio.get_running_loop(), asyncio.Queue(), lora=key, weights=weights
         )
         try:
             self._inbox.put_nowait(request)
@@ -198,11 +198,11 @@ class ModelWorker:
             self._inbox.put_nowait(_WAKE)  # a sleeping worker notices the job at once
         return job.future
 
-    def resident_adapters(self) -> int:
+    def resident_loras(self) -> int:
         return len(self._resident)
 
     def _make_resident(self, key: str, weights: LoraWeights) -> LoraWeights:
-        """The device copy of an adapter, cached by key (least recently used evicted)."""
+        """The device copy of LoRA weights, cached by key (least recently used evicted)."""
         with self._resident_lock:
             if key in self._resident:
                 self._resident.move_to_end(key)
@@ -211,7 +211,7 @@ class ModelWorker:
             dtype = next(self.loaded.model.parameters()).dtype
             resident = {k: v.to(device=device, dtype=dtype) for k, v in weights.items()}
             self._resident[key] = resident
-            while len(self._resident) > self.settings.max_resident_adapters:
+            while len(self._resident) > self.settings.max_resident_loras:
                 self._resident.popitem(last=False)  # rows in flight keep their own reference
             return resident
 
@@ -315,7 +315,7 @@ class ModelWorker:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        with self._adapters(joining):
+        with self._loras(joining):
             out = self.loaded.model(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
@@ -335,7 +335,7 @@ class ModelWorker:
         device = self.loaded.device
         last = torch.tensor([[r.generated[-1]] for r in batch.rows], device=device)
         batch.mask = torch.cat([batch.mask, torch.ones((len(batch.rows), 1), dtype=torch.long, device=device)], dim=1)
-        with self._adapters(batch.rows):
+        with self._loras(batch.rows):
             out = self.loaded.model(
                 input_ids=last,
                 attention_mask=batch.mask,
@@ -346,17 +346,17 @@ class ModelWorker:
         batch.positions = batch.positions + 1
         self._sample_and_emit(batch, out.logits[:, -1, :].float())
 
-    def _adapters(self, rows: list[_Request]) -> AbstractContextManager[None]:
-        """Per-row adapters for one forward pass (slot 0: none)."""
-        by_key = {r.adapter: r.weights for r in rows if r.adapter is not None}
+    def _loras(self, rows: list[_Request]) -> AbstractContextManager[None]:
+        """Per-row LoRA weights for one forward pass (slot 0: none)."""
+        by_key = {r.lora: r.weights for r in rows if r.lora is not None}
         keys = tuple(sorted(by_key))
         if not keys:
             return nullcontext()
         if self._stacks is None or self._stacks[0] != keys:
-            # Rebuilt only when the set of adapters in the batch changes, not every step.
+            # Rebuilt only when the set of LoRA weights in the batch changes, not every step.
             self._stacks = (keys, stack_weights(self.loaded.model, [by_key[k] for k in keys]))
         slot = {k: i + 1 for i, k in enumerate(keys)}
-        index = torch.tensor([slot.get(r.adapter, 0) if r.adapter else 0 for r in rows], device=self.loaded.device)
+        index = torch.tensor([slot.get(r.lora, 0) if r.lora else 0 for r in rows], device=self.loaded.device)
         return use_rows(self.loaded.model, self._stacks[1], index)
 
     def _sample_and_emit(self, batch: _Batch, logits: torch.Tensor) -> None:

@@ -1,8 +1,8 @@
-"""Per-channel adaptation: the channel's own encoder adapters, trained in the background.
+"""Per-channel adaptation: the channel's own LoRA, trained in the background.
 
 The meta-learned metric is the starting point every channel shares. Once a channel has
 enough corrections, the inner loop (``channel_encoder.py``) continues training the
-metric's adapters on episodes drawn from *that channel's* corrections, with the loss the
+metric's LoRA weights on episodes drawn from *that channel's* corrections, with the loss the
 metric was meta-trained with (MAML-style: meta-learned init, a few inner steps).
 
 A candidate is judged before it serves: trained on all but every ``hold_out_every``-th
@@ -166,7 +166,7 @@ class Adaptation:
 
     async def adapt(self, questions: list[str], rows: np.ndarray
                     ) -> tuple[Tensors, np.ndarray, dict[str, float]] | None:
-        """The gated inner loop: (adapters, the questions embedded with them, report), or None."""
+        """The gated inner loop: (LoRA weights, the questions embedded with them, report), or None."""
         started = time.perf_counter()
         cfg, n = self.config, len(rows)
         test = np.arange(n)[cfg.hold_out_every - 1:: cfg.hold_out_every]

@@ -1,13 +1,13 @@
-"""A channel's own encoder: the meta-learned metric's adapters, trained further on its corrections.
+"""A channel's own encoder: the meta-learned metric's LoRA, trained further on its corrections.
 
 The inner loop of the MAML-style scheme (docs/LEARNING.md). Every channel starts from the
-meta-learned parameters — MiniLM's top layers with the metric's LoRA adapters — and, once
+meta-learned parameters — MiniLM's top layers with the metric's LoRA weights — and, once
 it has enough corrections, takes a few Adam steps of the prototypical loss the metric was
 meta-trained with, on episodes drawn from *its own* corrections::
 
     θ_channel = θ_meta − steps × Adam(∇ prototypical_loss(channel's support episodes))
 
-Only the adapters move (``top_layers`` × every linear map, rank ``r``: 221,184 numbers,
+Only the LoRA weights move (``top_layers`` × every linear map, rank ``r``: 221,184 numbers,
 432 KB in fp16), so the per-channel state stays under 1 MB and thousands of channels fit
 in one process. The frozen layers below are run once per text (``hidden_states``), so a
 step costs only the top layers.
@@ -34,7 +34,7 @@ from .metric import MetricEncoder
 __all__ = ["EncoderAdaptConfig", "ChannelEncoder", "Tensors", "nbytes"]
 
 Tensors = dict[str, torch.Tensor]
-"""A channel's adapters, named like ``EncoderTop.lora_tensors``."""
+"""A channel's LoRA tensors, named like ``EncoderTop.lora_tensors``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class EncoderAdaptConfig:
 
 
 class ChannelEncoder:
-    """Train and serve per-channel encoder adapters on top of a loaded ``MetricEncoder``."""
+    """Train and serve per-channel LoRA on top of a loaded ``MetricEncoder``."""
 
     def __init__(self, encoder: MetricEncoder) -> None:
         self.encoder = encoder
@@ -58,10 +58,10 @@ class ChannelEncoder:
     # -- blocking pieces ----------------------------------------------------------------
 
     def _meta_stack(self) -> EncoderTop:
-        """The top layers at the meta-learned point: unmerged weights + the metric's adapters."""
+        """The top layers at the meta-learned point: unmerged weights + the metric's LoRA."""
         artifact = self.encoder.artifact
         bert = self.encoder.sentence_transformer[0].auto_model
-        top = EncoderTop(bert, artifact.config)  # a copy of the top layers, whose weights have the adapters merged
+        top = EncoderTop(bert, artifact.config)  # a copy of the top layers, whose weights have the LoRA weights merged
         with torch.no_grad():
             for i, layer in enumerate(top.layers):
                 for j, (parent, name) in enumerate(linears(layer)):
@@ -144,5 +144,5 @@ class ChannelEncoder:
 
 
 def nbytes(tensors: Tensors) -> int:
-    """Bytes of a channel's adapters as held in memory."""
+    """Bytes of a channel's LoRA weights as held in memory."""
     return sum(t.numel() * t.element_size() for t in tensors.values())

@@ -1,4 +1,4 @@
-"""Consolidation: a channel's corrections become a candidate LoRA adapter, in a few inner steps.
+"""Consolidation: a channel's corrections become candidate LoRA weights, in a few inner steps.
 
 The engine's model worker calls this between decode steps (it is blocking work):
 
@@ -13,11 +13,11 @@ The engine's model worker calls this between decode steps (it is blocking work):
 It starts from the meta-learned init (with Meta-SGD's per-parameter inner learning rates
 when the init has them), runs the same inner loop as meta-training on the support set
 (the corrections), and measures the candidate on the held-back corrections against the
-base model (and the current adapter), plus locality: on unrelated probe prompts, how
+base model (and the current LoRA version), plus locality: on unrelated probe prompts, how
 often the adapted model still predicts the base model's own greedy reply token by token
 (teacher-forced agreement in [0, 1]) and the mean KL(base ‖ adapted).
 
-It never changes the model: every forward substitutes the adapter with
+It never changes the model: every forward substitutes the LoRA with
 ``torch.func.functional_call`` and base weights and the ``LoraLinear`` parameters are
 left as they were.
 """
@@ -72,7 +72,7 @@ __all__ = [
 
 DEFAULT_INIT_PATH = Path(__file__).resolve().parent / "artifacts" / "lora_init.safetensors"
 
-# Unrelated prompts whose replies an adapter must leave as the base model gave them.
+# Unrelated prompts whose replies LoRA weights must leave as the base model gave them.
 DEFAULT_PROBES: tuple[str, ...] = (
     "What is the capital of France?",
     "Write a haiku about autumn rain.",
@@ -123,13 +123,13 @@ class StepInfo:
 
 @dataclass
 class ConsolidationResult:
-    adapter: LoraWeights  # the candidate (detached, on the model's device and dtype)
+    lora: LoraWeights  # the candidate (detached, on the model's device and dtype)
     support_loss: float  # after training (nan when there was nothing to train on)
     held_out_loss: float  # the candidate on the held-back corrections (nan when none)
-    base_held_out_loss: float  # the base model (no adapter) there
+    base_held_out_loss: float  # the base model (no LoRA) there
     init_held_out_loss: float  # the init itself, before any step
     zero_init_held_out_loss: float | None  # standard LoRA init trained the same steps (when asked)
-    current_held_out_loss: float | None  # the channel's current adapter (when given)
+    current_held_out_loss: float | None  # the channel's current LoRA (when given)
     locality: float  # teacher-forced agreement with the base model's greedy probe replies, in [0, 1]
     kl: float  # mean KL(base ‖ candidate) of next-token distributions on the probe replies
     steps: int
@@ -138,7 +138,7 @@ class ConsolidationResult:
     losses: list[float] = field(default_factory=list)  # support loss before each step
 
     def metrics(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("adapter", "losses")}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("lora", "losses")}
         out["losses"] = [round(x, 4) for x in self.losses]
         return out
 
@@ -149,20 +149,20 @@ class ConsolidationResult:
 def load_init(model: nn.Module, path: str | Path) -> tuple[LoraWeights, LoraConfig, dict[str, str]]:
     """An init artifact, checked against ``model`` (LoRA layers injected when the model has none).
 
-    The returned dict holds the adapter tensors and, for Meta-SGD inits, the per-parameter
+    The returned dict holds the LoRA tensors and, for Meta-SGD inits, the per-parameter
     inner learning rates under ``inner_lr.<key>`` (``maml.split_state`` separates them).
     Raises ``FileNotFoundError``, or ``IncompatibleInit`` when the shapes do not fit.
     """
     tensors, config, metadata = weights_from_bytes(Path(path).read_bytes())
     if not lora_modules(model):
         inject_lora(model, config)
-    adapter, lrs = split_state(tensors)
+    lora, lrs = split_state(tensors)
     reference = {f"{n}.{p}": getattr(m, p) for n, m in lora_modules(model).items() for p in ("lora_A", "lora_B")}
-    if set(adapter) != set(reference):
-        missing, extra = sorted(set(reference) - set(adapter))[:3], sorted(set(adapter) - set(reference))[:3]
+    if set(lora) != set(reference):
+        missing, extra = sorted(set(reference) - set(lora))[:3], sorted(set(lora) - set(reference))[:3]
         raise IncompatibleInit(f"init {Path(path).name} does not fit this model's LoRA layers "
                                f"(missing {missing}, unexpected {extra}); was it trained for {metadata.get('model')}?")
-    for k, v in adapter.items():
+    for k, v in lora.items():
         if v.shape != reference[k].shape:
             raise IncompatibleInit(f"{k}: init has {tuple(v.shape)}, the model {tuple(reference[k].shape)}")
     scalings = {m.scaling for m in lora_modules(model).values()}
@@ -190,10 +190,10 @@ def baseline_rate(metadata: dict[str, str], key: str = "baseline_inner_lr") -> f
 
 def _inner_settings(init: LoraWeights, metadata: dict[str, str], inner_lr: float | LoraWeights | None,
                     clip: float | None) -> tuple[LoraWeights, float | LoraWeights, float]:
-    adapter, lrs = split_state(init)
+    lora, lrs = split_state(init)
     lr: float | LoraWeights = inner_lr if inner_lr is not None else (
         lrs if lrs is not None else baseline_rate(metadata, "inner_lr"))
-    return adapter, lr, clip if clip is not None else float(metadata.get("inner_clip", "1.0"))
+    return lora, lr, clip if clip is not None else float(metadata.get("inner_clip", "1.0"))
 
 
 # -- locality probes (their frozen-layer pass and base replies are computed once per model) ----
@@ -232,11 +232,11 @@ def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def locality(adapter: LoraWeights, stack: DecoderTop, probes: Cached) -> tuple[float, float]:
+def locality(lora: LoraWeights, stack: DecoderTop, probes: Cached) -> tuple[float, float]:
     """(agreement, KL): how often the adapted model's top token is the base reply's token, and
     the mean KL(base ‖ adapted), over every token of the base model's greedy probe replies."""
     assert probes.base_logp is not None
-    logp = F.log_softmax(wide(functional_call(stack, adapter, probes.args())), dim=-1)  # (N, V)
+    logp = F.log_softmax(wide(functional_call(stack, lora, probes.args())), dim=-1)  # (N, V)
     agree = (logp.argmax(-1) == probes.tgt).float().mean()
     kl = (probes.base_logp.exp() * (probes.base_logp - logp)).sum(-1).mean()
     return float(agree), float(kl)
@@ -255,12 +255,12 @@ def _chunks(model: nn.Module, tokenizer: Any, stack: DecoderTop, pairs: Sequence
     return out
 
 
-def _mean_loss(adapter: LoraWeights, stack: DecoderTop, batches: Sequence[Cached]) -> float:
+def _mean_loss(lora: LoraWeights, stack: DecoderTop, batches: Sequence[Cached]) -> float:
     """Token-weighted mean cross-entropy over several cached batches."""
     if not batches:
         return float("nan")
     with torch.no_grad():
-        total = sum(float(ce_loss(adapter, stack, b)) * len(b.tgt) for b in batches)
+        total = sum(float(ce_loss(lora, stack, b)) * len(b.tgt) for b in batches)
     return total / sum(len(b.tgt) for b in batches)
 
 
@@ -268,7 +268,7 @@ def _mean_loss(adapter: LoraWeights, stack: DecoderTop, batches: Sequence[Cached
 class Candidate:
     """What one consolidation produced, and how it measured."""
 
-    adapter: LoraWeights
+    lora: LoraWeights
     held_out_loss: float
     base_held_out_loss: float
     current_held_out_loss: float | None
@@ -322,21 +322,21 @@ def consolidate_steps(
     not the probes that judge locality. When ``should_stop()`` turns true, training ends after the current step
     and the result (``stopped=True``) is measured as usual. Blocking (torch); call it from
     the model worker thread. Raises
-    ``RuntimeError`` if a per-row adapter batch is active on the model.
+    ``RuntimeError`` if a per-row LoRA batch is active on the model.
     """
     t0 = time.perf_counter()
     if optimizer not in ("meta", "adam"):
         raise ValueError(f"optimizer must be 'meta' or 'adam', not {optimizer!r}")
     if any(m.rows is not None for m in lora_modules(model).values()):
-        raise RuntimeError("a mixed-adapter batch is active on the model; consolidate between batches")
+        raise RuntimeError("a mixed-LoRA batch is active on the model; consolidate between batches")
     del config  # the LoRA layers are already in the model; kept in the signature for callers' clarity
-    like = next(iter(lora_modules(model).values())).lora_A  # adapters live where the model's LoRA layers do
+    like = next(iter(lora_modules(model).values())).lora_A  # LoRA weights live where the model's LoRA layers do
     init = {k: v.to(device=like.device, dtype=like.dtype) for k, v in init.items()}
     if current is not None:
         current = {k: v.to(device=like.device, dtype=like.dtype) for k, v in current.items()}
     if isinstance(inner_lr, dict):
         inner_lr = {k: v.to(device=like.device, dtype=like.dtype) for k, v in inner_lr.items()}
-    adapter, lrs, clip = _inner_settings(init, metadata or {}, inner_lr, clip)
+    lora, lrs, clip = _inner_settings(init, metadata or {}, inner_lr, clip)
     stack = DecoderTop(model, first_adapted_layer(model))
     with torch.no_grad():
         train = yield from _chunks(model, tokenizer, stack, support, system, batch_size)
@@ -351,7 +351,7 @@ def consolidate_steps(
 
     losses: list[float] = []
     stopped = False
-    params = {k: v.detach() for k, v in adapter.items()}
+    params = {k: v.detach() for k, v in lora.items()}
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()} if optimizer == "adam" else {}
     opt = torch.optim.Adam(list(leaves.values()), lr=adam_lr) if leaves else None
     for step in range(steps if train else 0):  # the inner loop, one yield per step
@@ -370,7 +370,7 @@ def consolidate_steps(
     zero = {k: torch.zeros_like(v) for k, v in params.items()}
     held = _mean_loss(params, stack, test)
     base_held = _mean_loss(zero, stack, test)
-    init_held = _mean_loss(adapter, stack, test)
+    init_held = _mean_loss(lora, stack, test)
     current_held = _mean_loss(current, stack, test) if current is not None else None
     yield StepInfo("evaluate")
     agree, kl = locality(params, stack, probe) if probe is not None else (1.0, 0.0)  # no probe it would serve
@@ -385,7 +385,7 @@ def consolidate_steps(
         zero_init_held = _mean_loss({k: v.detach() for k, v in std.items()}, stack, test)
     support_loss = _mean_loss(params, stack, train) if train else float("nan")
     return ConsolidationResult(
-        adapter=params, support_loss=support_loss, held_out_loss=held, base_held_out_loss=base_held,
+        lora=params, support_loss=support_loss, held_out_loss=held, base_held_out_loss=base_held,
         init_held_out_loss=init_held, zero_init_held_out_loss=zero_init_held, current_held_out_loss=current_held,
         locality=agree, kl=kl, steps=len(losses), seconds=time.perf_counter() - t0, stopped=stopped,
         losses=losses,
@@ -437,7 +437,7 @@ def consolidation_job(
     )
     base = result.base_held_out_loss
     return Candidate(
-        adapter=result.adapter,
+        lora=result.lora,
         held_out_loss=result.held_out_loss,
         base_held_out_loss=base,
         current_held_out_loss=result.current_held_out_loss,

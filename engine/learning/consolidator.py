@@ -1,4 +1,4 @@
-"""Background consolidation: a channel's corrections become its own LoRA adapter.
+"""Background consolidation: a channel's corrections become its own LoRA weights.
 
 When a channel's corrections change, a durable job is requested (it survives a
 restart) and, after ``debounce_s`` of quiet, queued. One job runs at a time, in
@@ -6,10 +6,10 @@ request order, inside the model worker thread one inner step at a time, so jobs
 never block turns and a busy channel cannot starve the others (a channel re-taught
 while queued keeps its place). The candidate is trained on most corrections and
 judged on the ones held back: it is promoted only if it beats both the base model
-and the channel's current adapter there, and keeps base behaviour on unrelated
-probe prompts (locality). With ``lora.scope = "related"`` (the default) an adapter only
+and the channel's current LoRA there, and keeps base behaviour on unrelated
+probe prompts (locality). With ``lora.scope = "related"`` (the default) LoRA weights only
 ever serves messages the channel's corrections relate to, so the probes it is judged on
-are those it would serve. Otherwise the current adapter keeps serving.
+are those it would serve. Otherwise the current LoRA keeps serving.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 Related = Callable[[ChannelKey, Sequence[str]], Awaitable[list[bool]]]
-"""``related(scope, texts)``: which texts the scope's adapter would serve (``lora.scope``)."""
+"""``related(scope, texts)``: which texts the scope's LoRA would serve (``lora.scope``)."""
 
 JobFn = Callable[..., Iterator[None]]
 """``job(support=, held_out=, current=, steps=)`` -> a generator, run in the model
@@ -53,7 +53,7 @@ thread, that yields after each inner step and returns a ``Candidate``."""
 
 
 class Consolidator:
-    """Owns the consolidation queue and the channels' active adapters."""
+    """Owns the consolidation queue and the channels' active LoRA versions."""
 
     def __init__(
         self, store: Store, worker: ModelWorker, settings: LoraSettings, config: LoraConfig, job: JobFn,
@@ -61,7 +61,7 @@ class Consolidator:
     ) -> None:
         self.store, self.worker, self.settings, self.config = store, worker, settings, config
         self.job = job
-        # With scoped serving, a channel's adapter never answers messages its corrections do not
+        # With scoped serving, a channel's LoRA never answers messages its corrections do not
         # relate to, so locality is judged on the probes it would actually serve (often none).
         self.related = related
         self._timers: dict[ChannelKey, asyncio.TimerHandle] = {}
@@ -90,12 +90,12 @@ class Consolidator:
     async def corrections_changed(self, channel: ChannelKey, *, forgotten: bool = False) -> None:
         """Note a change in ``channel``'s corrections; a job follows after the debounce.
 
-        After a forget, adapters trained on the forgotten corrections stop serving
+        After a forget, LoRA weights trained on the forgotten corrections stop serving
         at once (they would still remember them).
         """
         scope = channel.scope
         if forgotten:
-            while await self.store.rollback_adapter(scope) is not None:
+            while await self.store.rollback_lora(scope) is not None:
                 pass
             self._cache.pop(scope, None)
         await self.store.request_job(scope)
@@ -106,18 +106,18 @@ class Consolidator:
         self._timers[scope] = loop.call_later(self.settings.debounce_s, self._enqueue, scope)
 
     def forget_scope(self, scope: ChannelKey) -> None:
-        """``scope`` no longer exists under that key (it moved): drop its timer and cached adapter."""
+        """``scope`` no longer exists under that key (it moved): drop its timer and cached LoRA weights."""
         timer = self._timers.pop(scope, None)
         if timer is not None:
             timer.cancel()
         self.drop_cached(scope)
 
     def cached(self) -> dict[ChannelKey, int | None]:
-        """The scopes whose active adapter is cached, with its version (None: the base model)."""
+        """The scopes whose active LoRA is cached, with its version (None: the base model)."""
         return {scope: int(entry[0].rsplit("@", 1)[1]) if entry else None for scope, entry in self._cache.items()}
 
     def drop_cached(self, scope: ChannelKey) -> None:
-        """Look ``scope``'s active adapter up again on its next reply."""
+        """Look ``scope``'s active LoRA up again on its next reply."""
         self._cache.pop(scope, None)
 
     def _enqueue(self, scope: ChannelKey) -> None:
@@ -127,25 +127,25 @@ class Consolidator:
             self._queue.put_nowait(scope)
             self.idle.clear()
 
-    async def adapter_for(self, channel: ChannelKey) -> tuple[str, LoraWeights] | None:
-        """``(key@version, weights)`` of the channel's active adapter, or None (base model)."""
+    async def lora_for(self, channel: ChannelKey) -> tuple[str, LoraWeights] | None:
+        """``(key@version, weights)`` of the channel's active LoRA version, or None (base model)."""
         scope = channel.scope
         if scope in self._cache:
             self._cache.move_to_end(scope)
             return self._cache[scope]
-        stored = await self.store.active_adapter(scope)
+        stored = await self.store.active_lora_version(scope)
         entry = None
         if stored is not None and stored.weights is not None:
             weights, _, _ = await asyncio.to_thread(weights_from_bytes, stored.weights)
             entry = (f"{scope}@{stored.version}", weights)
         self._cache[scope] = entry
-        while len(self._cache) > self.settings.cached_adapters:
+        while len(self._cache) > self.settings.cached_loras:
             self._cache.popitem(last=False)
         return entry
 
     async def rollback(self, channel: ChannelKey) -> int | None:
-        """Re-activate the previous adapter (None: back to the base model)."""
-        version = await self.store.rollback_adapter(channel.scope)
+        """Re-activate the previous LoRA (None: back to the base model)."""
+        version = await self.store.rollback_lora(channel.scope)
         self.drop_cached(channel.scope)
         return version
 
@@ -177,7 +177,7 @@ class Consolidator:
             await self.store.finish_job(scope, requested_at)
             return
         support, held_out = split(corrections, self.settings.held_out_every)
-        current = await self.adapter_for(scope)
+        current = await self.lora_for(scope)
         probes: list[str] | None = None
         if self.related is not None:
             probes = [p for p, ok in zip(DEFAULT_PROBES, await self.related(scope, DEFAULT_PROBES)) if ok]
@@ -200,12 +200,12 @@ class Consolidator:
             "decision": why,
             **candidate.metrics,
         }
-        blob = await asyncio.to_thread(weights_to_bytes, candidate.adapter, self.config)
+        blob = await asyncio.to_thread(weights_to_bytes, candidate.lora, self.config)
         if await self._still_current(scope, corrections):
-            version = await self.store.add_adapter(scope, blob, metrics, "active" if ok else "rejected")
+            version = await self.store.add_lora_version(scope, blob, metrics, "active" if ok else "rejected")
             if ok:
                 self._cache.pop(scope, None)
-            log.info("%s adapter v%d for %s: %s", "promoted" if ok else "rejected", version, scope, why)
+            log.info("%s LoRA v%d for %s: %s", "promoted" if ok else "rejected", version, scope, why)
         await self.store.finish_job(scope, requested_at)
 
     def _steps(self) -> int:
@@ -230,7 +230,7 @@ def split(corrections: list[StoredCorrection], every: int) -> tuple[list[tuple[s
 
 @dataclass
 class LoraSetup:
-    """What the engine needs to serve and consolidate adapters."""
+    """What the engine needs to serve and consolidate LoRA versions."""
 
     config: LoraConfig
     init: LoraWeights

@@ -6,8 +6,8 @@ embedded by the ``MetricEncoder`` and the artifact's calibrated thresholds apply
 ``answer_threshold`` / ``example_threshold`` were set explicitly; the answer threshold
 depends on how many corrections teach the answer (``answer_threshold_for``). With ``none`` it is the
 plain encoder with the configured cosine thresholds. Either way support sets match by
-answer prototypes (``prototypes.py``), and with ``learning.adapt`` each channel gets its
-background inner loop on the metric's encoder adapters (``adaptation.py``).
+answer prototypes (``support_set.py``), and with ``learning.adapt`` each channel gets its
+background inner loop on the metric's LoRA (``adaptation.py``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Matching:
         self._answer_thresholds = (self.artifact.answer_thresholds  # type: ignore[union-attr]
                                    if calibrated and "answer_threshold" not in explicit else None)
         self.metric_name = f"metric:{self.artifact.digest}" if self.artifact else "cosine"
-        # The per-channel inner loop continues the metric's own adapters: it needs a metric.
+        # The per-channel inner loop continues the metric's own LoRA: it needs a metric.
         self.channel_encoder = ChannelEncoder(self.encoder) \
             if learning.adapt and isinstance(self.encoder, MetricEncoder) else None
         self.adaptation = Adaptation(AdaptConfig(min_corrections=learning.adapt_min_corrections,

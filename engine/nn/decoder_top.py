@@ -58,7 +58,7 @@ class DecoderTop(nn.Module):
     """Decoder layers ``start:``, final norm and LM head, evaluated only where the loss is taken.
 
     Registers the model's own submodules under the model's own names (``model.*``,
-    ``lm_head``), so adapter keys like ``model.layers.29.self_attn.q_proj.lora_A`` address
+    ``lm_head``), so LoRA keys like ``model.layers.29.self_attn.q_proj.lora_A`` address
     it directly through ``functional_call``. It owns no parameters of its own.
     """
 
@@ -144,7 +144,7 @@ def wide(logits: torch.Tensor) -> torch.Tensor:
 
 
 def ce_loss(params: LoraWeights, stack: DecoderTop, c: Cached) -> torch.Tensor:
-    """Mean cross-entropy of the answer tokens under adapter ``params``."""
+    """Mean cross-entropy of the answer tokens under LoRA ``params``."""
     logits = functional_call(stack, params, c.args())  # (N, V)
     return F.cross_entropy(wide(logits), c.tgt)
 
@@ -162,7 +162,7 @@ def anchored_loss(params: LoraWeights, stack: DecoderTop, support: Cached, ancho
     on unrelated anchor prompts (``weight`` 0 or no anchor: the plain cross-entropy).
 
     The anchor term is the locality constraint of knowledge-editing methods: it lets the
-    adapter learn a channel's answers while leaving the rest of the model's behaviour alone.
+    LoRA learn a channel's answers while leaving the rest of the model's behaviour alone.
     """
     loss = ce_loss(params, stack, support)
     if weight and anchor is not None:

@@ -62,7 +62,7 @@ def linears(layer: nn.Module) -> list[tuple[nn.Module, str]]:
 
 
 class EncoderTop(nn.Module):
-    """The encoder's top layers with adapters, mean pooling and normalisation.
+    """The encoder's top layers with LoRA, mean pooling and normalisation.
 
     Input: the frozen hidden states entering the first adapted layer (cached once per
     utterance during meta-training), output: unit embeddings. With zero ``B`` it
@@ -123,7 +123,7 @@ def merge_into(bert: nn.Module, config: MetricConfig, tensors: dict[str, torch.T
         for j, (parent, name) in enumerate(linears(layer)):
             linear = getattr(parent, name)
             delta = tensors[f"{i}.{j}.B"].float() @ tensors[f"{i}.{j}.A"].float()    # (out, in)
-            assert delta.shape == linear.weight.shape, f"adapter {i}.{j} does not fit this encoder"
+            assert delta.shape == linear.weight.shape, f"LoRA {i}.{j} does not fit this encoder"
             linear.weight.add_(delta.to(linear.weight.dtype))
 
 

@@ -81,8 +81,8 @@ def adapt(
 
 
 def split_state(tensors: dict[str, torch.Tensor]) -> tuple[LoraWeights, LoraWeights | None]:
-    """(adapter, per-parameter inner lrs or None) from a saved state (see ``MetaLearner.state``)."""
-    adapter = {k: v for k, v in tensors.items() if not k.startswith("inner_lr.")}
+    """(LoRA weights, per-parameter inner lrs or None) from a saved state (see ``MetaLearner.state``)."""
+    lora = {k: v for k, v in tensors.items() if not k.startswith("inner_lr.")}
     lrs = {k[len("inner_lr.") :]: v for k, v in tensors.items() if k.startswith("inner_lr.")}
-    return adapter, (lrs or None)
+    return lora, (lrs or None)
 

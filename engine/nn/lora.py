@@ -1,19 +1,20 @@
-"""Low-rank adapters (LoRA) on the LLM: one module serves training and mixed batches.
+"""Low-rank adaptation (LoRA) on the LLM: one module serves training and mixed batches.
 
 ``inject_lora`` wraps the target ``nn.Linear`` layers of a model in ``LoraLinear``.
-Each wrapper computes ``y = W x + s · B A x`` (``s = alpha / rank``), where the
-adapter comes from one of two places:
+Each wrapper computes ``y = W x + s · B A x`` (``s = alpha / rank``), where ``A``
+and ``B`` come from one of two places:
 
 - **its own parameters** ``lora_A`` (rank, in) and ``lora_B`` (out, rank), zero by
   default so an injected model behaves exactly like the base model. Training never
-  mutates them: it passes adapters through ``torch.func.functional_call(model,
-  adapter, ...)``, which substitutes them for one call (see ``maml.py``);
-- **a per-row batch** set with ``use_rows``: stacked adapters (n, rank, in) /
+  mutates them: it passes LoRA weights through ``torch.func.functional_call(model,
+  weights, ...)``, which substitutes them for one call (see ``decoder_top.py``);
+- **a per-row batch** set with ``use_rows``: stacked LoRA weights (n, rank, in) /
   (n, out, rank) and a row index (batch,), so one forward pass serves rows of
-  different channels with different adapters (Punica / S-LoRA style gather).
-  Index 0 is the all-zero "no adapter" slot.
+  different channels with different LoRA weights (Punica / S-LoRA style gather).
+  Index 0 is the all-zero "no LoRA" slot.
 
-An adapter is a ``dict[str, Tensor]`` keyed like the model's own parameters:
+``LoraWeights`` (one channel's, or an initialisation) is a ``dict[str, Tensor]`` keyed like
+the model's own parameters:
 ``"<module path>.lora_A"`` / ``"<module path>.lora_B"``.
 """
 
@@ -49,14 +50,14 @@ LoraWeights = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class LoraConfig:
-    """Which layers carry adapters, and their size."""
+    """Which layers carry LoRA, and their size."""
 
     rank: int = 8
     alpha: float = 16.0
     targets: tuple[str, ...] = ("q_proj", "v_proj")
     top_layers: int = 4
     """Only the last ``top_layers`` decoder layers are adapted (0 = all layers).
-    Keeping adapters at the top lets training run the frozen layers below once."""
+    Keeping LoRA at the top lets training run the frozen layers below once."""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -127,7 +128,7 @@ def _decoder_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def init_mismatch(model: nn.Module, tensors: LoraWeights, config: LoraConfig) -> str | None:
-    """Why ``tensors`` cannot start adapters of ``model`` under ``config`` (None: it fits).
+    """Why ``tensors`` cannot start LoRA weights of ``model`` under ``config`` (None: it fits).
 
     ``tensors`` is an init artifact's content: ``lora_A`` / ``lora_B`` entries and, for
     Meta-SGD inits, ``inner_lr.<key>`` rates. Checks the keys and shapes ``inject_lora``
@@ -153,12 +154,12 @@ def init_mismatch(model: nn.Module, tensors: LoraWeights, config: LoraConfig) ->
                 expected[f"{layer_path}.{name}.lora_B"] = (module.out_features, config.rank)
     if not expected:
         return f"no target modules {config.targets} in the top {config.top_layers} layers"
-    adapter = {k: v for k, v in tensors.items() if not k.startswith("inner_lr.")}
+    lora = {k: v for k, v in tensors.items() if not k.startswith("inner_lr.")}
     rates = {k.removeprefix("inner_lr."): v for k, v in tensors.items() if k.startswith("inner_lr.")}
-    if set(adapter) != set(expected):
-        missing, extra = sorted(set(expected) - set(adapter))[:2], sorted(set(adapter) - set(expected))[:2]
+    if set(lora) != set(expected):
+        missing, extra = sorted(set(expected) - set(lora))[:2], sorted(set(lora) - set(expected))[:2]
         return f"its LoRA layers differ from this model's (missing {missing}, unexpected {extra})"
-    for k, v in {**adapter, **rates}.items():
+    for k, v in {**lora, **rates}.items():
         if k not in expected:
             return f"unexpected inner rate inner_lr.{k}"
         if tuple(v.shape) != expected[k]:
@@ -171,7 +172,7 @@ def lora_modules(model: nn.Module) -> dict[str, LoraLinear]:
 
 
 def zero_weights(model: nn.Module) -> LoraWeights:
-    """An adapter that changes nothing (B = 0, A = 0)."""
+    """LoRA weights that changes nothing (B = 0, A = 0)."""
     out: LoraWeights = {}
     for name, m in lora_modules(model).items():
         out[f"{name}.lora_A"] = torch.zeros_like(m.lora_A)
@@ -190,15 +191,15 @@ def random_weights(model: nn.Module, generator: torch.Generator | None = None, s
     return out
 
 
-def stack_weights(model: nn.Module, adapters: list[LoraWeights | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per module: (A stack, B stack) with slot 0 = no adapter, slot i+1 = ``adapters[i]``."""
+def stack_weights(model: nn.Module, loras: list[LoraWeights | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per module: (A stack, B stack) with slot 0 = no LoRA, slot i+1 = ``loras[i]``."""
     stacks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, m in lora_modules(model).items():
         a = [torch.zeros_like(m.lora_A)] + [
-            (ad[f"{name}.lora_A"].to(m.lora_A) if ad is not None else torch.zeros_like(m.lora_A)) for ad in adapters
+            (ad[f"{name}.lora_A"].to(m.lora_A) if ad is not None else torch.zeros_like(m.lora_A)) for ad in loras
         ]
         b = [torch.zeros_like(m.lora_B)] + [
-            (ad[f"{name}.lora_B"].to(m.lora_B) if ad is not None else torch.zeros_like(m.lora_B)) for ad in adapters
+            (ad[f"{name}.lora_B"].to(m.lora_B) if ad is not None else torch.zeros_like(m.lora_B)) for ad in loras
         ]
         stacks[name] = (torch.stack(a), torch.stack(b))
     return stacks
@@ -208,7 +209,7 @@ def stack_weights(model: nn.Module, adapters: list[LoraWeights | None]) -> dict[
 def use_rows(
     model: nn.Module, stacks: dict[str, tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor
 ) -> Iterator[None]:
-    """Within the block, row ``r`` of every forward pass uses adapter slot ``index[r]``."""
+    """Within the block, row ``r`` of every forward pass uses LoRA slot ``index[r]``."""
     modules = lora_modules(model)
     try:
         for name, m in modules.items():
@@ -220,11 +221,11 @@ def use_rows(
             m.rows = None
 
 
-def weights_to_bytes(adapter: LoraWeights, config: LoraConfig, metadata: dict[str, str] | None = None) -> bytes:
+def weights_to_bytes(lora: LoraWeights, config: LoraConfig, metadata: dict[str, str] | None = None) -> bytes:
     """Serialise as safetensors (weights in float32), with the config in the metadata."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adapter.items()}
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in lora.items()}
     return save(tensors, metadata={"lora_config": config.to_json(), **(metadata or {})})
 
 
@@ -238,5 +239,5 @@ def weights_from_bytes(data: bytes) -> tuple[LoraWeights, LoraConfig, dict[str, 
     return tensors, LoraConfig.from_json(metadata["lora_config"]), metadata
 
 
-def weights_nbytes(adapter: LoraWeights) -> int:
-    return sum(t.numel() * t.element_size() for t in adapter.values())
+def weights_nbytes(lora: LoraWeights) -> int:
+    return sum(t.numel() * t.element_size() for t in lora.values())

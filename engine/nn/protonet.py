@@ -12,7 +12,7 @@ negative distances to all prototypes at once::
 The open-set variant (``open_prototypical_loss``) adds the decision the engine actually
 makes after classifying: does the best answer apply at all? Out-of-scope queries (``oos``
 lines, labels the episode did not draw) join the softmax with a "none of these" class
-whose logit is a similarity boundary ``b`` (learned with the adapters)::
+whose logit is a similarity boundary ``b`` (learned with the LoRA)::
 
     logits(q) = [scale · cos(q, c_1), …, scale · cos(q, c_N), scale · b]
     L         = mean over in-scope q of −log p(y_q | q)  +  mean over out-of-scope q of −log p(none | q)

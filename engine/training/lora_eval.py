@@ -6,7 +6,7 @@ set (its corrections) with the same number of steps and is measured on:
 - ``query_loss`` / ``query_ppl``: cross-entropy of the corrected answers' tokens on other
   phrasings of the corrected questions (teacher-forced), after every step up to
   ``max_steps`` (the step curves);
-- ``reliability`` / ``generality``: freely generated greedy replies, with the adapter,
+- ``reliability`` / ``generality``: freely generated greedy replies, with the LoRA weights,
   to the corrected questions themselves / to their paraphrases; a reply counts when the
   channel's invented code appears in it;
 - ``locality``: unrelated prompts (uncorrected labels, out-of-scope questions) whose
@@ -46,7 +46,7 @@ __all__ = ["baseline_rate", "Method", "EvalConfig", "EvalReport", "standard_meth
 
 @dataclass
 class Method:
-    """One way of producing a channel adapter from its corrections."""
+    """One way of producing a channel LoRA from its corrections."""
 
     name: str
     init: LoraWeights | None  # None: no adaptation at all
@@ -69,7 +69,7 @@ def standard_methods(model: nn.Module, init: LoraWeights, metadata: dict[str, st
     """none / standard init with SGD (and with Adam) / the meta-learned init with its own inner loop
     (and with Adam: ``meta_adam``), with the rates recorded in the init's metadata (tuned on
     meta-training's validation domain, never on the test)."""
-    adapter, lrs = split_state(init)
+    lora, lrs = split_state(init)
     standard = random_weights(model, torch.Generator().manual_seed(0))
     clip = float(metadata.get("inner_clip", "1.0"))
     methods = [
@@ -79,16 +79,16 @@ def standard_methods(model: nn.Module, init: LoraWeights, metadata: dict[str, st
     if adam:
         methods.append(Method("standard_adam", standard, float(metadata.get("baseline_adam_lr", "0.01")), "adam",
                               baseline=True))
-    methods.append(Method("meta", adapter, lrs if lrs is not None else baseline_rate(metadata, "inner_lr"),
+    methods.append(Method("meta", lora, lrs if lrs is not None else baseline_rate(metadata, "inner_lr"),
                           clip=clip))
     if adam:  # the meta-learned init under the baseline's optimiser: is the init itself worth having?
-        methods.append(Method("meta_adam", adapter, float(metadata.get("baseline_adam_lr", "0.01")), "adam"))
+        methods.append(Method("meta_adam", lora, float(metadata.get("baseline_adam_lr", "0.01")), "adam"))
     return methods
 
 
 def train_curve(stack: DecoderTop, method: Method, support: Cached, query: Cached | None, steps: int,
                 keep: Sequence[int] = (), anchor: Cached | None = None) -> tuple[list[float], dict[int, LoraWeights]]:
-    """Query loss before and after each of ``steps`` steps, and the adapters at steps ``keep``."""
+    """Query loss before and after each of ``steps`` steps, and the LoRA weights at steps ``keep``."""
     assert method.init is not None
     assert not method.anchor or anchor is not None, "an anchored method needs the anchor batch"
 
@@ -213,16 +213,16 @@ def evaluate(
 
 def _judge_replies(model: nn.Module, tokenizer: Any, task: ChannelTask, finals: dict[str, LoraWeights | None],
                    config: EvalConfig, add: Callable[[str, str, float], None]) -> None:
-    """Generate, in one mixed-adapter batch, every method's replies to the task's questions."""
+    """Generate, in one mixed-LoRA batch, every method's replies to the task's questions."""
     groups = [("reliability", task.support), ("generality", task.query), ("locality", task.unrelated)]
-    prompts, adapters, where = [], [], []
-    for name, adapter in {"none": None, **finals}.items():  # the base model's replies are the locality reference
+    prompts, loras, where = [], [], []
+    for name, lora in {"none": None, **finals}.items():  # the base model's replies are the locality reference
         for metric, examples in groups:
             for ex in examples:
                 prompts.append((ex.system, ex.question))
-                adapters.append(adapter)
+                loras.append(lora)
                 where.append((name, metric, ex))
-    replies = greedy_replies(model, tokenizer, prompts, adapters, config.max_new_tokens, config.batch_size)
+    replies = greedy_replies(model, tokenizer, prompts, loras, config.max_new_tokens, config.batch_size)
     base = {(ex.system, ex.question): r for (name, metric, ex), r in zip(where, replies) if name == "none"}
     scores: dict[tuple[str, str], list[float]] = {}
     for (name, metric, ex), reply in zip(where, replies):
@@ -317,9 +317,9 @@ def truncation_cost(
 ) -> dict[str, dict[str, float]]:
     """What truncated backprop costs and saves, with the standard init (plain fine-tuning).
 
-    - ``top_truncated``: adapters on the top layers of ``model_top``; frozen layers run once per task;
-    - ``top_full``: the same adapters, but every step runs the whole stack (must give the same losses);
-    - ``all_layers``: ``model_all`` carries adapters on every layer: full backprop, every step.
+    - ``top_truncated``: LoRA on the top layers of ``model_top``; frozen layers run once per task;
+    - ``top_full``: the same LoRA, but every step runs the whole stack (must give the same losses);
+    - ``all_layers``: ``model_all`` carries LoRA on every layer: full backprop, every step.
 
     Per configuration: seconds for the one-time frozen pass per task, seconds per inner step
     (Adam), and the query loss after ``steps`` steps of Adam and of clipped SGD.

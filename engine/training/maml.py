@@ -1,7 +1,7 @@
 """Gradient meta-learning of a LoRA initialisation: MAML, first-order MAML, Reptile, Meta-SGD.
 
 Only the LoRA parameters learn; the base model stays frozen and is never modified. Every
-forward pass substitutes an adapter ``dict[str, Tensor]`` for one call with
+forward pass substitutes LoRA weights ``dict[str, Tensor]`` for one call with
 ``torch.func.functional_call``, and gradients come from ``torch.func.grad``, which nests:
 the second-order MAML gradient is ``grad`` of a query loss whose inner loop itself calls
 ``grad``.
@@ -207,7 +207,7 @@ class MetaLearner:
         return {"query_loss": sum(losses) / len(losses), "grad_norm": norm, "seconds": time.perf_counter() - t0}
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The learned tensors: the init (adapter keys) and Meta-SGD's α as ``inner_lr.<key>``."""
+        """The learned tensors: the init (LoRA keys) and Meta-SGD's α as ``inner_lr.<key>``."""
         out = {k: v.detach().clone() for k, v in self.init.items()}
         if self.log_lr is not None:
             out |= {f"inner_lr.{k}": v.detach().exp() for k, v in self.log_lr.items()}

@@ -6,11 +6,11 @@ utterance and cached on disk (``hidden_states``); every step then runs only the 
 
     episode  = N labels × K support + N × n_query queries        (episodes.EpisodeSampler)
     z        = EncoderTop(cached states of those utterances)        (N·K + Q, 384)
-    loss     = prototypical_loss(z_support, z_query)              (protonet.py), or
+    loss     = prototypical_loss(z_support, z_query)              (nn/protonet.py), or
                siamese_loss(z_support, z_query)                   (siamese.py)
-    AdamW step on the adapters only
+    AdamW step on the LoRA weights only
 
-With validation domains, the adapters of the step that did best on their episodes are
+With validation domains, the LoRA weights of the step that did best on their episodes are
 kept (model selection never sees held-out data): by 5-shot accuracy, or (``select =
 "generality"``) by open-set generality — the share of paraphrases answered right from
 1, 2 and 5 corrections at the radius that turns away 95 % of the validation episodes'
@@ -59,7 +59,7 @@ __all__ = [
 class MetaTrainConfig:
     loss: str = "proto"          # proto | open | contrastive
     steps: int = 300             # outer steps (one episode each)
-    lr: float = 1e-3             # AdamW on the adapters
+    lr: float = 1e-3             # AdamW on the LoRA weights
     weight_decay: float = 0.01
     n_way: int = 10              # labels per training episode: uniform in [n_way, n_way_max]
     n_way_max: int = 30
@@ -92,7 +92,7 @@ def meta_train(
     validate: Callable[[EncoderTop], float] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[EncoderTop, list[dict[str, float]]]:
-    """The outer loop. Returns the adapters (the best validated step's, when ``validate``) and a log."""
+    """The outer loop. Returns the LoRA weights (the best validated step's, when ``validate``) and a log."""
     torch.manual_seed(config.seed)
     top = EncoderTop(bert, MetricConfig(top_layers=config.top_layers, rank=config.rank))
     open_set = config.loss == "open"

@@ -54,3 +54,13 @@ def test_the_example_config_loads_and_keeps_the_calibrated_radius() -> None:
     assert settings.learning.metric == "default"
     assert not {"answer_threshold", "example_threshold"} & settings.learning.model_fields_set
     assert settings.lora.enabled and settings.lora.scope == "related"
+
+
+def test_renamed_settings_keep_their_old_names_for_a_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEEDFUL_MODEL_MAX_RESIDENT_ADAPTERS", "9")
+    monkeypatch.setenv("HEEDFUL_LORA_CACHED_ADAPTERS", "11")
+    with pytest.warns(DeprecationWarning) as warned:
+        settings = load_settings()
+    said = " ".join(str(w.message) for w in warned)
+    assert "now 'max_resident_loras'" in said and "now 'cached_loras'" in said
+    assert settings.model.max_resident_loras == 9 and settings.lora.cached_loras == 11

@@ -38,23 +38,23 @@ async def test_a_job_records_a_judged_version_and_serving_continues(make_engine:
         # Turns are served while the job runs in the model thread.
         text = await engine.reply(Turn(other, "hello there")).collect()
         await settled(engine)
-        versions = await engine.adapters(key)
+        versions = await engine.lora_versions(key)
         assert len(versions) >= 1
         newest = versions[0]
         assert newest.status in ("active", "rejected")
         assert {"held_out_loss", "base_held_out_loss", "locality", "decision"} <= set(newest.metrics)
-        assert await engine.adapters(other) == []
+        assert await engine.lora_versions(other) == []
         # Another channel's replies never change because of this channel's adapter.
         assert await engine.reply(Turn(other, "hello there")).collect() == text
         if newest.status == "active":
             reply = engine.reply(Turn(key, "tell me something"))
             await reply.collect()
-            assert reply.explanation is not None and reply.explanation.adapter_version == str(newest.version)
-            previous = await engine.rollback_adapter(key)  # an earlier version, or the base model
+            assert reply.explanation is not None and reply.explanation.lora_version == str(newest.version)
+            previous = await engine.rollback_lora(key)  # an earlier version, or the base model
             again = engine.reply(Turn(key, "tell me something"))
             await again.collect()
             assert again.explanation is not None
-            assert again.explanation.adapter_version == (str(previous) if previous else None)
+            assert again.explanation.lora_version == (str(previous) if previous else None)
 
 
 async def test_scoped_adapters_serve_only_messages_the_corrections_relate_to(make_engine: Callable) -> None:
@@ -67,18 +67,18 @@ async def test_scoped_adapters_serve_only_messages_the_corrections_relate_to(mak
     async with make_engine(lora=FAST | {"min_locality": 0.0}, learning=learning) as engine:
         await teach_all(engine, key)
         await settled(engine)
-        versions = await engine.adapters(key)
+        versions = await engine.lora_versions(key)
         assert versions and 0 <= versions[0].metrics["probes"] < 12  # "What is the capital of France?" and co.
         assert await engine._related(key, ["Can you tell me the wifi password?"]) == [True]
         assert await engine._related(key, ["Write a haiku about autumn rain."]) == [False]
         active = [v for v in versions if v.status == "active"]
         unrelated = engine.reply(Turn(key, "Write a haiku about autumn rain."))
         await unrelated.collect()
-        assert unrelated.explanation is not None and unrelated.explanation.adapter_version is None
+        assert unrelated.explanation is not None and unrelated.explanation.lora_version is None
         related = engine.reply(Turn(key, "Can you tell me the wifi password?"))
         await related.collect()
         assert related.explanation is not None and related.explanation.route.value == "examples"
-        assert active and related.explanation.adapter_version == str(active[0].version)  # promoted: no probe in scope
+        assert active and related.explanation.lora_version == str(active[0].version)  # promoted: no probe in scope
 
 
 async def test_forget_retires_adapters_and_jobs_survive_restart(make_engine: Callable, tmp_path: Path) -> None:
@@ -86,12 +86,12 @@ async def test_forget_retires_adapters_and_jobs_survive_restart(make_engine: Cal
     slow = FAST | {"debounce_s": 3600.0}
     async with make_engine(data_dir=tmp_path / "d", lora=slow) as engine:
         await teach_all(engine, key)  # requested, but the debounce outlives this engine
-        assert await engine.adapters(key) == []
+        assert await engine.lora_versions(key) == []
     async with make_engine(data_dir=tmp_path / "d", lora=FAST) as engine:
         await settled(engine)  # the pending job was re-queued at start and ran
-        assert len(await engine.adapters(key)) == 1
+        assert len(await engine.lora_versions(key)) == 1
         await engine.forget(key)
-        assert all(v.status != "active" for v in await engine.adapters(key))
+        assert all(v.status != "active" for v in await engine.lora_versions(key))
 
 
 async def test_changes_made_by_another_process_reach_the_running_engine(make_engine: Callable, tmp_path: Path) -> None:
@@ -105,20 +105,20 @@ async def test_changes_made_by_another_process_reach_the_running_engine(make_eng
         reply = engine.reply(Turn(key, text))
         answer = await reply.collect()
         assert reply.explanation is not None
-        return reply.explanation.route.value, reply.explanation.adapter_version, answer
+        return reply.explanation.route.value, reply.explanation.lora_version, answer
 
     async with make_engine(data_dir=tmp_path / "d", lora=FAST | {"scope": "all"}) as engine:
         await teach_all(engine, key)
         await settled(engine)
-        (job,) = [v for v in await engine.store.adapters(key, with_weights=True)][:1]
+        (job,) = [v for v in await engine.store.lora_versions(key, with_weights=True)][:1]
         assert job.weights is not None
         cli = Store(engine.settings.database_path)
         await cli.open()
         try:
-            first = await cli.add_adapter(key, job.weights, {}, "active")
-            second = await cli.add_adapter(key, job.weights, {}, "active")
+            first = await cli.add_lora_version(key, job.weights, {}, "active")
+            second = await cli.add_lora_version(key, job.weights, {}, "active")
             assert (await served("tell me something"))[1] == str(second)    # the newest active version serves
-            assert await cli.rollback_adapter(key) == first
+            assert await cli.rollback_lora(key) == first
             assert (await served("tell me something"))[1] == str(first)     # the rollback took effect at once
             assert (await served("what's the wifi password?"))[2] == FACTS[0][1]
             await cli.forget(key)

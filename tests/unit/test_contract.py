@@ -36,3 +36,12 @@ def test_channel_key_needs_platform_and_channel() -> None:
         ChannelKey("", "c")
     with pytest.raises(ValueError):
         ChannelKey.parse("just-one-part")
+
+
+def test_an_explanation_stored_before_the_rename_still_reads() -> None:
+    """Replies stored by 0.1 name the LoRA version ``adapter_version``; ``/why`` still shows it."""
+    key = ChannelKey("console", "general")
+    new = Explanation("r1", key, Route.EXAMPLES, "m", lora_version="3")
+    old = {**new.to_dict(), "adapter_version": "3"}
+    del old["lora_version"]
+    assert Explanation.from_dict(old) == new

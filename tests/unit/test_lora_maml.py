@@ -269,7 +269,7 @@ def test_consolidate_never_changes_the_model(tiny: LoadedModel) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in tiny.model.parameters())
     assert result.steps == 3 and len(result.losses) == 3
-    assert not any(torch.equal(result.adapter[k], init[k]) for k in init if k.endswith("lora_B"))
+    assert not any(torch.equal(result.lora[k], init[k]) for k in init if k.endswith("lora_B"))
     assert 0.0 <= result.locality <= 1.0 and result.kl >= 0.0
     assert result.current_held_out_loss is not None and result.zero_init_held_out_loss is not None
     assert result.support_loss < result.losses[0]  # it learned the corrections
@@ -279,7 +279,7 @@ def test_zero_step_consolidation_is_the_init(tiny: LoadedModel) -> None:
     init = strong(tiny.model, 9)
     result = consolidate(tiny.model, tiny.tokenizer, init, CONFIG, SUPPORT, HELD_OUT, PROBES, steps=0)
     assert result.steps == 0
-    assert all(torch.equal(result.adapter[k], init[k]) for k in init)
+    assert all(torch.equal(result.lora[k], init[k]) for k in init)
     assert result.held_out_loss == pytest.approx(result.init_held_out_loss)
     zero = consolidate(tiny.model, tiny.tokenizer, {k: torch.zeros_like(v) for k, v in init.items()}, CONFIG,
                        SUPPORT, HELD_OUT, PROBES, steps=0)
@@ -303,7 +303,7 @@ def test_consolidation_yields_every_step_and_can_stop(tiny: LoadedModel) -> None
     assert stopped.stopped and stopped.steps == 2
     # the same inner loop: stopping after 2 steps gives the 2-step adapter
     two = consolidate(tiny.model, tiny.tokenizer, init, CONFIG, SUPPORT, HELD_OUT, PROBES, steps=2)
-    assert all(torch.equal(two.adapter[k], stopped.adapter[k]) for k in init)
+    assert all(torch.equal(two.lora[k], stopped.lora[k]) for k in init)
 
 
 def test_anchored_adam_consolidation_stays_closer_to_the_base(tiny: LoadedModel) -> None:
@@ -324,7 +324,7 @@ def test_anchored_adam_consolidation_stays_closer_to_the_base(tiny: LoadedModel)
     stack = DecoderTop(tiny.model, first_adapted_layer(tiny.model))
     anchors = anchor_batch(tiny.model, tiny.tokenizer, stack, None)
     with torch.no_grad():
-        assert kl_loss(held.adapter, stack, anchors) < kl_loss(free.adapter, stack, anchors)
+        assert kl_loss(held.lora, stack, anchors) < kl_loss(free.lora, stack, anchors)
         batch = cache_batch(tiny.model, stack, encode(tiny.tokenizer, [Example(None, q, a, "") for q, a in SUPPORT]))
         expected = ce_loss(init, stack, batch) + 2.0 * kl_loss(init, stack, anchors)
         assert anchored_loss(init, stack, batch, anchors, 2.0) == pytest.approx(float(expected), rel=1e-5)
@@ -337,8 +337,8 @@ def test_meta_sgd_rates_travel_with_the_init(tiny: LoadedModel) -> None:
     init = strong(tiny.model, 11)
     slow = init | {f"inner_lr.{k}": torch.full_like(v, 1e-6) for k, v in init.items()}
     result = consolidate(tiny.model, tiny.tokenizer, slow, CONFIG, SUPPORT, HELD_OUT, PROBES, steps=2)
-    assert all(torch.allclose(result.adapter[k], init[k], atol=1e-5) for k in init)
-    assert not any(k.startswith("inner_lr.") for k in result.adapter)
+    assert all(torch.allclose(result.lora[k], init[k], atol=1e-5) for k in init)
+    assert not any(k.startswith("inner_lr.") for k in result.lora)
 
 
 def test_consolidation_job_returns_the_engines_candidate(tiny: LoadedModel) -> None:

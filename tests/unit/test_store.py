@@ -55,22 +55,22 @@ async def test_platform_message_links_find_the_reply(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_adapter_versions_promote_and_roll_back(tmp_path: Path) -> None:
+async def test_lora_versions_promote_and_roll_back(tmp_path: Path) -> None:
     key = ChannelKey("t", "lora", space="s")
     store = Store(tmp_path / "db.sqlite3")
     await store.open()
-    assert await store.active_adapter(key) is None
-    v1 = await store.add_adapter(key, b"one", {"loss": 1.0}, "active")
-    v2 = await store.add_adapter(key, b"two", {"loss": 2.0}, "rejected")
-    v3 = await store.add_adapter(key, b"three", {"loss": 0.5}, "active")
+    assert await store.active_lora_version(key) is None
+    v1 = await store.add_lora_version(key, b"one", {"loss": 1.0}, "active")
+    v2 = await store.add_lora_version(key, b"two", {"loss": 2.0}, "rejected")
+    v3 = await store.add_lora_version(key, b"three", {"loss": 0.5}, "active")
     assert (v1, v2, v3) == (1, 2, 3)
-    active = await store.active_adapter(key)
+    active = await store.active_lora_version(key)
     assert active is not None and (active.version, active.weights) == (3, b"three")
-    assert [a.status for a in await store.adapters(key)] == ["active", "rejected", "retired"]
-    assert await store.rollback_adapter(key) == 1
-    assert (await store.active_adapter(key)).weights == b"one"  # type: ignore[union-attr]
-    assert await store.rollback_adapter(key) is None
-    assert await store.active_adapter(key) is None
+    assert [a.status for a in await store.lora_versions(key)] == ["active", "rejected", "retired"]
+    assert await store.rollback_lora(key) == 1
+    assert (await store.active_lora_version(key)).weights == b"one"  # type: ignore[union-attr]
+    assert await store.rollback_lora(key) is None
+    assert await store.active_lora_version(key) is None
     await store.close()
 
 
@@ -120,3 +120,22 @@ async def test_a_channel_moves_to_a_new_id_whole_or_into_an_existing_one(tmp_pat
     assert (await store.channel_settings(busy)).persona == "support"
     assert await store.pending_jobs() == []  # the old scope's job went with it; the engine asks anew
     await store.close()
+
+
+async def test_a_database_from_before_the_rename_keeps_its_lora_versions(tmp_path: Path) -> None:
+    """Schema 2 called them ``adapter_versions``; migration 3 renames the table and keeps every row."""
+    path = tmp_path / "db.sqlite3"
+    with sqlite3.connect(path) as raw:
+        for script in MIGRATIONS[:2]:
+            raw.executescript(script)
+        raw.execute("PRAGMA user_version = 2")
+        raw.execute("INSERT INTO channels (platform, space, channel, created_at) VALUES ('t', '', 'c', 0)")
+        raw.execute("INSERT INTO adapter_versions (channel_id, version, status, weights, created_at)"
+                    " VALUES (1, 1, 'active', x'01', 0)")
+    store = Store(path)
+    await store.open()
+    try:
+        active = await store.active_lora_version(ChannelKey("t", "c"))
+        assert active is not None and active.version == 1 and active.weights == b"\x01"
+    finally:
+        await store.close()

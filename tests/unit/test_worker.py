@@ -94,7 +94,7 @@ async def test_mixed_adapter_batch_equals_each_row_alone(tiny_lora: LoadedModel)
         async def one(prompt: str, key: str | None, delay: float = 0.0) -> str:
             await asyncio.sleep(delay)
             chosen = (key, adapters[key]) if key else None
-            return "".join([d async for d in w.submit(ids(tiny_lora, prompt), adapter=chosen)])
+            return "".join([d async for d in w.submit(ids(tiny_lora, prompt), lora=chosen)])
 
         alone = [await one(p, k) for p, k in plan]
         together = await asyncio.gather(*(one(p, k, 0.005 * i) for i, (p, k) in enumerate(plan)))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -29,7 +28,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from engine.offline import offline_environment  # noqa: E402
+
+offline_environment(force=False)
 
 TEXTS = [
     "how do i reset my password", "what's the weather tomorrow", "book a table for two at eight",

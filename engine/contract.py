@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from pydantic import TypeAdapter
 
@@ -39,17 +38,24 @@ class _Serialisable:
     """
 
     def to_dict(self) -> dict[str, Any]:
-        return _type_adapter(type(self)).dump_python(self, mode="json")
+        data: dict[str, Any] = _type_adapter(type(self)).dump_python(self, mode="json")
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         return _type_adapter(cls).validate_python(dict(data))
 
 
-@functools.cache
-def _type_adapter(cls: type) -> TypeAdapter[Any]:
+_T = TypeVar("_T")
+_TYPE_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+
+
+def _type_adapter(cls: type[_T]) -> TypeAdapter[_T]:
     """Building a TypeAdapter costs milliseconds; each contract type needs one, once."""
-    return TypeAdapter(cls)
+    found = _TYPE_ADAPTERS.get(cls)
+    if found is None:
+        found = _TYPE_ADAPTERS[cls] = TypeAdapter(cls)
+    return found
 
 
 @dataclass(frozen=True, slots=True)

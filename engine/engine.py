@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -139,7 +139,7 @@ class Engine:
         """
         return Reply(lambda reply: self._answer(turn, reply))
 
-    async def _answer(self, turn: Turn, reply: Reply) -> AsyncIterator[str]:
+    async def _answer(self, turn: Turn, reply: Reply) -> AsyncGenerator[str, None]:
         self._check_running()
         text = clean_text(turn.text, limit=self.settings.dialog.max_input_chars)
         await self._sync_external()
@@ -170,7 +170,7 @@ class Engine:
                             produced.append(safe)
                             yield safe
                 tail = guard.flush()
-                if not "".join(produced + [tail]).strip():
+                if not "".join([*produced, tail]).strip():
                     tail += _NO_ANSWER  # platforms refuse blank messages, and users deserve a word
                 if tail:
                     produced.append(tail)
@@ -189,7 +189,7 @@ class Engine:
         explanation: Explanation,
         persona: str,
         lora: tuple[str, LoraWeights] | None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         learned = self.settings.learning
         if explanation.route is Route.CORRECTION and not learned.rephrase:
             answer = explanation.corrections[0].answer
@@ -219,7 +219,8 @@ class Engine:
         """Token ids of the prompt (runs in a thread: tokenising is CPU work)."""
         assert self._loaded is not None
         tokenizer = self._loaded.tokenizer
-        budget = min(self.settings.model.context_tokens, self._loaded.context_length) - self.settings.model.max_new_tokens
+        model = self.settings.model
+        budget = min(model.context_tokens, self._loaded.context_length) - model.max_new_tokens
 
         def ids(messages: list[dict[str, str]]) -> list[int]:
             out: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -335,7 +336,9 @@ class Engine:
                                else "Noted. Reply with a correction to teach me the better answer.")
 
     async def _target(self, feedback: Feedback) -> StoredMessage | None:
-        target = await self.store.find_reply(feedback.channel, reply_id=feedback.reply_id, message_id=feedback.message_id)
+        target = await self.store.find_reply(
+            feedback.channel, reply_id=feedback.reply_id, message_id=feedback.message_id
+        )
         if target is None and (feedback.reply_id or feedback.message_id):
             raise NotFound("that message is not one of my replies in this channel")
         return target

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 
 from .contract import Explanation
@@ -20,7 +20,7 @@ class Reply:
     frees the model slot; what was produced so far is stored.
     """
 
-    def __init__(self, run: Callable[[Reply], AsyncIterator[str]]) -> None:
+    def __init__(self, run: Callable[[Reply], AsyncGenerator[str, None]]) -> None:
         self.reply_id: str = uuid.uuid4().hex
         self.explanation: Explanation | None = None
         self.text: str = ""
@@ -33,7 +33,7 @@ class Reply:
         self._started = True
         return self._chunks()
 
-    async def _chunks(self) -> AsyncIterator[str]:
+    async def _chunks(self) -> AsyncGenerator[str, None]:
         chunks = self._run(self)
         async with aclosing(chunks):
             async for chunk in chunks:

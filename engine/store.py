@@ -396,7 +396,7 @@ class Store:
         ) as cur:
             cur.row_factory = aiosqlite.Row
             rows = await cur.fetchall()
-        return [_message(r) for r in reversed(rows)]
+        return [_message(r) for r in reversed(list(rows))]
 
     # -- corrections ------------------------------------------------------------------
 
@@ -472,7 +472,9 @@ class Store:
 
     # -- LoRA versions and consolidation jobs ---------------------------------------
 
-    async def add_lora_version(self, key: ChannelKey, weights: bytes | None, metrics: dict[str, Any], status: str) -> int:
+    async def add_lora_version(
+        self, key: ChannelKey, weights: bytes | None, metrics: dict[str, Any], status: str
+    ) -> int:
         """Record a new LoRA version of ``key``'s scope; returns its version number."""
         cid = await self.channel_id(key)
         async with self.db.execute(

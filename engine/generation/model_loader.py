@@ -68,7 +68,8 @@ def pick_device(requested: str) -> torch.device:
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested != "auto":
-        return getattr(torch, requested)
+        dtype: torch.dtype = getattr(torch, requested)
+        return dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -81,7 +82,7 @@ def _convert_embedded(target: Path) -> None:
     gguf = embedded_gguf_path()
     log.info("converting embedded model %s (once; cached in %s)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The de-quantised weights are plain tensors; drop the GGUF quantizer so that
     # transformers agrees to save them.
     model.hf_quantizer = None
@@ -155,13 +156,15 @@ def load_model(settings: ModelSettings, models_dir: Path) -> LoadedModel:
 
     device = pick_device(settings.device)
     dtype = pick_dtype(settings.dtype, device)
+    model: Any
     if settings.id.startswith("tiny:"):
         model, tokenizer = _tiny_model(int(settings.id.split(":", 1)[1] or 0), models_dir)
         model = model.to(device=device, dtype=dtype)
     else:
         source = str(embedded_checkpoint(models_dir)) if settings.id == EMBEDDED_MODEL else settings.id
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = model.to(device)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,10 +44,10 @@ _WAKE = object()  # put in the inbox to wake an idle worker for a job
 
 @dataclass(eq=False)
 class _Job:
-    factory: Callable[[], Iterator[None]]
+    factory: Callable[[], Generator[object, None, Any]]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    steps: Iterator[None] | None = None
+    steps: Generator[object, None, Any] | None = None
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         def apply() -> None:
@@ -58,10 +58,8 @@ class _Job:
             else:
                 self.future.set_result(result)
 
-        try:
+        with suppress(RuntimeError):  # the loop is closed; nobody waits for the result
             self.loop.call_soon_threadsafe(apply)
-        except RuntimeError:
-            pass  # the loop is closed; nobody waits for the result
 
 
 @dataclass(eq=False)
@@ -181,7 +179,7 @@ class ModelWorker:
             raise Overloaded("the model is busy; try again shortly", retry_after=2.0) from None
         return GenerationStream(request)
 
-    def run_job(self, steps: Callable[[], Iterator[None]]) -> asyncio.Future[Any]:
+    def run_job(self, steps: Callable[[], Generator[object, None, Any]]) -> asyncio.Future[Any]:
         """Run a background job in the model thread, one step between decode steps.
 
         ``steps()`` is called in the worker thread and must return a generator that
@@ -227,7 +225,7 @@ class ModelWorker:
                 item = self._inbox.get()
                 if item is None:
                     stopping = True
-                elif item is not _WAKE:
+                elif isinstance(item, _Request):  # else _WAKE
                     joining.append(item)
             while not stopping and len(batch.rows) + len(joining) < self.settings.max_batch:
                 try:
@@ -236,7 +234,7 @@ class ModelWorker:
                     break
                 if item is None:
                     stopping = True
-                elif item is not _WAKE:
+                elif isinstance(item, _Request):  # else _WAKE
                     joining.append(item)
             if stopping:
                 for request in batch.rows + joining:
@@ -332,6 +330,7 @@ class ModelWorker:
         batch.merge(new)
 
     def _step(self, batch: _Batch) -> None:
+        assert batch.mask is not None and batch.positions is not None, "a running batch has its cache"
         device = self.loaded.device
         last = torch.tensor([[r.generated[-1]] for r in batch.rows], device=device)
         batch.mask = torch.cat([batch.mask, torch.ones((len(batch.rows), 1), dtype=torch.long, device=device)], dim=1)
@@ -436,7 +435,8 @@ class _Batch:
         if not self.rows:
             self.rows, self.cache, self.mask, self.positions = other.rows, other.cache, other.mask, other.positions
             return
-        assert self.mask is not None and other.mask is not None and self.positions is not None
+        assert self.mask is not None and self.positions is not None, "a non-empty batch has its cache"
+        assert other.mask is not None and other.positions is not None
         width = max(self.mask.shape[1], other.mask.shape[1])
         pad_a, pad_b = width - self.mask.shape[1], width - other.mask.shape[1]
         self.mask = torch.cat(

@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class AdaptConfig:
     max_shift: float = 0.05      # candidates may move held-back scores this much on average
     debounce_s: float = 5.0      # wait this long after the last change before training
     max_channels: int = 1024     # adapted spaces held at once (least recently used dropped)
-    inner: EncoderAdaptConfig = EncoderAdaptConfig()
+    inner: EncoderAdaptConfig = field(default_factory=EncoderAdaptConfig)
 
 
 @dataclass(frozen=True, slots=True)

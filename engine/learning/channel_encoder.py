@@ -105,7 +105,8 @@ class ChannelEncoder:
             if should_stop():
                 raise InterruptedError("channel adaptation stopped")
             way = rng.permutation(len(answers))[: config.max_way]
-            support_ix, query_ix = [], []
+            support_ix: list[int] = []
+            query_ix: list[int] = []
             shots = min(config.max_shots, min(len(answers[a]) for a in way) - 1)
             for a in way:
                 pick = rng.permutation(answers[a])

@@ -24,6 +24,7 @@ left as they were.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import weakref
@@ -156,7 +157,7 @@ def load_init(model: nn.Module, path: str | Path) -> tuple[LoraWeights, LoraConf
     tensors, config, metadata = weights_from_bytes(Path(path).read_bytes())
     if not lora_modules(model):
         inject_lora(model, config)
-    lora, lrs = split_state(tensors)
+    lora, _lrs = split_state(tensors)
     reference = {f"{n}.{p}": getattr(m, p) for n, m in lora_modules(model).items() for p in ("lora_A", "lora_B")}
     if set(lora) != set(reference):
         missing, extra = sorted(set(reference) - set(lora))[:3], sorted(set(lora) - set(reference))[:3]
@@ -214,7 +215,8 @@ def probe_batch(model: nn.Module, tokenizer: Any, stack: DecoderTop, probes: Seq
         replies = greedy_replies(model, tokenizer, prompts, [zero] * len(probes), max_new_tokens=max_new_tokens,
                                  return_ids=True)
         # the generated ids themselves (re-tokenising decoded text need not give the same tokens)
-        pairs = [(chat_prompt_ids(tokenizer, s, q), r or [tokenizer.eos_token_id]) for (s, q), r in zip(prompts, replies)]
+        pairs = [(chat_prompt_ids(tokenizer, s, q), r or [tokenizer.eos_token_id])
+                 for (s, q), r in zip(prompts, replies, strict=True)]
         per_model[key] = with_base_logp(model, stack, cache_batch(model, stack, encode_ids(tokenizer, pairs)))
         while len(per_model) > _PROBE_CACHE_ENTRIES:
             per_model.popitem(last=False)
@@ -380,7 +382,7 @@ def consolidate_steps(
         std_lr = baseline_rate(metadata or {})
         for step in range(steps if train else 0):
             batch = train[step % len(train)]
-            std = inner_loop(std, std_lr, 1, lambda p: ce_loss(p, stack, batch), clip=clip)
+            std = inner_loop(std, std_lr, 1, functools.partial(ce_loss, stack=stack, c=batch), clip=clip)
             yield StepInfo("evaluate", step + 1)
         zero_init_held = _mean_loss({k: v.detach() for k, v in std.items()}, stack, test)
     support_loss = _mean_loss(params, stack, train) if train else float("nan")
@@ -409,7 +411,8 @@ def consolidate(
         try:
             next(run)
         except StopIteration as done:
-            return done.value
+            result: ConsolidationResult = done.value
+            return result
 
 
 def consolidation_job(
@@ -428,8 +431,8 @@ def consolidation_job(
     optimizer: str = "meta",
     adam_lr: float = 0.03,
     anchor: float = 0.0,
-) -> Generator[StepInfo, None, Any]:
-    """The engine's job (``Consolidator``): a generator returning a ``consolidator.Candidate``."""
+) -> Generator[StepInfo, None, Candidate]:
+    """The engine's job (``Consolidator``): a generator returning a ``Candidate``."""
 
     result = yield from consolidate_steps(
         model, tokenizer, init, config, support, held_out, DEFAULT_PROBES if probes is None else probes, steps,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 Related = Callable[[ChannelKey, Sequence[str]], Awaitable[list[bool]]]
 """``related(scope, texts)``: which texts the scope's LoRA would serve (``lora.scope``)."""
 
-JobFn = Callable[..., Iterator[None]]
+JobFn = Callable[..., Generator[object, None, Candidate]]
 """``job(support=, held_out=, current=, steps=)`` -> a generator, run in the model
 thread, that yields after each inner step and returns a ``Candidate``."""
 
@@ -180,7 +180,8 @@ class Consolidator:
         current = await self.lora_for(scope)
         probes: list[str] | None = None
         if self.related is not None:
-            probes = [p for p, ok in zip(DEFAULT_PROBES, await self.related(scope, DEFAULT_PROBES)) if ok]
+            related = await self.related(scope, DEFAULT_PROBES)
+            probes = [p for p, ok in zip(DEFAULT_PROBES, related, strict=True) if ok]
         candidate: Candidate = await self.worker.run_job(
             lambda: self.job(support=support, held_out=held_out, current=current[1] if current else None,
                              steps=self._steps(), probes=probes, optimizer=self.settings.optimizer,
@@ -222,7 +223,8 @@ class Consolidator:
 
 def split(corrections: list[StoredCorrection], every: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Support and held-out (question, answer) pairs: every ``every``-th correction is held out."""
-    support, held_out = [], []
+    support: list[tuple[str, str]] = []
+    held_out: list[tuple[str, str]] = []
     for i, c in enumerate(corrections):
         (held_out if i % every == every - 1 else support).append((c.question, c.answer))
     return support, held_out
@@ -270,7 +272,7 @@ def prepare_lora(model: Any, tokenizer: Any, settings: LoraSettings) -> LoraSetu
         init = random_weights(model, torch.Generator().manual_seed(0))
     steps_hint = int(metadata.get("inner_steps", "0") or 0)
 
-    def job(**kwargs: Any) -> Iterator[None]:
+    def job(**kwargs: Any) -> Generator[object, None, Candidate]:
         if not kwargs.get("steps"):
             kwargs["steps"] = steps_hint or 8
         return consolidation_job(model, tokenizer, init, config, metadata, **kwargs)

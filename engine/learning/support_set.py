@@ -24,7 +24,7 @@ own encoder space as ``adapted``, valid while ``version`` is unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,7 +57,8 @@ class CosineScorer:
     """Cosine similarity of unit vectors (the plain encoder's own geometry)."""
 
     def scores(self, query: np.ndarray, support: np.ndarray) -> np.ndarray:
-        return support @ query
+        similarity: np.ndarray = support @ query
+        return similarity
 
 
 def answer_key(answer: str) -> str:
@@ -91,7 +92,7 @@ class SupportSet:
         self.adapted: Any = None
         self.exact = exact
         self.version = 0
-        self.on_change = None  # type: ignore[var-annotated]  # Callable[[SupportSet], None] | None
+        self.on_change: Callable[[SupportSet], None] | None = None
         self._items: list[StoredCorrection] = []
         self._vectors: list[np.ndarray] = []             # (dim,) each, in arrival order
         self._rows: list[int] = []                        # answer slot of each correction

@@ -35,7 +35,7 @@ def _ids(out: Any) -> list[int]:
 
 def _messages(system: str | None, question: str) -> list[dict[str, str]]:
     head = [{"role": "system", "content": system}] if system else []
-    return head + [{"role": "user", "content": question}]
+    return [*head, {"role": "user", "content": question}]
 
 
 def chat_prompt_ids(tokenizer: Any, system: str | None, question: str) -> list[int]:
@@ -47,11 +47,11 @@ def _answer_ids(tokenizer: Any, system: str | None, question: str, answer: str, 
     """The answer's tokens as the template writes them, up to and including the end-of-turn token."""
     full = _ids(
         tokenizer.apply_chat_template(
-            _messages(system, question) + [{"role": "assistant", "content": answer}], tokenize=True
+            [*_messages(system, question), {"role": "assistant", "content": answer}], tokenize=True
         )
     )
     if full[: len(prompt)] != prompt:  # templates that re-render the prompt: fall back to plain tokens
-        return _ids(tokenizer(answer, add_special_tokens=False)) + [tokenizer.eos_token_id]
+        return [*_ids(tokenizer(answer, add_special_tokens=False)), tokenizer.eos_token_id]
     tail = full[len(prompt) :]
     while tail and not tokenizer.decode(tail[-1:]).strip():  # trailing newline after <|im_end|>
         tail = tail[:-1]
@@ -97,7 +97,7 @@ def encode_ids(tokenizer: Any, pairs: Sequence[tuple[list[int], list[int]]]) -> 
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     pos, tgt, row = [], [], []
-    for b, (s, (start, end)) in enumerate(zip(seqs, spans)):
+    for b, (s, (start, end)) in enumerate(zip(seqs, spans, strict=True)):
         ids[b, : len(s)] = torch.tensor(s)
         mask[b, : len(s)] = 1
         for t in range(start, end):

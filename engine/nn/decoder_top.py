@@ -24,6 +24,9 @@ from torch.func import functional_call
 from .chat_batches import Batch
 from .lora import LoraWeights, lora_modules
 
+CausalLM = Any
+"""A transformers causal LM (Llama-style): its submodules are reached by name, which torch's types cannot follow."""
+
 __all__ = [
     "DecoderTop",
     "Cached",
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 
-def _body(model: nn.Module) -> nn.Module:
+def _body(model: CausalLM) -> Any:
     body = getattr(model, getattr(model, "base_model_prefix", "model"), None)
     for need in ("embed_tokens", "layers", "norm", "rotary_emb"):
         assert body is not None and hasattr(body, need), (
@@ -47,7 +50,7 @@ def _body(model: nn.Module) -> nn.Module:
     return body
 
 
-def first_adapted_layer(model: nn.Module) -> int:
+def first_adapted_layer(model: CausalLM) -> int:
     """Index of the lowest decoder layer that carries a LoRA module."""
     layers = [int(name.split(".layers.", 1)[1].split(".", 1)[0]) for name in lora_modules(model)]
     assert layers, "the model carries no LoRA layers: call inject_lora first"
@@ -62,11 +65,11 @@ class DecoderTop(nn.Module):
     it directly through ``functional_call``. It owns no parameters of its own.
     """
 
-    def __init__(self, model: nn.Module, start: int) -> None:
+    def __init__(self, model: CausalLM, start: int) -> None:
         super().__init__()
         self.prefix = getattr(model, "base_model_prefix", "model")
         setattr(self, self.prefix, _body(model))
-        self.lm_head = model.get_output_embeddings()
+        self.lm_head: nn.Module = model.get_output_embeddings()
         self.start = start
 
     def forward(
@@ -83,7 +86,8 @@ class DecoderTop(nn.Module):
             hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), position_ids=position_ids)
         hidden = body.norm(hidden)
         picked = hidden.reshape(-1, hidden.shape[-1])[pos]  # (N, C)
-        return self.lm_head(picked)
+        logits: torch.Tensor = self.lm_head(picked)
+        return logits
 
 
 @dataclass
@@ -104,7 +108,7 @@ class Cached:
 
 
 @torch.no_grad()
-def cache_batch(model: nn.Module, stack: DecoderTop, batch: Batch, *, with_base: bool = False) -> Cached:
+def cache_batch(model: CausalLM, stack: DecoderTop, batch: Batch, *, with_base: bool = False) -> Cached:
     """Run embeddings and the frozen layers below ``stack.start`` once; optionally the base log-probs."""
     from transformers.masking_utils import create_causal_mask
 
@@ -124,7 +128,7 @@ def cache_batch(model: nn.Module, stack: DecoderTop, batch: Batch, *, with_base:
 
 
 @torch.no_grad()
-def with_base_logp(model: nn.Module, stack: DecoderTop, cached: Cached) -> Cached:
+def with_base_logp(model: CausalLM, stack: DecoderTop, cached: Cached) -> Cached:
     """``cached`` plus the base model's log-probs at its positions (kept out of stored caches: (N, V) is big)."""
     if cached.base_logp is not None:
         return cached
@@ -134,7 +138,7 @@ def with_base_logp(model: nn.Module, stack: DecoderTop, cached: Cached) -> Cache
                   base_logp)
 
 
-def lora_params(model: nn.Module) -> dict[str, torch.Tensor]:
+def lora_params(model: CausalLM) -> dict[str, torch.Tensor]:
     return {f"{name}.{p}": getattr(m, p) for name, m in lora_modules(model).items() for p in ("lora_A", "lora_B")}
 
 

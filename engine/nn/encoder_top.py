@@ -26,6 +26,9 @@ from ..settings import EMBEDDED_ENCODER
 from .digests import text_digest
 from .lora import LoraLinear
 
+Bert = Any
+"""A transformers ``BertModel`` (MiniLM): its submodules are reached by name, which torch's types cannot follow."""
+
 __all__ = [
     "MetricConfig",
     "EncoderTop",
@@ -69,7 +72,7 @@ class EncoderTop(nn.Module):
     reproduces the plain encoder exactly.
     """
 
-    def __init__(self, bert: nn.Module, config: MetricConfig) -> None:
+    def __init__(self, bert: Bert, config: MetricConfig) -> None:
         super().__init__()
         layers = bert.encoder.layer
         assert 1 <= config.top_layers <= len(layers), f"top_layers must be in 1..{len(layers)}"
@@ -116,7 +119,7 @@ class EncoderTop(nn.Module):
 
 
 @torch.no_grad()
-def merge_into(bert: nn.Module, config: MetricConfig, tensors: dict[str, torch.Tensor]) -> None:
+def merge_into(bert: Bert, config: MetricConfig, tensors: dict[str, torch.Tensor]) -> None:
     """Add ``B @ A`` to the weights of ``bert``'s top layers, in place (inference needs no LoRA code)."""
     layers = bert.encoder.layer
     for i, layer in enumerate(layers[len(layers) - config.top_layers:]):
@@ -140,7 +143,7 @@ def load_encoder(device: str = "cpu") -> Any:
     return SentenceTransformer(str(embedded_encoder_path()), device=device)
 
 
-def lower_layers(bert: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor,
+def lower_layers(bert: Bert, input_ids: torch.Tensor, mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None, first: int) -> torch.Tensor:
     """(B, T, D) hidden states entering layer ``first``: the embeddings and layers below it only.
 
@@ -152,7 +155,8 @@ def lower_layers(bert: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Ten
     for layer in bert.encoder.layer[:first]:
         out = layer(h, attention_mask=additive)
         h = out[0] if isinstance(out, tuple) else out
-    return h
+    states: torch.Tensor = h
+    return states
 
 
 @torch.no_grad()
@@ -166,7 +170,8 @@ def hidden_states(model: Any, texts: Sequence[str], first: int, cache_dir: Path 
     key = text_digest("\n".join(texts) + f"\x00{first}")[:20]
     path = cache_dir / f"hidden-{key}.pt" if cache_dir else None
     if path is not None and path.exists():
-        return torch.load(path)
+        cached: States = torch.load(path)
+        return cached
     bert, tokenizer = model[0].auto_model.eval(), model.tokenizer
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
     out: list[torch.Tensor | None] = [None] * len(texts)

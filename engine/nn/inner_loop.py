@@ -23,11 +23,13 @@ def clip_norm(g: LoraWeights, clip: float) -> LoraWeights:
     """``g`` rescaled to global norm ≤ ``clip`` (differentiable; 0 = unchanged)."""
     if not clip:
         return g
-    norm = torch.sqrt(sum((v * v).sum() for v in g.values()))
+    norm = torch.sqrt(torch.stack([(v * v).sum() for v in g.values()]).sum())
     return {k: v * torch.clamp(clip / (norm + 1e-12), max=1.0) for k, v in g.items()}
 
 
-def optimizer_step(opt: torch.optim.Optimizer, leaves: LoraWeights, loss_fn: Callable[[LoraWeights], torch.Tensor]) -> float:
+def optimizer_step(
+    opt: torch.optim.Optimizer, leaves: LoraWeights, loss_fn: Callable[[LoraWeights], torch.Tensor]
+) -> float:
     """One step of a torch optimiser (Adam) on ``leaves`` (tensors that require grad), even
     when called under ``no_grad``; returns the loss before the step."""
     with torch.enable_grad():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -92,8 +92,10 @@ class LoraLinear(nn.Module):
             index, a_stack, b_stack = self.rows
             a, b = a_stack[index], b_stack[index]  # (batch, rank, in), (batch, out, rank)
             low = torch.einsum("bti,bri->btr", x, a)
-            return y + self.scaling * torch.einsum("btr,bor->bto", low, b)
-        return y + self.scaling * (x @ self.lora_A.T) @ self.lora_B.T
+            out: torch.Tensor = y + self.scaling * torch.einsum("btr,bor->bto", low, b)
+            return out
+        out = y + self.scaling * (x @ self.lora_A.T) @ self.lora_B.T
+        return out
 
 
 def inject_lora(model: nn.Module, config: LoraConfig) -> list[str]:
@@ -191,7 +193,9 @@ def random_weights(model: nn.Module, generator: torch.Generator | None = None, s
     return out
 
 
-def stack_weights(model: nn.Module, loras: list[LoraWeights | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def stack_weights(
+    model: nn.Module, loras: Sequence[LoraWeights | None]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per module: (A stack, B stack) with slot 0 = no LoRA, slot i+1 = ``loras[i]``."""
     stacks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, m in lora_modules(model).items():

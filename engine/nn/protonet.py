@@ -36,7 +36,7 @@ import torch.nn.functional as F
 __all__ = ["ProtoConfig", "prototypes", "cosine_distance", "prototypical_loss", "open_prototypical_loss"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: its defaults are read as ProtoConfig.scale
 class ProtoConfig:
     scale: float = 20.0          # inverse temperature of the softmax over −distance
 

@@ -181,7 +181,8 @@ class EpisodeSampler:
         lines = rng.choice(pool.oos, size=n_lines, replace=False) if n_lines else np.empty(0, dtype=np.int64)
         others = [label for label in pool.by_label if label not in drawn]
         n_other = c.n_oos - n_lines if others else 0
-        picked = rng.choice(len(others), size=n_other, replace=n_other > len(others)) if n_other else []
+        picked = (rng.choice(len(others), size=n_other, replace=n_other > len(others)) if n_other
+                  else np.empty(0, np.int64))
         near = [int(rng.choice(pool.by_label[others[i]])) for i in picked]
         return np.unique(np.concatenate([lines, np.asarray(near, dtype=np.int64)]))
 

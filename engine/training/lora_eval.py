@@ -40,8 +40,8 @@ from ..nn.inner_loop import clip_norm, optimizer_step, split_state
 from ..nn.lora import LoraWeights, random_weights
 from .lora_tasks import ChannelTask, TaskConfig, code_in, fill_unrelated, tasks_from_split
 
-__all__ = ["baseline_rate", "Method", "EvalConfig", "EvalReport", "standard_methods", "train_curve", "evaluate", "correction_curve",
-           "plot", "truncation_cost", "tasks_from_split"]
+__all__ = ["baseline_rate", "Method", "EvalConfig", "EvalReport", "standard_methods", "train_curve", "evaluate",
+           "correction_curve", "plot", "truncation_cost", "tasks_from_split"]
 
 
 @dataclass
@@ -65,7 +65,9 @@ class EvalConfig:
     batch_size: int = 16  # generation batch
 
 
-def standard_methods(model: nn.Module, init: LoraWeights, metadata: dict[str, str], *, adam: bool = True) -> list[Method]:
+def standard_methods(
+    model: nn.Module, init: LoraWeights, metadata: dict[str, str], *, adam: bool = True
+) -> list[Method]:
     """none / standard init with SGD (and with Adam) / the meta-learned init with its own inner loop
     (and with Adam: ``meta_adam``), with the rates recorded in the init's metadata (tuned on
     meta-training's validation domain, never on the test)."""
@@ -148,12 +150,13 @@ def evaluate(
     tokenizer: Any,
     tasks: Sequence[ChannelTask],
     methods: Sequence[Method],
-    config: EvalConfig = EvalConfig(),
+    config: EvalConfig | None = None,
     probes: Sequence[str] = DEFAULT_PROBES,
     progress: Callable[[int, int], None] | None = None,
     generate: bool = True,
 ) -> EvalReport:
     """Run every method on every task (same steps), with generated replies judged per task."""
+    config = config or EvalConfig()
     t0 = time.perf_counter()
     stack = DecoderTop(model, first_adapted_layer(model))
     fill_unrelated(model, tokenizer, tasks)
@@ -223,15 +226,14 @@ def _judge_replies(model: nn.Module, tokenizer: Any, task: ChannelTask, finals: 
                 loras.append(lora)
                 where.append((name, metric, ex))
     replies = greedy_replies(model, tokenizer, prompts, loras, config.max_new_tokens, config.batch_size)
-    base = {(ex.system, ex.question): r for (name, metric, ex), r in zip(where, replies) if name == "none"}
+    answered = list(zip(where, replies, strict=True))
+    base = {(ex.system, ex.question): r for (name, _, ex), r in answered if name == "none"}
     scores: dict[tuple[str, str], list[float]] = {}
-    for (name, metric, ex), reply in zip(where, replies):
+    for (name, metric, ex), reply in answered:
         if name not in finals:
             continue
-        if metric == "locality":  # exactly the base model's reply: unrelated questions are left alone
-            ok = reply == base[(ex.system, ex.question)]
-        else:
-            ok = code_in(ex.code, reply)
+        # locality: exactly the base model's reply (unrelated questions are left alone)
+        ok = reply == base[ex.system, ex.question] if metric == "locality" else code_in(ex.code, reply)
         scores.setdefault((name, metric), []).append(float(ok))
     for (name, metric), values in scores.items():
         add(name, metric, statistics.fmean(values))
@@ -244,14 +246,16 @@ def correction_curve(
     methods: Sequence[Method],
     counts: Sequence[int] = (1, 2, 4, 8, 16),
     tasks_per_point: int = 6,
-    config: EvalConfig = EvalConfig(),
-    base: TaskConfig = TaskConfig(templates="eval"),
+    config: EvalConfig | None = None,
+    base: TaskConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[int], dict[str, dict[str, list[float]]]]:
     """metric -> method -> values for channels with ``counts`` corrections (one per label).
 
     ``make(task_config, n)`` builds ``n`` tasks (e.g. ``lambda c, n: make_tasks(pool, n, seed, c)``).
     """
+    config = config or EvalConfig()
+    base = base or TaskConfig(templates="eval")
     short = EvalConfig(final_steps=config.final_steps, max_steps=config.final_steps,
                        max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     out: dict[str, dict[str, list[float]]] = {}

@@ -164,7 +164,9 @@ def _code(rng: random.Random) -> str:
 
 def code_in(code: str, text: str) -> bool:
     """Did a reply convey the invented code? (case and separator tolerant)"""
-    squash = lambda s: "".join(ch for ch in s.upper() if ch.isalnum())  # noqa: E731
+    def squash(s: str) -> str:
+        return "".join(ch for ch in s.upper() if ch.isalnum())
+
     return squash(code) in squash(text)
 
 
@@ -256,10 +258,10 @@ def fill_unrelated(model: Any, tokenizer: Any, tasks: Sequence[ChannelTask], max
     wanted = list(dict.fromkeys((e.system, e.question) for t in tasks for e in t.unrelated
                                 if (e.system, e.question) not in cache))
     if wanted:
-        for key, reply in zip(wanted, greedy_replies(model, tokenizer, wanted, max_new_tokens=max_new_tokens)):
-            cache[key] = reply
+        replies = greedy_replies(model, tokenizer, wanted, max_new_tokens=max_new_tokens)
+        cache.update(zip(wanted, replies, strict=True))
     for t in tasks:
-        t.unrelated = [Example(e.system, e.question, cache[(e.system, e.question)] or ".", e.label) for e in t.unrelated]
+        t.unrelated = [Example(e.system, e.question, cache[e.system, e.question] or ".", e.label) for e in t.unrelated]
 
 
 def task_batches(tokenizer: Any, task: ChannelTask) -> tuple[Batch, Batch, Batch | None]:

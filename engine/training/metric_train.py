@@ -184,7 +184,10 @@ def _episode_scores(vectors: np.ndarray, pool: UtterancePool, config: MetaTrainC
     top = min(config.calib_n_way_max, len(pool.label_names(k_shot + 5)))
     sampler = EpisodeSampler(pool, EpisodeConfig(n_way=min(config.calib_n_way, top), n_way_max=top,
                                                  k_shot=k_shot, n_query=n_query, n_oos=40), seed=seed)
-    inside, correct, outside, is_line = [], [], [], []
+    inside: list[np.ndarray] = []   # per episode: (Q,) best score of each in-scope query
+    correct: list[np.ndarray] = []  # (Q,) was that best answer the right one
+    outside: list[np.ndarray] = []  # (O,) best score of each out-of-scope query
+    is_line: list[np.ndarray] = []  # (O,) which of those are ``oos`` lines (not undrawn labels)
     for episode in sampler.take(config.calib_episodes):
         n, k = episode.support.shape
         members = vectors[episode.support.reshape(-1)]                                  # (N·K, D)
@@ -237,8 +240,8 @@ def calibrate(vectors: np.ndarray, pool: UtterancePool, config: MetaTrainConfig,
         "calib_oos_recall": round(float((outs < answer).mean()), 4),
         "calib_generality": round(float(((ins >= answer) & hit).mean()), 4),
         "calib_episodes": config.calib_episodes,
-        "calib_queries": int(len(ins)),
-        "calib_oos_queries": int(len(outs)),
+        "calib_queries": len(ins),
+        "calib_oos_queries": len(outs),
     }
 
 
@@ -254,7 +257,7 @@ def _shots(table: dict[str, float] | None) -> dict[int, float] | None:
     return {int(k): float(v) for k, v in table.items()} if table else None
 
 
-def make_artifact(top: EncoderTop, metric: dict[str, float], cosine: dict[str, float], config: MetaTrainConfig,
+def make_artifact(top: EncoderTop, metric: dict[str, Any], cosine: dict[str, Any], config: MetaTrainConfig,
                   meta: dict[str, Any]) -> MetricArtifact:
     return MetricArtifact(
         config=top.config,

@@ -23,7 +23,7 @@ from ..nn.protonet import cosine_distance
 __all__ = ["SiameseConfig", "contrastive_loss", "episode_pairs", "siamese_loss"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: its defaults are read as SiameseConfig.margin
 class SiameseConfig:
     margin: float = 0.5          # m: dissimilar pairs closer than this are pushed apart
     balance: bool = True         # average similar and dissimilar pairs separately

@@ -12,8 +12,8 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from typing import Any
 
+from .chat_template import render_chat
 from .contract import (
     ChannelKey,
     ChannelSettings,
@@ -223,8 +223,7 @@ class Engine:
         budget = min(model.context_tokens, self._loaded.context_length) - model.max_new_tokens
 
         def ids(messages: list[dict[str, str]]) -> list[int]:
-            out: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            return list(out["input_ids"] if hasattr(out, "keys") else out)
+            return render_chat(tokenizer, messages, add_generation_prompt=True)
 
         return ids(assemble(parts, lambda m: len(ids(m)), budget))
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..chat_template import plain_ids, render_chat
 from .lora import stack_weights, use_rows
 
 __all__ = ["Example", "Batch", "chat_prompt_ids", "encode", "encode_ids", "greedy_replies"]
@@ -29,29 +30,22 @@ class Example:
     code: str = ""  # the invented code inside ``answer`` ("" for unrelated examples)
 
 
-def _ids(out: Any) -> list[int]:
-    return list(out["input_ids"] if hasattr(out, "keys") else out)
-
-
 def _messages(system: str | None, question: str) -> list[dict[str, str]]:
     head = [{"role": "system", "content": system}] if system else []
     return [*head, {"role": "user", "content": question}]
 
 
 def chat_prompt_ids(tokenizer: Any, system: str | None, question: str) -> list[int]:
-    """Token ids of the prompt exactly as the engine renders a one-message conversation."""
-    return _ids(tokenizer.apply_chat_template(_messages(system, question), add_generation_prompt=True, tokenize=True))
+    """Token ids of the prompt exactly as the engine renders a one-message conversation (text as plain text)."""
+    return render_chat(tokenizer, _messages(system, question), add_generation_prompt=True)
 
 
 def _answer_ids(tokenizer: Any, system: str | None, question: str, answer: str, prompt: list[int]) -> list[int]:
     """The answer's tokens as the template writes them, up to and including the end-of-turn token."""
-    full = _ids(
-        tokenizer.apply_chat_template(
-            [*_messages(system, question), {"role": "assistant", "content": answer}], tokenize=True
-        )
-    )
+    exchange = [*_messages(system, question), {"role": "assistant", "content": answer}]
+    full = render_chat(tokenizer, exchange, add_generation_prompt=False)
     if full[: len(prompt)] != prompt:  # templates that re-render the prompt: fall back to plain tokens
-        return [*_ids(tokenizer(answer, add_special_tokens=False)), tokenizer.eos_token_id]
+        return [*plain_ids(tokenizer, answer), tokenizer.eos_token_id]
     tail = full[len(prompt) :]
     while tail and not tokenizer.decode(tail[-1:]).strip():  # trailing newline after <|im_end|>
         tail = tail[:-1]

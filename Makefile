@@ -4,13 +4,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.heedful-installed
 
-.PHONY: run test install bench clean
+.PHONY: run test quick check install bench clean
 
 run: install
 	$(VENV)/bin/heedful run
 
-test: install
+# Everything CI runs: lint and types first (seconds), then every test.
+test: install check
 	$(PY) -m pytest
+
+# The inner loop: the tests that take seconds, not minutes (no real model, no training runs).
+quick: install
+	$(PY) -m pytest -m "not slow"
+
+# Lint the whole tree; the engine's types strictly, the platform adapters' and the CLI's as written.
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict engine
+	$(VENV)/bin/mypy adapters bots
 
 install: $(STAMP)
 

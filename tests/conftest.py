@@ -27,6 +27,13 @@ from engine import Engine, EngineSettings  # noqa: E402
 from engine.settings import ModelSettings  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real model is slow by nature: ``real_model`` tests need not say ``slow`` as well."""
+    for item in items:
+        if item.get_closest_marker("real_model") is not None:
+            item.add_marker(pytest.mark.slow)
 SHARED_DATA = REPO.parent / "shared" / "data"
 MODELS_DIR = Path(os.environ.get("HEEDFUL_TEST_MODELS_DIR", REPO / ".cache" / "models"))
 

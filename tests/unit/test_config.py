@@ -25,14 +25,14 @@ def test_env_overrides_toml_overrides_defaults(tmp_path: Path, monkeypatch: pyte
 
 def test_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEEDFUL_MODEL_TEMPERATURE", "hot")
-    with pytest.raises(ConfigError, match="model.temperature"):
+    with pytest.raises(ConfigError, match=r"model\.temperature"):
         load_settings()
     monkeypatch.delenv("HEEDFUL_MODEL_TEMPERATURE")
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nnonsense = 1\n")
-    with pytest.raises(ConfigError, match="model.nonsense"):
+    with pytest.raises(ConfigError, match=r"model\.nonsense"):
         load_settings(bad)
 
 

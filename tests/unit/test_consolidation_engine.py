@@ -6,7 +6,11 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from engine import ChannelKey, Engine, Feedback, FeedbackKind, Turn
+
+pytestmark = pytest.mark.slow  # each test trains LoRA versions in the background
 
 FACTS = [
     ("What is the wifi password?", "The wifi password is pelican-4417."),

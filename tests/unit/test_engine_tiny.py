@@ -92,7 +92,8 @@ async def test_concurrent_corrections_of_one_question_leave_one_answer(tiny_engi
 
     threads = [ChannelKey("test", "race", space="s", thread=f"t{n}") for n in range(12)]
     answers = [f"The door code is {1000 + n}." for n in range(12)]
-    await asyncio.gather(*(teach(tiny_engine, k, "What is the door code?", a) for k, a in zip(threads, answers)))
+    pairs = zip(threads, answers, strict=True)
+    await asyncio.gather(*(teach(tiny_engine, k, "What is the door code?", a) for k, a in pairs))
     learned = await tiny_engine.learned(threads[0])
     assert len(learned) == 1 and learned[0].answer in answers
 

@@ -37,7 +37,7 @@ def test_load_utterances_and_domains(tmp_path: Path) -> None:
     (tmp_path / "domains.json").write_text(json.dumps(DOMAINS))
     assert load_domains(tmp_path / "domains.json")["alarm"] == "home"
     path.write_text('{"text": "label missing"}\n')
-    with pytest.raises(ValueError, match="data.jsonl:1"):
+    with pytest.raises(ValueError, match=r"data\.jsonl:1"):
         load_utterances(path)
 
 
@@ -63,7 +63,7 @@ def test_same_seed_same_episodes_other_seed_other_episodes() -> None:
 
 
 def test_no_query_in_its_own_support_set_and_oos_is_out_of_scope() -> None:
-    pool = UtterancePool(utterances() + [Utterance("balance question 0", "balance")])  # a duplicate line
+    pool = UtterancePool([*utterances(), Utterance("balance question 0", "balance")])  # a duplicate line
     assert len(pool) == len(utterances())  # duplicates are dropped: they would be their own paraphrase
     config = EpisodeConfig(n_way=2, n_way_max=4, k_shot=5, n_query=5, n_oos=8)
     for episode in EpisodeSampler(pool, config, seed=0).take(50):

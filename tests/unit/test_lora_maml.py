@@ -234,7 +234,7 @@ def test_meta_training_reduces_the_query_loss(models_dir: Path, algo: str) -> No
     assert after < before - 0.05, (before, after)
 
 
-def _synthetic_task():  # noqa: ANN202
+def _synthetic_task():
     from engine.training.lora_tasks import ChannelTask
 
     support = [Example(None, q, "Code OK-1111.", "a", "OK-1111") for q in ("hello there", "open the door")]
@@ -505,6 +505,6 @@ def test_meta_train_lora_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mo
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["algo"] == "fomaml" and summary["outer_steps"] == 2 and out.is_file()
-    tensors, config, meta = weights_from_bytes(out.read_bytes())
+    _tensors, config, meta = weights_from_bytes(out.read_bytes())
     assert config.rank == 4 and meta["holdout_domains"] == "kitchen" and meta["data_sha256"]
     assert out.with_suffix(".ckpt.safetensors").is_file()

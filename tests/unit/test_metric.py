@@ -431,6 +431,7 @@ async def test_engine_matches_with_the_metric_and_explains_its_radius(tiny_engin
     assert all(u.score < engine.matching.answer_threshold for u in far.explanation.corrections)
 
 
+@pytest.mark.slow  # trains a channel encoder in the background: half a minute
 async def test_engine_serves_a_channel_from_its_adapted_space_once_ready(
     tmp_path: Path, models_dir: Path
 ) -> None:

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,5 +33,5 @@ def test_mass_mentions_are_defused() -> None:
 def test_streaming_guard_equals_whole_text_guard(text: str, cuts: list[int]) -> None:
     bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
     guard = MentionGuard()
-    streamed = "".join(guard.feed(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)) + guard.flush()
+    streamed = "".join(guard.feed(text[a:b]) for a, b in itertools.pairwise(bounds)) + guard.flush()
     assert streamed == defuse_mentions(text)

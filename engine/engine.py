@@ -357,15 +357,14 @@ class Engine:
         (vector,) = await self.encoder.embed([question])
         async with self._teach_locks(feedback.channel.scope):  # one change of a scope's corrections at a time
             support = await self._support_set(feedback.channel)
-            # A new answer to the very same question replaces the old one.
+            # A new answer to the very same question replaces the old one (in one transaction).
             same = [c.id for c in support if _norm(c.question) == _norm(question)]
-            if same:
-                await self.store.forget(feedback.channel, same)
-                support.remove(same)
             stored = await self.store.add_correction(
                 feedback.channel, question=question, answer=answer, author_id=feedback.author_id,
                 embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
+                replaces=same,
             )
+            support.remove(same)
             support.add(stored)
         if self.consolidator is not None:
             await self.consolidator.corrections_changed(feedback.channel)

@@ -1,17 +1,20 @@
 """Everything that must survive a restart, in one SQLite file (via aiosqlite).
 
 The database runs in WAL mode with ``synchronous=FULL``: once a write coroutine
-returns, the row is on disk and survives ``kill -9`` (and a power cut). Schema
+returns, the row is on disk and survives ``kill -9`` (and a power cut). Each store
+operation is one transaction, so what one operation writes lands whole or not at all. Schema
 changes are numbered migrations applied in order and recorded in
 ``PRAGMA user_version``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,17 +152,27 @@ class StoredLoraVersion:
 
 
 class Store:
-    """Async access to the heedful database. One instance per process."""
+    """Async access to the heedful database. One instance per process.
+
+    Every operation is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``): an operation
+    that writes several rows lands whole or not at all, even under ``kill -9``. The
+    connection is shared by every coroutine of the process, so a lock keeps one
+    operation's statements from interleaving with another's (and one operation's
+    ``COMMIT`` from committing half of another). The connection runs in autocommit
+    mode: no statement opens a transaction behind an operation's back.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._created: list[tuple[ChannelKey, int]] = []  # scopes the operation in progress created
         self._channel_ids: OrderedDict[ChannelKey, int] = OrderedDict()  # row ids of recently used scopes
 
     async def open(self) -> None:
         """Open (creating if needed) and migrate the database."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
@@ -173,7 +186,8 @@ class Store:
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._db.close()
+            async with self._lock:
+                await self._db.close()
             self._db = None
 
     @property
@@ -182,9 +196,32 @@ class Store:
             raise EngineClosed("store is not open")
         return self._db
 
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One operation that writes: its statements commit together or not at all."""
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock with another process
+            created: list[tuple[ChannelKey, int]] = []
+            self._created = created
+            try:
+                yield db
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.commit()
+            for scope, row_id in created:  # only rows that exist now may be cached
+                self._remember(scope, row_id)
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One operation that only reads: never sees another operation half done."""
+        async with self._lock:
+            yield self.db
+
     async def data_version(self) -> int:
         """Changes when *another* connection (another process: the ``heedful`` CLI) commits."""
-        async with self.db.execute("PRAGMA data_version") as cur:
+        async with self._read() as db, db.execute("PRAGMA data_version") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -193,28 +230,33 @@ class Store:
 
         Cheap enough to compare with what is cached, to see which scopes another process changed.
         """
-        ids = {await self.channel_id(key): key.scope for key in keys}
-        found: dict[ChannelKey, tuple[int, int, int | None]] = {scope: (0, 0, None) for scope in ids.values()}
-        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-            chunk = list(ids)[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            async with self.db.execute(
-                f"SELECT channel_id, COUNT(*), MAX(id) FROM corrections WHERE active = 1 AND channel_id IN ({marks})"
-                " GROUP BY channel_id", chunk,
-            ) as cur:
-                for cid, count, newest in await cur.fetchall():
-                    found[ids[cid]] = (int(count), int(newest), None)
-            async with self.db.execute(
-                f"SELECT channel_id, version FROM lora_versions WHERE status = 'active' AND channel_id IN ({marks})",
-                chunk,
-            ) as cur:
-                for cid, version in await cur.fetchall():
-                    count, newest, _ = found[ids[cid]]
-                    found[ids[cid]] = (count, newest, int(version))
+        found: dict[ChannelKey, tuple[int, int, int | None]] = {key.scope: (0, 0, None) for key in keys}
+        async with self._read() as db:
+            ids: dict[int, ChannelKey] = {}
+            for scope in found:
+                cid = await self._scope_id(db, scope)
+                if cid is not None:
+                    ids[cid] = scope
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = list(ids)[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                async with db.execute(
+                    f"SELECT channel_id, COUNT(*), MAX(id) FROM corrections WHERE active = 1"
+                    f" AND channel_id IN ({marks}) GROUP BY channel_id", chunk,
+                ) as cur:
+                    for cid, count, newest in await cur.fetchall():
+                        found[ids[cid]] = (int(count), int(newest), None)
+                async with db.execute(
+                    f"SELECT channel_id, version FROM lora_versions WHERE status = 'active'"
+                    f" AND channel_id IN ({marks})", chunk,
+                ) as cur:
+                    for cid, version in await cur.fetchall():
+                        count, newest, _ = found[ids[cid]]
+                        found[ids[cid]] = (count, newest, int(version))
         return found
 
     async def schema_version(self) -> int:
-        async with self.db.execute("PRAGMA user_version") as cur:
+        async with self._read() as db, db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -228,42 +270,56 @@ class Store:
                 f"database schema version {current} is newer than this heedful ({len(MIGRATIONS)}); upgrade heedful"
             )
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            # executescript commits first; each migration and its version bump land together.
+            # One script: each migration and its version bump land together.
             await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
 
     # -- channels ---------------------------------------------------------------------
 
-    async def channel_id(self, key: ChannelKey) -> int:
-        """The row id of the learning scope of ``key``, created on first use."""
+    def _remember(self, scope: ChannelKey, row_id: int) -> None:
+        self._channel_ids[scope] = row_id
+        self._channel_ids.move_to_end(scope)
+        if len(self._channel_ids) > CACHED_CHANNEL_IDS:
+            self._channel_ids.popitem(last=False)
+
+    async def _scope_id(self, db: aiosqlite.Connection, key: ChannelKey, *, create: bool = False) -> int | None:
+        """The row id of ``key``'s learning scope (inside an operation); created when asked."""
         scope = key.scope
         if scope in self._channel_ids:
             self._channel_ids.move_to_end(scope)
             return self._channel_ids[scope]
-        await self.db.execute(
-            "INSERT OR IGNORE INTO channels (platform, space, channel, created_at) VALUES (?, ?, ?, ?)",
-            (scope.platform, scope.space, scope.channel, time.time()),
-        )
-        await self.db.commit()
-        row_id = await self._existing_channel_id(scope)
-        assert row_id is not None
-        self._channel_ids[scope] = row_id
-        if len(self._channel_ids) > CACHED_CHANNEL_IDS:
-            self._channel_ids.popitem(last=False)
-        return row_id
-
-    async def _existing_channel_id(self, scope: ChannelKey) -> int | None:
-        async with self.db.execute(
+        if create:
+            await db.execute(
+                "INSERT OR IGNORE INTO channels (platform, space, channel, created_at) VALUES (?, ?, ?, ?)",
+                (scope.platform, scope.space, scope.channel, time.time()),
+            )
+        async with db.execute(
             "SELECT id FROM channels WHERE platform = ? AND space = ? AND channel = ?",
             (scope.platform, scope.space, scope.channel),
         ) as cur:
             row = await cur.fetchone()
-        return int(row[0]) if row else None
+        if row is None:
+            return None
+        if create:
+            self._created.append((scope, int(row[0])))  # cached once the operation commits
+        else:
+            self._remember(scope, int(row[0]))
+        return int(row[0])
+
+    async def _new_scope_id(self, db: aiosqlite.Connection, key: ChannelKey) -> int:
+        row_id = await self._scope_id(db, key, create=True)
+        assert row_id is not None
+        return row_id
+
+    async def channel_id(self, key: ChannelKey) -> int:
+        """The row id of the learning scope of ``key``, created on first use."""
+        async with self._write() as db:
+            return await self._new_scope_id(db, key)
 
     async def move_channel(self, old: ChannelKey, new: ChannelKey) -> int:
         """Give ``old``'s learning scope the id ``new``; returns how many active corrections moved.
 
         When ``new`` has no row yet, the row is renamed: corrections, history, settings,
-        loras and pending jobs all move. When it has one already (the platform's first
+        LoRA versions and pending jobs all move. When it has one already (the platform's first
         event from the new id came first), ``old``'s corrections, history and thumbs join
         it, and ``old``'s settings too if ``new`` has none of its own; ``old``'s LoRA versions
         stay behind (they were trained on a different set). One transaction either way.
@@ -271,43 +327,48 @@ class Store:
         old, new = old.scope, new.scope
         if old == new:
             return 0
-        source = await self._existing_channel_id(old)
-        if source is None:
-            return 0
-        async with self.db.execute(
-            "SELECT COUNT(*) FROM corrections WHERE channel_id = ? AND active = 1", (source,)
-        ) as cur:
-            row = await cur.fetchone()
-        moved = int(row[0]) if row else 0
-        target = await self._existing_channel_id(new)
-        if target is None:
-            await self.db.execute("UPDATE channels SET platform = ?, space = ?, channel = ? WHERE id = ?",
-                                  (new.platform, new.space, new.channel, source))
-        else:
-            for table in ("corrections", "messages", "thumbs"):
-                await self.db.execute(f"UPDATE {table} SET channel_id = ? WHERE channel_id = ?", (target, source))
-            await self.db.execute("UPDATE OR IGNORE message_links SET channel_id = ? WHERE channel_id = ?",
-                                  (target, source))
-            await self.db.execute("DELETE FROM message_links WHERE channel_id = ?", (source,))
-            await self.db.execute("DELETE FROM consolidation_jobs WHERE channel_id = ?", (source,))
-            await self.db.execute(
-                "UPDATE channels SET settings = (SELECT settings FROM channels WHERE id = ?)"
-                " WHERE id = ? AND settings = '{}'", (source, target))
-        await self.db.commit()
+        async with self._write() as db:
+            source = await self._scope_id(db, old)
+            if source is None:
+                return 0
+            async with db.execute(
+                "SELECT COUNT(*) FROM corrections WHERE channel_id = ? AND active = 1", (source,)
+            ) as cur:
+                row = await cur.fetchone()
+            moved = int(row[0]) if row else 0
+            target = await self._scope_id(db, new)
+            self._channel_ids.pop(old, None)
+            self._channel_ids.pop(new, None)
+            if target is None:
+                await db.execute("UPDATE channels SET platform = ?, space = ?, channel = ? WHERE id = ?",
+                                 (new.platform, new.space, new.channel, source))
+            else:
+                for table in ("corrections", "messages", "thumbs"):
+                    await db.execute(f"UPDATE {table} SET channel_id = ? WHERE channel_id = ?", (target, source))
+                await db.execute("UPDATE OR IGNORE message_links SET channel_id = ? WHERE channel_id = ?",
+                                 (target, source))
+                await db.execute("DELETE FROM message_links WHERE channel_id = ?", (source,))
+                await db.execute("DELETE FROM consolidation_jobs WHERE channel_id = ?", (source,))
+                await db.execute(
+                    "UPDATE channels SET settings = (SELECT settings FROM channels WHERE id = ?)"
+                    " WHERE id = ? AND settings = '{}'", (source, target))
         self._channel_ids.pop(old, None)
         self._channel_ids.pop(new, None)
         return moved
 
     async def channel_settings(self, key: ChannelKey) -> ChannelSettings:
-        cid = await self.channel_id(key)
-        async with self.db.execute("SELECT settings FROM channels WHERE id = ?", (cid,)) as cur:
-            row = await cur.fetchone()
-        return ChannelSettings.from_dict(json.loads(row[0]) if row else {})
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return ChannelSettings()
+            async with db.execute("SELECT settings FROM channels WHERE id = ?", (cid,)) as cur:
+                row = await cur.fetchone()
+        return ChannelSettings.from_dict(json.loads(row[0])) if row else ChannelSettings()
 
     async def set_channel_settings(self, key: ChannelKey, settings: ChannelSettings) -> None:
-        cid = await self.channel_id(key)
-        await self.db.execute("UPDATE channels SET settings = ? WHERE id = ?", (json.dumps(settings.to_dict()), cid))
-        await self.db.commit()
+        async with self._write() as db:
+            cid = await self._new_scope_id(db, key)
+            await db.execute("UPDATE channels SET settings = ? WHERE id = ?", (json.dumps(settings.to_dict()), cid))
 
     # -- messages ---------------------------------------------------------------------
 
@@ -325,77 +386,85 @@ class Store:
         author_name: str = "",
         complete: bool = True,
     ) -> int:
-        cid = await self.channel_id(key)
-        cur = await self.db.execute(
-            "INSERT INTO messages (channel_id, thread, role, reply_id, platform_message_id, reply_to, question_id,"
-            " author_id, author_name, text, complete, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (cid, key.thread, role, reply_id, platform_message_id, reply_to, question_id, author_id, author_name,
-             text, int(complete), time.time()),
-        )
-        await self.db.commit()
+        async with self._write() as db:
+            cid = await self._new_scope_id(db, key)
+            cur = await db.execute(
+                "INSERT INTO messages (channel_id, thread, role, reply_id, platform_message_id, reply_to, question_id,"
+                " author_id, author_name, text, complete, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, key.thread, role, reply_id, platform_message_id, reply_to, question_id, author_id, author_name,
+                 text, int(complete), time.time()),
+            )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     async def finish_message(self, message_id: int, text: str, explanation: dict[str, Any]) -> None:
-        await self.db.execute(
-            "UPDATE messages SET text = ?, explanation = ?, complete = 1 WHERE id = ?",
-            (text, json.dumps(explanation), message_id),
-        )
-        await self.db.commit()
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE messages SET text = ?, explanation = ?, complete = 1 WHERE id = ?",
+                (text, json.dumps(explanation), message_id),
+            )
 
     async def link_message(self, key: ChannelKey, reply_id: str, platform_message_id: str) -> None:
         """Record that the platform message ``platform_message_id`` shows (part of) ``reply_id``."""
-        cid = await self.channel_id(key)
-        async with self.db.execute(
-            "SELECT id FROM messages WHERE channel_id = ? AND reply_id = ?", (cid, reply_id)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            raise NotFound(f"no reply {reply_id!r} in {key.scope}")
-        await self.db.execute(
-            "INSERT OR REPLACE INTO message_links (channel_id, platform_message_id, message_id) VALUES (?, ?, ?)",
-            (cid, platform_message_id, row[0]),
-        )
-        await self.db.commit()
+        async with self._write() as db:
+            cid = await self._scope_id(db, key)
+            row = None
+            if cid is not None:
+                async with db.execute(
+                    "SELECT id FROM messages WHERE channel_id = ? AND reply_id = ?", (cid, reply_id)
+                ) as cur:
+                    row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"no reply {reply_id!r} in {key.scope}")
+            await db.execute(
+                "INSERT OR REPLACE INTO message_links (channel_id, platform_message_id, message_id) VALUES (?, ?, ?)",
+                (cid, platform_message_id, row[0]),
+            )
 
     async def find_reply(self, key: ChannelKey, *, reply_id: str = "", message_id: str = "") -> StoredMessage | None:
         """The bot reply named by engine ``reply_id`` or by a linked platform ``message_id``."""
-        cid = await self.channel_id(key)
-        if reply_id:
-            query, args = "SELECT * FROM messages WHERE channel_id = ? AND reply_id = ?", (cid, reply_id)
-        elif message_id:
-            query = (
-                "SELECT m.* FROM messages m JOIN message_links l ON l.message_id = m.id"
-                " WHERE l.channel_id = ? AND l.platform_message_id = ?"
-            )
-            args = (cid, message_id)
-        else:
-            query = (
-                "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND role = 'assistant'"
-                " ORDER BY id DESC LIMIT 1"
-            )
-            args = (cid, key.thread)
-        async with self.db.execute(query, args) as cur:
-            cur.row_factory = aiosqlite.Row
-            row = await cur.fetchone()
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return None
+            if reply_id:
+                query, args = "SELECT * FROM messages WHERE channel_id = ? AND reply_id = ?", (cid, reply_id)
+            elif message_id:
+                query = (
+                    "SELECT m.* FROM messages m JOIN message_links l ON l.message_id = m.id"
+                    " WHERE l.channel_id = ? AND l.platform_message_id = ?"
+                )
+                args = (cid, message_id)
+            else:
+                query = (
+                    "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND role = 'assistant'"
+                    " ORDER BY id DESC LIMIT 1"
+                )
+                args = (cid, key.thread)
+            async with db.execute(query, args) as cur:
+                cur.row_factory = aiosqlite.Row
+                row = await cur.fetchone()
         return _message(row) if row else None
 
     async def message(self, message_id: int) -> StoredMessage | None:
-        async with self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)) as cur:
+        async with self._read() as db, db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)) as cur:
             cur.row_factory = aiosqlite.Row
             row = await cur.fetchone()
         return _message(row) if row else None
 
     async def history(self, key: ChannelKey, limit: int, before_id: int | None = None) -> list[StoredMessage]:
         """The last ``limit`` complete messages of ``key``'s thread, oldest first."""
-        cid = await self.channel_id(key)
-        async with self.db.execute(
-            "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND complete = 1 AND id < ?"
-            " ORDER BY id DESC LIMIT ?",
-            (cid, key.thread, before_id if before_id is not None else 2**62, limit),
-        ) as cur:
-            cur.row_factory = aiosqlite.Row
-            rows = await cur.fetchall()
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return []
+            async with db.execute(
+                "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND complete = 1 AND id < ?"
+                " ORDER BY id DESC LIMIT ?",
+                (cid, key.thread, before_id if before_id is not None else 2**62, limit),
+            ) as cur:
+                cur.row_factory = aiosqlite.Row
+                rows = await cur.fetchall()
         return [_message(r) for r in reversed(list(rows))]
 
     # -- corrections ------------------------------------------------------------------
@@ -410,29 +479,39 @@ class Store:
         embedding: np.ndarray,
         encoder: str,
         message_id: int | None,
+        replaces: Sequence[int] = (),
     ) -> StoredCorrection:
-        """Store a correction durably (committed with synchronous=FULL before returning)."""
-        cid = await self.channel_id(key)
+        """Store a correction durably (committed with synchronous=FULL before returning).
+
+        ``replaces``: corrections of the scope it supersedes (a new answer to the same
+        question), forgotten in the same transaction, so that no crash can leave the
+        scope with neither answer.
+        """
         now = time.time()
         vector = np.asarray(embedding, dtype=np.float32)
-        cur = await self.db.execute(
-            "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (cid, message_id, question, answer, author_id, vector.tobytes(), encoder, now),
-        )
-        await self.db.commit()
+        async with self._write() as db:
+            cid = await self._new_scope_id(db, key)
+            await self._deactivate(db, cid, replaces, now)
+            cur = await db.execute(
+                "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, message_id, question, answer, author_id, vector.tobytes(), encoder, now),
+            )
         assert cur.lastrowid is not None
         return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now)
 
     async def corrections(self, key: ChannelKey) -> list[StoredCorrection]:
         """The active corrections of ``key``'s learning scope, oldest first."""
-        cid = await self.channel_id(key)
-        async with self.db.execute(
-            "SELECT id, question, answer, author_id, embedding, encoder, created_at FROM corrections"
-            " WHERE channel_id = ? AND active = 1 ORDER BY id",
-            (cid,),
-        ) as cur:
-            rows = await cur.fetchall()
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return []
+            async with db.execute(
+                "SELECT id, question, answer, author_id, embedding, encoder, created_at FROM corrections"
+                " WHERE channel_id = ? AND active = 1 ORDER BY id",
+                (cid,),
+            ) as cur:
+                rows = await cur.fetchall()
         return [
             StoredCorrection(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32).copy(), r[5], r[6])
             for r in rows
@@ -440,77 +519,96 @@ class Store:
 
     async def forget(self, key: ChannelKey, correction_ids: Sequence[int] | None = None) -> list[int]:
         """Deactivate all (or the given) corrections of a scope; returns the ids forgotten."""
-        cid = await self.channel_id(key)
-        async with self.db.execute(
-            "SELECT id FROM corrections WHERE channel_id = ? AND active = 1", (cid,)
-        ) as cur:
-            active = {r[0] for r in await cur.fetchall()}
-        ids = sorted(active if correction_ids is None else active.intersection(correction_ids))
-        if ids:
-            await self.db.executemany(
-                "UPDATE corrections SET active = 0, forgotten_at = ? WHERE id = ?", [(time.time(), i) for i in ids]
-            )
-            await self.db.commit()
-        return ids
+        async with self._write() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return []
+            return await self._deactivate(db, cid, correction_ids, time.time())
+
+    @staticmethod
+    async def _deactivate(db: aiosqlite.Connection, cid: int, ids: Sequence[int] | None, now: float) -> list[int]:
+        """Inside an operation: deactivate the scope's active corrections among ``ids`` (None: all)."""
+        if ids is not None and not ids:
+            return []
+        async with db.execute("SELECT id FROM corrections WHERE channel_id = ? AND active = 1", (cid,)) as cur:
+            active = {int(r[0]) for r in await cur.fetchall()}
+        chosen = sorted(active if ids is None else active.intersection(ids))
+        await db.executemany("UPDATE corrections SET active = 0, forgotten_at = ? WHERE id = ?",
+                             [(now, i) for i in chosen])
+        return chosen
 
     # -- thumbs -----------------------------------------------------------------------
 
     async def add_thumb(self, key: ChannelKey, message_id: int, kind: str, author_id: str) -> None:
-        cid = await self.channel_id(key)
-        await self.db.execute(
-            "INSERT INTO thumbs (channel_id, message_id, kind, author_id, created_at) VALUES (?, ?, ?, ?, ?)",
-            (cid, message_id, kind, author_id, time.time()),
-        )
-        await self.db.commit()
+        async with self._write() as db:
+            cid = await self._new_scope_id(db, key)
+            await db.execute(
+                "INSERT INTO thumbs (channel_id, message_id, kind, author_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                (cid, message_id, kind, author_id, time.time()),
+            )
 
     async def thumbs(self, key: ChannelKey) -> dict[str, int]:
-        cid = await self.channel_id(key)
-        async with self.db.execute(
-            "SELECT kind, COUNT(*) FROM thumbs WHERE channel_id = ? GROUP BY kind", (cid,)
-        ) as cur:
-            return {r[0]: r[1] for r in await cur.fetchall()}
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return {}
+            async with db.execute(
+                "SELECT kind, COUNT(*) FROM thumbs WHERE channel_id = ? GROUP BY kind", (cid,)
+            ) as cur:
+                return {r[0]: r[1] for r in await cur.fetchall()}
 
     # -- LoRA versions and consolidation jobs ---------------------------------------
 
     async def add_lora_version(
         self, key: ChannelKey, weights: bytes | None, metrics: dict[str, Any], status: str
     ) -> int:
-        """Record a new LoRA version of ``key``'s scope; returns its version number."""
-        cid = await self.channel_id(key)
-        async with self.db.execute(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM lora_versions WHERE channel_id = ?", (cid,)
-        ) as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 1
-        await self.db.execute(
-            "INSERT INTO lora_versions (channel_id, version, status, weights, metrics, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (cid, version, status, weights, json.dumps(metrics), time.time()),
-        )
-        if status == "active":
-            await self.db.execute(
-                "UPDATE lora_versions SET status = 'retired' WHERE channel_id = ? AND status = 'active'"
-                " AND version != ?",
-                (cid, version),
+        """Record a new LoRA version of ``key``'s scope; returns its version number.
+
+        An ``active`` one retires the version it replaces in the same transaction: a
+        scope never has two active versions, nor none because of a crash in between.
+        """
+        async with self._write() as db:
+            cid = await self._new_scope_id(db, key)
+            async with db.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM lora_versions WHERE channel_id = ?", (cid,)
+            ) as cur:
+                row = await cur.fetchone()
+            version = int(row[0]) if row else 1
+            if status == "active":
+                await db.execute(
+                    "UPDATE lora_versions SET status = 'retired' WHERE channel_id = ? AND status = 'active'", (cid,)
+                )
+            await db.execute(
+                "INSERT INTO lora_versions (channel_id, version, status, weights, metrics, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (cid, version, status, weights, json.dumps(metrics), time.time()),
             )
-        await self.db.commit()
         return version
 
     async def lora_versions(self, key: ChannelKey, *, with_weights: bool = False) -> list[StoredLoraVersion]:
         """All LoRA versions of ``key``'s scope, newest first."""
-        cid = await self.channel_id(key)
         column = "weights" if with_weights else "NULL"
-        async with self.db.execute(
-            f"SELECT version, status, {column}, metrics, created_at FROM lora_versions WHERE channel_id = ?"
-            " ORDER BY version DESC",
-            (cid,),
-        ) as cur:
-            rows = await cur.fetchall()
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return []
+            async with db.execute(
+                f"SELECT version, status, {column}, metrics, created_at FROM lora_versions WHERE channel_id = ?"
+                " ORDER BY version DESC",
+                (cid,),
+            ) as cur:
+                rows = await cur.fetchall()
         return [StoredLoraVersion(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     async def active_lora_version(self, key: ChannelKey) -> StoredLoraVersion | None:
-        cid = await self.channel_id(key)
-        async with self.db.execute(
+        async with self._read() as db:
+            return await self._active_lora_version(db, key)
+
+    async def _active_lora_version(self, db: aiosqlite.Connection, key: ChannelKey) -> StoredLoraVersion | None:
+        cid = await self._scope_id(db, key)
+        if cid is None:
+            return None
+        async with db.execute(
             "SELECT version, status, weights, metrics, created_at FROM lora_versions"
             " WHERE channel_id = ? AND status = 'active'",
             (cid,),
@@ -519,42 +617,42 @@ class Store:
         return StoredLoraVersion(row[0], row[1], row[2], json.loads(row[3]), row[4]) if row else None
 
     async def rollback_lora(self, key: ChannelKey) -> int | None:
-        """Retire the active LoRA and re-activate the one promoted before it.
+        """Retire the active LoRA version and re-activate the one promoted before it.
 
         Returns the now-active version, or None when the channel is back on the base model.
         """
-        cid = await self.channel_id(key)
-        active = await self.active_lora_version(key)
-        if active is None:
-            return None
-        await self.db.execute(
-            "UPDATE lora_versions SET status = 'rolled_back' WHERE channel_id = ? AND version = ?",
-            (cid, active.version),
-        )
-        async with self.db.execute(
-            "SELECT MAX(version) FROM lora_versions WHERE channel_id = ? AND status = 'retired'", (cid,)
-        ) as cur:
-            row = await cur.fetchone()
-        previous = row[0] if row and row[0] is not None else None
-        if previous is not None:
-            await self.db.execute(
-                "UPDATE lora_versions SET status = 'active' WHERE channel_id = ? AND version = ?", (cid, previous)
+        async with self._write() as db:
+            active = await self._active_lora_version(db, key)
+            cid = await self._scope_id(db, key)
+            if active is None or cid is None:
+                return None
+            await db.execute(
+                "UPDATE lora_versions SET status = 'rolled_back' WHERE channel_id = ? AND version = ?",
+                (cid, active.version),
             )
-        await self.db.commit()
+            async with db.execute(
+                "SELECT MAX(version) FROM lora_versions WHERE channel_id = ? AND status = 'retired'", (cid,)
+            ) as cur:
+                row = await cur.fetchone()
+            previous = int(row[0]) if row and row[0] is not None else None
+            if previous is not None:
+                await db.execute(
+                    "UPDATE lora_versions SET status = 'active' WHERE channel_id = ? AND version = ?", (cid, previous)
+                )
         return previous
 
     async def request_job(self, key: ChannelKey) -> None:
         """Ask for a consolidation of ``key``'s scope (durably; survives restarts)."""
-        cid = await self.channel_id(key)
-        await self.db.execute(
-            "INSERT INTO consolidation_jobs (channel_id, requested_at) VALUES (?, ?)"
-            " ON CONFLICT (channel_id) DO UPDATE SET requested_at = excluded.requested_at",
-            (cid, time.time()),
-        )
-        await self.db.commit()
+        async with self._write() as db:
+            cid = await self._new_scope_id(db, key)
+            await db.execute(
+                "INSERT INTO consolidation_jobs (channel_id, requested_at) VALUES (?, ?)"
+                " ON CONFLICT (channel_id) DO UPDATE SET requested_at = excluded.requested_at",
+                (cid, time.time()),
+            )
 
     async def pending_jobs(self) -> list[tuple[ChannelKey, float, int]]:
-        async with self.db.execute(
+        async with self._read() as db, db.execute(
             "SELECT c.platform, c.space, c.channel, j.requested_at, j.attempts FROM consolidation_jobs j"
             " JOIN channels c ON c.id = j.channel_id ORDER BY j.requested_at"
         ) as cur:
@@ -563,18 +661,22 @@ class Store:
 
     async def finish_job(self, key: ChannelKey, requested_at: float) -> None:
         """Drop the job unless it was re-requested after ``requested_at``."""
-        cid = await self.channel_id(key)
-        await self.db.execute(
-            "DELETE FROM consolidation_jobs WHERE channel_id = ? AND requested_at <= ?", (cid, requested_at)
-        )
-        await self.db.commit()
+        async with self._write() as db:
+            cid = await self._scope_id(db, key)
+            if cid is not None:
+                await db.execute(
+                    "DELETE FROM consolidation_jobs WHERE channel_id = ? AND requested_at <= ?", (cid, requested_at)
+                )
 
     async def fail_job(self, key: ChannelKey) -> int:
-        cid = await self.channel_id(key)
-        await self.db.execute("UPDATE consolidation_jobs SET attempts = attempts + 1 WHERE channel_id = ?", (cid,))
-        await self.db.commit()
-        async with self.db.execute("SELECT attempts FROM consolidation_jobs WHERE channel_id = ?", (cid,)) as cur:
-            row = await cur.fetchone()
+        """Count a failed attempt of ``key``'s job; returns the attempts so far."""
+        async with self._write() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return 0
+            await db.execute("UPDATE consolidation_jobs SET attempts = attempts + 1 WHERE channel_id = ?", (cid,))
+            async with db.execute("SELECT attempts FROM consolidation_jobs WHERE channel_id = ?", (cid,)) as cur:
+                row = await cur.fetchone()
         return int(row[0]) if row else 0
 
 

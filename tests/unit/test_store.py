@@ -139,3 +139,72 @@ async def test_a_database_from_before_the_rename_keeps_its_lora_versions(tmp_pat
         assert active is not None and active.version == 1 and active.weights == b"\x01"
     finally:
         await store.close()
+
+
+def fail_on(path: Path, table: str, event: str) -> None:
+    """Make the next ``event`` (INSERT / UPDATE) on ``table`` fail, as a crash between statements would."""
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"CREATE TRIGGER crash BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, 'crash'); END")
+
+
+def heal(path: Path) -> None:
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TRIGGER crash")
+
+
+async def test_a_replacing_correction_lands_whole_or_not_at_all(tmp_path: Path) -> None:
+    """The old answer is retired in the same transaction that stores the new one."""
+    path, key = tmp_path / "db.sqlite3", ChannelKey("t", "c")
+    store = Store(path)
+    await store.open()
+    try:
+        old = await store.add_correction(key, question="q", answer="old", author_id="u", embedding=np.ones(4),
+                                         encoder="e", message_id=None)
+        fail_on(path, "corrections", "INSERT")
+        with pytest.raises(sqlite3.IntegrityError, match="crash"):
+            await store.add_correction(key, question="q", answer="new", author_id="u", embedding=np.ones(4),
+                                       encoder="e", message_id=None, replaces=[old.id])
+        heal(path)
+        await store.add_message(key, role="user", text="later work commits")
+        assert [c.answer for c in await store.corrections(key)] == ["old"]
+    finally:
+        await store.close()
+
+
+async def test_a_failed_move_leaves_the_channel_whole(tmp_path: Path) -> None:
+    """Merging a scope into another moves corrections, history and thumbs together or not at all."""
+    path = tmp_path / "db.sqlite3"
+    old, new = ChannelKey("telegram", "-1", space="g"), ChannelKey("telegram", "-100", space="g")
+    store = Store(path)
+    await store.open()
+    try:
+        await store.add_correction(old, question="q", answer="a", author_id="u", embedding=np.ones(4), encoder="e",
+                                   message_id=None)
+        await store.add_message(old, role="user", text="hello")
+        await store.add_message(new, role="user", text="the new id spoke first")
+        fail_on(path, "messages", "UPDATE")
+        with pytest.raises(sqlite3.IntegrityError, match="crash"):
+            await store.move_channel(old, new)
+        heal(path)
+        await store.add_message(new, role="user", text="later work commits")
+        assert [c.answer for c in await store.corrections(old)] == ["a"]
+        assert await store.corrections(new) == []
+    finally:
+        await store.close()
+
+
+async def test_promoting_a_lora_version_keeps_exactly_one_active(tmp_path: Path) -> None:
+    path, key = tmp_path / "db.sqlite3", ChannelKey("t", "c")
+    store = Store(path)
+    await store.open()
+    try:
+        v1 = await store.add_lora_version(key, b"one", {}, "active")
+        fail_on(path, "lora_versions", "INSERT")
+        with pytest.raises(sqlite3.IntegrityError, match="crash"):
+            await store.add_lora_version(key, b"two", {}, "active")
+        heal(path)
+        await store.add_message(key, role="user", text="later work commits")
+        active = await store.active_lora_version(key)
+        assert active is not None and active.version == v1
+    finally:
+        await store.close()

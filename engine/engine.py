@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from typing import Any
 
 from .chat_template import render_chat
 from .contract import (
@@ -123,6 +124,12 @@ class Engine:
     @property
     def model_name(self) -> str:
         return self._loaded.name if self._loaded else self.settings.model.id
+
+    def health(self) -> dict[str, Any]:
+        """Is the engine serving? ``healthy`` is false when it is stopped, or its model thread
+        died or has been stuck on one step for longer than ``model.stall_timeout_s``."""
+        model = self._worker.health() if self._worker is not None else {"alive": False, "stalled": False}
+        return {"healthy": self._started and model["alive"] and not model["stalled"], "model": model}
 
     def _check_running(self) -> None:
         if not self._started:

@@ -65,6 +65,8 @@ class ModelSettings(_Strict):
     context_tokens: int = Field(2048, ge=256, description="prompt + reply budget per turn")
     stream_interval: int = Field(2, ge=1, description="tokens between streamed chunks")
     max_resident_loras: int = Field(512, ge=1, description="channels' LoRA versions kept on the device (LRU)")
+    stall_timeout_s: float = Field(120.0, gt=0, description="a reply that gets no text from the model for this "
+                                   "long fails with a clear error (the model is hung or far behind)")
 
     renamed: ClassVar[dict[str, str]] = {"max_resident_adapters": "max_resident_loras"}
 

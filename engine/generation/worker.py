@@ -13,6 +13,11 @@ LoRA key, the worker keeps the most recently used LoRA weights resident on the d
 Background jobs (LoRA consolidation) run in the same thread, one step between
 decode steps, so they never touch the model concurrently with generation and a turn
 waits at most one job step.
+
+Failures stay with their row: a request whose prefill fails is retried alone, so a
+bad one fails by itself and the rows already decoding carry on. A stream that gets no
+text for ``stall_timeout_s`` fails with ``GenerationError`` instead of waiting forever,
+and ``health()`` says when the thread has work but makes no progress.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
@@ -83,10 +89,12 @@ class _Request:
 
 class GenerationStream:
     """Text deltas of one generation. Iterate it; ``aclose()`` (or leaving the loop
-    early) cancels the request and frees its batch slot at the next step."""
+    early) cancels the request and frees its batch slot at the next step. Raises
+    ``GenerationError`` when no text comes for ``stall_s`` seconds."""
 
-    def __init__(self, request: _Request) -> None:
+    def __init__(self, request: _Request, stall_s: float) -> None:
         self._request = request
+        self._stall_s = stall_s
         self.tokens = 0
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -95,7 +103,12 @@ class GenerationStream:
     async def _iterate(self) -> AsyncIterator[str]:
         try:
             while True:
-                item = await self._request.out.get()
+                try:
+                    item = await asyncio.wait_for(self._request.out.get(), self._stall_s)
+                except TimeoutError:
+                    raise GenerationError(
+                        f"the model produced nothing for {self._stall_s:g} s; try again shortly"
+                    ) from None
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -130,6 +143,8 @@ class ModelWorker:
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._job: _Job | None = None
         self.has_lora = bool(lora_modules(loaded.model))
+        self._busy_since: float | None = None  # when the thread last started a unit of work not yet done
+        self.failed_rows = 0  # requests that ended with a generation error
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -177,7 +192,18 @@ class ModelWorker:
             self._inbox.put_nowait(request)
         except queue.Full:
             raise Overloaded("the model is busy; try again shortly", retry_after=2.0) from None
-        return GenerationStream(request)
+        return GenerationStream(request, self.settings.stall_timeout_s)
+
+    def health(self) -> dict[str, Any]:
+        """Whether the thread is alive and making progress (a unit of work: one decode or job step).
+
+        ``stalled``: one unit of work has been running for longer than ``stall_timeout_s``
+        (a hung model); ``busy_s``: how long the current one has run so far.
+        """
+        started = self._busy_since
+        busy = 0.0 if started is None else time.monotonic() - started
+        return {"alive": self.running, "busy_s": round(busy, 3), "stalled": busy > self.settings.stall_timeout_s,
+                "pending": self._inbox.qsize(), "failed_rows": self.failed_rows}
 
     def run_job(self, steps: Callable[[], Generator[object, None, Any]]) -> asyncio.Future[Any]:
         """Run a background job in the model thread, one step between decode steps.
@@ -243,19 +269,44 @@ class ModelWorker:
                 self._cancel_jobs()
                 return
             joining = [r for r in joining if not r.cancelled]
+            self._busy_since = time.monotonic()
             try:
-                with torch.no_grad():
-                    if joining:
-                        self._join(batch, joining)
-                    elif batch.rows:
-                        self._step(batch)
-                    self._finish_rows(batch)
-            except Exception as err:  # one bad batch must not kill the worker
-                log.exception("generation failed")
-                for request in batch.rows + joining:
-                    request.emit(GenerationError(f"generation failed: {err}"))
+                if joining:
+                    self._admit(batch, joining)
+                elif batch.rows:
+                    self._step(batch)
+                self._finish_rows(batch)
+            except Exception as err:  # the batch's shared cache is in an unknown state: end its rows
+                log.exception("decode step failed")
+                self._fail(batch.rows + joining, err)
                 batch = _Batch()
             self._job_step()
+            self._busy_since = None
+
+    def _admit(self, batch: _Batch, joining: list[_Request]) -> None:
+        """Prefill ``joining`` together; if that fails, one by one, so only a bad request fails.
+
+        The running batch is untouched until a prefill succeeded (``_join`` merges last).
+        """
+        try:
+            self._join(batch, joining)
+            return
+        except Exception as err:
+            if len(joining) == 1:
+                log.exception("prefill failed")
+                self._fail(joining, err)
+                return
+            started = [r for r in joining if r.generated]  # text already sent: cannot start over
+            self._fail(started, err)
+            joining = [r for r in joining if not r.generated]
+        for request in joining:
+            self._admit(batch, [request])
+
+    def _fail(self, rows: list[_Request], err: Exception) -> None:
+        self.failed_rows += len(rows)
+        for request in rows:
+            request.emit(GenerationError(f"generation failed: {err}"))
+            request.cancelled = True
 
     def _job_step(self) -> None:
         """Advance the current background job by one step (starting the next if none)."""
@@ -298,6 +349,7 @@ class ModelWorker:
             if isinstance(item, _Request):
                 item.emit(EngineClosed("the engine is shutting down"))
 
+    @torch.no_grad()
     def _join(self, batch: _Batch, joining: list[_Request]) -> None:
         """Prefill new requests together and stack their caches into the batch."""
         device = self.loaded.device
@@ -329,6 +381,7 @@ class ModelWorker:
         self._sample_and_emit(new, logits)
         batch.merge(new)
 
+    @torch.no_grad()
     def _step(self, batch: _Batch) -> None:
         assert batch.mask is not None and batch.positions is not None, "a running batch has its cache"
         device = self.loaded.device

@@ -178,3 +178,8 @@ async def test_support_sets_beyond_the_cache_reload_from_the_store(make_engine: 
             assert f"{2000 + i}" in text and all(f"{2000 + j}" not in text for j in range(3) if j != i)
         assert len(engine._support) == 2
         assert len(engine._locks) == 0 and len(engine._teach_locks) == 0  # no lock kept for idle channels
+
+
+async def test_health_reports_a_serving_engine(tiny_engine: Engine) -> None:
+    health = tiny_engine.health()
+    assert health["healthy"] and health["model"]["alive"] and not health["model"]["stalled"]

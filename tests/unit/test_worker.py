@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import torch
 
-from engine import EngineClosed, Overloaded
+from engine import EngineClosed, GenerationError, Overloaded
 from engine.generation.model_loader import LoadedModel, load_model
 from engine.generation.worker import ModelWorker
 from engine.settings import ModelSettings
@@ -124,3 +126,52 @@ async def test_background_job_interleaves_and_its_failure_is_contained(worker: M
     with pytest.raises(ValueError, match="boom"):
         await worker.run_job(broken)
     assert await generate(worker, ids(tiny, PROMPTS[0])) == text  # still serving
+
+
+async def test_a_bad_request_fails_alone_and_running_rows_carry_on(tiny: LoadedModel) -> None:
+    """A request the model cannot prefill (token ids beyond its vocabulary) joins a running batch."""
+    w = ModelWorker(tiny, ModelSettings(id="tiny:0", max_new_tokens=40, max_batch=8))
+    w.start()
+    try:
+        expected = "".join([d async for d in w.submit(ids(tiny, PROMPTS[1]))])
+        running = w.submit(ids(tiny, PROMPTS[3]))
+        first = await anext(aiter(running))  # decoding: the next requests join a running batch
+        good, bad = w.submit(ids(tiny, PROMPTS[1])), w.submit([len(tiny.tokenizer) + 10_000])  # same step
+        with pytest.raises(GenerationError, match="generation failed"):
+            _ = [d async for d in bad]
+        assert "".join([d async for d in good]) == expected
+        assert first + "".join([d async for d in running])
+        assert w.health()["failed_rows"] == 1 and w.health()["alive"]
+    finally:
+        await w.stop()
+
+
+async def test_a_hung_model_fails_the_stream_and_health_says_so(tiny: LoadedModel) -> None:
+    """Streams do not wait forever on a model that stops answering."""
+    release = threading.Event()
+    hung = LoadedModel(model=_Hanging(tiny.model, release), tokenizer=tiny.tokenizer, name="hung",
+                       device=tiny.device, context_length=tiny.context_length)
+    w = ModelWorker(hung, ModelSettings(id="tiny:0", max_new_tokens=5, stall_timeout_s=0.3))
+    w.start()
+    try:
+        with pytest.raises(GenerationError, match="produced nothing"):
+            _ = [d async for d in w.submit(ids(tiny, PROMPTS[0]))]
+        await asyncio.sleep(0.1)
+        assert w.health()["stalled"] and w.health()["busy_s"] > 0.3
+    finally:
+        release.set()
+        await w.stop()
+    assert not w.health()["stalled"]
+
+
+class _Hanging(torch.nn.Module):
+    """The tiny model, but its forward waits until released: a model that hangs."""
+
+    def __init__(self, model: torch.nn.Module, release: threading.Event) -> None:
+        super().__init__()
+        self.inner, self.release = model, release
+        self.generation_config = getattr(model, "generation_config", None)
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        self.release.wait(30)
+        return self.inner(*args, **kwargs)

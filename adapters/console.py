@@ -19,7 +19,9 @@ from engine import (
     Turn,
 )
 
-__all__ = ["ConsoleAdapter", "HELP"]
+from .texts import explanation_lines
+
+__all__ = ["HELP", "ConsoleAdapter"]
 
 HELP = """commands:
   /fix <better answer>   correct my last reply (I learn it for this channel)
@@ -28,8 +30,8 @@ HELP = """commands:
   /learned               what this channel taught me
   /forget                forget everything this channel taught me
   /persona [preset|text] show or set the persona (presets: {presets})
-  /adapters              this channel's LoRA adapter versions
-  /rollback              go back to the previous adapter
+  /lora                  this channel's LoRA versions (also /adapters, its former name)
+  /rollback              go back to the previous LoRA version
   /help                  this list
   /quit                  leave"""
 
@@ -104,7 +106,7 @@ class ConsoleAdapter:
             await self._feedback(FeedbackKind.UP if name == "/good" else FeedbackKind.DOWN, "")
         elif name == "/why":
             explanation = await self.engine.explain(self.key, reply_id=self.last_reply_id)
-            self._write(explanation.summary())
+            self._write(explanation_lines(explanation))
         elif name == "/learned":
             learned = await self.engine.learned(self.key)
             if not learned:
@@ -121,15 +123,15 @@ class ConsoleAdapter:
             else:
                 current = (await self.engine.channel_settings(self.key)).persona or "(default)"
                 self._write(f"Persona: {current}. Presets: {', '.join(self.engine.personas())}.")
-        elif name == "/adapters":
-            versions = await self.engine.adapters(self.key)
+        elif name in ("/lora", "/adapters"):
+            versions = await self.engine.lora_versions(self.key)
             if not versions:
-                self._write("No adapter yet: this channel is served by the base model.")
+                self._write("No LoRA version yet: this channel is served by the base model.")
             for v in versions:
                 self._write(f"v{v.version} {v.status}: {v.metrics.get('decision', '')}")
         elif name == "/rollback":
-            version = await self.engine.rollback_adapter(self.key)
-            self._write(f"Now serving adapter v{version}." if version else "Now serving the base model.")
+            version = await self.engine.rollback_lora(self.key)
+            self._write(f"Now serving LoRA version {version}." if version else "Now serving the base model.")
         elif name == "/help":
             self._write(HELP.format(presets=", ".join(self.engine.personas())))
         else:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["TeachPolicy", "Deduplicator", "parse_correction", "CORRECTION_PREFIXES"]
+__all__ = ["CORRECTION_PREFIXES", "Deduplicator", "TeachPolicy", "parse_correction"]
 
 CORRECTION_PREFIXES = ("correction:", "/fix ")
 

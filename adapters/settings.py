@@ -12,7 +12,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-__all__ = ["TeachSettings", "ConsoleSettings", "TelegramSettings", "SlackSettings", "DiscordSettings"]
+__all__ = [
+    "ConsoleSettings",
+    "DiscordSettings",
+    "PlatformSettings",
+    "SlackSettings",
+    "TeachSettings",
+    "TelegramSettings",
+]
 
 
 class _Strict(BaseModel):
@@ -26,12 +33,19 @@ class TeachSettings(_Strict):
     teachers: list[str] = Field(default_factory=list, description="user (or group/role) ids allowed to teach")
 
 
+class PlatformSettings(TeachSettings):
+    """What every platform adapter's runtime reads (``adapters.base``)."""
+
+    concurrency: int = Field(32, ge=1, description="events handled at once, across channels; later ones wait "
+                             "their turn (HEEDFUL_<PLATFORM>_CONCURRENCY)")
+
+
 class ConsoleSettings(_Strict):
     channel: str = Field("default", description="channel name used by `heedful chat` and `heedful run`")
     user: str = Field("you", description="author id of console messages")
 
 
-class TelegramSettings(TeachSettings):
+class TelegramSettings(PlatformSettings):
     """The Telegram adapter (``adapters.telegram``); long polling unless ``webhook_url`` is set."""
 
     token: SecretStr | None = None
@@ -53,7 +67,6 @@ class TelegramSettings(TeachSettings):
     ask_after_thumbs_down: bool = Field(True, description="a 👎 reaction asks its author for the better answer")
     edit_interval_private: float = Field(1.0, ge=0.0, description="seconds between streaming edits in private chats")
     edit_interval_group: float = Field(3.0, ge=0.0, description="seconds between streaming edits in groups")
-    concurrency: int = Field(32, ge=1, description="updates processed at once (across chats)")
     poll_timeout: int = Field(30, ge=0, le=50, description="long-polling timeout in seconds")
     state_file: Path | None = Field(None, description="where handled update ids survive restarts; "
                                     "default: <data_dir>/telegram/<bot id>.json")
@@ -74,7 +87,7 @@ class TelegramSettings(TeachSettings):
         return value
 
 
-class SlackSettings(TeachSettings):
+class SlackSettings(PlatformSettings):
     """Slack: Socket Mode when an app-level token is set (``mode = "auto"``), else the HTTP Events API."""
 
     bot_token: SecretStr | None = None
@@ -122,7 +135,7 @@ class SlackSettings(TeachSettings):
         return self.mode
 
 
-class DiscordSettings(TeachSettings):
+class DiscordSettings(PlatformSettings):
     """The Discord adapter (``adapters.discord``); set-up in ``docs/discord.md``.
 
     ``teach`` here: ``admins`` means members with Manage Server (or a ``manager_roles``

@@ -5,7 +5,8 @@
 - ``ReplyStreamer``: post a reply as it is generated: send once, then edit at most
   every ``interval`` seconds, skip edits that change nothing, continue in a new
   message at the length limit, and make sure the final text lands even after rate
-  limits (``RateLimited`` carries the wait).
+  limits (``RateLimited`` carries the wait). Or, with a ``preview`` (Telegram's
+  drafts), show the unfinished part as a draft and send each message once, complete.
 - ``AppendStreamer``: the same for platforms that stream natively (a message that
   grows as text is appended: Slack's ``chat.startStream``); it hands over to a
   ``ReplyStreamer`` when the platform refuses to start a stream.
@@ -21,8 +22,20 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-__all__ = ["RateLimited", "StreamingUnavailable", "retry_rate_limited", "split_message", "open_fence", "ReplyStreamer", "AppendStreamer",
-           "AppendCalls", "StreamResult"]
+__all__ = [
+    "AppendCalls",
+    "AppendStreamer",
+    "EditFn",
+    "PreviewFn",
+    "RateLimited",
+    "ReplyStreamer",
+    "SendFn",
+    "StreamResult",
+    "StreamingUnavailable",
+    "open_fence",
+    "retry_rate_limited",
+    "split_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +141,7 @@ class StreamResult:
 
 SendFn = Callable[[str], Awaitable[str]]  # text -> new platform message id
 EditFn = Callable[[str, str], Awaitable[None]]  # (message id, text)
+PreviewFn = Callable[[str], Awaitable[bool]]  # text -> shown (False: stop previewing this reply)
 
 
 class ReplyStreamer:
@@ -138,6 +152,11 @@ class ReplyStreamer:
     simply skipped); the final text of every message is retried until it lands or
     ``max_retries`` is exhausted. ``on_message`` is awaited with each new message
     id (adapters link it to the engine's reply there).
+
+    With ``preview``, the unfinished end of the reply is shown through it (an
+    ephemeral draft) instead of being sent and edited: every message is sent once,
+    when its text is complete. When ``preview`` returns False, this reply goes on
+    without previews.
     """
 
     def __init__(
@@ -151,15 +170,17 @@ class ReplyStreamer:
         max_retries: int = 8,
         on_message: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        preview: PreviewFn | None = None,
     ) -> None:
-        self.send, self.edit = send, edit
+        self.send, self.edit, self.preview = send, edit, preview
         self.limit, self.interval = limit, interval
         self.placeholder, self.max_retries = placeholder, max_retries
         self.on_message = on_message
         self.clock = clock
         self.result = StreamResult()
+        self.previewing = preview is not None
         self._shown: list[str] = []  # text currently visible in each message
-        self._last_edit = 0.0
+        self._last_edit: float | None = None  # None: nothing shown yet
         self._blocked_until = 0.0
 
     async def stream(self, chunks: AsyncIterable[str]) -> StreamResult:
@@ -168,23 +189,38 @@ class ReplyStreamer:
         async for chunk in chunks:
             text += chunk
             now = self.clock()
-            if not self._shown or (now - self._last_edit >= self.interval and now >= self._blocked_until):
+            if self._last_edit is None or (now - self._last_edit >= self.interval and now >= self._blocked_until):
                 await self._show(text, final=False)
         await self._show(text, final=True)
         self.result.text = text
         return self.result
 
+    def _unfinished(self, part: str) -> str:
+        """Until the reply is done, its last part keeps a marker that more is coming."""
+        return part + " " + self.placeholder if len(part) + 2 <= self.limit else part
+
     async def _show(self, text: str, *, final: bool) -> None:
+        if self.preview is not None and not final:
+            await self._preview(text)
+            return
         parts = split_message(text, self.limit) if text.strip() else [self.placeholder]
         if not final:
-            # Until the reply is done, keep a marker that more is coming.
-            parts[-1] = parts[-1] + " " + self.placeholder if len(parts[-1]) + 2 <= self.limit else parts[-1]
+            parts[-1] = self._unfinished(parts[-1])
         for index, part in enumerate(parts):
             if index < len(self._shown) and self._shown[index] == part:
                 continue  # a no-op edit is an error on some platforms and wasted quota on all
             done = await self._deliver(index, part, final=final or index < len(parts) - 1)
             if not done:
                 return
+        self._last_edit = self.clock()
+
+    async def _preview(self, text: str) -> None:
+        assert self.preview is not None
+        parts = split_message(text, self.limit) if text.strip() else []
+        for index in range(len(self._shown), len(parts) - 1):  # complete now: sent once, never edited
+            await self._deliver(index, parts[index], final=True)
+        if parts and self.previewing:
+            self.previewing = await self.preview(self._unfinished(parts[-1]))
         self._last_edit = self.clock()
 
     async def _deliver(self, index: int, part: str, *, final: bool) -> bool:

@@ -209,7 +209,8 @@ async def engine_phase(turns: int) -> dict[str, Any]:
                     linked = time.perf_counter() - started
                     started = time.perf_counter()
                     asked = fake.say(channel, user, f"<@{fake.bot_id}> {paraphrase}", mentions=[fake.bot])
-                    await fake.wait_for(lambda: [p for p in fake.answer_to(asked) if p.final and p.text == answer],
+                    await fake.wait_for(lambda asked=asked: [p for p in fake.answer_to(asked)
+                                                             if p.final and p.text == answer],
                                         timeout=120, what="the answer")
                     if i >= 3:  # the first turns warm caches up
                         direct.append(took)

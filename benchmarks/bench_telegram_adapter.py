@@ -39,14 +39,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.settings import TelegramSettings  # noqa: E402
-from adapters.telegram import TelegramAdapter, create  # noqa: E402
-from bots.presets import PRESETS  # noqa: E402
-from engine import (  # noqa: E402
-    ChannelKey, Engine, EngineSettings, Feedback, FeedbackKind, FeedbackReceipt, Reply, Turn,
+from adapters.settings import TelegramSettings
+from adapters.telegram import TelegramAdapter, create
+from bots.presets import PRESETS
+from engine import (
+    ChannelKey,
+    Engine,
+    EngineSettings,
+    Feedback,
+    FeedbackKind,
+    FeedbackReceipt,
+    Reply,
+    Turn,
 )
-from engine.settings import ModelSettings  # noqa: E402
-from tests.fakes.telegram import Call, FakeTelegram  # noqa: E402
+from engine.settings import ModelSettings
+from tests.fakes.telegram import Call, FakeTelegram
 
 TOKEN = "123456789:BENCH-token"
 ANSWER = " ".join(f"word{i}" for i in range(40))

@@ -26,7 +26,7 @@ from engine import Engine
 from ..settings import DiscordSettings
 from .adapter import DiscordAdapter, DiscordStartError
 
-__all__ = ["create", "DiscordAdapter", "DiscordStartError"]
+__all__ = ["DiscordAdapter", "DiscordStartError", "create"]
 
 
 def create(engine: Engine, settings: DiscordSettings) -> DiscordAdapter:

@@ -12,11 +12,11 @@ What arrives, and what it becomes:
   (a modal), a 👍/👎 reaction on an answer (raw, so old messages count) -> ``Feedback``
   on that answer; ``/why``, ``/learned``, ``/forget``, ``/persona`` (``commands``).
 
-Each event heedful handles runs as a task the adapter tracks (``idle()`` waits for
-them, ``stop()`` drains then cancels them), created when discord.py dispatches it, so
-a re-delivered event (after a RESUME) is recognised by its message id. Messages from
-bots and webhooks, system messages, edits and empty messages get no answer; deleting
-a question stops (and removes) its answer.
+Each event heedful handles runs as a task of the shared runtime (``adapters.base``:
+``idle()`` waits for them, ``stop()`` drains then cancels them), created when discord.py
+dispatches it, so a re-delivered event (after a RESUME) is recognised by its message id.
+Messages from bots and webhooks, system messages, edits and empty messages get no
+answer; deleting a question stops (and removes) its answer.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -34,14 +33,15 @@ import yarl
 
 from engine import ChannelKey, Engine, FeedbackKind, HeedfulError, Turn
 
-from ..base import BaseAdapter
+from ..base import BaseAdapter, Recent
 from ..policy import TeachPolicy, parse_correction
 from ..settings import DiscordSettings
 from ..streaming import EditFn, RateLimited, SendFn
-from .commands import NO_PINGS, Commands
-from .texts import MESSAGE_LIMIT, readable_mentions, strip_bot_mentions, thread_name, thumbs
+from .commands import Commands
+from .members import NO_PINGS, Member, member_of
+from .texts import MESSAGE_LIMIT, TEXTS, readable_mentions, strip_bot_mentions, thread_name, thumbs
 
-__all__ = ["DiscordAdapter", "DiscordStartError", "NO_PINGS", "INTENTS"]
+__all__ = ["INTENTS", "NO_PINGS", "DiscordAdapter", "DiscordStartError"]
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +58,6 @@ _GUILD_CHANNELS = (discord.TextChannel, discord.VoiceChannel, discord.StageChann
 
 class DiscordStartError(RuntimeError):
     """Discord refused to let the adapter start; the message says which setting to fix."""
-
-
-class _Recent(OrderedDict[int, int]):
-    """A bounded map that forgets its oldest entries."""
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        super().__init__()
-        self.capacity = capacity
-
-    def put(self, key: int, value: int) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.capacity:
-            self.popitem(last=False)
 
 
 class _Typing:
@@ -132,17 +118,12 @@ def _slowed(err: Exception) -> RateLimited | None:
     return None
 
 
-class DiscordAdapter(BaseAdapter):
+class DiscordAdapter(BaseAdapter[Member]):
     """heedful on one Discord bot account, in every guild it is invited to and in DMs."""
 
     platform = "discord"
+    texts = TEXTS
     message_limit = MESSAGE_LIMIT
-    concurrency = 32
-    """Events handled at once; later ones wait their turn."""
-    backlog = 1000
-    """Events accepted but not yet finished beyond which new ones are dropped (and logged)."""
-    shutdown_grace = 10.0
-    """Seconds ``stop()`` lets running replies finish before cancelling them."""
     defer_after = 2.0
     """Seconds an interaction's work may take before it is deferred (Discord waits 3 s for an answer)."""
 
@@ -155,12 +136,7 @@ class DiscordAdapter(BaseAdapter):
         self.commands = Commands(self)
         self.commands_synced = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(self.concurrency)
-        self._parents = _Recent()  # channel id -> parent channel id for threads, 0 for other channels
-        self._answering: dict[int, asyncio.Task[Any]] = {}  # question message id -> its reply task
-        self._withdrawn: set[int] = set()
-        self._closing = False
+        self._parents: Recent[int, int] = Recent()  # channel id -> parent channel id for threads, 0 for others
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -169,26 +145,14 @@ class DiscordAdapter(BaseAdapter):
         assert self.client is not None and self.client.user is not None, "not connected"
         return self.client.user
 
-    async def start(self) -> None:
+    async def connect(self) -> None:
         """Log in, connect to the gateway and wait until it is ready; then serve in the background.
 
         Registers the commands in the background (``commands_synced`` is set when done).
-        Raises ``DiscordStartError`` naming the setting Discord refused; everything
-        opened so far is closed again then. The token never appears in messages or logs.
+        Raises ``DiscordStartError`` naming the setting Discord refused (``start`` closes
+        what was opened then). The token never appears in messages or logs.
         """
-        if self.client is not None:
-            return
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
-        assert self.client is not None
-        log.info("discord adapter serving as %s in %d guild(s)", self.me, len(self.client.guilds))
-
-    async def _start(self) -> None:
         assert self.settings.token is not None
-        self._closing = False
         self.commands_synced.clear()
         # discord.py reads both from class attributes: one Discord connection per process.
         discord.http.Route.BASE = self.settings.api_url.rstrip("/")
@@ -219,8 +183,10 @@ class DiscordAdapter(BaseAdapter):
         if ready not in done:
             raise DiscordStartError(f"the Discord gateway at HEEDFUL_DISCORD_GATEWAY_URL was not ready within "
                                     f"{self.settings.start_timeout:g} s")
+        self.own_id = str(self.me.id)
         self._runner.add_done_callback(self._gateway_ended)
-        self._spawn(self._sync_commands())
+        self.spawn(self._sync_commands())
+        log.info("discord adapter serving as %s in %d guild(s)", self.me, len(client.guilds))
 
     async def _connect(self, client: _Client) -> None:
         """Run the gateway (reconnecting and resuming by itself) until closed."""
@@ -241,7 +207,7 @@ class DiscordAdapter(BaseAdapter):
         if task.cancelled():
             return
         err = task.exception()
-        if err is not None and not self._closing:
+        if err is not None and not self.closing:
             log.error("the Discord connection ended: %s", err)
 
     async def stop(self) -> None:
@@ -249,12 +215,7 @@ class DiscordAdapter(BaseAdapter):
 
         Safe to call twice, or after a failed ``start``.
         """
-        self._closing = True
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self.drain()
         client, self.client = self.client, None
         if client is not None:
             await client.close()
@@ -263,11 +224,6 @@ class DiscordAdapter(BaseAdapter):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(runner, timeout=10)
         self.commands.detach()
-
-    async def idle(self) -> None:
-        """Wait until every event received so far is fully handled (replies posted, feedback applied)."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
 
     async def _sync_commands(self) -> None:
         """Register the commands (``command_sync``); a refusal is logged, never fatal."""
@@ -285,44 +241,34 @@ class DiscordAdapter(BaseAdapter):
     def _on_event(self, event: str, args: tuple[Any, ...]) -> None:
         """Called by discord.py for every gateway event, before any handler runs."""
         if event == "message":
-            self._spawn(self._on_message(args[0]))
+            self.spawn(self._on_message(args[0]))
         elif event == "raw_reaction_add":
-            self._spawn(self._on_reaction(args[0]))
+            self.spawn(self._on_reaction(args[0]))
         elif event == "raw_message_delete":
-            self._withdraw(args[0].message_id)
+            self.withdraw(str(args[0].message_id))
         elif event == "interaction" and args[0].type in (discord.InteractionType.modal_submit,
                                                          discord.InteractionType.component):
-            self._spawn(self.commands.on_interaction(args[0]))
+            self.spawn(self.commands.on_interaction(args[0]))
         elif event == "resumed":
             log.info("discord gateway connection resumed")
-        elif event == "disconnect" and not self._closing:
+        elif event == "disconnect" and not self.closing:
             log.info("discord gateway connection lost; reconnecting")
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        if self._closing:
-            work.close()
-            log.info("ignored a Discord event: shutting down")
-            return
-        if len(self._tasks) >= self.backlog:
-            work.close()
-            log.warning("dropped a Discord event: %d in progress already", len(self._tasks))
-            return
-        task = asyncio.create_task(self._guarded(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def expected_failure(self, err: Exception) -> str | None:
+        if isinstance(err, discord.Forbidden):
+            return f"Discord refused an action (missing permission?): {err.text or err.status}"
+        if isinstance(err, discord.HTTPException):
+            return f"a Discord request failed: {err.status} {err.text}"
+        if isinstance(err, RateLimited | aiohttp.ClientError):
+            return f"gave up on a Discord request: {err}"
+        return None
 
-    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            async with self._slots:
-                await work
-        except discord.Forbidden as err:
-            log.warning("Discord refused an action (missing permission?): %s", err.text or err.status)
-        except discord.HTTPException as err:
-            log.warning("a Discord request failed: %s %s", err.status, err.text)
-        except (RateLimited, aiohttp.ClientError) as err:
-            log.warning("gave up on a Discord request: %s", err)
-        except Exception:
-            log.exception("handling a Discord event failed")
+    def _knows_itself(self) -> bool:
+        """Whether the gateway has said who the bot is (``own_id``); events before that are not handled."""
+        user = self.client.user if self.client is not None else None
+        if user is not None:
+            self.own_id = str(user.id)
+        return user is not None
 
     # -- where, who -------------------------------------------------------------------
 
@@ -356,33 +302,35 @@ class DiscordAdapter(BaseAdapter):
         self._parents.put(channel_id, parent)
         return parent
 
-    def policy_for(self, guild_id: int | None) -> TeachPolicy:
-        """Who may teach in that guild (``guild_teach`` overrides ``teach``)."""
-        mode = self.settings.guild_teach.get(str(guild_id)) if guild_id else None
+    def member(self, user: discord.abc.User, permissions: discord.Permissions | None,
+               guild_id: int | None) -> Member:
+        """``user`` as the rules see them where they acted (``member_of``, with ``manager_roles``)."""
+        return member_of(user, permissions, guild_id, self.settings.manager_roles)
+
+    def policy_for(self, actor: Member) -> TeachPolicy:
+        """Who may teach in the actor's guild (``guild_teach`` overrides ``teach``)."""
+        mode = self.settings.guild_teach.get(str(actor.guild_id)) if actor.guild_id else None
         return self.policy if mode is None else TeachPolicy(mode, self.policy.allowed)
 
-    def standing(self, user: discord.abc.User, permissions: discord.Permissions | None,
-                 in_guild: bool) -> tuple[bool, tuple[str, ...]]:
-        """(may manage heedful here, role ids): Manage Server, Administrator or a ``manager_roles`` role.
+    async def is_manager(self, actor: Member) -> bool:
+        """Manage Server, Administrator or a ``manager_roles`` role; in a DM, its person."""
+        return actor.manager
 
-        In a direct message the user manages their own conversation.
-        """
-        if not in_guild:
-            return True, ()
-        roles = tuple(str(r.id) for r in getattr(user, "roles", ()) if not r.is_default())
-        perms = permissions or discord.Permissions.none()
-        manager = perms.manage_guild or perms.administrator or any(r in self.settings.manager_roles for r in roles)
-        return manager, roles
+    async def groups_of(self, actor: Member, candidates: Iterable[str]) -> tuple[str, ...]:
+        """The member's roles: ``teachers`` may list role ids."""
+        return actor.roles
 
     # -- conversations ----------------------------------------------------------------
 
     async def _on_message(self, message: discord.Message) -> None:
-        if self.client is None or self.client.user is None:
+        if not self._knows_itself():
             return
-        if message.author.bot or message.webhook_id is not None or message.type not in _CONVERSATION:
-            return  # bots (this one included) and webhooks never get an answer: no loops; joins, pins, ...
-        if not self.seen.first(f"message:{message.id}"):
+        if message.webhook_id is not None or message.type not in _CONVERSATION:
+            return  # webhooks never get an answer: no loops; nor joins, pins, ...
+        if not self.fresh(f"message:{message.id}"):
             return  # delivered again (a RESUME replays what may have been missed)
+        if self.from_self(str(message.author.id), bot=message.author.bot):
+            return  # bots (this one included) never get an answer: no loops
         if message.guild is None and not self.settings.dms:
             return
         if not await self._addressed(message):
@@ -457,19 +405,11 @@ class DiscordAdapter(BaseAdapter):
         posted: list[int] = []
         typing = _Typing(channel)
         send, edit = self._reply_calls(channel, reference, posted, typing)
-        current = asyncio.current_task()
-        if current is not None:
-            self._answering[message.id] = current
         try:
-            await self.respond(turn, send=send, edit=edit, limit=self.message_limit,
-                               interval=self.settings.edit_interval)
-        except asyncio.CancelledError:
-            if message.id in self._withdrawn:  # the question was deleted: take the half answer back
-                await asyncio.shield(self._delete(channel, posted))
-            raise
+            async with self.answering(str(message.id), lambda: self._delete(channel, posted)):
+                await self.respond(turn, send=send, edit=edit, limit=self.message_limit,
+                                   interval=self.settings.edit_interval)
         finally:
-            self._answering.pop(message.id, None)
-            self._withdrawn.discard(message.id)
             typing.stop()
 
     async def _open_thread(self, message: discord.Message, text: str) -> discord.Thread | None:
@@ -509,13 +449,6 @@ class DiscordAdapter(BaseAdapter):
 
         return send, edit
 
-    def _withdraw(self, message_id: int) -> None:
-        """A deleted question stops its answer (cancelling frees the model slot)."""
-        task = self._answering.get(message_id)
-        if task is not None and not task.done():
-            self._withdrawn.add(message_id)
-            task.cancel()
-
     async def _delete(self, channel: discord.abc.Messageable, posted: list[int]) -> None:
         for message_id in posted:
             with contextlib.suppress(discord.HTTPException):
@@ -531,10 +464,8 @@ class DiscordAdapter(BaseAdapter):
         target = str(reference.message_id) if reference is not None and reference.message_id else ""
         guild_id = message.guild.id if message.guild else None
         permissions = message.author.guild_permissions if isinstance(message.author, discord.Member) else None
-        manager, roles = self.standing(message.author, permissions, guild_id is not None)
-        receipt = await self.teach(key, kind=FeedbackKind.CORRECTION, author_id=str(message.author.id),
-                                   is_admin=manager, groups=roles, message_id=target, text=better,
-                                   policy=self.policy_for(guild_id))
+        receipt = await self.feedback(key, self.member(message.author, permissions, guild_id),
+                                      FeedbackKind.CORRECTION, message_id=target, text=better)
         if receipt.accepted:
             with contextlib.suppress(discord.HTTPException):
                 await message.add_reaction("✅")
@@ -547,18 +478,17 @@ class DiscordAdapter(BaseAdapter):
             await message.reply(text, allowed_mentions=NO_PINGS, mention_author=False)
 
     async def _on_reaction(self, event: discord.RawReactionActionEvent) -> None:
-        if self.client is None or self.client.user is None:
+        if not self._knows_itself():
             return
-        me = self.me
         kind = thumbs(event.emoji.name or "") if event.emoji.is_unicode_emoji() else None
-        if kind is None or event.user_id == me.id or (event.member is not None and event.member.bot):
+        if kind is None or self.from_self(str(event.user_id), bot=event.member is not None and event.member.bot):
             return
-        if event.message_author_id is not None and event.message_author_id != me.id:
+        if event.message_author_id is not None and str(event.message_author_id) != self.own_id:
             return  # a reaction on someone else's message
-        if not self.seen.first(f"reaction:{event.message_id}:{event.user_id}:{kind}"):
+        if not self.fresh(f"reaction:{event.message_id}:{event.user_id}:{kind}"):
             return
         key = await self.key_for_ids(event.channel_id, event.guild_id)
-        receipt = await self.teach(key, kind=FeedbackKind(kind), author_id=str(event.user_id), is_admin=False,
-                                   message_id=str(event.message_id))
+        receipt = await self.feedback(key, Member(str(event.user_id), event.guild_id), FeedbackKind(kind),
+                                      message_id=str(event.message_id))
         if not receipt.accepted:
             log.debug("a reaction on a message that is not a known answer: %s", receipt.message)

@@ -11,6 +11,9 @@
 
 An interaction whose work takes longer than ``defer_after`` seconds is deferred first
 (Discord drops an interaction not answered within 3 s) and edited when done.
+
+``Commands`` is held by the adapter and sees it only as a ``Host``: where a channel
+belongs, who a member is, the runtime's rules and feedback step.
 """
 
 from __future__ import annotations
@@ -19,40 +22,49 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import discord
 from discord import app_commands
 
-from engine import ChannelKey, FeedbackKind, HeedfulError, NotFound
+from engine import ChannelKey, Engine, FeedbackKind, FeedbackReceipt, HeedfulError, NotFound
 
-from .texts import (
-    CORRECT_PREFIX,
-    MESSAGE_LIMIT,
-    MODAL_INPUT_LIMIT,
-    clip,
-    explanation_text,
-    help_text,
-    learned_text,
-    message_link,
-    parse_ids,
-)
+from ..policy import TeachPolicy
+from ..texts import clip
+from .members import NO_PINGS, Member
+from .texts import CORRECT_PREFIX, MESSAGE_LIMIT, MODAL_INPUT_LIMIT, TEXTS, message_link, parse_ids
 
-if TYPE_CHECKING:
-    from .adapter import DiscordAdapter
-
-__all__ = ["Commands", "CORRECT_MENU", "WHY_MENU", "NO_PINGS"]
+__all__ = ["CORRECT_MENU", "WHY_MENU", "Commands", "Host"]
 
 log = logging.getLogger(__name__)
 
 CORRECT_MENU = "Correct this answer"
 WHY_MENU = "Why this answer?"
-NO_PINGS = discord.AllowedMentions.none()
-"""Sent with every message: no @everyone, @here, role, user or reply ping, whatever the text says."""
 _NOT_MINE = "I can only learn from corrections to my own answers: use this on one of my messages."
 _NO_RECORD = ("I have no record of that answer (or I am still writing it), so there is nothing to correct. "
               "Ask me again and correct the new answer.")
-_MANAGERS_ONLY = "Only members with Manage Server (or a role allowed to manage heedful) can {what}."
+
+
+class Host(Protocol):
+    """What the commands need from the adapter that holds them (``DiscordAdapter``)."""
+
+    engine: Engine
+    own_id: str
+    defer_after: float
+
+    async def key_for(self, channel: Any, guild_id: int | None) -> ChannelKey: ...
+
+    async def key_for_ids(self, channel_id: int, guild_id: int | None) -> ChannelKey: ...
+
+    def member(self, user: discord.abc.User, permissions: discord.Permissions | None,
+               guild_id: int | None) -> Member: ...
+
+    async def may_teach(self, actor: Member) -> bool: ...
+
+    async def may_manage(self, actor: Member) -> bool: ...
+
+    async def feedback(self, channel: ChannelKey, actor: Member, kind: FeedbackKind, *, message_id: str = "",
+                       text: str = "") -> FeedbackReceipt: ...
 
 
 class _Tree(app_commands.CommandTree):
@@ -103,13 +115,13 @@ def _submitted_text(data: Any) -> str:
 class Commands:
     """Builds the command tree for a client and answers its interactions."""
 
-    def __init__(self, adapter: DiscordAdapter) -> None:
-        self.adapter = adapter
+    def __init__(self, host: Host) -> None:
+        self.host = host
         self.tree: _Tree | None = None
 
     @property
-    def engine(self) -> Any:
-        return self.adapter.engine
+    def engine(self) -> Engine:
+        return self.host.engine
 
     # -- the tree ---------------------------------------------------------------------
 
@@ -143,7 +155,7 @@ class Commands:
 
         @tree.command(name="help", description="How to talk to me and teach me")
         async def help_command(interaction: discord.Interaction) -> None:
-            await self._reply(interaction, help_text(list(self.engine.personas())))
+            await self._reply(interaction, TEXTS.help_text(self.engine.personas()))
 
         @tree.context_menu(name=CORRECT_MENU)
         async def correct(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -179,11 +191,11 @@ class Commands:
 
     async def _key(self, interaction: discord.Interaction) -> ChannelKey:
         channel = interaction.channel or discord.Object(interaction.channel_id or 0)
-        return await self.adapter.key_for(channel, interaction.guild_id)
+        return await self.host.key_for(channel, interaction.guild_id)
 
-    def _standing(self, interaction: discord.Interaction) -> tuple[bool, tuple[str, ...]]:
-        in_guild = interaction.guild_id is not None
-        return self.adapter.standing(interaction.user, interaction.permissions if in_guild else None, in_guild)
+    def _member(self, interaction: discord.Interaction) -> Member:
+        guild_id = interaction.guild_id
+        return self.host.member(interaction.user, interaction.permissions if guild_id is not None else None, guild_id)
 
     async def _reply(self, interaction: discord.Interaction, work: Awaitable[str | tuple[str, bool]] | str) -> None:
         """Answer with ``work``'s text (ephemeral unless it says ``(text, True)``), deferring if it is slow."""
@@ -191,7 +203,7 @@ class Commands:
             result: str | tuple[str, bool] = work
         else:
             task = asyncio.ensure_future(work)
-            done, _ = await asyncio.wait({task}, timeout=self.adapter.defer_after)
+            done, _ = await asyncio.wait({task}, timeout=self.host.defer_after)
             if not done:
                 # The visibility of a deferred answer is fixed now: slow work is answered privately.
                 await interaction.response.defer(ephemeral=True, thinking=True)
@@ -233,25 +245,24 @@ class Commands:
             else:
                 space, channel_id, linked = found
                 guild_id = int(space) if space.isdigit() else None
-                other = await self.adapter.key_for_ids(channel_id, guild_id)
+                other = await self.host.key_for_ids(channel_id, guild_id)
                 if guild_id != interaction.guild_id or other.scope != key.scope:
                     return "Use /why in the channel of that answer."
                 key, message_id = other, str(linked)
-        if message is not None and self.adapter.client is not None and message.author.id != self.adapter.me.id:
+        if message is not None and self.host.own_id and str(message.author.id) != self.host.own_id:
             return "That is not one of my answers."
         try:
             explanation = await self.engine.explain(key, message_id=message_id)
         except NotFound:
             return "I have not answered anything here yet (or that is not one of my answers)."
-        return explanation_text(explanation)
+        return TEXTS.explanation_text(explanation)
 
     async def _learned(self, interaction: discord.Interaction) -> str:
-        return learned_text(await self.engine.learned(await self._key(interaction)))
+        return TEXTS.learned_text(await self.engine.learned(await self._key(interaction)))
 
     async def _forget(self, interaction: discord.Interaction, corrections: str) -> str | tuple[str, bool]:
-        manager, _ = self._standing(interaction)
-        if not manager:
-            return _MANAGERS_ONLY.format(what="make me forget")
+        if not await self.host.may_manage(self._member(interaction)):
+            return TEXTS.managers_only.format(what="make me forget")
         ids = parse_ids(corrections) if corrections else None
         if corrections and ids is None:
             return "Usage: `/forget` (everything) or `/forget corrections:#12 #15` (those, see `/learned`)."
@@ -265,22 +276,19 @@ class Commands:
         if not persona.strip():
             current = (await self.engine.channel_settings(key)).persona or "the default"
             return f"My persona here: {clip(current, 1500)}\nPresets: {presets}."
-        manager, _ = self._standing(interaction)
-        if not manager:
-            return _MANAGERS_ONLY.format(what="change my persona")
+        if not await self.host.may_manage(self._member(interaction)):
+            return TEXTS.managers_only.format(what="change my persona")
         await self.engine.set_persona(key, persona.strip())
         return f"{interaction.user.mention} set my persona here to: {clip(persona.strip(), 1500)}", True
 
     # -- correcting -------------------------------------------------------------------
 
     async def _open_correction(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        if message.author.id != self.adapter.me.id:
+        if str(message.author.id) != self.host.own_id:
             await self._reply(interaction, _NOT_MINE)
             return
-        manager, roles = self._standing(interaction)
-        if not self.adapter.policy_for(interaction.guild_id).may_teach(str(interaction.user.id), is_admin=manager,
-                                                                       groups=roles):
-            await self._reply(interaction, self.adapter.policy_for(interaction.guild_id).refusal)
+        if not await self.host.may_teach(self._member(interaction)):
+            await self._reply(interaction, TeachPolicy.refusal)
             return
         try:
             await self.engine.explain(await self._key(interaction), message_id=str(message.id))
@@ -291,7 +299,7 @@ class Commands:
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Modal submissions and component presses (the command tree answers commands)."""
-        data = interaction.data if isinstance(interaction.data, dict) else {}
+        data: dict[str, Any] = dict(interaction.data) if isinstance(interaction.data, dict) else {}
         custom_id = str(data.get("custom_id", ""))
         if interaction.type is discord.InteractionType.modal_submit and custom_id.startswith(CORRECT_PREFIX):
             target = custom_id[len(CORRECT_PREFIX):]
@@ -304,10 +312,6 @@ class Commands:
     async def _correction_submitted(self, interaction: discord.Interaction, target: str, better: str) -> str:
         if not better.strip():
             return "Write the better answer in the form."
-        manager, roles = self._standing(interaction)
-        receipt = await self.adapter.teach(
-            await self._key(interaction), kind=FeedbackKind.CORRECTION, author_id=str(interaction.user.id),
-            is_admin=manager, groups=roles, message_id=target, text=better.strip(),
-            policy=self.adapter.policy_for(interaction.guild_id),
-        )
+        receipt = await self.host.feedback(await self._key(interaction), self._member(interaction),
+                                           FeedbackKind.CORRECTION, message_id=target, text=better.strip())
         return receipt.message

@@ -1,4 +1,4 @@
-"""Pure text functions of the Discord adapter: mentions, gestures, and what commands show.
+"""Pure text functions of the Discord adapter: mentions, gestures, and what commands show (``TEXTS``).
 
 No discord.py objects here, only strings and ids, so each rule can be tested alone.
 Discord's limits: 2,000 characters a message, a modal title and an input label 45,
@@ -10,22 +10,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from engine import Correction, Explanation
+from ..texts import Texts, clip, one_line
 
 __all__ = [
+    "CORRECT_PREFIX",
     "MESSAGE_LIMIT",
     "MODAL_INPUT_LIMIT",
-    "CORRECT_PREFIX",
-    "clip",
-    "strip_bot_mentions",
-    "readable_mentions",
-    "thumbs",
-    "thread_name",
-    "message_link",
-    "learned_text",
+    "TEXTS",
     "explanation_text",
     "help_text",
+    "learned_text",
+    "message_link",
     "parse_ids",
+    "readable_mentions",
+    "strip_bot_mentions",
+    "thread_name",
+    "thumbs",
 ]
 
 MESSAGE_LIMIT = 2000
@@ -40,11 +40,6 @@ _LINK = re.compile(r"https?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels
 _UP = {"👍", "+1", "thumbsup", "thumbs_up"}
 _DOWN = {"👎", "-1", "thumbsdown", "thumbs_down"}
 _SKIN_TONES = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
-
-
-def clip(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters, marked with an ellipsis when cut."""
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def strip_bot_mentions(content: str, bot_id: int, bot_role_ids: Sequence[int] = ()) -> str:
@@ -100,45 +95,34 @@ def parse_ids(text: str) -> list[int] | None:
     return [int(t.lstrip("#")) for t in tokens]
 
 
-def learned_text(corrections: Sequence[Correction], limit: int = MESSAGE_LIMIT) -> str:
-    if not corrections:
-        return "Nothing learned in this channel yet."
-    lines = [f"I learned {len(corrections)} correction(s) in this channel:"]
-    size, shown = len(lines[0]), 0
-    for c in corrections:
-        line = f"`#{c.correction_id}` {_inline(clip(c.question, 120))} → {_inline(clip(c.answer, 200))}"
-        if size + len(line) + 1 > limit - 90:
-            break
-        lines.append(line)
-        size += len(line) + 1
-        shown += 1
-    if shown < len(corrections):
-        lines.append(f"…and {len(corrections) - shown} more. `/forget corrections:#id` removes one.")
-    return "\n".join(lines)
-
-
-def explanation_text(explanation: Explanation, limit: int = MESSAGE_LIMIT) -> str:
-    body = clip(explanation.summary().replace("```", "'''"), limit - 40)
-    return "**What shaped that answer**\n```\n" + body + "\n```"
-
-
-def help_text(presets: Sequence[str]) -> str:
-    return "\n".join(
-        [
-            "**heedful** answers when you mention it or reply to it, in direct messages, and in threads it started.",
-            "**Teach it** (it learns per channel, from the next similar question on):",
-            "• right-click one of my answers → *Apps* → **Correct this answer**",
-            "• or reply to my answer with `correction: <the better answer>`",
-            "• react 👍 or 👎 on an answer to rate it",
-            "**Commands**",
-            "• `/why [message]` what shaped my last answer here (or the linked one)",
-            "• `/learned` what this channel taught me",
-            "• `/forget [corrections]` forget everything this channel taught me (or `#12 #15`) — managers",
-            f"• `/persona [persona]` show my persona, or set it (managers; presets: {', '.join(presets) or 'none'})",
-        ]
-    )
-
-
 def _inline(text: str) -> str:
     """One line of plain text that cannot break out of its markup or ping anyone."""
-    return re.sub(r"\s+", " ", text).replace("`", "'").replace("@", "@\u200b")
+    return one_line(text).replace("`", "'").replace("@", "@\u200b")
+
+
+TEXTS = Texts(
+    limit=MESSAGE_LIMIT,
+    help_intro="**heedful** answers when you mention it or reply to it, in direct messages, and in threads it started.",
+    help_teach=(
+        "right-click one of my answers → *Apps* → **Correct this answer**",
+        "or reply to my answer with `correction: <the better answer>`",
+        "react 👍 or 👎 on an answer to rate it",
+    ),
+    help_commands=(
+        ("/why [message]", "what shaped my last answer here (or the linked one)"),
+        ("/learned", "what this channel taught me"),
+        ("/forget [corrections]", "forget everything this channel taught me (or `#12 #15`) — managers"),
+        ("/persona [persona]", "show my persona, or set it (managers; presets: {presets})"),
+    ),
+    forget_hint="`/forget corrections:#id` removes one.",
+    managers_only="Only members with Manage Server (or a role allowed to manage heedful) can {what}.",
+    strong=lambda text: f"**{text}**",
+    code=lambda text: f"`{text}`",
+    block=lambda text: "```\n" + text.replace("```", "'''") + "\n```",
+    inline=_inline,
+)
+"""``/help``, ``/learned`` and ``/why`` in Discord markdown, within a message's 2,000 characters."""
+
+learned_text = TEXTS.learned_text
+explanation_text = TEXTS.explanation_text
+help_text = TEXTS.help_text

@@ -17,7 +17,7 @@ from engine import Engine
 from ..settings import SlackSettings
 from .adapter import SlackAdapter, SlackStartError
 
-__all__ = ["create", "SlackAdapter", "SlackStartError"]
+__all__ = ["SlackAdapter", "SlackStartError", "create"]
 
 
 def create(engine: Engine, settings: SlackSettings) -> SlackAdapter:

@@ -10,18 +10,18 @@ What arrives, and what it becomes:
   answer" (a modal), a :+1:/:-1: reaction on a bot message -> ``Feedback``.
 - ``/heedful why|learned|forget|persona|help`` -> the engine's channel calls.
 
-Events are acknowledged before any work starts and handled in tasks the adapter
-tracks (``idle()`` waits for them, ``stop()`` drains then cancels them). Retries
-are recognised by ``event_id``, and a message that arrives both as ``app_mention``
-and as ``message`` by its ts. Events from other workspaces are dropped.
+Events are acknowledged before any work starts and handled in the shared runtime's
+tasks (``adapters.base``: ``idle()`` waits for them, ``stop()`` drains then cancels
+them). Retries are recognised by ``event_id``, and a message that arrives both as
+``app_mention`` and as ``message`` by its ts. Events from other workspaces are dropped.
+Who may make the bot forget or set its persona: whoever may teach (``manage_rule``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -37,20 +37,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from engine import ChannelKey, Engine, FeedbackKind, HeedfulError, NotFound, Turn
 
-from ..base import BaseAdapter
+from ..base import Actor, BaseAdapter, Recent
 from ..policy import parse_correction
 from ..settings import SlackSettings
-from . import commands
+from .commands import run as run_command
 from .markup import escape, from_slack, mentions, reaction_kind
 from .transport import HttpReceiver, SocketModeHandler
 from .views import (
     ANSWER_BLOCK,
     CORRECT_SHORTCUT,
     CORRECTION_VIEW,
+    TEXTS,
     WHY_SHORTCUT,
     Target,
     correction_modal,
-    explanation_text,
     read_correction,
 )
 from .web import Directory, Identity, Undeliverable, api_error, reply_calls, stream_calls
@@ -66,20 +66,6 @@ class SlackStartError(RuntimeError):
     """Slack refused to let the adapter start (a bad token, say); the message says which setting."""
 
 
-class _Recent(OrderedDict[str, str]):
-    """A bounded map that forgets its oldest entries."""
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        super().__init__()
-        self.capacity = capacity
-
-    def put(self, key: str, value: str = "") -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.capacity:
-            self.popitem(last=False)
-
-
 def _str(data: Any, key: str) -> str:
     value = data.get(key) if isinstance(data, dict) else None
     return value if isinstance(value, str) else ""
@@ -90,18 +76,14 @@ def _dict(data: Any, key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class SlackAdapter(BaseAdapter):
+class SlackAdapter(BaseAdapter[Actor]):
     """heedful in one Slack workspace, over Socket Mode or the HTTP Events API."""
 
     platform = "slack"
+    texts = TEXTS
+    manage_rule = "teachers"
     message_limit = 3900
     """Characters per message before a reply continues in the next (Slack's advice: about 4,000)."""
-    concurrency = 32
-    """Events handled at once; later ones wait their turn."""
-    backlog = 1000
-    """Events accepted but not yet finished beyond which new ones are dropped (and logged)."""
-    shutdown_grace = 10.0
-    """Seconds ``stop()`` lets running replies finish before cancelling them."""
 
     _INTERACTIONS = ("message_action", "shortcut", "view_submission")
 
@@ -118,13 +100,8 @@ class SlackAdapter(BaseAdapter):
         self._web: AsyncWebClient | None = None  # retries 429s and 5xx itself
         self._poster: AsyncWebClient | None = None  # reply messages: 429s reach the streamer
         self._directory: Directory | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(self.concurrency)
-        self._threads = _Recent()  # "channel/thread_ts" of threads the bot is part of
-        self._last_reply = _Recent()  # channel -> ts of the bot's latest reply there
-        self._answering: dict[str, asyncio.Task[Any]] = {}  # "channel/question ts" -> its reply task
-        self._withdrawn: set[str] = set()
-        self._closing = False
+        self._threads: Recent[str, bool] = Recent()  # "channel/thread_ts" of threads the bot is part of
+        self._last_reply: Recent[str, str] = Recent()  # channel -> ts of the bot's latest reply there
         self._native_ok = True  # until the workspace refuses chat.startStream
 
     # -- lifecycle --------------------------------------------------------------------
@@ -133,38 +110,28 @@ class SlackAdapter(BaseAdapter):
     def mode(self) -> str:
         return self.settings.resolved_mode
 
-    async def start(self) -> None:
+    async def connect(self) -> None:
         """Check the tokens with Slack, then serve in the background.
 
-        Raises ``SlackStartError`` naming the setting Slack refused; everything
-        opened so far is closed again then.
+        Raises ``SlackStartError`` naming the setting Slack refused (``start`` closes what
+        was opened then).
         """
-        if self.app is not None:
-            return
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
-        log.info("slack adapter serving team %s over %s", self.identity.team_id, self.mode)
-
-    async def _start(self) -> None:
         assert self.settings.bot_token is not None
-        self._closing = False
         self._session = aiohttp.ClientSession()
         api_url = self.settings.api_url.rstrip("/") + "/"  # without the slash, slack_sdk drops the last segment
-        base = {"token": self.settings.bot_token.get_secret_value(), "base_url": api_url, "session": self._session}
-        self._web = AsyncWebClient(**base, retry_handlers=[
+        token = self.settings.bot_token.get_secret_value()
+        self._web = AsyncWebClient(token=token, base_url=api_url, session=self._session, retry_handlers=[
             AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ])
-        self._poster = AsyncWebClient(**base)
+        self._poster = AsyncWebClient(token=token, base_url=api_url, session=self._session)
         try:
             self.identity = await Identity.fetch(self._web)
         except SlackApiError as err:
             raise SlackStartError(f"Slack refused HEEDFUL_SLACK_BOT_TOKEN ({api_error(err)})") from None
         except aiohttp.ClientError as err:
             raise SlackStartError(f"cannot reach Slack at HEEDFUL_SLACK_API_URL ({type(err).__name__})") from None
+        self.own_id = self.identity.user_id
         self._directory = Directory(self._web)
         secret = self.settings.signing_secret.get_secret_value() if self.settings.signing_secret else ""
         self.app = self._build_app(secret)
@@ -178,6 +145,7 @@ class SlackAdapter(BaseAdapter):
             except OSError as err:
                 raise SlackStartError(f"cannot listen on HEEDFUL_SLACK_HOST/PORT {self.settings.host}:"
                                       f"{self.settings.port} ({err.strerror or err})") from None
+        log.info("slack adapter serving team %s over %s", self.identity.team_id, self.mode)
 
     async def _connect_socket(self) -> None:
         assert self.app is not None and self._web is not None and self.settings.app_token is not None
@@ -198,27 +166,18 @@ class SlackAdapter(BaseAdapter):
 
         Safe to call twice, or after a failed ``start``.
         """
-        self._closing = True
+        self.tasks.closed = True  # from now on events are acknowledged, not handled
         if self._socket is not None:
             socket, self._socket = self._socket, None
             await socket.close_async()
         if self.http is not None:
             http, self.http = self.http, None
             await http.stop()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self.drain()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
         self.app = None
-
-    async def idle(self) -> None:
-        """Wait until every event received so far is fully handled (replies posted, feedback applied)."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
 
     @property
     def url(self) -> str:
@@ -237,6 +196,21 @@ class SlackAdapter(BaseAdapter):
         app.command("/heedful")(self._on_command)
         app.error(self._on_error)
         return app
+
+    # -- the runtime's hooks ----------------------------------------------------------
+
+    async def is_manager(self, actor: Actor) -> bool:
+        """A workspace admin or owner (``users.info``, cached)."""
+        assert self._directory is not None
+        return await self._directory.is_admin(actor.user_id)
+
+    async def groups_of(self, actor: Actor, candidates: Iterable[str]) -> tuple[str, ...]:
+        """The user groups (``S…``) among ``candidates`` the user is a member of."""
+        assert self._directory is not None
+        return await self._directory.groups_of(actor.user_id, candidates)
+
+    def expected_failure(self, err: Exception) -> str | None:
+        return f"gave up on a Slack reply: {err}" if isinstance(err, Undeliverable) else None
 
     # -- intake -----------------------------------------------------------------------
 
@@ -267,32 +241,16 @@ class SlackAdapter(BaseAdapter):
         kind = _str(event, "type")
         if kind in ("app_mention", "message"):
             if _str(event, "subtype") == "message_deleted":
-                self._withdraw_reply(event)
+                deleted = _str(event, "deleted_ts") or _str(_dict(event, "previous_message"), "ts")
+                self.withdraw(f"{_str(event, 'channel')}/{deleted}")
             else:
-                self._spawn(self._on_message(event, team))
+                self.spawn(self._on_message(event, team))
         elif kind == "reaction_added":
-            self._spawn(self._on_reaction(event, team))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        if self._closing or len(self._tasks) >= self.backlog:
-            work.close()
-            log.warning("dropped a Slack event: %s", "shutting down" if self._closing else "too many in progress")
-            return
-        task = asyncio.create_task(self._guarded(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            async with self._slots:
-                await work
-        except Undeliverable as err:
-            log.warning("gave up on a Slack reply: %s", err)
-        except Exception:
-            log.exception("handling a Slack event failed")
+            self.spawn(self._on_reaction(event, team))
 
     async def _on_error(self, error: Exception) -> None:
-        log.error("a Slack listener failed: %s", type(error).__name__, exc_info=error)
+        """bolt's listeners (acks, views) fail into the runtime's guard, as handlers do."""
+        self.handler_failed(error)
 
     # -- conversations ----------------------------------------------------------------
 
@@ -301,7 +259,7 @@ class SlackAdapter(BaseAdapter):
         if subtype not in ("", "thread_broadcast", "file_share") or ("subtype" in event and not subtype):
             return  # edits, joins, bot posts, ... and malformed subtypes
         user, channel, ts, raw = _str(event, "user"), _str(event, "channel"), _str(event, "ts"), _str(event, "text")
-        if not user or not channel or not ts or event.get("bot_id") or self.identity.wrote(event):
+        if not user or not channel or not ts or self.from_self(user, bot=bool(event.get("bot_id"))):
             return  # bots (this one included) never get an answer: no loops
         if not isinstance(event.get("text"), str) and subtype != "file_share":
             return  # malformed
@@ -310,10 +268,10 @@ class SlackAdapter(BaseAdapter):
         direct = _str(event, "channel_type") == "im" or (not _str(event, "channel_type") and channel.startswith("D"))
         key = ChannelKey(self.platform, channel, space=team,
                          thread=(thread_ts if in_thread else "") if direct else (thread_ts if in_thread else ts))
-        if not direct and not (_str(event, "type") == "app_mention" or mentions(raw, self.identity.user_id)):
-            if not in_thread or not await self._bot_in_thread(key):
-                return
-        if not self.seen.first(f"ts:{channel}/{ts}"):
+        addressed = direct or _str(event, "type") == "app_mention" or mentions(raw, self.identity.user_id)
+        if not addressed and not (in_thread and await self._bot_in_thread(key)):
+            return
+        if not self.fresh(f"ts:{channel}/{ts}"):
             return  # the same post as app_mention and as message
         text = from_slack(raw, self.identity.user_id)
         if not text and subtype == "file_share":
@@ -324,7 +282,7 @@ class SlackAdapter(BaseAdapter):
                                          under_mine=_str(event, "parent_user_id") == self.identity.user_id)
             return
         if not direct:
-            self._threads.put(f"{channel}/{key.thread}")
+            self._threads.put(f"{channel}/{key.thread}", True)
         turn = Turn(channel=key, text=text, author_id=user, message_id=ts, reply_to=thread_ts if in_thread else "",
                     extra={"team": team})
         await self._answer(turn, thread_ts=key.thread)
@@ -336,7 +294,7 @@ class SlackAdapter(BaseAdapter):
             await self.engine.explain(key)  # finds the bot's last reply in this thread, if any
         except HeedfulError:
             return False
-        self._threads.put(f"{key.channel}/{key.thread}")
+        self._threads.put(f"{key.channel}/{key.thread}", True)
         return True
 
     async def _answer(self, turn: Turn, *, thread_ts: str) -> None:
@@ -348,19 +306,9 @@ class SlackAdapter(BaseAdapter):
         if self.settings.native_streaming and self._native_ok and thread_ts:
             native = stream_calls(self._poster, channel, thread_ts, posted, user_id=turn.author_id,
                                   team_id=str(turn.extra.get("team") or self.identity.team_id))
-        current = asyncio.current_task()
-        if current is not None:
-            self._answering[question] = current
-        try:
+        async with self.answering(question, lambda: self._delete(channel, posted)):
             await self.respond(turn, send=send, edit=edit, limit=self.message_limit,
                                interval=self.settings.edit_interval, native=native)
-        except asyncio.CancelledError:
-            if question in self._withdrawn:  # the question was deleted: take the half answer back
-                await asyncio.shield(self._delete(channel, posted))
-            raise
-        finally:
-            self._answering.pop(question, None)
-            self._withdrawn.discard(question)
         if posted:
             self._last_reply.put(channel, posted[0])
 
@@ -368,15 +316,6 @@ class SlackAdapter(BaseAdapter):
         if self._native_ok:
             log.warning("Slack refused chat.startStream (%s); streaming replies by chat.update from now on", why)
         self._native_ok = False
-
-    def _withdraw_reply(self, event: dict[str, Any]) -> None:
-        """A deleted question stops its reply (cancelling frees the model slot)."""
-        deleted = _str(event, "deleted_ts") or _str(_dict(event, "previous_message"), "ts")
-        question = f"{_str(event, 'channel')}/{deleted}"
-        task = self._answering.get(question)
-        if task is not None and not task.done():
-            self._withdrawn.add(question)
-            task.cancel()
 
     async def _delete(self, channel: str, posted: list[str]) -> None:
         assert self._web is not None
@@ -387,21 +326,6 @@ class SlackAdapter(BaseAdapter):
                 log.info("could not delete a withdrawn reply: %s", api_error(err))
 
     # -- feedback ---------------------------------------------------------------------
-
-    async def _standing(self, user: str) -> tuple[bool, tuple[str, ...]]:
-        """(is workspace admin, listed user groups the user belongs to), looked up only if the policy needs it."""
-        policy = self.policy
-        if policy.mode == "everyone" or user in policy.allowed:
-            return False, ()
-        assert self._directory is not None
-        admin = await self._directory.is_admin(user)
-        if admin or policy.mode == "admins":
-            return admin, ()
-        return False, await self._directory.groups_of(user, policy.allowed)
-
-    async def _may_teach(self, user: str) -> bool:
-        admin, groups = await self._standing(user)
-        return self.policy.may_teach(user, is_admin=admin, groups=groups)
 
     async def _correct_by_reply(self, key: ChannelKey, *, user: str, ts: str, better: str, top_level: bool,
                                 under_mine: bool) -> None:
@@ -415,9 +339,7 @@ class SlackAdapter(BaseAdapter):
             target, key = self._last_reply.get(key.channel, ""), key.scope
         elif under_mine and not await self._bot_in_thread(key):  # a thread under my answer (say, in a DM)
             target, key = key.thread, key.scope
-        admin, groups = await self._standing(user)
-        receipt = await self.teach(key, kind=FeedbackKind.CORRECTION, author_id=user, is_admin=admin, groups=groups,
-                                   message_id=target, text=better)
+        receipt = await self.feedback(key, Actor(user), FeedbackKind.CORRECTION, message_id=target, text=better)
         if receipt.accepted:
             await self._react(key.channel, ts, "white_check_mark")
         await self._ephemeral(key.channel, user, escape(receipt.message), thread)
@@ -428,10 +350,10 @@ class SlackAdapter(BaseAdapter):
         channel, ts = _str(item, "channel"), _str(item, "ts")
         if kind is None or _str(item, "type") != "message" or not (user and channel and ts):
             return
-        if user == self.identity.user_id or _str(event, "item_user") not in ("", self.identity.user_id):
+        if self.from_self(user) or _str(event, "item_user") not in ("", self.identity.user_id):
             return  # not a reaction by a person on one of the bot's messages
-        receipt = await self.teach(ChannelKey(self.platform, channel, space=team), kind=FeedbackKind(kind),
-                                   author_id=user, is_admin=False, message_id=ts)
+        receipt = await self.feedback(ChannelKey(self.platform, channel, space=team), Actor(user), FeedbackKind(kind),
+                                      message_id=ts)
         if receipt.accepted and kind == "down":
             await self._ephemeral(channel, user, "Noted. To teach me the better answer, reply in the thread with "
                                   "`correction: <the better answer>`, or use *Correct this answer* on my message.")
@@ -441,7 +363,7 @@ class SlackAdapter(BaseAdapter):
     async def _on_correct_shortcut(self, ack: Callable[..., Awaitable[Any]], shortcut: dict[str, Any],
                                    respond: Respond) -> None:
         await ack()
-        self._spawn(self._open_correction(shortcut, respond))
+        self.spawn(self._open_correction(shortcut, respond))
 
     async def _open_correction(self, shortcut: dict[str, Any], respond: Respond) -> None:
         assert self._web is not None
@@ -455,7 +377,7 @@ class SlackAdapter(BaseAdapter):
             await respond(text="I can only learn from corrections to my own answers: use this on one of my "
                           "messages.", response_type="ephemeral")
             return
-        if not await self._may_teach(user):
+        if not await self.may_teach(Actor(user)):
             await respond(text=self.policy.refusal, response_type="ephemeral")
             return
         try:
@@ -483,20 +405,18 @@ class SlackAdapter(BaseAdapter):
         if target is None or not user:
             log.warning("a correction form came back without its target; ignored")
             return
-        self._spawn(self._teach_from_modal(user, target, better))
+        self.spawn(self._teach_from_modal(user, target, better))
 
     async def _teach_from_modal(self, user: str, target: Target, better: str) -> None:
         key = ChannelKey(self.platform, target.channel, space=target.team or self.identity.team_id,
                          thread=target.thread)
-        admin, groups = await self._standing(user)
-        receipt = await self.teach(key, kind=FeedbackKind.CORRECTION, author_id=user, is_admin=admin, groups=groups,
-                                   message_id=target.ts, text=better)
+        receipt = await self.feedback(key, Actor(user), FeedbackKind.CORRECTION, message_id=target.ts, text=better)
         await self._ephemeral(target.channel, user, escape(receipt.message), target.thread)
 
     async def _on_why_shortcut(self, ack: Callable[..., Awaitable[Any]], shortcut: dict[str, Any],
                                respond: Respond) -> None:
         await ack()
-        self._spawn(self._why_message(shortcut, respond))
+        self.spawn(self._why_message(shortcut, respond))
 
     async def _why_message(self, shortcut: dict[str, Any], respond: Respond) -> None:
         channel, ts = _str(_dict(shortcut, "channel"), "id"), _str(_dict(shortcut, "message"), "ts")
@@ -505,7 +425,7 @@ class SlackAdapter(BaseAdapter):
             return
         try:
             explanation = await self.engine.explain(ChannelKey(self.platform, channel, space=team), message_id=ts)
-            text = explanation_text(explanation)
+            text = TEXTS.explanation_text(explanation)
         except NotFound:
             text = "That is not one of my answers (or I no longer have it on record)."
         await respond(text=text, response_type="ephemeral")
@@ -515,16 +435,18 @@ class SlackAdapter(BaseAdapter):
     async def _on_command(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any],
                           respond: Respond) -> None:
         await ack()
-        self._spawn(self._command(command, respond))
+        self.spawn(self._command(command, respond))
 
     async def _command(self, command: dict[str, Any], respond: Respond) -> None:
         channel, user = _str(command, "channel_id"), _str(command, "user_id")
         if not (channel and user):
             return
         key = ChannelKey(self.platform, channel, space=_str(command, "team_id") or self.identity.team_id)
-        text, public = await commands.run(self.engine, key, user, _str(command, "text"),
-                                          may_teach=lambda: self._may_teach(user),
-                                          last_reply=self._last_reply.get(channel, ""))
+        actor = Actor(user)
+        text, public = await run_command(
+            self.engine, key, user, _str(command, "text"), may_manage=lambda: self.may_manage(actor),
+            forget_answer=lambda where, ts: self.feedback(where, actor, FeedbackKind.FORGET, message_id=ts),
+            last_reply=self._last_reply.get(channel, ""))
         await respond(text=text, response_type="in_channel" if public else "ephemeral")
 
     # -- small Slack calls ------------------------------------------------------------

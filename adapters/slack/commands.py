@@ -9,38 +9,41 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from engine import ChannelKey, Engine, Feedback, FeedbackKind, HeedfulError, NotFound
+from engine import ChannelKey, Engine, FeedbackReceipt, HeedfulError, NotFound
 
+from ..texts import clip
 from .markup import escape, permalink_ts
-from .views import clip, explanation_text, help_text, learned_text
+from .views import TEXTS
 
 __all__ = ["run"]
 
-MayTeach = Callable[[], Awaitable[bool]]
+MayManage = Callable[[], Awaitable[bool]]
+ForgetAnswer = Callable[[ChannelKey, str], Awaitable[FeedbackReceipt]]
 
 
-async def run(engine: Engine, key: ChannelKey, user: str, text: str, *, may_teach: MayTeach,
-              last_reply: str = "") -> tuple[str, bool]:
+async def run(engine: Engine, key: ChannelKey, user: str, text: str, *, may_manage: MayManage,
+              forget_answer: ForgetAnswer, last_reply: str = "") -> tuple[str, bool]:
     """Answer ``/heedful <text>`` from ``user`` in ``key``'s channel: (mrkdwn text, show to the channel).
 
-    ``may_teach`` is awaited only by the sub-commands that change the channel;
-    ``last_reply`` is the ts of the bot's latest reply there (for a bare ``why``).
-    Engine errors become their message; nothing raises.
+    ``may_manage`` (the adapter's rule, ``BaseAdapter.may_manage``) is awaited only by the
+    sub-commands that change the channel; ``forget_answer(channel, ts)`` forgets what shaped
+    one answer (the adapter's ``feedback``); ``last_reply`` is the ts of the bot's latest
+    reply there (for a bare ``why``). Engine errors become their message; nothing raises.
     """
     name, _, arg = text.strip().partition(" ")
     name, arg = name.lower(), arg.strip()
     try:
         if name in ("", "help"):
-            return help_text(list(engine.personas())), False
+            return TEXTS.help_text(engine.personas()), False
         if name == "why":
             return await _why(engine, key, arg, last_reply), False
         if name == "learned":
-            return learned_text(await engine.learned(key)), False
+            return TEXTS.learned_text(await engine.learned(key)), False
         if name == "forget":
-            return await _forget(engine, key, user, arg, may_teach)
+            return await _forget(engine, key, user, arg, may_manage, forget_answer)
         if name == "persona":
-            return await _persona(engine, key, user, arg, may_teach)
-        return f"I don't know `{escape(clip(name, 40))}`.\n\n" + help_text(list(engine.personas())), False
+            return await _persona(engine, key, user, arg, may_manage)
+        return f"I don't know `{escape(clip(name, 40))}`.\n\n" + TEXTS.help_text(engine.personas()), False
     except HeedfulError as err:
         return escape(str(err)), False
 
@@ -54,16 +57,16 @@ async def _why(engine: Engine, key: ChannelKey, arg: str, last_reply: str) -> st
         explanation = await (engine.explain(key, message_id=ts) if ts else engine.explain(key))
     except NotFound:
         return "I have not answered anything here yet (or that message is not one of my answers)."
-    return explanation_text(explanation)
+    return TEXTS.explanation_text(explanation)
 
 
-async def _forget(engine: Engine, key: ChannelKey, user: str, arg: str, may_teach: MayTeach) -> tuple[str, bool]:
-    if not await may_teach():
-        return "Only people allowed to teach me here can make me forget; ask an admin.", False
+async def _forget(engine: Engine, key: ChannelKey, user: str, arg: str, may_manage: MayManage,
+                  forget_answer: ForgetAnswer) -> tuple[str, bool]:
+    if not await may_manage():
+        return TEXTS.managers_only.format(what="make me forget"), False
     linked = permalink_ts(arg)
     if linked is not None:  # forget what shaped one answer
-        receipt = await engine.feedback(Feedback(ChannelKey(key.platform, linked[0], space=key.space),
-                                                 FeedbackKind.FORGET, author_id=user, message_id=linked[1]))
+        receipt = await forget_answer(ChannelKey(key.platform, linked[0], space=key.space), linked[1])
         return f"<@{user}>: {escape(receipt.message)}", receipt.accepted
     ids = [int(n) for n in re.findall(r"#?\b(\d{1,12})\b", arg)] if arg else None
     if arg and not ids:
@@ -73,12 +76,12 @@ async def _forget(engine: Engine, key: ChannelKey, user: str, arg: str, may_teac
     return f"<@{user}> made me forget {scope}: {count} correction(s).", True
 
 
-async def _persona(engine: Engine, key: ChannelKey, user: str, arg: str, may_teach: MayTeach) -> tuple[str, bool]:
+async def _persona(engine: Engine, key: ChannelKey, user: str, arg: str, may_manage: MayManage) -> tuple[str, bool]:
     if not arg:
         current = (await engine.channel_settings(key)).persona or "the default"
         presets = ", ".join(f"`{name}`" for name in engine.personas())
         return f"My persona here: {escape(clip(current, 300))}. Presets: {presets}.", False
-    if not await may_teach():
-        return "Only people allowed to teach me here can change my persona; ask an admin.", False
+    if not await may_manage():
+        return TEXTS.managers_only.format(what="change my persona"), False
     await engine.set_persona(key, arg)
     return f"<@{user}> set my persona here to: {escape(clip(arg, 300))}", True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["from_slack", "to_slack", "escape", "mentions", "permalink_ts", "reaction_kind"]
+__all__ = ["escape", "from_slack", "mentions", "permalink_ts", "reaction_kind", "to_slack"]
 
 _ANGLE = re.compile(r"<([^<>\n]{1,2000})>")
 _FENCE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)

@@ -23,7 +23,7 @@ from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-__all__ = ["SocketModeHandler", "HttpReceiver"]
+__all__ = ["HttpReceiver", "SocketModeHandler"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class SocketModeHandler(AsyncSocketModeHandler):
         started = time.time()
         try:
             response = await run_async_bolt_app(self.app, req)
-        except Exception as err:  # noqa: BLE001 - one bad envelope must not stop the others
+        except Exception as err:  # one bad envelope must not stop the others
             log.warning("a Slack %s envelope could not be handled: %s", req.type, type(err).__name__)
             response = BoltResponse(status=500, body="")
         if response.status == 200:
@@ -51,7 +51,7 @@ class SocketModeHandler(AsyncSocketModeHandler):
         log.info("acknowledged a Slack %s envelope that was not handled (status %s)", req.type, response.status)
         try:
             await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
-        except Exception:  # noqa: BLE001 - the connection may be gone; Slack re-sends then
+        except Exception:  # the connection may be gone; Slack re-sends then
             log.debug("could not ack envelope %s", req.envelope_id)
 
 
@@ -101,7 +101,7 @@ class HttpReceiver:
             body = raw.decode("utf-8")
             bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=dict(request.headers))
             response = await self.app.async_dispatch(bolt_request)
-        except Exception as err:  # noqa: BLE001 - a malformed payload is the sender's problem
+        except Exception as err:  # a malformed payload is the sender's problem
             log.warning("rejected a malformed Slack request: %s", type(err).__name__)
             return web.Response(status=400, text="malformed request", headers={"X-Slack-No-Retry": "1"})
         headers = {k: v[0] for k, v in response.headers.items() if v and k.lower() != "content-type"}

@@ -1,4 +1,4 @@
-"""What heedful shows in Slack besides replies: the correction modal and command texts.
+"""What heedful shows in Slack besides replies: the correction modal and command texts (``TEXTS``).
 
 Pure functions that build Block Kit payloads and read them back, within Slack's
 documented limits (a modal title 24 characters, a section 3,000, a plain-text
@@ -8,28 +8,23 @@ input 3,000, ``private_metadata`` 3,000).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine import Correction, Explanation
-
+from ..texts import Texts, clip
 from .markup import escape, to_slack
 
 __all__ = [
-    "CORRECT_SHORTCUT",
-    "WHY_SHORTCUT",
-    "CORRECTION_VIEW",
     "ANSWER_BLOCK",
     "ANSWER_INPUT",
+    "CORRECTION_VIEW",
+    "CORRECT_SHORTCUT",
     "MAX_INPUT",
+    "TEXTS",
+    "WHY_SHORTCUT",
     "Target",
     "correction_modal",
     "read_correction",
-    "help_text",
-    "learned_text",
-    "explanation_text",
-    "clip",
 ]
 
 CORRECT_SHORTCUT = "heedful_correct"
@@ -66,11 +61,6 @@ class Target:
         if not all(isinstance(v, str) for v in fields.values()) or not (fields["channel"] and fields["ts"]):
             return None
         return cls(**fields)  # type: ignore[arg-type]
-
-
-def clip(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters, marked with an ellipsis when cut."""
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def correction_modal(answer_mrkdwn: str, target: Target) -> dict[str, Any]:
@@ -116,40 +106,27 @@ def read_correction(view: Any) -> tuple[str, Target | None]:
     return (value.strip() if isinstance(value, str) else ""), Target.load(view.get("private_metadata"))
 
 
-def help_text(presets: Sequence[str]) -> str:
-    return "\n".join(
-        [
-            "*heedful* answers when you mention it, in direct messages, and in threads it is part of.",
-            "*Teach it* (it learns per channel, from the next similar question on):",
-            "• reply in the thread with `correction: <the better answer>`",
-            "• or use the message shortcut *Correct this answer* (⋮ on one of my messages)",
-            "• react with :+1: or :-1: on an answer to rate it",
-            "*Commands*",
-            "• `/heedful why [message link]` what shaped my last answer here (or the linked one)",
-            "• `/heedful learned` what this channel taught me",
-            "• `/heedful forget [#id … | message link]` forget everything this channel taught me "
-            "(or the listed corrections, or those behind the linked answer)",
-            f"• `/heedful persona [preset|text]` show or set my persona (presets: {', '.join(presets) or 'none'})",
-            "• `/heedful help` this text",
-        ]
-    )
-
-
-def learned_text(corrections: Sequence[Correction], limit: int = _SECTION) -> str:
-    if not corrections:
-        return "Nothing learned in this channel yet."
-    lines = [f"I learned {len(corrections)} correction(s) in this channel:"]
-    shown = 0
-    for c in corrections:
-        line = f"• `#{c.correction_id}` {to_slack(clip(c.question, 120))} → {to_slack(clip(c.answer, 160))}"
-        if sum(len(x) + 1 for x in lines) + len(line) > limit - 80:
-            break
-        lines.append(line)
-        shown += 1
-    if shown < len(corrections):
-        lines.append(f"…and {len(corrections) - shown} more. `/heedful forget #id` removes one.")
-    return "\n".join(lines)
-
-
-def explanation_text(explanation: Explanation) -> str:
-    return "*What shaped that answer*\n```" + escape(clip(explanation.summary(), _SECTION - 100)) + "```"
+TEXTS = Texts(
+    limit=_SECTION,
+    help_intro="*heedful* answers when you mention it, in direct messages, and in threads it is part of.",
+    help_teach=(
+        "reply in the thread with `correction: <the better answer>`",
+        "or use the message shortcut *Correct this answer* (⋮ on one of my messages)",
+        "react with :+1: or :-1: on an answer to rate it",
+    ),
+    help_commands=(
+        ("/heedful why [message link]", "what shaped my last answer here (or the linked one)"),
+        ("/heedful learned", "what this channel taught me"),
+        ("/heedful forget [#id … | message link]", "forget everything this channel taught me "
+         "(or the listed corrections, or those behind the linked answer)"),
+        ("/heedful persona [preset|text]", "show or set my persona (presets: {presets})"),
+        ("/heedful help", "this text"),
+    ),
+    forget_hint="`/heedful forget #id` removes one.",
+    managers_only="Only people allowed to teach me here can {what}; ask an admin.",
+    strong=lambda text: f"*{text}*",
+    code=lambda text: f"`{text}`",
+    block=lambda text: "```" + escape(text) + "```",
+    inline=to_slack,
+)
+"""``/heedful help``, ``learned`` and ``why`` in Slack mrkdwn, within a section's 3,000 characters."""

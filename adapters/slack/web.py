@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from ..streaming import AppendCalls, EditFn, RateLimited, SendFn, StreamingUnavailable
 from .markup import escape, to_slack
 
-__all__ = ["Identity", "Directory", "Undeliverable", "reply_calls", "stream_calls", "api_error"]
+__all__ = ["Directory", "Identity", "Undeliverable", "api_error", "reply_calls", "stream_calls"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,18 @@ def _failure(err: SlackApiError, method: str, channel: str) -> Exception:
     return _transient(err) or Undeliverable(f"{method} in {channel}: {api_error(err)}")
 
 
+async def _posted(call: Awaitable[AsyncSlackResponse], posted: list[str],
+                  refused: Callable[[SlackApiError], Exception]) -> str:
+    """The ts of the message ``call`` posts (appended to ``posted`` too); raises ``refused(err)`` when Slack says no."""
+    try:
+        response = await call
+    except SlackApiError as err:
+        raise refused(err) from None
+    ts = str(response.get("ts") or "")
+    posted.append(ts)
+    return ts
+
+
 def reply_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: list[str]) -> tuple[SendFn, EditFn]:
     """``send``/``edit`` for ``ReplyStreamer``: chat.postMessage / chat.update in ``channel``.
 
@@ -97,16 +110,9 @@ def reply_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: li
     """
 
     async def send(text: str) -> str:
-        try:
-            response = await client.chat_postMessage(
-                channel=channel, text=to_slack(text), thread_ts=thread_ts or None,
-                unfurl_links=False, unfurl_media=False,
-            )
-        except SlackApiError as err:
-            raise _failure(err, "chat.postMessage", channel) from None
-        ts = str(response.get("ts") or "")
-        posted.append(ts)
-        return ts
+        return await _posted(client.chat_postMessage(channel=channel, text=to_slack(text), thread_ts=thread_ts or None,
+                                                     unfurl_links=False, unfurl_media=False),
+                             posted, lambda err: _failure(err, "chat.postMessage", channel))
 
     async def edit(ts: str, text: str) -> None:
         try:
@@ -130,15 +136,10 @@ def stream_calls(client: AsyncWebClient, channel: str, thread_ts: str, posted: l
     """
 
     async def start(text: str) -> str:
-        try:
-            response = await client.chat_startStream(channel=channel, thread_ts=thread_ts, markdown_text=escape(text),
+        return await _posted(client.chat_startStream(channel=channel, thread_ts=thread_ts, markdown_text=escape(text),
                                                      recipient_team_id=team_id or None,
-                                                     recipient_user_id=user_id or None)
-        except SlackApiError as err:
-            raise _transient(err) or StreamingUnavailable(api_error(err)) from None
-        ts = str(response.get("ts") or "")
-        posted.append(ts)
-        return ts
+                                                     recipient_user_id=user_id or None),
+                             posted, lambda err: _transient(err) or StreamingUnavailable(api_error(err)))
 
     async def append(ts: str, text: str) -> None:
         try:

@@ -11,7 +11,7 @@ from engine import Engine
 from ..settings import TelegramSettings
 from ._adapter import ALLOWED_UPDATES, TelegramAdapter, TelegramStartError
 
-__all__ = ["create", "TelegramAdapter", "TelegramStartError", "ALLOWED_UPDATES"]
+__all__ = ["ALLOWED_UPDATES", "TelegramAdapter", "TelegramStartError", "create"]
 
 
 def create(engine: Engine, settings: TelegramSettings) -> TelegramAdapter:

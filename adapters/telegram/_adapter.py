@@ -1,14 +1,18 @@
-"""The Telegram adapter's lifecycle: build python-telegram-bot, route updates, start and stop.
+"""The Telegram adapter: python-telegram-bot built, routed, started and stopped, on the shared runtime.
 
-Routing (python-telegram-bot handler groups):
+``TelegramAdapter`` holds its parts rather than inheriting them: ``core``
+(``_core.py``: where and who, answering, teaching), ``handlers`` (``_handlers.py``:
+the python-telegram-bot callbacks) and the ``Application``. Routing (handler groups):
 
-- group -1, every update: drop it if its id was handled before (also across restarts)
-  or if another bot sent it; remember the task so ``stop`` can wait for it.
+- group -1, every update: drop it if its id was handled before (also across restarts:
+  the runtime's de-duplication, on the persistent ``UpdateLog``) or if another bot sent
+  it; track its task, so that ``idle`` and ``stop`` wait for it.
 - group 0: commands; unknown commands; messages; edited messages (ignored); inline
-  buttons; reactions (``_handlers.py``).
+  buttons; reactions.
 
-Updates are processed concurrently (one slow answer never holds up another chat);
-the engine serialises the turns of one thread.
+Updates are processed concurrently, ``concurrency`` at once (one slow answer never
+holds up another chat); the engine serialises the turns of one thread. A handler's
+error goes to the runtime's guard (``BaseAdapter.handler_failed``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dtm
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,48 +42,63 @@ from telegram.ext import (
 
 from engine import Engine
 
+from ..base import BaseAdapter
+from ..policy import TeachPolicy
 from ..settings import TelegramSettings
 from ..streaming import RateLimited
-from ._core import PROMPT_TTL, TelegramStartError
+from ._core import PROMPT_TTL, Author, TelegramCore, TelegramStartError
 from ._delivery import ChatUnavailable, Outbox, retrying
 from ._handlers import Handlers
 from ._prompts import PromptBook
-from ._texts import COMMANDS
+from ._redact import SecretFilter
+from ._texts import COMMANDS, TEXTS
 from ._updates import UpdateLog, UpdatesRequest
 
-__all__ = ["TelegramAdapter", "TelegramStartError", "ALLOWED_UPDATES"]
+__all__ = ["ALLOWED_UPDATES", "TelegramAdapter", "TelegramStartError"]
 
 log = logging.getLogger("adapters.telegram")
 
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "message_reaction"]
-STOP_GRACE = 10.0  # seconds ``stop`` lets answers in progress finish
 
 
-class TelegramAdapter(Handlers):
+class TelegramAdapter(BaseAdapter[Author]):
     """Serves every Telegram chat the bot is in through one engine."""
+
+    platform = "telegram"
+    texts = TEXTS
 
     def __init__(self, engine: Engine, settings: TelegramSettings) -> None:
         super().__init__(engine, settings)
-        self._busy: set[asyncio.Task[Any]] = set()
+        if settings.token is None or not settings.token.get_secret_value().strip():
+            raise TelegramStartError("no Telegram bot token: set HEEDFUL_TELEGRAM_TOKEN")
+        self.settings = settings
+        self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self.updates = UpdateLog(None)
+        self.seen = self.updates
+        self.webhook_secret = (
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else secrets.token_urlsafe(32)
+        )
+        self.redact = SecretFilter([settings.token.get_secret_value(), self.webhook_secret])
+        self.core = TelegramCore(self, settings)
+        self.handlers = Handlers(self.core)
 
-    async def start(self) -> None:
+    async def connect(self) -> None:
         """Connect (``getMe``), register the commands, and start polling or the webhook server.
 
         Returns once updates are being received in the background. Raises
         ``TelegramStartError`` (token-free message) when Telegram cannot be reached or
-        refuses the token; everything started so far is stopped again.
+        refuses the token (``start`` stops what was started then).
         """
-        if self.app is not None:
-            return
         self.redact.attach()  # before the Bot exists: it logs its URL, token included, at DEBUG
         try:
             self.app = app = self._build()
             await app.initialize()
-            self.me = app.bot.bot
-            self.out = Outbox(app.bot)
-            state = self._state_file(self.me.id)
-            self.updates = UpdateLog(state)
-            self.prompts = PromptBook(state.with_name(state.stem + ".prompts.json") if state else None, PROMPT_TTL)
+            me = app.bot.bot
+            self.core.me, self.core.out, self.own_id = me, Outbox(app.bot), str(me.id)
+            state = self._state_file(me.id)
+            self.seen = self.updates = UpdateLog(state)
+            self.core.prompts = PromptBook(state.with_name(state.stem + ".prompts.json") if state else None,
+                                           PROMPT_TTL)
             self._route(app)
             await self._register_commands()
             await app.start()
@@ -87,21 +107,16 @@ class TelegramAdapter(Handlers):
             else:
                 await self._start_polling(app)
         except InvalidToken:
-            await self.stop()
             raise TelegramStartError(
                 f"Telegram ({self.settings.api_url}) rejected the bot token; check HEEDFUL_TELEGRAM_TOKEN"
             ) from None
         except (TelegramError, RateLimited, OSError) as err:
-            await self.stop()
             raise TelegramStartError(f"could not start the Telegram adapter: {self.redact.scrub(str(err))}") from None
-        except BaseException:
-            await self.stop()
-            raise
         mode = "a webhook" if self.settings.webhook_url else "long polling"
-        log.info("Telegram adapter serving @%s by %s", self.me.username, mode)
+        log.info("Telegram adapter serving @%s by %s", me.username, mode)
 
     async def stop(self) -> None:
-        """Stop receiving, let answers in progress finish (up to ``STOP_GRACE`` s), disconnect.
+        """Stop receiving, let answers in progress finish (up to ``shutdown_grace`` s), disconnect.
 
         Safe to call twice or after a failed start.
         """
@@ -110,20 +125,13 @@ class TelegramAdapter(Handlers):
             if app is not None:
                 if app.updater is not None and app.updater.running:
                     await app.updater.stop()
-                await self._drain()
+                await self.drain()
                 if app.running:
                     await app.stop()
                 await app.shutdown()
                 await app.bot.shutdown()  # closes the connections when start failed before the app was up
         finally:
             self.redact.detach()
-
-    async def __aenter__(self) -> TelegramAdapter:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -158,18 +166,19 @@ class TelegramAdapter(Handlers):
     def _route(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
         new = filters.UpdateType.MESSAGE  # commands in edited messages are not run again
+        on = self.handlers
         for name, callback in (
-            ("start", self.cmd_start), ("help", self.cmd_help), ("ask", self.cmd_ask), ("fix", self.cmd_fix),
-            ("why", self.cmd_why), ("learned", self.cmd_learned), ("forget", self.cmd_forget),
-            ("persona", self.cmd_persona), ("cancel", self.cmd_cancel),
+            ("start", on.cmd_start), ("help", on.cmd_help), ("ask", on.cmd_ask), ("fix", on.cmd_fix),
+            ("why", on.cmd_why), ("learned", on.cmd_learned), ("forget", on.cmd_forget),
+            ("persona", on.cmd_persona), ("cancel", on.cmd_cancel),
         ):
             app.add_handler(CommandHandler(name, callback, filters=new))
-        app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
-        app.add_handler(MessageHandler(filters.COMMAND & new, self.on_unknown_command))
-        app.add_handler(MessageHandler(new, self.on_message))
-        app.add_handler(MessageHandler(filters.UpdateType.EDITED_MESSAGE, self.on_edited))
-        app.add_handler(CallbackQueryHandler(self.on_button))
-        app.add_handler(MessageReactionHandler(self.on_reaction))
+        app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, on.on_migrate))
+        app.add_handler(MessageHandler(filters.COMMAND & new, on.on_unknown_command))
+        app.add_handler(MessageHandler(new, on.on_message))
+        app.add_handler(MessageHandler(filters.UpdateType.EDITED_MESSAGE, on.on_edited))
+        app.add_handler(CallbackQueryHandler(on.on_button))
+        app.add_handler(MessageReactionHandler(on.on_reaction))
         app.add_error_handler(self._on_error)
 
     async def _register_commands(self) -> None:
@@ -211,36 +220,36 @@ class TelegramAdapter(Handlers):
             bootstrap_retries=3,
         )
 
-    async def _drain(self) -> None:
-        busy = {task for task in self._busy if task is not asyncio.current_task() and not task.done()}
-        if not busy:
-            return
-        _, late = await asyncio.wait(busy, timeout=STOP_GRACE)
-        for task in late:
-            task.cancel()  # cancelling an answer stops its generation; what was said so far is kept
-        if late:
-            await asyncio.wait(late, timeout=STOP_GRACE)
+    # -- the runtime's hooks ---------------------------------------------------------------
+
+    def policy_for(self, actor: Author) -> TeachPolicy:
+        return self.core.policy_in(actor.where)
+
+    async def is_manager(self, actor: Author) -> bool:
+        return await self.core.is_admin(actor)
+
+    def expected_failure(self, err: Exception) -> str | None:
+        if isinstance(err, ChatUnavailable):
+            return f"cannot post in a chat any more: {err}"
+        if isinstance(err, RateLimited):
+            return f"gave up on a message after repeated rate limits: {err}"
+        return None
 
     # -- every update ----------------------------------------------------------------------
 
     async def _gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if not self.updates.first(update.update_id):
+        if not self.fresh(update.update_id):
             log.info("update %d was handled before; skipping it", update.update_id)
             raise ApplicationHandlerStop
         message = update.message or update.edited_message
-        if message is not None and message.from_user is not None and message.from_user.is_bot:
-            if message.sender_chat is None or message.sender_chat.id != message.chat.id:
+        if message is not None and message.from_user is not None:
+            anonymous = message.sender_chat is not None and message.sender_chat.id == message.chat.id
+            if self.from_self(str(message.from_user.id), bot=message.from_user.is_bot and not anonymous):
                 raise ApplicationHandlerStop  # another bot (anonymous admins post as a bot, and pass)
         task = asyncio.current_task()
         if task is not None:
-            self._busy.add(task)
-            task.add_done_callback(self._busy.discard)
+            self.tasks.track(task)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        error = context.error
-        if isinstance(error, ChatUnavailable):
-            log.info("cannot post in a chat any more: %s", error)
-        elif isinstance(error, RateLimited):
-            log.warning("gave up on a message after repeated rate limits: %s", error)
-        else:
-            log.error("handling a Telegram update failed: %r", error, exc_info=error)
+        if isinstance(context.error, Exception):
+            self.handler_failed(context.error)

@@ -1,10 +1,12 @@
-"""The adapter's state and its conversation and teaching steps, shared by every handler.
+"""The Telegram adapter's conversations: where a message lives, who wrote it, and how to answer.
 
 ``TelegramCore`` knows where a message lives (chat, forum topic, ``ChannelKey``), who
-wrote it and whether they may teach there, and how to answer: stream a reply (drafts
-in private chats when the server has them, else send-then-edit), teach a correction,
-ask for one with a ForceReply prompt. The handlers that route updates to these steps
-are in ``_handlers.py``; the lifecycle is in ``_adapter.py``.
+wrote it and whether they are an admin there, and how to answer: stream a reply
+(drafts in private chats when the server has them, else send-then-edit), teach a
+correction, ask for one with a ForceReply prompt. It holds the connection's state and
+is held by ``TelegramAdapter`` (``_adapter.py``: lifecycle and routing), whose shared
+runtime (``adapters.base``) it answers and teaches through; the handlers that route
+updates to these steps are in ``_handlers.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import html
 import itertools
 import logging
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,33 +27,35 @@ from telegram import (
     InlineKeyboardMarkup,
     Message,
     MessageEntity,
-    ReactionTypeEmoji,
     User,
 )
 from telegram.constants import ChatType
 from telegram.error import TelegramError
-from telegram.ext import Application
 
-from engine import ChannelKey, Engine, FeedbackKind, FeedbackReceipt, HeedfulError, InputError, Overloaded, Turn
+from engine import ChannelKey, Engine, FeedbackKind, Turn
 
-from ..base import BaseAdapter
+from ..base import Actor, BaseAdapter
 from ..policy import TeachPolicy
 from ..settings import TelegramSettings
 from ..streaming import RateLimited
-from ._delivery import LIMIT, ChatUnavailable, DraftStreamer, DraftsUnsupported, Outbox, retrying
+from ._delivery import LIMIT, ChatUnavailable, DraftsUnsupported, Outbox, retrying
 from ._prompts import PromptBook
-from ._redact import SecretFilter
 from ._texts import PROMPT_GROUP, PROMPT_MARK, PROMPT_PRIVATE
-from ._updates import UpdateLog
 
-__all__ = ["TelegramCore", "TelegramStartError", "Where", "where_of", "where_in", "author_of", "command_text",
-           "emoji_of"]
+__all__ = [
+    "Author",
+    "TelegramCore",
+    "TelegramStartError",
+    "Where",
+    "author_of",
+    "where_in",
+    "where_of",
+]
 
 log = logging.getLogger("adapters.telegram")
 
 PROMPT_TTL = 15 * 60.0  # a ✏️ prompt waits this long for its answer
 ADMIN_TTL = 60.0  # chat administrator lists are cached this long
-_SORRY = "Sorry, something went wrong while answering. Please try again."
 
 
 class TelegramStartError(RuntimeError):
@@ -69,36 +72,39 @@ class Where:
     key: ChannelKey
 
 
-class TelegramCore(BaseAdapter):
-    """State and shared steps of the Telegram adapter."""
+@dataclass(frozen=True)
+class Author(Actor):
+    """Who acted, and where: what deciding whether they are an admin there takes."""
 
-    platform = "telegram"
+    where: Where
+    message: Message | None = None
+    """The message they sent, when there is one: an anonymous admin posts as the group itself."""
 
-    def __init__(self, engine: Engine, settings: TelegramSettings) -> None:
-        super().__init__(engine, settings)
-        if settings.token is None or not settings.token.get_secret_value().strip():
-            raise TelegramStartError("no Telegram bot token: set HEEDFUL_TELEGRAM_TOKEN")
+
+class TelegramCore:
+    """The conversation steps of the Telegram adapter, and the connection state they use."""
+
+    def __init__(self, runtime: BaseAdapter[Author], settings: TelegramSettings) -> None:
+        self.runtime = runtime
         self.settings = settings
-        self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
-        self.me: User | None = None
+        self.me: User | None = None  # these three are set by ``TelegramAdapter.start``
         self.out: Outbox | None = None
-        self.updates = UpdateLog(None)
+        self.prompts = PromptBook(None, PROMPT_TTL)
         self.keyboard = InlineKeyboardMarkup([[
             InlineKeyboardButton("👍", callback_data="hf:up"),
             InlineKeyboardButton("👎", callback_data="hf:down"),
             InlineKeyboardButton("✏️", callback_data="hf:fix"),
         ]]) if settings.buttons else None
-        self.webhook_secret = (
-            settings.webhook_secret.get_secret_value() if settings.webhook_secret else secrets.token_urlsafe(32)
-        )
-        self.redact = SecretFilter([settings.token.get_secret_value(), self.webhook_secret])
         self._chat_policies = {
             int(chat_id): TeachPolicy(rule.teach, frozenset(rule.teachers)) for chat_id, rule in settings.chats.items()
         }
-        self.prompts = PromptBook(None, PROMPT_TTL)  # on disk once the bot knows its id (``start``)
         self._admins: dict[int, tuple[float, frozenset[int]]] = {}
         self._drafts_ok = settings.drafts
         self._draft_ids = itertools.count(1)
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.engine
 
     # -- who and where ---------------------------------------------------------------------
 
@@ -111,7 +117,7 @@ class TelegramCore(BaseAdapter):
     def mentions_me(self, message: Message) -> bool:
         assert self.me is not None
         handle = f"@{self.me.username}".lower()
-        kinds = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+        kinds: list[str | None] = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
         found = {**message.parse_entities(kinds), **message.parse_caption_entities(kinds)}
         return any(
             (entity.type == MessageEntity.MENTION and text.lower() == handle)
@@ -126,34 +132,26 @@ class TelegramCore(BaseAdapter):
         return text.strip().lstrip(",:;").strip()
 
     def policy_in(self, where: Where) -> TeachPolicy:
-        return self._chat_policies.get(where.chat_id, self.policy)
+        """Who may teach in that chat (``chats`` overrides ``teach``)."""
+        return self._chat_policies.get(where.chat_id, self.runtime.policy)
 
-    async def may_teach(self, where: Where, author_id: str, message: Message | None = None) -> bool:
-        policy = self.policy_in(where)
-        return policy.may_teach(author_id, is_admin=await self._admin_if_needed(where, author_id, message))
-
-    async def _admin_if_needed(self, where: Where, author_id: str, message: Message | None = None) -> bool:
-        """Whether the author is an admin, asked of Telegram only when the teach policy depends on it."""
-        if self.policy_in(where).may_teach(author_id, is_admin=False):
-            return False
-        return await self.is_admin(where, author_id, message)
-
-    async def is_admin(self, where: Where, author_id: str, message: Message | None = None) -> bool:
+    async def is_admin(self, author: Author) -> bool:
         """Chat admins, configured bot admins, anonymous admins, and the user of a private chat."""
-        if where.private or author_id in self.settings.admins:
+        where, message = author.where, author.message
+        if where.private or author.user_id in self.settings.admins:
             return True
         if message is not None and message.sender_chat is not None and message.sender_chat.id == where.chat_id:
             return True  # an anonymous admin, posting as the group itself
-        if not author_id.lstrip("-").isdigit():
+        if not author.user_id.lstrip("-").isdigit():
             return False
-        return int(author_id) in await self._chat_admins(where.chat_id)
+        return int(author.user_id) in await self._chat_admins(where.chat_id)
 
     async def _chat_admins(self, chat_id: int) -> frozenset[int]:
         cached = self._admins.get(chat_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        assert self.app is not None
-        bot = self.app.bot
+        assert self.out is not None
+        bot = self.out.bot
         try:
             members = await retrying(lambda: bot.get_chat_administrators(chat_id), attempts=3)
         except (TelegramError, RateLimited, ChatUnavailable) as err:
@@ -173,7 +171,11 @@ class TelegramCore(BaseAdapter):
                                   html=html)
 
     async def ask(self, message: Message, where: Where, question: str) -> None:
-        """Answer ``question`` (from ``message``) with a streamed reply to that message."""
+        """Answer ``question`` (from ``message``) with a streamed reply to that message.
+
+        In private chats the unfinished answer shows as a draft when the server has
+        ``sendMessageDraft``; elsewhere it is sent once and edited as it grows.
+        """
         author_id, author_name = author_of(message) or ("", "")
         replied = message.reply_to_message
         turn = Turn(
@@ -184,19 +186,11 @@ class TelegramCore(BaseAdapter):
             message_id=str(message.message_id),
             reply_to=str(replied.message_id) if replied is not None and not is_topic_header(message) else "",
         )
-        assert self.out is not None
-        typing = asyncio.create_task(self.out.typing(where.chat_id, thread=where.thread))
-        try:
-            if where.private and self._drafts_ok:
-                await self._stream_drafts(turn, where, message.message_id, typing)
-            else:
-                await self._stream_edits(turn, where, message.message_id, typing)
-        finally:
-            typing.cancel()
-
-    async def _stream_edits(self, turn: Turn, where: Where, reply_to: int, typing: asyncio.Task[None]) -> None:
         out = self.out
         assert out is not None
+        reply_to = message.message_id
+        typing = asyncio.create_task(out.typing(where.chat_id, thread=where.thread))
+        draft_id = next(self._draft_ids)
 
         async def send(text: str) -> str:
             typing.cancel()
@@ -210,15 +204,6 @@ class TelegramCore(BaseAdapter):
             typing.cancel()
             return str((await self.say(where, text, reply_to=reply_to))[-1].message_id)
 
-        interval = self.settings.edit_interval_private if where.private else self.settings.edit_interval_group
-        await self.respond(turn, send=send, edit=edit, fail=fail, limit=LIMIT, interval=interval)
-
-    async def _stream_drafts(self, turn: Turn, where: Where, reply_to: int, typing: asyncio.Task[None]) -> None:
-        out = self.out
-        assert out is not None
-        reply = self.engine.reply(turn)
-        draft_id = next(self._draft_ids)
-
         async def draft(text: str) -> bool:
             typing.cancel()
             try:
@@ -229,45 +214,24 @@ class TelegramCore(BaseAdapter):
                 self._drafts_ok = False
                 return False
 
-        async def send(text: str, last: bool) -> str:
-            typing.cancel()
-            markup = self.keyboard if last else None
-            sent = await out.send(where.chat_id, text, thread=where.thread, reply_to=reply_to, markup=markup)
-            return str(sent.message_id)
-
-        async def link(message_id: str) -> None:
-            await self.engine.link_message(turn.channel, reply.reply_id, message_id)
-
-        streamer = DraftStreamer(draft, send, interval=self.settings.edit_interval_private, on_message=link)
+        interval = self.settings.edit_interval_private if where.private else self.settings.edit_interval_group
         try:
-            await streamer.stream(reply)
-        except (InputError, Overloaded) as err:
-            await self.say(where, str(err), reply_to=reply_to)
-        except HeedfulError as err:
-            log.warning("reply failed in %s: %s", turn.channel, err)
-            await self.say(where, _SORRY, reply_to=reply_to)
+            await self.runtime.respond(turn, send=send, edit=edit, fail=fail, limit=LIMIT, interval=interval,
+                                       preview=draft if where.private and self._drafts_ok else None)
+        finally:
+            typing.cancel()
 
     # -- teaching --------------------------------------------------------------------------
 
-    async def feedback(self, where: Where, kind: FeedbackKind, author_id: str, *, message: Message | None = None,
-                       target: int | None = None, text: str = "") -> FeedbackReceipt:
-        """Feedback on the bot message ``target`` (None: the last answer here), under this chat's policy."""
-        gated = kind in (FeedbackKind.CORRECTION, FeedbackKind.FORGET)
-        return await self.teach(
-            where.key, kind=kind, author_id=author_id, text=text, message_id=str(target) if target else "",
-            is_admin=await self._admin_if_needed(where, author_id, message) if gated else False,
-            policy=self.policy_in(where),
-        )
-
     async def correct(self, message: Message, where: Where, target: int | None, better: str) -> None:
-        """Teach ``better`` as the answer behind ``target``, and say how that went."""
+        """Teach ``better`` as the answer behind ``target`` (None: the last answer here), and say how that went."""
         if not better.strip():
             await self.say(where, "Usage: reply to my answer with /fix <the better answer>.",
                            reply_to=message.message_id)
             return
         author_id, _ = author_of(message) or ("", "")
-        receipt = await self.feedback(where, FeedbackKind.CORRECTION, author_id, message=message, target=target,
-                                      text=better)
+        receipt = await self.runtime.feedback(where.key, Author(author_id, where, message), FeedbackKind.CORRECTION,
+                                              message_id=str(target) if target else "", text=better)
         await self.say(where, receipt.message, reply_to=message.message_id)
 
     async def answer_prompt(self, message: Message, where: Where, text: str) -> bool:
@@ -339,16 +303,3 @@ def is_topic_header(message: Message) -> bool:
         replied is not None and message.is_topic_message
         and (replied.message_id == message.message_thread_id or replied.forum_topic_created is not None)
     )
-
-
-def command_text(message: Message) -> str:
-    """What follows the command (``/fix@bot  text`` -> ``text``), line breaks kept."""
-    text = message.text or ""
-    for entity in message.entities:
-        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
-            return text[entity.length :].strip()
-    return text.partition(" ")[2].strip()
-
-
-def emoji_of(reactions: Any) -> set[str]:
-    return {r.emoji for r in reactions if isinstance(r, ReactionTypeEmoji)}

@@ -1,30 +1,30 @@
-"""Posting to Telegram: Bot API calls with Telegram's failure modes mapped, and draft streaming.
+"""Posting to Telegram: Bot API calls with Telegram's failure modes mapped.
 
 ``Outbox`` wraps the few calls the adapter makes. One attempt of ``send``/``edit``
 raises ``RateLimited`` on a 429 (with the server's ``retry_after``) or a transient
 server/network failure, so the shared ``ReplyStreamer`` can skip an intermediate
 edit and retry the final one; ``say`` retries by itself (command answers,
-acknowledgements). ``DraftStreamer`` streams a private-chat answer as an ephemeral
-``sendMessageDraft`` preview, then posts it as real messages.
+acknowledgements); ``draft`` shows a private-chat answer's unfinished part as an
+ephemeral ``sendMessageDraft`` preview (``ReplyStreamer``'s ``preview``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dtm
+import functools
 import logging
-import time
 import warnings
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import MessageLimit
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter
 
-from ..streaming import RateLimited, StreamResult, retry_rate_limited, split_message
+from ..streaming import RateLimited, retry_rate_limited, split_message
 
-__all__ = ["Outbox", "DraftStreamer", "ChatUnavailable", "DraftsUnsupported", "LIMIT", "fit"]
+__all__ = ["LIMIT", "ChatUnavailable", "DraftsUnsupported", "Outbox", "fit", "retrying"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 LIMIT = MessageLimit.MAX_TEXT_LENGTH  # 4,096
 TRANSIENT_WAIT = 1.0  # seconds before retrying after a 5xx or a network failure
+RETRIES = 5  # further tries of a call that is rate limited or fails transiently
 _CANNOT_POST = ("chat not found", "thread not found", "topic_closed", "topic_deleted", "not enough rights",
                 "have no rights")
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)  # a preview flickering under a streaming answer helps no one
@@ -86,7 +87,7 @@ async def attempt(call: Callable[[], Awaitable[T]]) -> T:
         raise RateLimited(TRANSIENT_WAIT) from None
 
 
-async def retrying(call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
+async def retrying(call: Callable[[], Awaitable[T]], attempts: int = RETRIES + 1) -> T:
     """``attempt`` until it succeeds, waiting as long as Telegram asks between tries."""
     return await retry_rate_limited(lambda: attempt(call), max_retries=attempts - 1)
 
@@ -97,16 +98,8 @@ class Outbox:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def send(
-        self,
-        chat_id: int,
-        text: str,
-        *,
-        thread: int | None = None,
-        reply_to: int | None = None,
-        markup: Any = None,
-        html: bool = False,
-    ) -> Message:
+    async def send(self, chat_id: int, text: str, *, thread: int | None = None, reply_to: int | None = None,
+                   markup: Any = None, html: bool = False) -> Message:
         """One attempt to post ``text``; see ``attempt`` for what it raises."""
         return await attempt(lambda: self.bot.send_message(
             chat_id, fit(text), message_thread_id=thread, reply_markup=markup,
@@ -130,26 +123,16 @@ class Outbox:
                 return
             raise
 
-    async def say(
-        self,
-        chat_id: int,
-        text: str,
-        *,
-        thread: int | None = None,
-        reply_to: int | None = None,
-        markup: Any = None,
-        html: bool = False,
-    ) -> list[Message]:
+    async def say(self, chat_id: int, text: str, *, thread: int | None = None, reply_to: int | None = None,
+                  markup: Any = None, html: bool = False) -> list[Message]:
         """Post ``text`` (split at the limit, ``markup`` under the last part), retrying rate limits."""
         parts = [text] if html else split_message(text, LIMIT) or ["…"]
         sent = []
         for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            sent.append(await retrying(lambda p=part, m=markup if last else None: self.bot.send_message(
-                chat_id, fit(p), message_thread_id=thread, reply_markup=m, parse_mode="HTML" if html else None,
-                reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None,
-                link_preview_options=_NO_PREVIEW,
-            )))
+            under = markup if index == len(parts) - 1 else None
+            post = functools.partial(self.send, chat_id, part, thread=thread, reply_to=reply_to, markup=under,
+                                     html=html)
+            sent.append(await retry_rate_limited(post, max_retries=RETRIES))
         return sent
 
     async def draft(self, chat_id: int, draft_id: int, text: str, *, thread: int | None = None) -> bool:
@@ -180,67 +163,3 @@ class Outbox:
             except Exception as err:  # a cosmetic call: never let it disturb the answer
                 log.debug("typing indicator failed in chat %s: %s", chat_id, err)
             await asyncio.sleep(every)
-
-
-SendPart = Callable[[str, bool], Awaitable[str]]  # (text, is the last part) -> message id
-
-
-class DraftStreamer:
-    """Streams one reply as a draft preview, posting each part as a real message once it is complete.
-
-    ``draft(text)`` shows the preview and returns False when it can't (then the stream
-    goes on without previews); ``send(text, last)`` posts one part (raising
-    ``RateLimited`` to be retried after the wait). ``on_message`` gets each posted id.
-    """
-
-    def __init__(
-        self,
-        draft: Callable[[str], Awaitable[bool]],
-        send: SendPart,
-        *,
-        limit: int = LIMIT,
-        interval: float = 1.0,
-        placeholder: str = "…",
-        max_retries: int = 8,
-        on_message: Callable[[str], Awaitable[None]] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.draft, self.send = draft, send
-        self.limit, self.interval, self.placeholder = limit, interval, placeholder
-        self.max_retries, self.on_message, self.clock = max_retries, on_message, clock
-        self.result = StreamResult()
-        self.drafting = True
-        self._last: float | None = None
-
-    async def stream(self, chunks: AsyncIterable[str]) -> StreamResult:
-        text = ""
-        async for chunk in chunks:
-            text += chunk
-            now = self.clock()
-            if self._last is None or now - self._last >= self.interval:
-                self._last = now
-                await self._flush(text, final=False)
-        await self._flush(text, final=True)
-        self.result.text = text
-        return self.result
-
-    async def _flush(self, text: str, *, final: bool) -> None:
-        parts = split_message(text, self.limit) if text.strip() else ([self.placeholder] if final else [])
-        complete = parts if final else parts[:-1]
-        for index in range(len(self.result.message_ids), len(complete)):
-            await self._post(complete[index], last=final and index == len(complete) - 1)
-        if not final and parts and self.drafting:
-            preview = parts[-1]
-            if len(preview) + 2 <= self.limit:
-                preview += " " + self.placeholder
-            self.drafting = await self.draft(preview)
-
-    async def _post(self, part: str, *, last: bool) -> None:
-        def count(_: RateLimited) -> None:
-            self.result.retries += 1
-
-        message_id = await retry_rate_limited(lambda: self.send(part, last), max_retries=self.max_retries,
-                                              on_limited=count, what="a message")
-        self.result.message_ids.append(message_id)
-        if self.on_message is not None:
-            await self.on_message(message_id)

@@ -9,18 +9,19 @@ reaction followed by a reply to the ForceReply prompt, 👍/👎 buttons and rea
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from telegram import Update
+from telegram import Message, MessageEntity, ReactionTypeEmoji, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from engine import FeedbackKind, InputError, NotFound
 
 from ..policy import parse_correction
-from ._core import TelegramCore, author_of, chat_key, command_text, emoji_of, is_topic_header, where_in, where_of
-from ._texts import GROUP_HINT, HELP, NOT_TEXT, START, learned_list
+from ._core import Author, TelegramCore, author_of, chat_key, is_topic_header, where_in, where_of
+from ._texts import GROUP_HINT, NOT_TEXT, START, TEXTS
 
-__all__ = ["Handlers", "BUTTONS", "THUMBS"]
+__all__ = ["BUTTONS", "THUMBS", "Handlers"]
 
 log = logging.getLogger("adapters.telegram")
 
@@ -30,8 +31,14 @@ THUMBS = {"👍": FeedbackKind.UP, "👎": FeedbackKind.DOWN}
 Context = ContextTypes.DEFAULT_TYPE
 
 
-class Handlers(TelegramCore):
-    """The python-telegram-bot callbacks (registered in ``_adapter.py``)."""
+class Handlers:
+    """The python-telegram-bot callbacks (registered in ``_adapter.py``), on the adapter's ``core``."""
+
+    def __init__(self, core: TelegramCore) -> None:
+        self.core = core
+        self.runtime = core.runtime
+        self.engine = core.engine
+        self.settings = core.settings
 
     # -- messages --------------------------------------------------------------------------
 
@@ -43,25 +50,25 @@ class Handlers(TelegramCore):
         if author is None:
             return  # no sender at all: nothing to answer to
         text = message.text or message.caption or ""
-        if await self.answer_prompt(message, where, text):
+        if await self.core.answer_prompt(message, where, text):
             return
-        to_me = self.replies_to_me(message)
-        if not (where.private or to_me or self.mentions_me(message)):
+        to_me = self.core.replies_to_me(message)
+        if not (where.private or to_me or self.core.mentions_me(message)):
             return
         if not text.strip():
             if message.effective_attachment is not None:  # stickers, photos, voice notes, ...
-                await self.say(where, NOT_TEXT, reply_to=message.message_id)
+                await self.core.say(where, NOT_TEXT, reply_to=message.message_id)
             return
         better = parse_correction(text)
         if better is not None and (to_me or where.private):
             target = message.reply_to_message.message_id if to_me and message.reply_to_message else None
-            await self.correct(message, where, target, better)
+            await self.core.correct(message, where, target, better)
             return
-        question = self.strip_mention(text)
+        question = self.core.strip_mention(text)
         if not question:
-            await self.say(where, "Yes? Ask me something, or send /help.", reply_to=message.message_id)
+            await self.core.say(where, "Yes? Ask me something, or send /help.", reply_to=message.message_id)
             return
-        await self.ask(message, where, question)
+        await self.core.ask(message, where, question)
 
     async def on_migrate(self, update: Update, context: Context) -> None:
         """A group became a supergroup and so got a new chat id: what it taught moves along.
@@ -97,14 +104,15 @@ class Handlers(TelegramCore):
             await _answer_query(query, "This button no longer works.")
             return
         where, user = where_of(message), query.from_user
+        author = Author(str(user.id), where)
         if kind is FeedbackKind.CORRECTION:
-            if not await self.may_teach(where, str(user.id)):
-                await _answer_query(query, self.policy_in(where).refusal, alert=True)
+            if not await self.runtime.may_teach(author):
+                await _answer_query(query, self.runtime.policy.refusal, alert=True)
                 return
             await _answer_query(query, "Reply to my message with the better answer.")
-            await self.prompt_for_correction(where, user, message.message_id)
+            await self.core.prompt_for_correction(where, user, message.message_id)
             return
-        receipt = await self.feedback(where, kind, str(user.id), target=message.message_id)
+        receipt = await self.runtime.feedback(where.key, author, kind, message_id=str(message.message_id))
         await _answer_query(query, receipt.message, alert=not receipt.accepted)
 
     async def on_reaction(self, update: Update, context: Context) -> None:
@@ -118,82 +126,84 @@ class Handlers(TelegramCore):
         if len(kinds) != 1 or not author or (user is not None and user.is_bot):
             return  # no thumb (or both at once), or nobody to credit
         where = where_in(reaction.chat)
-        receipt = await self.feedback(where, kinds[0], author, target=reaction.message_id)
+        actor = Author(author, where)
+        receipt = await self.runtime.feedback(where.key, actor, kinds[0], message_id=str(reaction.message_id))
         if not receipt.accepted:
             log.debug("reaction on message %d ignored: %s", reaction.message_id, receipt.message)
             return
-        if kinds[0] is FeedbackKind.DOWN and self.settings.ask_after_thumbs_down and user is not None:
-            if await self.may_teach(where, author):
-                await self.prompt_for_correction(where, user, reaction.message_id)
+        wants_better = kinds[0] is FeedbackKind.DOWN and self.settings.ask_after_thumbs_down
+        if wants_better and user is not None and await self.runtime.may_teach(actor):
+            await self.core.prompt_for_correction(where, user, reaction.message_id)
 
     # -- commands --------------------------------------------------------------------------
 
     async def cmd_start(self, update: Update, context: Context) -> None:
         if (message := update.message) is not None:
             where = where_of(message)
-            await self.say(where, START.format(where="" if where.private else GROUP_HINT), reply_to=message.message_id)
+            start = START.format(where="" if where.private else GROUP_HINT)
+            await self.core.say(where, start, reply_to=message.message_id)
 
     async def cmd_help(self, update: Update, context: Context) -> None:
         if (message := update.message) is not None:
-            await self.say(where_of(message), HELP, reply_to=message.message_id)
+            await self.core.say(where_of(message), TEXTS.help_text(self.engine.personas()), reply_to=message.message_id)
 
     async def cmd_ask(self, update: Update, context: Context) -> None:
         if (message := update.message) is None or author_of(message) is None:
             return
         question = command_text(message)
         if not question:
-            await self.say(where_of(message), "Usage: /ask <your question>", reply_to=message.message_id)
+            await self.core.say(where_of(message), "Usage: /ask <your question>", reply_to=message.message_id)
             return
-        await self.ask(message, where_of(message), question)
+        await self.core.ask(message, where_of(message), question)
 
     async def cmd_fix(self, update: Update, context: Context) -> None:
         if (message := update.message) is None or author_of(message) is None:
             return
         where = where_of(message)
         replied = message.reply_to_message if not is_topic_header(message) else None
-        if replied is not None and not self.replies_to_me(message):
-            await self.say(where, "Reply to one of my answers with /fix <the better answer>.",
+        if replied is not None and not self.core.replies_to_me(message):
+            await self.core.say(where, "Reply to one of my answers with /fix <the better answer>.",
                            reply_to=message.message_id)
             return
-        await self.correct(message, where, replied.message_id if replied else None, command_text(message))
+        await self.core.correct(message, where, replied.message_id if replied else None, command_text(message))
 
     async def cmd_why(self, update: Update, context: Context) -> None:
         if (message := update.message) is None:
             return
         where = where_of(message)
         replied = message.reply_to_message
-        target = str(replied.message_id) if replied is not None and self.replies_to_me(message) else ""
+        target = str(replied.message_id) if replied is not None and self.core.replies_to_me(message) else ""
         try:
-            text = (await self.engine.explain(where.key, message_id=target)).summary()
+            text = TEXTS.explanation_text(await self.engine.explain(where.key, message_id=target))
         except NotFound as err:
             text = f"{err}."
-        await self.say(where, text, reply_to=message.message_id)
+        await self.core.say(where, text, reply_to=message.message_id)
 
     async def cmd_learned(self, update: Update, context: Context) -> None:
         if (message := update.message) is None:
             return
         where = where_of(message)
-        learned = await self.engine.learned(where.key)
-        text = learned_list([(c.correction_id, c.question, c.answer) for c in learned])
-        await self.say(where, text, reply_to=message.message_id)
+        text = TEXTS.learned_text(await self.engine.learned(where.key))
+        await self.core.say(where, text, reply_to=message.message_id)
 
     async def cmd_forget(self, update: Update, context: Context) -> None:
         if (message := update.message) is None or (author := author_of(message)) is None:
             return
         where = where_of(message)
-        if not await self.is_admin(where, author[0], message):
-            await self.say(where, "Only the chat's admins can make me forget what this chat taught me.",
+        actor = Author(author[0], where, message)
+        if not await self.runtime.may_manage(actor):
+            await self.core.say(where, TEXTS.managers_only.format(what="make me forget what this chat taught me"),
                            reply_to=message.message_id)
             return
-        if self.replies_to_me(message):  # just the corrections behind that answer
+        if self.core.replies_to_me(message):  # just the corrections behind that answer
             assert message.reply_to_message is not None
-            receipt = await self.teach(where.key, kind=FeedbackKind.FORGET, author_id=author[0], is_admin=True,
-                                       message_id=str(message.reply_to_message.message_id))
+            receipt = await self.runtime.feedback(where.key, actor, FeedbackKind.FORGET,
+                                                  message_id=str(message.reply_to_message.message_id))
             text = receipt.message
         else:
             count = await self.engine.forget(where.key)
             text = f"Forgot {count} correction(s) this chat taught me."
-        await self.say(where, text, reply_to=message.message_id)
+        await self.core.say(where, text, reply_to=message.message_id)
 
     async def cmd_persona(self, update: Update, context: Context) -> None:
         if (message := update.message) is None or (author := author_of(message)) is None:
@@ -204,22 +214,22 @@ class Handlers(TelegramCore):
             current = (await self.engine.channel_settings(where.key)).persona or "(the default)"
             text = (f"My persona here: {current}\nPresets: {', '.join(self.engine.personas())}. "
                     "Admins change it with /persona <preset or text>.")
-        elif not await self.is_admin(where, author[0], message):
-            text = "Only the chat's admins can change my persona."
+        elif not await self.runtime.may_manage(Author(author[0], where, message)):
+            text = TEXTS.managers_only.format(what="change my persona")
         else:
             try:
                 await self.engine.set_persona(where.key, wanted)
                 text = f"Persona set to {wanted!r}." if wanted in self.engine.personas() else "Persona set."
             except InputError as err:
                 text = str(err)
-        await self.say(where, text, reply_to=message.message_id)
+        await self.core.say(where, text, reply_to=message.message_id)
 
     async def cmd_cancel(self, update: Update, context: Context) -> None:
         if (message := update.message) is None or message.from_user is None:
             return
         where = where_of(message)
-        cancelled = self.cancel_prompts(where.chat_id, message.from_user.id)
-        await self.say(where, "Okay, no correction." if cancelled else "There is nothing to cancel.",
+        cancelled = self.core.cancel_prompts(where.chat_id, message.from_user.id)
+        await self.core.say(where, "Okay, no correction." if cancelled else "There is nothing to cancel.",
                        reply_to=message.message_id)
 
     async def on_unknown_command(self, update: Update, context: Context) -> None:
@@ -228,12 +238,13 @@ class Handlers(TelegramCore):
             return
         where = where_of(message)
         name, _, addressee = message.text.split(maxsplit=1)[0][1:].partition("@")
-        assert self.me is not None
-        if addressee and addressee.lower() != (self.me.username or "").lower():
+        me = self.core.me
+        assert me is not None
+        if addressee and addressee.lower() != (me.username or "").lower():
             return  # meant for another bot
-        if not (where.private or addressee or self.replies_to_me(message)):
+        if not (where.private or addressee or self.core.replies_to_me(message)):
             return  # a bare command in a group may be another bot's
-        await self.say(where, f"I don't know the command /{name}. /help lists what I understand.",
+        await self.core.say(where, f"I don't know the command /{name}. /help lists what I understand.",
                        reply_to=message.message_id)
 
 
@@ -242,3 +253,17 @@ async def _answer_query(query: object, text: str, *, alert: bool = False) -> Non
         await query.answer(text[:200], show_alert=alert)  # type: ignore[attr-defined]
     except TelegramError as err:  # too old to answer, or answered already: the feedback itself counted
         log.debug("could not answer a button press: %s", err)
+
+
+def command_text(message: Message) -> str:
+    """What follows the command (``/fix@bot  text`` -> ``text``), line breaks kept."""
+    text = message.text or ""
+    for entity in message.entities:
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            return text[entity.length :].strip()
+    return text.partition(" ")[2].strip()
+
+
+def emoji_of(reactions: Any) -> set[str]:
+    """The plain emoji among a message's reactions (custom and paid ones aside)."""
+    return {r.emoji for r in reactions if isinstance(r, ReactionTypeEmoji)}

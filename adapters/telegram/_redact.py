@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-__all__ = ["SecretFilter", "REDACTED"]
+__all__ = ["REDACTED", "SecretFilter"]
 
 REDACTED = "**********"
 _LOGGERS = ("httpx", "httpcore", "telegram", "tornado", "asyncio", "adapters.telegram")

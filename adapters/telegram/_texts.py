@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = [
-    "COMMANDS", "START", "GROUP_HINT", "HELP", "NOT_TEXT", "PROMPT_MARK", "PROMPT_PRIVATE", "PROMPT_GROUP",
-    "learned_list",
-]
+from ..texts import Texts
+from ._delivery import LIMIT
+
+__all__ = ["COMMANDS", "GROUP_HINT", "NOT_TEXT", "PROMPT_GROUP", "PROMPT_MARK", "PROMPT_PRIVATE", "START", "TEXTS"]
 
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("ask", "Ask me something (in groups: /ask <question>)"),
@@ -28,12 +28,18 @@ START = (
 )
 GROUP_HINT = " (in a group: mention me, reply to me, or use /ask)"
 
-HELP = "\n".join(
-    ["How to use me:", "• ask: write to me here; in groups mention me, reply to me, or use /ask <question>",
-     "• teach: reply to my answer with /fix <better answer>, or press ✏️ and reply with it",
-     "• rate: 👍 / 👎 under an answer, or as a reaction", "", "Commands:"]
-    + [f"/{name} — {description}" for name, description in COMMANDS]
+TEXTS = Texts(
+    limit=LIMIT,
+    place="chat",
+    help_intro="Ask me anything: write to me here; in groups mention me, reply to me, or use /ask <question>.",
+    help_teach=("reply to my answer with /fix <the better answer>, or press ✏️ under it and reply with it",
+                "rate an answer with 👍 / 👎, under it or as a reaction"),
+    help_commands=tuple((f"/{name}", description) for name, description in COMMANDS),
+    forget_hint="As a reply to my answer, /forget removes what shaped it (admins).",
+    managers_only="Only the chat's admins can {what}.",
+    learned_hint=" Reply to one of my answers with /fix <better answer> to teach me.",
 )
+"""``/help``, ``/learned`` and ``/why`` in Telegram: plain text (no parse mode)."""
 
 NOT_TEXT = "I can only read text for now. Please send your question as a text message."
 PROMPT_MARK = "✏️"  # how a ForceReply prompt for a correction begins
@@ -44,18 +50,3 @@ PROMPT_GROUP = (
     "✏️ {who}, reply to this message with the better answer, and I'll learn it for this chat. (/cancel to stop)"
 )
 
-
-def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def learned_list(items: list[tuple[int, str, str]], show: int = 20) -> str:
-    """``/learned``: the latest ``show`` corrections, newest last."""
-    if not items:
-        return "Nothing learned in this chat yet. Reply to one of my answers with /fix <better answer> to teach me."
-    lines = [f"This chat has taught me {len(items)} thing(s):"]
-    if len(items) > show:
-        lines.append(f"(the latest {show}; {len(items) - show} older ones not shown)")
-    lines += [f"#{cid}: “{_short(q)}” → “{_short(a)}”" for cid, q, a in items[-show:]]
-    return "\n".join(lines)

@@ -45,16 +45,16 @@ from urllib.parse import unquote
 from aiohttp import WSMsgType, web
 
 __all__ = [
+    "MAX_CONTENT",
+    "PLACEHOLDER_TAIL",
     "FakeDiscord",
     "FakeGuild",
+    "Intent",
+    "Interaction",
+    "Permission",
     "Posted",
     "Request",
-    "Interaction",
-    "PLACEHOLDER_TAIL",
-    "MAX_CONTENT",
     "pings_possible",
-    "Permission",
-    "Intent",
 ]
 
 T = TypeVar("T")
@@ -695,8 +695,8 @@ class FakeDiscord:
                                 or not self.connected, timeout=timeout, what="the events to be written")
             ws, target = self._ws, self._sent_seq
             await self._send({"op": 1, "d": None})
-            await self.wait_for(lambda: self._acked_seq >= target or self._ws is not ws, timeout=timeout,
-                                what=f"a heartbeat acking {target}")
+            await self.wait_for(lambda ws=ws, target=target: self._acked_seq >= target or self._ws is not ws,
+                                timeout=timeout, what=f"a heartbeat acking {target}")
             if self._ws is ws and self._acked_seq >= target:
                 return
 

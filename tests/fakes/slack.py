@@ -41,7 +41,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
-__all__ = ["FakeSlack", "Posted", "Delivery", "Call", "sign"]
+__all__ = ["Call", "Delivery", "FakeSlack", "Posted", "sign"]
 
 T = TypeVar("T")
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-__all__ = ["FakeTelegram", "Call", "ChatMessage", "utf16_len", "PLACEHOLDER_TAIL"]
+__all__ = ["PLACEHOLDER_TAIL", "Call", "ChatMessage", "FakeTelegram", "utf16_len"]
 
 T = TypeVar("T")
 

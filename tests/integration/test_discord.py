@@ -322,7 +322,7 @@ async def test_a_429_on_the_final_edit_still_ends_with_the_full_text(
     better = "Use the guest network: " + " ".join(f"step{n}" for n in range(40)) + "."
     await teach_directly(tiny_engine, key_of(channel), QUESTION, better)
     fault = fake.fail_next("PATCH", rf"/channels/{channel['id']}/messages/\d+", retry_after=0.05, via=via, times=2)
-    question, text = await ask(fake, bot, channel, ann, PARAPHRASE)
+    _, text = await ask(fake, bot, channel, ann, PARAPHRASE)
     assert fault.served == 2
     assert text == better
     assert [r.status for r in fake.served("PATCH", rf"/channels/{channel['id']}/messages/\d+")][:2] == [429, 429]
@@ -444,7 +444,7 @@ async def test_bad_input_gets_no_reply_and_breaks_nothing(
     assert fake.bot_messages(channel["id"]) == []
     assert all(fake.answer_to(q) == [] for q in quiet)
 
-    question, _ = await ask(fake, bot, channel, ann, "are you still fine?")  # and the bot still works
+    await ask(fake, bot, channel, ann, "are you still fine?")  # and the bot still works
     assert len(fake.bot_messages(channel["id"])) == 1
 
 
@@ -461,6 +461,22 @@ async def test_empty_and_refused_corrections_explain_themselves(
         assert "Write the better answer" in fake.answer_to(empty)[0].text
         assert "allowed to teach" in fake.answer_to(refused)[0].text
         assert not any(m == refused["id"] for _, m, _ in fake.bot_reactions)
+
+
+async def test_the_concurrency_setting_bounds_the_events_handled_at_once(
+    running: Running, fake: FakeDiscord, guild: FakeGuild, ann: dict[str, Any]
+) -> None:
+    one, two = fake.text_channel(guild, "queue-a"), fake.text_channel(guild, "queue-b")
+    async with running(concurrency=1, edit_interval=0.0) as bot:
+        await bot.commands_synced.wait()  # registering the commands is one of the runtime's tasks too
+        first = fake.say(one, ann, **mention(fake, "Tell me a story about a lighthouse."))
+        second = fake.say(two, ann, **mention(fake, "Tell me a story about a harbour."))
+        await settle(fake, bot)
+    assert len(fake.answer_to(first)) == 1 and len(fake.answer_to(second)) == 1
+    writes = [r.path.split("/")[2] for r in fake.requests
+              if r.method in ("POST", "PATCH") and re.fullmatch(r"/channels/\d+/messages(/\d+)?", r.path)]
+    order = [channel for channel in writes if channel in (one["id"], two["id"])]
+    assert len(order) >= 4 and order == sorted(order, key=order.index), "one answer ends before the next begins"
 
 
 # -- who may teach, and the commands -----------------------------------------------------------
@@ -706,7 +722,7 @@ def test_discord_settings_read_ids_from_the_environment_and_name_bad_ones(
         load_settings()
     monkeypatch.setenv("HEEDFUL_DISCORD_COMMAND_SYNC", "global")
     monkeypatch.setenv("HEEDFUL_DISCORD_TEACHERS", '["@mods"]')
-    with pytest.raises(ConfigError, match="discord.teachers"):
+    with pytest.raises(ConfigError, match=r"discord\.teachers"):
         load_settings()
 
 

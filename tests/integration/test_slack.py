@@ -118,7 +118,7 @@ async def test_mention_is_answered_once_in_its_thread_by_streaming_edits(
     assert not slack.called("chat.startStream")
     updates = [c for c in slack.called("chat.update") if c.args["ts"] == reply.ts]
     assert updates and len(reply.versions) == len(updates) + 1
-    assert all(a != b for a, b in zip(reply.versions, reply.versions[1:])), "no no-op chat.update"
+    assert all(a != b for a, b in zip(reply.versions, reply.versions[1:], strict=False)), "no no-op chat.update"
     assert reply.versions[0].endswith(" …"), "the first post says more is coming"
     # The platform message is linked to the engine's reply, so feedback on it finds the reply.
     explanation = await tiny_engine.explain(ChannelKey("slack", channel, space=slack.team_id), message_id=reply.ts)
@@ -549,6 +549,18 @@ async def test_bad_tokens_fail_start_clearly_and_settings_are_checked(tiny_engin
         SlackSettings(bot_token="xoxb-1", mode="socket", signing_secret="s")
     assert SlackSettings(bot_token="xoxb-1", app_token="xapp-1").resolved_mode == "socket"
     assert SlackSettings(signing_secret="s").resolved_mode == "http"  # no bot token: nothing is required
+
+
+def test_each_platform_reads_its_concurrency_from_its_own_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bots.config import ConfigError, load_settings
+
+    monkeypatch.setenv("HEEDFUL_SLACK_CONCURRENCY", "4")
+    monkeypatch.setenv("HEEDFUL_TELEGRAM_CONCURRENCY", "8")
+    settings = load_settings()
+    assert (settings.slack.concurrency, settings.telegram.concurrency, settings.discord.concurrency) == (4, 8, 32)
+    monkeypatch.setenv("HEEDFUL_DISCORD_CONCURRENCY", "0")
+    with pytest.raises(ConfigError, match=r"discord\.concurrency"):
+        load_settings()
 
 
 @pytest.mark.parametrize("mode", ["socket", "http"])

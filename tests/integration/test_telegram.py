@@ -277,7 +277,7 @@ async def test_a_duplicated_update_is_answered_once(bot: TelegramAdapter, tg: Fa
     chat = tg.private(ann)
     asked = tg.say(chat, ann, "Tell me about the office.")
     tg.push(tg.pushed[-1])  # Telegram delivers the same update again
-    (answer,) = await tg.answer(chat["id"], asked["message_id"])
+    (_,) = await tg.answer(chat["id"], asked["message_id"])
     later = tg.say(chat, ann, "And the parking?")
     await tg.answer(chat["id"], later["message_id"])
     assert len(tg.replies_to(chat["id"], asked["message_id"])) == 1

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.streaming import AppendCalls, AppendStreamer, RateLimited, ReplyStreamer, StreamingUnavailable, split_message
+from adapters.streaming import (
+    AppendCalls,
+    AppendStreamer,
+    RateLimited,
+    ReplyStreamer,
+    StreamingUnavailable,
+    split_message,
+)
 
 
 @settings(max_examples=300)
@@ -74,6 +81,45 @@ async def test_gives_up_only_after_max_retries() -> None:
     platform.limited = 100
     with pytest.raises(RateLimited):
         await ReplyStreamer(platform.send, platform.edit, limit=100, max_retries=2).stream(chunks("hi"))
+
+
+# -- previews (Telegram's drafts) ---------------------------------------------------------------
+
+
+class Drafts(Platform):
+    """A platform with a draft preview: ``refuse_after`` previews, then it says it cannot show them."""
+
+    def __init__(self, refuse_after: int = 10**6) -> None:
+        super().__init__()
+        self.previews: list[str] = []
+        self.refuse_after = refuse_after
+
+    async def preview(self, text: str) -> bool:
+        self.previews.append(text)
+        return len(self.previews) < self.refuse_after
+
+    async def edit(self, mid: str, text: str) -> None:
+        raise AssertionError("a previewed reply is never edited")
+
+
+async def test_a_preview_shows_the_unfinished_part_and_each_message_is_sent_once_complete() -> None:
+    platform = Drafts()
+    text = " ".join(f"word{i}" for i in range(150))  # ~1,000 characters: three messages of 400
+    streamer = ReplyStreamer(platform.send, platform.edit, limit=400, interval=0, preview=platform.preview)
+    result = await streamer.stream(chunks(text))
+    assert len(result.message_ids) == 3 and result.edits == 0
+    assert " ".join(platform.messages[m] for m in result.message_ids).split() == text.split()
+    assert platform.previews[0].endswith(" …") and all(len(p) <= 400 for p in platform.previews)
+    assert not any(text.startswith(p.removesuffix(" …")) for p in platform.previews[-3:]), "the last part previewed"
+
+
+async def test_a_refused_preview_is_not_asked_again_and_the_reply_still_lands() -> None:
+    platform = Drafts(refuse_after=2)
+    text = "a short answer that grows word by word until it is done"
+    streamer = ReplyStreamer(platform.send, platform.edit, limit=400, interval=0, preview=platform.preview)
+    result = await streamer.stream(chunks(text, 3))
+    assert len(platform.previews) == 2 and not streamer.previewing
+    assert [platform.messages[m] for m in result.message_ids] == [text]
 
 
 # -- native (append) streaming -----------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""What the bot says on its own account (help, ``/learned``, ``/why``), written once for every platform.
+
+Each platform adapter describes its markup, limits and commands in one ``Texts``
+value (``adapters.discord.texts.TEXTS``, ``adapters.slack.views.TEXTS``,
+``adapters.telegram._texts.TEXTS``); the wording and the layout are the same
+everywhere. Pure functions of strings and engine data: no platform library here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from engine import Correction, Explanation
+
+__all__ = ["Texts", "clip", "explanation_lines", "one_line"]
+
+Markup = Callable[[str], str]
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line, its runs of white space folded into single spaces."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+def explanation_lines(explanation: Explanation) -> str:
+    """What shaped a reply, as plain lines: model, LoRA version, route, the corrections used, the radii.
+
+    The LoRA version is the channel's fine-tuned weights that generated the reply (none:
+    the base model); the route says how the reply came about (``correction``,
+    ``examples``, ``base``).
+    """
+    version = explanation.lora_version
+    lora = f"LoRA version {version}" if version else "no LoRA version"
+    lines = [f"model {explanation.model}; {lora}; route {explanation.route.value}"]
+    lines += [f"  #{use.correction_id} score {use.score:.2f}: {use.question!r} -> {use.answer!r}"
+              for use in explanation.corrections] or ["no learned correction applied"]
+    lines.append(f"thresholds: answer >= {explanation.answer_threshold:.2f}, "
+                 f"example >= {explanation.example_threshold:.2f}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Texts:
+    """One platform's markup, limits and commands; the texts themselves are the methods.
+
+    ``strong``, ``code`` and ``block`` mark text up (bold, inline code, a code block that
+    also escapes what must not be read as markup); ``inline`` makes text from users safe
+    to show on one line (no pings, no broken markup). ``place`` is what the platform
+    calls the scope the bot learns in ("channel", "chat"). ``help_commands`` pairs a
+    usage with what it does; ``{presets}`` in the latter becomes the persona presets.
+    ``managers_only`` refuses someone who may not manage the bot here (``{what}``: the
+    action refused).
+    """
+
+    limit: int
+    help_intro: str
+    help_teach: tuple[str, ...]
+    help_commands: tuple[tuple[str, str], ...]
+    forget_hint: str
+    managers_only: str
+    place: str = "channel"
+    learned_hint: str = ""
+    strong: Markup = _plain
+    code: Markup = _plain
+    block: Markup = _plain
+    inline: Markup = one_line
+
+    def help_text(self, presets: Iterable[str]) -> str:
+        """How to talk to the bot and teach it, and every command (``presets``: the persona presets)."""
+        names = ", ".join(presets) or "none"
+        lines = [self.help_intro,
+                 self.strong("Teach it") + f" (it learns per {self.place}, from the next similar question on):"]
+        lines += ["• " + line for line in self.help_teach]
+        lines.append(self.strong("Commands:"))
+        lines += [f"• {self.code(usage)} {what.format(presets=names)}" for usage, what in self.help_commands]
+        return "\n".join(lines)
+
+    def learned_text(self, corrections: Sequence[Correction]) -> str:
+        """``/learned``: as many corrections as fit in one message, then how many more there are."""
+        if not corrections:
+            return f"Nothing learned in this {self.place} yet.{self.learned_hint}"
+        lines = [f"This {self.place} has taught me {len(corrections)} correction(s):"]
+        size = len(lines[0])
+        for c in corrections:
+            line = (f"• {self.code(f'#{c.correction_id}')} {self.inline(clip(c.question, 120))}"
+                    f" → {self.inline(clip(c.answer, 160))}")
+            if size + len(line) + 1 > self.limit - 90:  # room for the line that says how many more
+                break
+            lines.append(line)
+            size += len(line) + 1
+        if len(lines) - 1 < len(corrections):
+            lines.append(f"…and {len(corrections) - len(lines) + 1} more. {self.forget_hint}")
+        return "\n".join(lines)
+
+    def explanation_text(self, explanation: Explanation) -> str:
+        """``/why``: what shaped one answer (``explanation_lines``), as a code block under a heading."""
+        return self.strong("What shaped that answer") + "\n" + self.block(
+            clip(explanation_lines(explanation), self.limit - 100))

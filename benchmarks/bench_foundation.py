@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.offline import offline_environment  # noqa: E402
+from engine.offline import offline_environment
 
 offline_environment(force=False)
 

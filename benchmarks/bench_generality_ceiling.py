@@ -5,7 +5,7 @@ The engine answers a message from a correction when the best answer prototype's 
 clears the radius. Generality can therefore never exceed the share of paraphrases whose
 *best* prototype is the right one (the radius accepting everything, locality 0). This
 script measures, on the same label split and curve order as the benchmark
-(``bots.correction_bench.split_labels`` / ``curve_sequence``), with every paraphrase and
+(``engine.training.correction_bench.split_labels`` / ``curve_sequence``), with every paraphrase and
 out-of-scope line instead of a sample and without generation (the metric path alone):
 
 - ``accept all``: the ceiling, generality with no radius at all;
@@ -41,13 +41,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bots.correction_bench import BenchConfig, curve_sequence, split_labels  # noqa: E402
-from bots.learning_cli import save_curve_plot  # noqa: E402
-from engine.learning.metric import MetricArtifact, MetricEncoder, resolve_artifact  # noqa: E402
-from engine.learning.support_set import answer_scores  # noqa: E402
-from engine.settings import EncoderSettings  # noqa: E402
-from engine.training.episodes import Utterance, load_domains, load_utterances  # noqa: E402
-from engine.understanding.encoder import Encoder  # noqa: E402
+from engine.learning.metric import MetricArtifact, MetricEncoder, resolve_artifact
+from engine.learning.support_set import answer_scores
+from engine.settings import EncoderSettings
+from engine.training.correction_bench import BenchConfig, curve_sequence, split_labels
+from engine.training.curve_plot import save_curve_plot
+from engine.training.episodes import Utterance, load_domains, load_utterances
+from engine.understanding.encoder import Encoder
 
 LOCALITY_GOAL = 0.95
 

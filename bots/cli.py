@@ -1,14 +1,14 @@
-"""The ``heedful`` command.
+"""The ``heedful`` command: the app, its plain commands, and every sub-app, registered here.
 
 Commands that take ``--json`` print exactly one JSON object as the last line of
-stdout; scripts can rely on its keys.
+stdout; scripts can rely on its keys. The learning commands (``meta-train``, ``eval``)
+live in ``bots.learning_cli``; no command module imports this one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
+import contextlib
 import json
 import sys
 import time
@@ -19,8 +19,9 @@ import typer
 
 from engine import ChannelKey
 
-from .config import ConfigError, Settings, load_settings
-from .logs import setup_logging
+from .cli_common import ConfigOption, JsonOption, emit
+from .config import ConfigError, Settings, settings_or_exit
+from .learning_cli import eval_app, meta_train_app
 
 app = typer.Typer(
     name="heedful",
@@ -29,36 +30,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(meta_train_app, name="meta-train")
+app.add_typer(eval_app, name="eval")
 
-def _register_learning_commands() -> None:
-    from .learning_cli import eval_app, meta_train_app
-
-    if importlib.util.find_spec("bots.lora_cli") is not None:
-        importlib.import_module("bots.lora_cli")  # adds `meta-train lora` to meta_train_app
-    app.add_typer(meta_train_app, name="meta-train")
-    app.add_typer(eval_app, name="eval")
-
-
-_register_learning_commands()
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (default: $HEEDFUL_CONFIG or ./heedful.toml)")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
-
-
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    try:
-        settings = load_settings(config, **overrides)
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    setup_logging(settings.log_level, settings.secrets())
-    return settings
-
-
-def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(data, ensure_ascii=False) if as_json else text)
+ChannelArgument = Annotated[str, typer.Argument(help="console channel name or platform:space:channel")]
+RollbackOption = Annotated[bool, typer.Option("--rollback", help="serve the previous LoRA version instead")]
 
 
 def _console_key(channel: str) -> ChannelKey:
@@ -71,7 +47,7 @@ def run(config: ConfigOption = None) -> None:
     """Run the bot: every platform with a token configured, else the console chat."""
     from .runner import run as run_bot
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
         asyncio.run(run_bot(settings))
     except ConfigError as err:
@@ -89,19 +65,17 @@ def chat(
     """Talk to the bot in the terminal (also reads piped stdin, one message a line)."""
     from .runner import chat as chat_loop
 
-    settings = _settings(config)
-    try:
+    settings = settings_or_exit(config)
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(chat_loop(settings, channel))
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command("config")
 def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Show the effective configuration (secrets redacted)."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     data = settings.redacted()
-    _emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
+    emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @app.command()
@@ -111,14 +85,14 @@ def prepare(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
     from .runner import prepare_environment
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     prepare_environment(settings)
     started = time.perf_counter()
     loaded = load_model(settings.model, settings.engine_settings().model_cache_dir)
     seconds = time.perf_counter() - started
     data = {"model": loaded.name, "device": str(loaded.device), "seconds": round(seconds, 2),
             "cache_dir": str(settings.engine_settings().model_cache_dir)}
-    _emit(data, as_json, f"model {loaded.name} ready on {loaded.device} in {seconds:.1f} s")
+    emit(data, as_json, f"model {loaded.name} ready on {loaded.device} in {seconds:.1f} s")
 
 
 async def _with_store(settings: Settings, action):  # type: ignore[no-untyped-def]
@@ -134,41 +108,57 @@ async def _with_store(settings: Settings, action):  # type: ignore[no-untyped-de
 
 @app.command()
 def learned(
-    channel: Annotated[str, typer.Argument(help="console channel name or platform:space:channel")],
+    channel: ChannelArgument,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List a channel's active corrections."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     key = _console_key(channel)
     items = asyncio.run(_with_store(settings, lambda s: s.corrections(key)))
     rows = [c.public().to_dict() for c in items]
     text = "\n".join(f"#{r['correction_id']}: {r['question']!r} -> {r['answer']!r}" for r in rows) or "nothing learned"
-    _emit({"channel": str(key), "corrections": rows}, as_json, text)
+    emit({"channel": str(key), "corrections": rows}, as_json, text)
 
 
 @app.command()
 def forget(
-    channel: Annotated[str, typer.Argument(help="console channel name or platform:space:channel")],
+    channel: ChannelArgument,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Forget everything a channel taught the bot."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     key = _console_key(channel)
     ids = asyncio.run(_with_store(settings, lambda s: s.forget(key)))
-    _emit({"channel": str(key), "forgotten": len(ids)}, as_json, f"forgot {len(ids)} correction(s)")
+    emit({"channel": str(key), "forgotten": len(ids)}, as_json, f"forgot {len(ids)} correction(s)")
 
 
-@app.command()
+@app.command("lora-versions")
 def lora_versions(
-    channel: Annotated[str, typer.Argument(help="console channel name or platform:space:channel")],
-    rollback: Annotated[bool, typer.Option("--rollback", help="serve the previous version instead")] = False,
+    channel: ChannelArgument,
+    rollback: RollbackOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List a channel's LoRA versions (or roll back to the previous one)."""
-    settings = _settings(config)
+    _lora_versions(channel, rollback, config, as_json)
+
+
+@app.command("adapters", hidden=True)
+def adapters(
+    channel: ChannelArgument,
+    rollback: RollbackOption = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Deprecated (kept for one release): the old name of ``heedful lora-versions``."""
+    typer.echo("note: `heedful adapters` is deprecated; use `heedful lora-versions`", err=True)
+    _lora_versions(channel, rollback, config, as_json)
+
+
+def _lora_versions(channel: str, rollback: bool, config: Path | None, as_json: bool) -> None:
+    settings = settings_or_exit(config)
     key = _console_key(channel)
 
     async def action(store):  # type: ignore[no-untyped-def]
@@ -178,11 +168,12 @@ def lora_versions(
     active, versions = asyncio.run(_with_store(settings, action))
     rows = [{"version": a.version, "status": a.status, "created_at": a.created_at, "metrics": a.metrics}
             for a in versions]
-    text = "\n".join(f"v{r['version']} {r['status']}" for r in rows) or "no adapters"
-    data: dict[str, Any] = {"channel": str(key), "adapters": rows}
+    text = "\n".join(f"v{r['version']} {r['status']}" for r in rows) or "no LoRA versions"
+    # "adapters" is the old key of the same rows, kept for one release.
+    data: dict[str, Any] = {"channel": str(key), "lora_versions": rows, "adapters": rows}
     if rollback:
         data["active"] = active
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @app.command()
@@ -195,7 +186,7 @@ def version(as_json: JsonOption = False) -> None:
         v = dist_version("heedful")
     except PackageNotFoundError:
         v = "unknown"
-    _emit({"version": v, "python": sys.version.split()[0]}, as_json, f"heedful {v}")
+    emit({"version": v, "python": sys.version.split()[0]}, as_json, f"heedful {v}")
 
 
 def main() -> None:

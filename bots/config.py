@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import typer
 from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -25,9 +26,10 @@ from adapters.settings import ConsoleSettings, DiscordSettings, SlackSettings, T
 from engine import EngineSettings
 from engine.settings import DialogSettings, EncoderSettings, LearningSettings, LoraSettings, ModelSettings
 
+from .logs import setup_logging
 from .presets import PRESETS
 
-__all__ = ["Settings", "ConfigError", "load_settings", "default_data_dir"]
+__all__ = ["Settings", "ConfigError", "load_settings", "settings_or_exit", "default_data_dir"]
 
 
 class ConfigError(Exception):
@@ -111,3 +113,15 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in e['loc']) or '?'}: {e['msg']}" for e in err.errors(include_input=False)
         )
         raise ConfigError(f"invalid configuration ({path if path.is_file() else 'environment'}): {problems}") from None
+
+
+def settings_or_exit(config: Path | None = None, **overrides: Any) -> Settings:
+    """The settings for a command, with logging set up from them; an invalid configuration
+    ends the command with its message on stderr and exit status 2."""
+    try:
+        settings = load_settings(config, **overrides)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level, settings.secrets())
+    return settings

@@ -11,6 +11,7 @@ from typing import BinaryIO, TextIO
 
 from adapters.console import ConsoleAdapter
 from engine import Engine
+from engine.offline import offline_environment
 
 from .config import ConfigError, Settings
 
@@ -25,12 +26,10 @@ PLATFORMS = ("telegram", "slack", "discord")
 def prepare_environment(settings: Settings) -> None:
     """Process-wide switches that must be set before models load."""
     if settings.offline:
-        # No network at run time: every model comes from an installed package or local files.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Load-time progress bars are noise in a chat terminal and in piped output.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        offline_environment()
+    else:  # downloads allowed, but the same quiet
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

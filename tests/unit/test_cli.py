@@ -55,3 +55,28 @@ def test_learned_and_forget_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 def test_version_and_help() -> None:
     assert "version" in last_json(runner.invoke(app, ["version", "--json"]).output)
     assert "chat" in runner.invoke(app, ["--help"]).output
+
+
+async def seed_lora_versions(path: Path) -> None:
+    store = Store(path)
+    await store.open()
+    for _ in range(2):  # v1 is retired when v2 becomes active
+        await store.add_lora_version(ChannelKey("console", "ops", space="local"), b"w", {"query_loss": 1.0}, "active")
+    await store.close()
+
+
+def test_lora_versions_json_and_the_deprecated_adapters_alias(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path))
+    asyncio.run(seed_lora_versions(tmp_path / "heedful.sqlite3"))
+    listed = last_json(runner.invoke(app, ["lora-versions", "ops", "--json"]).output)
+    assert [(r["version"], r["status"]) for r in listed["lora_versions"]] == [(2, "active"), (1, "retired")]
+    assert listed["adapters"] == listed["lora_versions"]  # the old key, kept for one release
+    old = runner.invoke(app, ["adapters", "ops", "--rollback", "--json"])  # the old command, kept for one release
+    assert old.exit_code == 0 and "deprecated" in old.stderr and "lora-versions" in old.stderr
+    rolled = last_json(old.stdout)
+    assert rolled["active"] == 1 and rolled["lora_versions"][0]["status"] == "rolled_back"
+    assert rolled["adapters"] == rolled["lora_versions"]
+    assert runner.invoke(app, ["lora-versions", "elsewhere"]).output.strip() == "no LoRA versions"
+    main_help = runner.invoke(app, ["--help"]).output
+    assert "lora-versions" in main_help and "adapters" not in main_help  # the alias is hidden

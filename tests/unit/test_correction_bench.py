@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from bots.correction_bench import curve_sequence, split_labels
+from engine.training.correction_bench import curve_sequence, split_labels
 from engine.training.episodes import OOS, Utterance
 
 

@@ -15,14 +15,16 @@ when it contains the code its own channel taught:
 - ``curve``: generality, reliability and locality after 1, 10, 100, 1000 sequential
   corrections in one fresh channel;
 - ``routes``: how replies were made (from a correction, with corrections as examples, by
-  the base model; ``with_adapter``: generated with the channel's LoRA weights),
-  ``adapters``: the channels' LoRA versions by status, and
-  ``channel_adaptations``: the reports of the channels' metric adaptation jobs.
+  the base model; ``with_lora_version``: generated with one of the channel's LoRA versions),
+  ``lora_versions``: the channels' LoRA versions by status, and
+  ``channel_adaptations``: the reports of the channels' channel-encoder adaptation jobs.
+  For one release the two LoRA counts are also under their old names, ``routes.with_adapter``
+  and ``adapters``.
 
 With LoRA consolidation on, the benchmark waits (``Engine.settle``) for the channels'
-adapter jobs after teaching and before each curve point, so it measures both paths
+consolidation jobs after teaching and before each curve point, so it measures both paths
 together: corrections within the radius answer directly, the rest are generated with
-the channel's adapter once one is promoted.
+the channel's LoRA version once one is promoted.
 
 Each question is asked in its own thread of the channel (the learning scope is the
 channel), so replies run concurrently and share model batches, and no reply sees
@@ -41,10 +43,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route, Turn
-from engine.training.episodes import OOS, Utterance
+from ..contract import ChannelKey, Feedback, FeedbackKind, Route, Turn
+from ..engine import Engine
+from .episodes import OOS, Utterance
 
-__all__ = ["BenchConfig", "run_benchmark", "code_in", "split_labels", "curve_sequence"]
+__all__ = ["BenchConfig", "run_benchmark", "planned_questions", "code_in", "split_labels", "curve_sequence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,9 @@ class _Bench:
                 first = first or time.perf_counter() - started
             assert reply.explanation is not None
             self.routes[reply.explanation.route.value] += 1
-            self.routes["with_adapter"] += reply.explanation.lora_version is not None
+            with_lora = reply.explanation.lora_version is not None
+            self.routes["with_lora_version"] += with_lora
+            self.routes["with_adapter"] += with_lora  # the old name, kept for one release
             if self.progress:
                 self.progress(1)
             return _Asked(index, text, reply.text, reply.explanation.route.value, first)
@@ -146,7 +151,8 @@ def planned_questions(support: Sequence[Utterance], query: Sequence[Utterance], 
 
     top = min(max(config.curve, default=0), len([u for u in curve_support if u.label != OOS]))
     points = len({p for p in config.curve if p <= top} | ({top} if top else set()))
-    return config.channels * (lim(len(support)) + lim(len(query)) + lim(len(oos))) + top + points * 3 * config.curve_queries
+    asked = config.channels * (lim(len(support)) + lim(len(query)) + lim(len(oos)))
+    return asked + top + points * 3 * config.curve_queries
 
 
 def split_labels(support: Sequence[Utterance], uncorrected: float, rng: random.Random
@@ -197,10 +203,13 @@ async def run_benchmark(
     for i, channel in enumerate(channels):
         for u in lessons:
             await bench.teach(channel, u.text, _answer(codes[i][u.label]))
-    await engine.settle()  # with LoRA on: the channels' adapters are trained (and judged) first
+    await engine.settle()  # with LoRA on: the channels' LoRA versions are trained (and judged) first
 
     # -- ask --------------------------------------------------------------------------------------
-    reliability, generality, locality, violations = [], [], [], 0
+    reliability: list[bool] = []
+    generality: list[bool] = []
+    locality: list[bool] = []
+    violations = 0
     for i, channel in enumerate(channels):
         others = [code for j, table in enumerate(codes) if j != i for code in table.values()]
         own = list(codes[i].values())
@@ -221,6 +230,7 @@ async def run_benchmark(
 
     # -- the sequential curve, and correction-to-effect, in one fresh channel ---------------------
     curve, effect_ms = await _curve(bench, curve_support, query, oos, config)
+    lora_versions = await _lora_version_counts(engine, [*channels, bench.key("curve")])
 
     return {
         "labels": len(labels),
@@ -241,18 +251,19 @@ async def run_benchmark(
         },
         "curve": curve,
         "routes": dict(bench.routes),
-        "adapters": await _adapter_counts(engine, [*channels, bench.key("curve")]),
+        "lora_versions": lora_versions,
+        "adapters": dict(lora_versions),  # the old name, kept for one release
         "channel_adaptations": _adaptation_reports(engine),
     }
 
 
 def _adaptation_reports(engine: Engine) -> list[dict[str, Any]]:
-    """The per-channel metric adaptation jobs the benchmark's channels ran (judged candidates)."""
+    """The channel-encoder adaptation jobs the benchmark's channels ran (judged candidates)."""
     adaptation = engine.matching.adaptation
     return list(adaptation.reports) if adaptation is not None else []
 
 
-async def _adapter_counts(engine: Engine, channels: Sequence[ChannelKey]) -> dict[str, int]:
+async def _lora_version_counts(engine: Engine, channels: Sequence[ChannelKey]) -> dict[str, int]:
     """LoRA versions the benchmark's channels got, by status (empty with LoRA off)."""
     counts: dict[str, int] = defaultdict(int)
     for channel in channels:
@@ -313,8 +324,10 @@ async def _curve(bench: _Bench, curve_support: Sequence[Utterance], query: Seque
             curve.append({
                 "corrections": n,
                 "labels": len(covered),
-                "generality": _rate([code_in(codes[lab], a.reply) for (_, lab), a in zip(gen_items, gen, strict=True)]),
-                "reliability": _rate([code_in(codes[lab], a.reply) for (_, lab), a in zip(rel_items, rel, strict=True)]),
+                "generality": _rate([code_in(codes[lab], a.reply)
+                                     for (_, lab), a in zip(gen_items, gen, strict=True)]),
+                "reliability": _rate([code_in(codes[lab], a.reply)
+                                      for (_, lab), a in zip(rel_items, rel, strict=True)]),
                 "locality": _rate([not any(code_in(c, a.reply) for c in codes.values()) for a in loc]),
             })
     return curve, effect_ms

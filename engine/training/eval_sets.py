@@ -1,0 +1,47 @@
+"""The benchmarks' input files: labelled utterances, optionally narrowed to some domains.
+
+Both ``heedful eval`` benchmarks read the same kind of files (JSON lines ``{text, label}``,
+``episodes.load_utterances``) and may keep only the labels of some domains, usually
+domains that meta-training never saw, so that the numbers measure transfer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .episodes import Utterance, load_domains, load_utterances, split_by_domain
+from .runs import RunError
+
+__all__ = ["load_eval_sets"]
+
+
+def load_eval_sets(files: Mapping[str, Path | None], eval_domains: Sequence[str] = (), domains: Path | None = None,
+                   unfiltered: Sequence[str] = ("--oos",)) -> dict[str, list[Utterance]]:
+    """Load each named file (``None``: an empty set); with ``eval_domains``, keep only those
+    domains' labels in every set not named in ``unfiltered`` (out-of-scope lines have no domain).
+
+    ``files`` maps the name a person knows the file by (the command's option) to its path, so
+    that a ``RunError`` names the right one. ``domains`` is the ``{domain: [labels]}`` map
+    (default: ``domains.json`` beside the first file).
+    """
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            raise RunError(f"{name}: no such file {path}")
+    try:
+        sets = {name: load_utterances(path) if path else [] for name, path in files.items()}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RunError(str(err)) from None
+    if eval_domains:
+        first = next(path for path in files.values() if path is not None)
+        domains = domains or first.parent / "domains.json"
+        if not domains.is_file():
+            raise RunError(f"--domains: no such file {domains} (needed for --eval-domains)")
+        label_domains = load_domains(domains)
+        try:
+            for name in sets:
+                if name not in unfiltered:
+                    sets[name] = split_by_domain(sets[name], label_domains, list(eval_domains))[1]
+        except ValueError as err:
+            raise RunError(str(err)) from None
+    return sets

@@ -137,6 +137,11 @@ class Feedback(_Serialisable):
     """For corrections: the better answer."""
     question: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    event_id: str = ""
+    """The platform's id of the event that carried this feedback (e.g. a Telegram update
+    id). Feedback with an event id is applied at most once per scope: the same event
+    delivered again (a platform retry, a restart before the adapter recorded it) gets
+    the first delivery's receipt and changes nothing."""
 
 
 @dataclass(frozen=True, slots=True)

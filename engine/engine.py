@@ -41,7 +41,7 @@ from .learning.support_sets import SupportSets
 from .nn.lora import LoraWeights
 from .reply import Reply
 from .settings import EngineSettings
-from .store import Store, StoredMessage
+from .store import AlreadyApplied, Store, StoredMessage
 from .understanding.encoder import Encoder
 
 __all__ = ["Engine"]
@@ -327,6 +327,12 @@ class Engine:
         """
         self._check_running()
         await self._sync_external()
+        try:
+            return await self._apply(feedback)
+        except AlreadyApplied as done:  # the same platform event again: answer as the first time
+            return _receipt(feedback.kind, done.result)
+
+    async def _apply(self, feedback: Feedback) -> FeedbackReceipt:
         channel = feedback.channel
         target = await self._target(feedback)
         if feedback.kind is FeedbackKind.CORRECTION:
@@ -335,11 +341,11 @@ class Engine:
             raise NotFound("there is no reply of mine here to give feedback on")
         if feedback.kind is FeedbackKind.FORGET:
             used = [u["correction_id"] for u in (target.explanation or {}).get("corrections", [])]
-            forgotten = await self.forget(channel, used) if used else 0
-            return FeedbackReceipt(True, f"Forgot {forgotten} correction(s) behind that reply.", forgotten=forgotten)
-        await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id)
-        return FeedbackReceipt(True, "Thanks for the feedback." if feedback.kind is FeedbackKind.UP
-                               else "Noted. Reply with a correction to teach me the better answer.")
+            forgotten = await self.forget(channel, used, event_id=feedback.event_id) if used else 0
+            return _receipt(feedback.kind, {"forgotten": forgotten})
+        await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id,
+                                   event_id=feedback.event_id)
+        return _receipt(feedback.kind, {"kind": feedback.kind.value})
 
     async def _target(self, feedback: Feedback) -> StoredMessage | None:
         target = await self.store.find_reply(
@@ -369,22 +375,25 @@ class Engine:
             stored = await self.store.add_correction(
                 feedback.channel, question=question, answer=answer, author_id=feedback.author_id,
                 embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
-                replaces=same,
+                replaces=same, event_id=feedback.event_id,
             )
             support.remove(same)
             support.add(stored)
         if self.consolidator is not None:
             await self.consolidator.corrections_changed(feedback.channel)
         log.info("learned correction #%d in %s", stored.id, feedback.channel.scope)
-        return FeedbackReceipt(True, f"Learned: when asked {_short(question)!r}, answer {_short(answer)!r}.",
-                               correction_id=stored.id)
+        return _receipt(FeedbackKind.CORRECTION, {"correction_id": stored.id, "question": question, "answer": answer})
 
-    async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None) -> int:
-        """Forget all corrections of ``channel``'s scope (or only ``correction_ids``); returns how many."""
+    async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None, *,
+                     event_id: str = "") -> int:
+        """Forget all corrections of ``channel``'s scope (or only ``correction_ids``); returns how many.
+
+        With ``event_id`` (a platform event) it is applied at most once (``Feedback.event_id``);
+        a repeat raises ``store.AlreadyApplied``."""
         self._check_running()
         await self._sync_external()
         async with self._teach_locks(channel.scope):
-            ids = await self.store.forget(channel.scope, correction_ids)
+            ids = await self.store.forget(channel.scope, correction_ids, event_id=event_id)
             (await self._support_set(channel)).remove(ids)
         if ids and self.consolidator is not None:
             await self.consolidator.corrections_changed(channel, forgotten=True)
@@ -521,3 +530,16 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+
+
+def _receipt(kind: FeedbackKind, result: dict[str, Any]) -> FeedbackReceipt:
+    """The receipt for feedback that did ``result`` (built the same way for a repeated event)."""
+    if kind is FeedbackKind.CORRECTION:
+        question, answer = str(result["question"]), str(result["answer"])
+        return FeedbackReceipt(True, f"Learned: when asked {_short(question)!r}, answer {_short(answer)!r}.",
+                               correction_id=int(result["correction_id"]))
+    if kind is FeedbackKind.FORGET:
+        forgotten = int(result["forgotten"])
+        return FeedbackReceipt(True, f"Forgot {forgotten} correction(s) behind that reply.", forgotten=forgotten)
+    return FeedbackReceipt(True, "Thanks for the feedback." if kind is FeedbackKind.UP
+                           else "Noted. Reply with a correction to teach me the better answer.")

@@ -25,7 +25,7 @@ import numpy as np
 from .contract import ChannelKey, ChannelSettings, Correction
 from .errors import EngineClosed, NotFound
 
-__all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredLoraVersion", "MIGRATIONS"]
+__all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredLoraVersion", "AlreadyApplied", "MIGRATIONS"]
 
 CACHED_CHANNEL_IDS = 65536
 """Scope -> row id lookups kept in memory (a few MB at most); older ones are read again."""
@@ -114,7 +114,26 @@ MIGRATIONS: Sequence[str] = (
     DROP INDEX adapter_versions_status;
     CREATE INDEX lora_versions_status ON lora_versions (channel_id, status);
     """,
+    # 4: platform events whose feedback was applied, recorded in the same transaction as the
+    # effect, so a redelivered event is recognised and applied at most once.
+    """
+    CREATE TABLE applied_events (
+        channel_id INTEGER NOT NULL REFERENCES channels(id),
+        event_id TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (channel_id, event_id)
+    );
+    """,
 )
+
+
+class AlreadyApplied(Exception):
+    """The event was applied before (``result``: what it did then); nothing was changed now."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("event already applied")
+        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,24 +499,28 @@ class Store:
         encoder: str,
         message_id: int | None,
         replaces: Sequence[int] = (),
+        event_id: str = "",
     ) -> StoredCorrection:
         """Store a correction durably (committed with synchronous=FULL before returning).
 
         ``replaces``: corrections of the scope it supersedes (a new answer to the same
         question), forgotten in the same transaction, so that no crash can leave the
-        scope with neither answer.
+        scope with neither answer. ``event_id``: see ``_once``; raises ``AlreadyApplied``.
         """
         now = time.time()
         vector = np.asarray(embedding, dtype=np.float32)
         async with self._write() as db:
             cid = await self._new_scope_id(db, key)
+            await self._once(db, cid, event_id)
             await self._deactivate(db, cid, replaces, now)
             cur = await db.execute(
                 "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, message_id, question, answer, author_id, vector.tobytes(), encoder, now),
             )
-        assert cur.lastrowid is not None
+            assert cur.lastrowid is not None
+            await self._applied(db, cid, event_id, {"correction_id": cur.lastrowid, "question": question,
+                                                    "answer": answer})
         return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now)
 
     async def corrections(self, key: ChannelKey) -> list[StoredCorrection]:
@@ -517,13 +540,19 @@ class Store:
             for r in rows
         ]
 
-    async def forget(self, key: ChannelKey, correction_ids: Sequence[int] | None = None) -> list[int]:
-        """Deactivate all (or the given) corrections of a scope; returns the ids forgotten."""
+    async def forget(self, key: ChannelKey, correction_ids: Sequence[int] | None = None, *,
+                     event_id: str = "") -> list[int]:
+        """Deactivate all (or the given) corrections of a scope; returns the ids forgotten.
+
+        ``event_id``: see ``_once``; raises ``AlreadyApplied``."""
         async with self._write() as db:
-            cid = await self._scope_id(db, key)
+            cid = await self._new_scope_id(db, key) if event_id else await self._scope_id(db, key)
             if cid is None:
                 return []
-            return await self._deactivate(db, cid, correction_ids, time.time())
+            await self._once(db, cid, event_id)
+            ids = await self._deactivate(db, cid, correction_ids, time.time())
+            await self._applied(db, cid, event_id, {"forgotten": len(ids)})
+            return ids
 
     @staticmethod
     async def _deactivate(db: aiosqlite.Connection, cid: int, ids: Sequence[int] | None, now: float) -> list[int]:
@@ -539,12 +568,42 @@ class Store:
 
     # -- thumbs -----------------------------------------------------------------------
 
-    async def add_thumb(self, key: ChannelKey, message_id: int, kind: str, author_id: str) -> None:
+    async def add_thumb(self, key: ChannelKey, message_id: int, kind: str, author_id: str, *,
+                        event_id: str = "") -> None:
+        """Record a 👍 / 👎 on a reply. ``event_id``: see ``_once``; raises ``AlreadyApplied``."""
         async with self._write() as db:
             cid = await self._new_scope_id(db, key)
+            await self._once(db, cid, event_id)
             await db.execute(
                 "INSERT INTO thumbs (channel_id, message_id, kind, author_id, created_at) VALUES (?, ?, ?, ?, ?)",
                 (cid, message_id, kind, author_id, time.time()),
+            )
+            await self._applied(db, cid, event_id, {"kind": kind})
+
+    # -- applied events ---------------------------------------------------------------
+
+    @staticmethod
+    async def _once(db: aiosqlite.Connection, cid: int, event_id: str) -> None:
+        """Inside an operation: raise ``AlreadyApplied`` if ``event_id`` was applied in this scope.
+
+        Operations are serialised (and ``BEGIN IMMEDIATE`` across processes), so checking
+        here and recording with ``_applied`` in the same transaction cannot race.
+        """
+        if not event_id:
+            return
+        async with db.execute(
+            "SELECT result FROM applied_events WHERE channel_id = ? AND event_id = ?", (cid, event_id)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            raise AlreadyApplied(json.loads(row[0]))
+
+    @staticmethod
+    async def _applied(db: aiosqlite.Connection, cid: int, event_id: str, result: dict[str, Any]) -> None:
+        if event_id:
+            await db.execute(
+                "INSERT INTO applied_events (channel_id, event_id, result, created_at) VALUES (?, ?, ?, ?)",
+                (cid, event_id, json.dumps(result), time.time()),
             )
 
     async def thumbs(self, key: ChannelKey) -> dict[str, int]:

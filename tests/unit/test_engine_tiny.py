@@ -183,3 +183,25 @@ async def test_support_sets_beyond_the_cache_reload_from_the_store(make_engine: 
 async def test_health_reports_a_serving_engine(tiny_engine: Engine) -> None:
     health = tiny_engine.health()
     assert health["healthy"] and health["model"]["alive"] and not health["model"]["stalled"]
+
+
+async def test_a_redelivered_event_is_applied_once_even_after_a_restart(make_engine: Callable, tmp_path: Path) -> None:
+    """A platform that delivers the same update again (or a restart before the adapter noted it) must
+    not teach twice, nor replace the answer someone taught in between."""
+    key = ChannelKey("test", "events", space="s")
+    async with make_engine(data_dir=tmp_path / "d") as engine:
+        _, reply_id = await ask(engine, key, "What is the door code?")
+        fix = Feedback(key, FeedbackKind.CORRECTION, author_id="u1", reply_id=reply_id, text="It is 7731.",
+                       event_id="update:41")
+        first = await engine.feedback(fix)
+        thumb = Feedback(key, FeedbackKind.UP, author_id="u2", reply_id=reply_id, event_id="update:42")
+        await engine.feedback(thumb)
+        await engine.feedback(thumb)
+        assert (await engine.store.thumbs(key)) == {"up": 1}
+        later = await engine.feedback(Feedback(key, FeedbackKind.CORRECTION, author_id="u3", reply_id=reply_id,
+                                               text="It is 9000 now.", event_id="update:43"))
+    async with make_engine(data_dir=tmp_path / "d") as engine:
+        again = await engine.feedback(fix)
+        assert again == first
+        assert [c.answer for c in await engine.learned(key)] == ["It is 9000 now."]
+        assert later.correction_id != first.correction_id

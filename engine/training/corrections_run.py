@@ -25,8 +25,8 @@ from ..engine import Engine
 from ..settings import EngineSettings, ModelSettings
 from .correction_bench import BenchConfig, planned_questions, run_benchmark
 from .curve_plot import plot_correction_curve
-from .episodes import Utterance
-from .eval_sets import load_eval_sets
+from .episodes import BadLine, Utterance
+from .eval_sets import load_eval_sets, skipped_report
 from .lora_bench import SideBySideConfig, eval_corrections_lora
 from .runs import Bars, Log, RunError, silent_bars, silent_log
 
@@ -69,8 +69,10 @@ def run_corrections_eval(run: CorrectionsRunConfig, settings: EngineSettings, *,
         raise RunError(f"--mode must be metric, lora or both, not {run.mode!r}")
     if run.lora_init is not None and not run.lora_init.is_file():
         raise RunError(f"--lora-init: no such file {run.lora_init}")
+    skipped: dict[str, list[BadLine]] = {}
     sets = load_eval_sets({"--support": run.support, "--query": run.query, "--oos": run.oos,
-                           "--curve-support": run.curve_support}, run.eval_domains, run.domains)
+                           "--curve-support": run.curve_support}, run.eval_domains, run.domains, skipped=skipped)
+    bad_lines = skipped_report(skipped, log)
     s, q, o = sets["--support"], sets["--query"], sets["--oos"]
     c = sets["--curve-support"] if run.curve_support else s
     if not s or not q:
@@ -79,7 +81,7 @@ def run_corrections_eval(run: CorrectionsRunConfig, settings: EngineSettings, *,
     if run.plot is not None and run.mode == "both":
         plot = run.plot
         plots = {p: plot.with_name(f"{plot.stem}-{p}{plot.suffix or '.png'}") for p in plots}
-    result: dict[str, Any] = {"mode": run.mode}
+    result: dict[str, Any] = {"mode": run.mode, "skipped_lines": bad_lines}
     if run.mode in ("metric", "both"):
         metric_result = _through_the_engine(run, settings, s, q, o, c, plots["metric"], bars)
         if run.mode == "metric":

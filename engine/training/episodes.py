@@ -25,9 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dialog.sanitize import clean_text
+from ..errors import InputError
+from ..settings import DialogSettings
+
+DEFAULT_MAX_CHARS = DialogSettings().max_input_chars
+"""The longest text the engine accepts by default: longer lines could not be asked."""
+
 __all__ = [
     "OOS",
     "Utterance",
+    "BadLine",
     "load_utterances",
     "load_domains",
     "split_by_domain",
@@ -47,8 +55,22 @@ class Utterance:
     label: str
 
 
-def load_utterances(path: str | Path) -> list[Utterance]:
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line of an input file that cannot be used, and why."""
+
+    line: int
+    why: str
+
+
+def load_utterances(path: str | Path, skipped: list[BadLine] | None = None,
+                    max_chars: int = DEFAULT_MAX_CHARS) -> list[Utterance]:
     """The lines of a JSON-lines file; each needs ``text`` and ``label``.
+
+    Input files are user input: a line that is not a JSON object with both keys, or
+    whose text the engine would refuse (blank after cleaning, longer than ``max_chars``),
+    is appended to ``skipped`` when it is given, and otherwise raises ``ValueError``
+    naming the file and line. Blank lines are ignored.
 
     A ``.json`` file in CLINC150's original layout (``data_full.json``: ``{"train": [[text,
     intent], ...], "oos_train": [...], ...}``) gives its ``train`` pairs, then its
@@ -61,15 +83,31 @@ def load_utterances(path: str | Path) -> list[Utterance]:
         return [Utterance(str(t), str(label)) for t, label in data["train"]] + [
             Utterance(str(t), OOS) for t, _ in data.get("oos_train", [])]
     out: list[Utterance] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if not isinstance(row, dict) or "text" not in row or "label" not in row:
-                raise ValueError(f"{path}:{n}: each line must be an object with 'text' and 'label'")
-            out.append(Utterance(str(row["text"]), str(row["label"])))
+            try:
+                out.append(_utterance(line, max_chars))
+            except ValueError as err:
+                if skipped is None:
+                    raise ValueError(f"{path}:{n}: {err}") from None
+                skipped.append(BadLine(n, str(err)))
     return out
+
+
+def _utterance(line: str, max_chars: int) -> Utterance:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(row, dict) or "text" not in row or "label" not in row:
+        raise ValueError("each line must be an object with 'text' and 'label'")
+    try:
+        text = clean_text(str(row["text"]), limit=max_chars, what="text")
+    except InputError as err:
+        raise ValueError(str(err)) from None
+    return Utterance(text, str(row["label"]))
 
 
 def load_domains(path: str | Path) -> dict[str, str]:

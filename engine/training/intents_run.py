@@ -27,8 +27,8 @@ from ..learning.channel_encoder import ChannelEncoder, EncoderAdaptConfig, Tenso
 from ..learning.metric import MetricArtifact, MetricEncoder, resolve_artifact
 from ..settings import EncoderSettings
 from ..understanding.encoder import Encoder
-from .episodes import OOS, Utterance
-from .eval_sets import load_eval_sets
+from .episodes import OOS, BadLine, Utterance
+from .eval_sets import load_eval_sets, skipped_report
 from .intent_eval import Embed, evaluate_intents
 from .runs import Bars, Log, RunError, silent_bars, silent_log
 
@@ -54,8 +54,10 @@ class IntentsRunConfig:
 def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Log = silent_log) -> dict[str, Any]:
     """Few-shot intent classification, prototypes from ``run.support``, all labels at once.
     Raises ``RunError`` for missing or malformed files, unknown domains and a missing metric."""
+    skipped: dict[str, list[BadLine]] = {}
     sets = load_eval_sets({"--support": run.support, "--query": run.query, "--oos": run.oos},
-                          run.eval_domains, run.domains)
+                          run.eval_domains, run.domains, skipped=skipped)
+    bad_lines = skipped_report(skipped, log)
     s, q, o = sets["--support"], sets["--query"], sets["--oos"]
     if not s or not q:
         raise RunError("--support and --query need at least one utterance each (after --eval-domains)")
@@ -68,7 +70,8 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
     if run.adapt_steps and artifact is None:
         raise RunError("--adapt-steps trains a channel encoder from the metric: it needs a metric (not --metric none)")
     encoder.load()
-    result: dict[str, Any] = {"metric": f"metric:{artifact.digest}" if artifact else "cosine"}
+    result: dict[str, Any] = {"metric": f"metric:{artifact.digest}" if artifact else "cosine",
+                              "skipped_lines": bad_lines}
     instant = evaluate_intents(_embedder(encoder, "embed", bars), s, q, o, threshold)
     result |= instant
     if isinstance(encoder, MetricEncoder) and (run.adapt or run.adapt_steps):

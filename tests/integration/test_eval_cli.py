@@ -163,3 +163,28 @@ def test_eval_corrections_lora_refuses_an_init_for_another_model(files: dict[str
     assert bogus.exit_code == 2 and "--mode must be" in bogus.output
     missing = CliRunner().invoke(app, [*args, "--mode", "lora", "--lora-init", str(tmp_path / "no.safetensors")])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_bad_input_lines_are_skipped_and_reported_not_fatal(files: dict[str, Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """One unusable line in a query file must not lose a long run: it is reported up front, by line."""
+    monkeypatch.setenv("HEEDFUL_MODELS_DIR", str(MODELS_DIR))
+    monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path / "data"))
+    good = files["query"].read_text(encoding="utf-8").splitlines()
+    query = tmp_path / "q-bad.jsonl"
+    query.write_text("\n".join([good[0], '{"text": "", "label": "x"}', "not json at all", good[1],
+                                '{"text": "\\u0007  \\u001b[31m", "label": "x"}', '{"text": "no label"}',
+                                *good[2:]]) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, [
+        "eval", "corrections", "--support", str(files["support"]), "--query", str(query),
+        "--oos", str(files["oos"]), "--mode", "metric", "--model", "tiny:0", "--limit", "4",
+        "--curve", "1", "--curve-queries", "2", "--max-new-tokens", "4", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    data = last_json(result.stdout)
+    assert [b["line"] for b in data["skipped_lines"]["--query"]] == [2, 3, 5, 6]
+    assert "skipping 4 unusable line(s)" in result.stderr
+    intents = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query", str(query),
+                                       "--json"])
+    assert intents.exit_code == 0, intents.output
+    assert len(last_json(intents.stdout)["skipped_lines"]["--query"]) == 4

@@ -13,15 +13,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from engine import ChannelKey
-
-from .cli_common import ConfigOption, JsonOption, emit
-from .config import ConfigError, Settings, settings_or_exit
+from .admin_cli import audit, review, user_app
+from .cli_common import ChannelArgument, ConfigOption, JsonOption, channel_key, emit, with_store
+from .config import ConfigError, settings_or_exit
 from .learning_cli import eval_app, meta_train_app
+
+if TYPE_CHECKING:
+    from engine.store import Store, StoredLoraVersion
 
 app = typer.Typer(
     name="heedful",
@@ -32,14 +34,11 @@ app = typer.Typer(
 )
 app.add_typer(meta_train_app, name="meta-train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(user_app, name="user")
+app.command()(audit)
+app.command()(review)
 
-ChannelArgument = Annotated[str, typer.Argument(help="console channel name or platform:space:channel")]
 RollbackOption = Annotated[bool, typer.Option("--rollback", help="serve the previous LoRA version instead")]
-
-
-def _console_key(channel: str) -> ChannelKey:
-    """``NAME`` for a console channel, or a full ``platform:space:channel`` key."""
-    return ChannelKey.parse(channel) if channel.count(":") >= 2 else ChannelKey("console", channel, space="local")
 
 
 @app.command()
@@ -95,17 +94,6 @@ def prepare(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     emit(data, as_json, f"model {loaded.name} ready on {loaded.device} in {seconds:.1f} s")
 
 
-async def _with_store(settings: Settings, action):  # type: ignore[no-untyped-def]
-    from engine.store import Store
-
-    store = Store(settings.engine_settings().database_path)
-    await store.open()
-    try:
-        return await action(store)
-    finally:
-        await store.close()
-
-
 @app.command()
 def learned(
     channel: ChannelArgument,
@@ -114,8 +102,8 @@ def learned(
 ) -> None:
     """List a channel's active corrections."""
     settings = settings_or_exit(config)
-    key = _console_key(channel)
-    items = asyncio.run(_with_store(settings, lambda s: s.corrections(key)))
+    key = channel_key(channel)
+    items = asyncio.run(with_store(settings, lambda s: s.corrections(key)))
     rows = [c.public().to_dict() for c in items]
     text = "\n".join(f"#{r['correction_id']}: {r['question']!r} -> {r['answer']!r}" for r in rows) or "nothing learned"
     emit({"channel": str(key), "corrections": rows}, as_json, text)
@@ -124,14 +112,21 @@ def learned(
 @app.command()
 def forget(
     channel: ChannelArgument,
+    author: Annotated[str | None, typer.Option("--author", help="only what this user id taught (undo by author)")]
+    = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Forget everything a channel taught the bot."""
+    """Forget everything a channel taught the bot (or one person's part of it).
+
+    The channel's LoRA versions stop serving too: they may remember what was forgotten."""
     settings = settings_or_exit(config)
-    key = _console_key(channel)
-    ids = asyncio.run(_with_store(settings, lambda s: s.forget(key)))
-    emit({"channel": str(key), "forgotten": len(ids)}, as_json, f"forgot {len(ids)} correction(s)")
+    key = channel_key(channel)
+    ids = asyncio.run(with_store(settings, lambda s: s.forget(key, author_id="cli", by_author=author)))
+    data: dict[str, Any] = {"channel": str(key), "forgotten": len(ids), "correction_ids": ids}
+    if author is not None:
+        data["author"] = author
+    emit(data, as_json, f"forgot {len(ids)} correction(s)")
 
 
 @app.command("lora-versions")
@@ -159,13 +154,13 @@ def adapters(
 
 def _lora_versions(channel: str, rollback: bool, config: Path | None, as_json: bool) -> None:
     settings = settings_or_exit(config)
-    key = _console_key(channel)
+    key = channel_key(channel)
 
-    async def action(store):  # type: ignore[no-untyped-def]
-        active = await store.rollback_lora(key) if rollback else None
+    async def action(store: Store) -> tuple[int | None, list[StoredLoraVersion]]:
+        active = await store.rollback_lora(key, author_id="cli") if rollback else None
         return active, await store.lora_versions(key)
 
-    active, versions = asyncio.run(_with_store(settings, action))
+    active, versions = asyncio.run(with_store(settings, action))
     rows = [{"version": a.version, "status": a.status, "created_at": a.created_at, "metrics": a.metrics}
             for a in versions]
     text = "\n".join(f"v{r['version']} {r['status']}" for r in rows) or "no LoRA versions"

@@ -8,12 +8,42 @@ progress bars and news go to stderr.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-__all__ = ["ConfigOption", "JsonOption", "csv", "emit", "fail"]
+from engine import ChannelKey
+
+if TYPE_CHECKING:
+    from engine.store import Store
+
+    from .config import Settings
+
+__all__ = ["ConfigOption", "JsonOption", "ChannelArgument", "channel_key", "with_store", "csv", "emit", "fail"]
+
+T = TypeVar("T")
+
+ChannelArgument = Annotated[str, typer.Argument(help="console channel name or platform:space:channel")]
+
+
+def channel_key(channel: str) -> ChannelKey:
+    """``NAME`` for a console channel, or a full ``platform:space:channel`` key."""
+    return ChannelKey.parse(channel) if channel.count(":") >= 2 else ChannelKey("console", channel, space="local")
+
+
+async def with_store(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``action`` on the configured database (no model loaded); a running bot sees the change
+    from its next message (SQLite's ``data_version``)."""
+    from engine.store import Store
+
+    store = Store(settings.engine_settings().database_path)
+    await store.open()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (default: $HEEDFUL_CONFIG or ./heedful.toml)")

@@ -24,7 +24,15 @@ from pydantic_settings import (
 
 from adapters.settings import ConsoleSettings, DiscordSettings, SlackSettings, TelegramSettings
 from engine import EngineSettings
-from engine.settings import DialogSettings, EncoderSettings, LearningSettings, LoraSettings, ModelSettings
+from engine.settings import (
+    DialogSettings,
+    EncoderSettings,
+    LearningSettings,
+    LoraSettings,
+    ModelSettings,
+    StoreSettings,
+    TeachLimitSettings,
+)
 
 from .logs import setup_logging
 from .presets import PRESETS
@@ -62,6 +70,8 @@ class Settings(BaseSettings):
     learning: LearningSettings = LearningSettings()
     lora: LoraSettings = LoraSettings()
     dialog: DialogSettings = DialogSettings()
+    teach: TeachLimitSettings = TeachLimitSettings()
+    store: StoreSettings = StoreSettings()
     console: ConsoleSettings = ConsoleSettings()
     telegram: TelegramSettings = TelegramSettings()
     slack: SlackSettings = SlackSettings()
@@ -84,6 +94,7 @@ class Settings(BaseSettings):
         return EngineSettings(
             data_dir=self.data_dir, models_dir=self.models_dir, model=self.model,
             encoder=self.encoder, learning=self.learning, lora=self.lora, dialog=dialog,
+            teach=self.teach, store=self.store,
         )
 
     def secrets(self) -> list[str]:

@@ -6,6 +6,7 @@
 """
 
 from .contract import (
+    AuditEntry,
     ChannelKey,
     ChannelSettings,
     Correction,
@@ -25,6 +26,7 @@ from .settings import EngineSettings
 
 __all__ = [
     "AdapterVersion",
+    "AuditEntry",
     "ChannelKey",
     "ChannelSettings",
     "Correction",

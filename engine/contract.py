@@ -27,6 +27,7 @@ __all__ = [
     "Correction",
     "ChannelSettings",
     "LoraVersion",
+    "AuditEntry",
 ]
 
 
@@ -137,6 +138,9 @@ class Feedback(_Serialisable):
     """For corrections: the better answer."""
     question: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    needs_review: bool = False
+    """For corrections from people who may not teach directly (``teach = "review"``): the
+    correction waits, inactive, until a manager approves it (``Engine.review``)."""
     event_id: str = ""
     """The platform's id of the event that carried this feedback (e.g. a Telegram update
     id). Feedback with an event id is applied at most once per scope: the same event
@@ -152,6 +156,7 @@ class FeedbackReceipt(_Serialisable):
     message: str
     correction_id: int | None = None
     forgotten: int = 0
+    pending: bool = False  # the correction waits for a manager's review
 
 
 class Route(enum.StrEnum):
@@ -231,3 +236,15 @@ class LoraVersion(_Serialisable):
     status: str  # active | retired | rejected | rolled_back
     created_at: float
     metrics: dict[str, float | int | str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry(_Serialisable):
+    """One change to what the bot learned or how it behaves: who, when, where, what."""
+
+    entry_id: int
+    channel: str  # the learning scope as ``platform:space:channel`` ("" for whole-store actions)
+    author_id: str  # who did it ("" for the bot itself, e.g. a LoRA version it trained)
+    action: str  # correction, correction_pending, approve, reject, forget, settings, rollback, lora_version, move, ...
+    detail: dict[str, Any]
+    created_at: float

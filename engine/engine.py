@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from typing import Any
 
 from .chat_template import render_chat
 from .contract import (
+    AuditEntry,
     ChannelKey,
     ChannelSettings,
     Correction,
@@ -41,7 +43,7 @@ from .learning.support_sets import SupportSets
 from .nn.lora import LoraWeights
 from .reply import Reply
 from .settings import EngineSettings
-from .store import AlreadyApplied, Store, StoredMessage
+from .store import AlreadyApplied, Store, StoredMessage, question_key
 from .understanding.encoder import Encoder
 
 __all__ = ["Engine"]
@@ -72,6 +74,7 @@ class Engine:
         self._started = False
         self._data_version = 0  # the store's PRAGMA data_version when caches were last checked
         self.consolidator: Consolidator | None = None
+        self._pruning: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -96,14 +99,34 @@ class Engine:
                 self.consolidator = Consolidator(self.store, self._worker, self.settings.lora, setup.config, setup.job,
                                                  related=related)
                 await self.consolidator.start()
+            if self.settings.store.retention_days > 0:
+                self._pruning = asyncio.create_task(self._prune_history(), name="heedful-retention")
         except BaseException:
             await self.stop()
             raise
         self._started = True
 
+    async def _prune_history(self) -> None:
+        """Delete message history older than ``store.retention_days``, now and then every hour."""
+        keep_s = self.settings.store.retention_days * 86400.0
+        while True:
+            try:
+                pruned = await self.store.prune_messages(time.time() - keep_s)
+                if pruned:
+                    log.info("retention: deleted %d message(s) older than %g day(s)", pruned,
+                             self.settings.store.retention_days)
+            except Exception:  # a locked or busy file now is no reason to stop pruning later
+                log.exception("retention pruning failed")
+            await asyncio.sleep(min(3600.0, keep_s / 4))
+
     async def stop(self) -> None:
         """Stop generation (running replies end with ``EngineClosed``) and close the store."""
         self._started = False
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._pruning
+            self._pruning = None
         if self.consolidator is not None:
             await self.consolidator.stop()
             self.consolidator = None
@@ -341,7 +364,8 @@ class Engine:
             raise NotFound("there is no reply of mine here to give feedback on")
         if feedback.kind is FeedbackKind.FORGET:
             used = [u["correction_id"] for u in (target.explanation or {}).get("corrections", [])]
-            forgotten = await self.forget(channel, used, event_id=feedback.event_id) if used else 0
+            forgotten = (await self.forget(channel, used, author_id=feedback.author_id, event_id=feedback.event_id)
+                         if used else 0)
             return _receipt(feedback.kind, {"forgotten": forgotten})
         await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id,
                                    event_id=feedback.event_id)
@@ -367,11 +391,22 @@ class Engine:
             question = asked.text
         else:
             raise InputError("There is nothing to correct yet: ask me something first.")
+        refused = await self._over_rate(feedback)
+        if refused is not None:
+            return refused
         (vector,) = await self.encoder.embed([question])
+        if feedback.needs_review:  # waits, inactive, for a manager (``review``): nothing changes now
+            stored = await self.store.add_correction(
+                feedback.channel, question=question, answer=answer, author_id=feedback.author_id,
+                embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
+                event_id=feedback.event_id, pending=True,
+            )
+            return _receipt(FeedbackKind.CORRECTION, {"correction_id": stored.id, "question": question,
+                                                      "answer": answer, "pending": True})
         async with self._teach_locks(feedback.channel.scope):  # one change of a scope's corrections at a time
             support = await self._support_set(feedback.channel)
             # A new answer to the very same question replaces the old one (in one transaction).
-            same = [c.id for c in support if _norm(c.question) == _norm(question)]
+            same = [c.id for c in support if question_key(c.question) == question_key(question)]
             stored = await self.store.add_correction(
                 feedback.channel, question=question, answer=answer, author_id=feedback.author_id,
                 embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
@@ -384,16 +419,87 @@ class Engine:
         log.info("learned correction #%d in %s", stored.id, feedback.channel.scope)
         return _receipt(FeedbackKind.CORRECTION, {"correction_id": stored.id, "question": question, "answer": answer})
 
+    async def _over_rate(self, feedback: Feedback) -> FeedbackReceipt | None:
+        """A refusal when the author taught more than ``teach.rate`` allows (counted in the store,
+        so it holds across restarts and processes), else None."""
+        limit = self.settings.teach.limit()
+        if limit is None:
+            return None
+        count, period = limit
+        taught = await self.store.taught_since(feedback.channel.platform, feedback.author_id, time.time() - period)
+        if taught < count:
+            return None
+        return FeedbackReceipt(False, f"You have taught me {taught} corrections recently (the limit is "
+                                      f"{self.settings.teach.rate}); please try again later.")
+
+    async def pending(self, channel: ChannelKey) -> list[Correction]:
+        """Corrections of ``channel``'s scope waiting for a manager's review, oldest first."""
+        self._check_running()
+        return [c.public() for c in await self.store.pending(channel.scope)]
+
+    async def review(self, channel: ChannelKey, correction_id: int, *, approve: bool,
+                     author_id: str = "") -> FeedbackReceipt:
+        """Approve a pending correction (it serves from the next message; a newer answer to the
+        same question replaces the old one) or reject it. ``author_id``: the manager."""
+        self._check_running()
+        await self._sync_external()
+        async with self._teach_locks(channel.scope):
+            waiting = {c.id: c for c in await self.store.pending(channel.scope)}
+            if correction_id not in waiting:
+                raise NotFound(f"no correction #{correction_id} waits for review here")
+            support = await self._support_set(channel)
+            same = [c.id for c in support if question_key(c.question) == question_key(waiting[correction_id].question)]
+            stored = await self.store.review(channel.scope, correction_id, approve=approve, author_id=author_id,
+                                             replaces=same)
+            if stored is None:
+                raise NotFound(f"no correction #{correction_id} waits for review here")
+            if approve:
+                support.remove(same)
+                support.add(stored)
+        if approve and self.consolidator is not None:
+            await self.consolidator.corrections_changed(channel)
+        return FeedbackReceipt(True, f"{'Approved' if approve else 'Rejected'} correction #{correction_id}.",
+                               correction_id=correction_id)
+
+    async def audit(self, channel: ChannelKey | None = None, *, author_id: str | None = None,
+                    limit: int = 100) -> list[AuditEntry]:
+        """Who changed what the bot learned (corrections, forgets, reviews, personas, rollbacks,
+        LoRA versions), newest first; of one channel's scope and/or one author."""
+        self._check_running()
+        entries = await self.store.audit(channel.scope if channel else None, author_id=author_id, limit=limit)
+        return [AuditEntry(e.id, str(e.scope) if e.scope else "", e.author_id, e.action, e.detail, e.created_at)
+                for e in entries]
+
+    async def export_user(self, platform: str, user_id: str) -> dict[str, Any]:
+        """Everything kept about one person of ``platform`` (``Store.user_data``)."""
+        self._check_running()
+        return await self.store.user_data(platform, user_id)
+
+    async def delete_user(self, platform: str, user_id: str, *, author_id: str = "") -> dict[str, int]:
+        """Delete one person of ``platform`` from the database file (``Store.delete_user``); what
+        is cached of the scopes they taught reloads."""
+        self._check_running()
+        counts = await self.store.delete_user(platform, user_id, author_id=author_id)
+        for scope in self._support.scopes():
+            self._support.drop(scope)
+        if self.consolidator is not None:
+            for scope in list(self.consolidator.cached()):
+                self.consolidator.drop_cached(scope)
+        return counts
+
     async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None, *,
-                     event_id: str = "") -> int:
-        """Forget all corrections of ``channel``'s scope (or only ``correction_ids``); returns how many.
+                     author_id: str = "", of_author: str | None = None, event_id: str = "") -> int:
+        """Forget all corrections of ``channel``'s scope (or only ``correction_ids``, or only those
+        ``of_author`` taught: undo by author); returns how many. The scope's LoRA versions stop
+        serving too (they may remember it). ``author_id``: who forgets, for the audit log.
 
         With ``event_id`` (a platform event) it is applied at most once (``Feedback.event_id``);
         a repeat raises ``store.AlreadyApplied``."""
         self._check_running()
         await self._sync_external()
         async with self._teach_locks(channel.scope):
-            ids = await self.store.forget(channel.scope, correction_ids, event_id=event_id)
+            ids = await self.store.forget(channel.scope, correction_ids, author_id=author_id, event_id=event_id,
+                                          by_author=of_author)
             (await self._support_set(channel)).remove(ids)
         if ids and self.consolidator is not None:
             await self.consolidator.corrections_changed(channel, forgotten=True)
@@ -447,12 +553,12 @@ class Engine:
             for a in await self.store.lora_versions(channel.scope)
         ]
 
-    async def rollback_lora(self, channel: ChannelKey) -> int | None:
-        """Serve the channel's previous LoRA; returns its version (None: the base model)."""
+    async def rollback_lora(self, channel: ChannelKey, *, author_id: str = "") -> int | None:
+        """Serve the channel's previous LoRA version; returns it (None: the base model)."""
         self._check_running()
         if self.consolidator is None:
-            return await self.store.rollback_lora(channel.scope)
-        return await self.consolidator.rollback(channel)
+            return await self.store.rollback_lora(channel.scope, author_id=author_id)
+        return await self.consolidator.rollback(channel, author_id=author_id)
 
     async def settle(self) -> None:
         """Wait until background learning has caught up with every correction so far.
@@ -486,12 +592,12 @@ class Engine:
         self._check_running()
         return await self.store.channel_settings(channel.scope)
 
-    async def set_persona(self, channel: ChannelKey, persona: str) -> ChannelSettings:
+    async def set_persona(self, channel: ChannelKey, persona: str, *, author_id: str = "") -> ChannelSettings:
         """Set the channel's persona: a preset name (``support``, ``tutor``, ...) or free text."""
         self._check_running()
         text = clean_text(persona, limit=2000, what="persona")
         settings = ChannelSettings(persona=text)
-        await self.store.set_channel_settings(channel.scope, settings)
+        await self.store.set_channel_settings(channel.scope, settings, author_id=author_id)
         return settings
 
     def personas(self) -> dict[str, str]:
@@ -522,10 +628,6 @@ def _words(text: str) -> list[str]:
     return out
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
 def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -536,6 +638,9 @@ def _receipt(kind: FeedbackKind, result: dict[str, Any]) -> FeedbackReceipt:
     """The receipt for feedback that did ``result`` (built the same way for a repeated event)."""
     if kind is FeedbackKind.CORRECTION:
         question, answer = str(result["question"]), str(result["answer"])
+        if result.get("pending"):
+            return FeedbackReceipt(True, f"Thanks: a manager will review your answer to {_short(question)!r} "
+                                         "before I use it.", correction_id=int(result["correction_id"]), pending=True)
         return FeedbackReceipt(True, f"Learned: when asked {_short(question)!r}, answer {_short(answer)!r}.",
                                correction_id=int(result["correction_id"]))
     if kind is FeedbackKind.FORGET:

@@ -21,6 +21,8 @@ __all__ = [
     "LearningSettings",
     "DialogSettings",
     "LoraSettings",
+    "TeachLimitSettings",
+    "StoreSettings",
     "EngineSettings",
 ]
 
@@ -142,6 +144,27 @@ class DialogSettings(_Strict):
     personas: dict[str, str] = Field(default_factory=dict, description="preset name -> system prompt")
 
 
+class TeachLimitSettings(_Strict):
+    """Limits on teaching, the same on every platform (env prefix ``HEEDFUL_TEACH_``)."""
+
+    rate: str = Field("", pattern=r"^(\d+/(second|minute|hour|day))?$",
+                      description="most corrections one person may teach per period, e.g. '20/hour' ('': no limit)")
+
+    def limit(self) -> tuple[int, float] | None:
+        """(corrections, seconds), or None when unlimited."""
+        if not self.rate:
+            return None
+        count, period = self.rate.split("/")
+        return int(count), {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}[period]
+
+
+class StoreSettings(_Strict):
+    """What is kept, and for how long (env prefix ``HEEDFUL_STORE_``)."""
+
+    retention_days: float = Field(0.0, ge=0.0, description="message history older than this is deleted "
+                                  "(corrections are kept); 0 keeps it forever")
+
+
 class EngineSettings(_Strict):
     """Everything the engine needs to start."""
 
@@ -152,6 +175,8 @@ class EngineSettings(_Strict):
     learning: LearningSettings = LearningSettings()
     lora: LoraSettings = LoraSettings()
     dialog: DialogSettings = DialogSettings()
+    teach: TeachLimitSettings = TeachLimitSettings()
+    store: StoreSettings = StoreSettings()
 
     @property
     def database_path(self) -> Path:

@@ -25,7 +25,8 @@ import numpy as np
 from .contract import ChannelKey, ChannelSettings, Correction
 from .errors import EngineClosed, NotFound
 
-__all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredLoraVersion", "AlreadyApplied", "MIGRATIONS"]
+__all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredLoraVersion", "StoredAudit", "AlreadyApplied",
+           "question_key", "MIGRATIONS"]
 
 CACHED_CHANNEL_IDS = 65536
 """Scope -> row id lookups kept in memory (a few MB at most); older ones are read again."""
@@ -125,7 +126,29 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (channel_id, event_id)
     );
     """,
+    # 5: who changed what the bot learned (the audit log); corrections by author (undo by
+    # author, rate limits, per-user export and delete); corrections waiting for review.
+    """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        channel_id INTEGER REFERENCES channels(id),
+        author_id TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX audit_log_channel ON audit_log (channel_id, id);
+    CREATE INDEX audit_log_author ON audit_log (author_id, id);
+    CREATE INDEX corrections_author ON corrections (author_id, created_at);
+    CREATE INDEX messages_author ON messages (author_id);
+    ALTER TABLE corrections ADD COLUMN review TEXT NOT NULL DEFAULT '';
+    """,
 )
+
+
+def question_key(question: str) -> str:
+    """Two corrections answer the same question when their questions are equal up to case and spacing."""
+    return " ".join(question.split()).casefold()
 
 
 class AlreadyApplied(Exception):
@@ -159,6 +182,16 @@ class StoredMessage:
     text: str
     question_id: int | None
     explanation: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAudit:
+    id: int
+    scope: ChannelKey | None
+    author_id: str
+    action: str
+    detail: dict[str, Any]
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +230,7 @@ class Store:
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
             await self._migrate(db)
         except BaseException:
             await db.close()
@@ -371,6 +405,8 @@ class Store:
                 await db.execute(
                     "UPDATE channels SET settings = (SELECT settings FROM channels WHERE id = ?)"
                     " WHERE id = ? AND settings = '{}'", (source, target))
+            await self._audit(db, target if target is not None else source, "", "move",
+                              {"from": str(old), "to": str(new), "corrections": moved})
         self._channel_ids.pop(old, None)
         self._channel_ids.pop(new, None)
         return moved
@@ -384,10 +420,11 @@ class Store:
                 row = await cur.fetchone()
         return ChannelSettings.from_dict(json.loads(row[0])) if row else ChannelSettings()
 
-    async def set_channel_settings(self, key: ChannelKey, settings: ChannelSettings) -> None:
+    async def set_channel_settings(self, key: ChannelKey, settings: ChannelSettings, *, author_id: str = "") -> None:
         async with self._write() as db:
             cid = await self._new_scope_id(db, key)
             await db.execute("UPDATE channels SET settings = ? WHERE id = ?", (json.dumps(settings.to_dict()), cid))
+            await self._audit(db, cid, author_id, "settings", settings.to_dict())
 
     # -- messages ---------------------------------------------------------------------
 
@@ -500,27 +537,33 @@ class Store:
         message_id: int | None,
         replaces: Sequence[int] = (),
         event_id: str = "",
+        pending: bool = False,
     ) -> StoredCorrection:
         """Store a correction durably (committed with synchronous=FULL before returning).
 
         ``replaces``: corrections of the scope it supersedes (a new answer to the same
         question), forgotten in the same transaction, so that no crash can leave the
         scope with neither answer. ``event_id``: see ``_once``; raises ``AlreadyApplied``.
+        ``pending``: stored for review, inactive until ``approve`` (``replaces`` waits too).
         """
         now = time.time()
         vector = np.asarray(embedding, dtype=np.float32)
         async with self._write() as db:
             cid = await self._new_scope_id(db, key)
             await self._once(db, cid, event_id)
-            await self._deactivate(db, cid, replaces, now)
+            replaced = [] if pending else await self._deactivate(db, cid, replaces, now)
             cur = await db.execute(
                 "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (cid, message_id, question, answer, author_id, vector.tobytes(), encoder, now),
+                " created_at, active, review) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, message_id, question, answer, author_id, vector.tobytes(), encoder, now, int(not pending),
+                 "pending" if pending else ""),
             )
             assert cur.lastrowid is not None
             await self._applied(db, cid, event_id, {"correction_id": cur.lastrowid, "question": question,
-                                                    "answer": answer})
+                                                    "answer": answer, "pending": pending})
+            await self._audit(db, cid, author_id, "correction_pending" if pending else "correction",
+                              {"correction_id": cur.lastrowid, "question": question, "answer": answer,
+                               "replaces": replaced})
         return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now)
 
     async def corrections(self, key: ChannelKey) -> list[StoredCorrection]:
@@ -535,24 +578,42 @@ class Store:
                 (cid,),
             ) as cur:
                 rows = await cur.fetchall()
-        return [
-            StoredCorrection(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32).copy(), r[5], r[6])
-            for r in rows
-        ]
+        return [_correction(r) for r in rows]
 
     async def forget(self, key: ChannelKey, correction_ids: Sequence[int] | None = None, *,
-                     event_id: str = "") -> list[int]:
-        """Deactivate all (or the given) corrections of a scope; returns the ids forgotten.
+                     author_id: str = "", event_id: str = "", by_author: str | None = None) -> list[int]:
+        """Deactivate all (or the given, or ``by_author``'s) corrections of a scope; returns the ids.
 
-        ``event_id``: see ``_once``; raises ``AlreadyApplied``."""
+        LoRA versions of the scope stop serving in the same transaction: they may remember
+        what was forgotten (the next consolidation trains a new one without it).
+        ``author_id``: who forgot (the audit log). ``event_id``: see ``_once``; raises
+        ``AlreadyApplied``."""
         async with self._write() as db:
             cid = await self._new_scope_id(db, key) if event_id else await self._scope_id(db, key)
             if cid is None:
                 return []
             await self._once(db, cid, event_id)
+            if by_author is not None:
+                async with db.execute("SELECT id FROM corrections WHERE channel_id = ? AND author_id = ?",
+                                      (cid, by_author)) as cur:
+                    correction_ids = [int(r[0]) for r in await cur.fetchall()]
             ids = await self._deactivate(db, cid, correction_ids, time.time())
+            retired = await self._retire_lora_versions(db, cid) if ids else []
             await self._applied(db, cid, event_id, {"forgotten": len(ids)})
+            if ids:
+                await self._audit(db, cid, author_id, "forget", {"correction_ids": ids, "lora_retired": retired,
+                                                                  **({"of_author": by_author} if by_author else {})})
             return ids
+
+    @staticmethod
+    async def _retire_lora_versions(db: aiosqlite.Connection, cid: int) -> list[int]:
+        """Inside an operation: the scope's active and fallback LoRA versions stop serving for good."""
+        async with db.execute("SELECT version FROM lora_versions WHERE channel_id = ? AND status IN"
+                              " ('active', 'retired')", (cid,)) as cur:
+            versions = [int(r[0]) for r in await cur.fetchall()]
+        await db.execute("UPDATE lora_versions SET status = 'rolled_back' WHERE channel_id = ? AND status IN"
+                         " ('active', 'retired')", (cid,))
+        return versions
 
     @staticmethod
     async def _deactivate(db: aiosqlite.Connection, cid: int, ids: Sequence[int] | None, now: float) -> list[int]:
@@ -579,6 +640,221 @@ class Store:
                 (cid, message_id, kind, author_id, time.time()),
             )
             await self._applied(db, cid, event_id, {"kind": kind})
+
+    # -- review, audit, authors ----------------------------------------------------------
+
+    async def pending(self, key: ChannelKey) -> list[StoredCorrection]:
+        """Corrections of ``key``'s scope waiting for a manager's review, oldest first."""
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return []
+            async with db.execute(
+                "SELECT id, question, answer, author_id, embedding, encoder, created_at FROM corrections"
+                " WHERE channel_id = ? AND review = 'pending' ORDER BY id", (cid,),
+            ) as cur:
+                return [_correction(r) for r in await cur.fetchall()]
+
+    async def review(self, key: ChannelKey, correction_id: int, *, approve: bool, author_id: str = "",
+                     replaces: Sequence[int] | None = None) -> StoredCorrection | None:
+        """Approve (activate, retiring ``replaces``: by default the active answers to the same
+        question) or reject a pending correction; None if none waits."""
+        async with self._write() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return None
+            async with db.execute(
+                "SELECT id, question, answer, author_id, embedding, encoder, created_at FROM corrections"
+                " WHERE channel_id = ? AND id = ? AND review = 'pending'", (cid, correction_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return None
+            if replaces is None:
+                async with db.execute("SELECT id, question FROM corrections WHERE channel_id = ? AND active = 1",
+                                      (cid,)) as cur:
+                    replaces = [int(i) for i, q in await cur.fetchall() if question_key(q) == question_key(row[1])]
+            replaced = await self._deactivate(db, cid, replaces, time.time()) if approve else []
+            await db.execute("UPDATE corrections SET active = ?, review = ? WHERE id = ?",
+                             (int(approve), "approved" if approve else "rejected", correction_id))
+            await self._audit(db, cid, author_id, "approve" if approve else "reject",
+                              {"correction_id": correction_id, "by": row[3], "replaces": replaced})
+        return _correction(row)
+
+    async def taught_since(self, platform: str, author_id: str, since: float) -> int:
+        """Corrections (active, pending or not) ``author_id`` of ``platform`` taught since ``since``."""
+        async with self._read() as db, db.execute(
+            "SELECT COUNT(*) FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
+            " WHERE c.author_id = ? AND ch.platform = ? AND c.created_at >= ?", (author_id, platform, since),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def audit(self, key: ChannelKey | None = None, *, author_id: str | None = None,
+                    limit: int = 100) -> list[StoredAudit]:
+        """The newest ``limit`` audit entries, of one scope and/or one author, newest first."""
+        where: list[str] = []
+        args: list[int | str] = []
+        async with self._read() as db:
+            if key is not None:
+                cid = await self._scope_id(db, key)
+                if cid is None:
+                    return []
+                where.append("a.channel_id = ?")
+                args.append(cid)
+            if author_id is not None:
+                where.append("a.author_id = ?")
+                args.append(author_id)
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            async with db.execute(
+                "SELECT a.id, c.platform, c.space, c.channel, a.author_id, a.action, a.detail, a.created_at"
+                f" FROM audit_log a LEFT JOIN channels c ON c.id = a.channel_id {clause} ORDER BY a.id DESC LIMIT ?",
+                [*args, limit],
+            ) as cur:
+                rows = await cur.fetchall()
+        return [StoredAudit(r[0], ChannelKey(r[1], r[3], space=r[2]) if r[1] is not None else None,
+                            r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+
+    @staticmethod
+    async def _audit(db: aiosqlite.Connection, cid: int | None, author_id: str, action: str,
+                     detail: dict[str, Any]) -> None:
+        """Inside an operation: record who changed what, in the same transaction as the change."""
+        await db.execute("INSERT INTO audit_log (channel_id, author_id, action, detail, created_at)"
+                         " VALUES (?, ?, ?, ?, ?)", (cid, author_id, action, json.dumps(detail), time.time()))
+
+    # -- people -------------------------------------------------------------------------
+
+    async def user_data(self, platform: str, user_id: str) -> dict[str, Any]:
+        """Everything stored about one person of ``platform``: what they taught, said, rated and changed."""
+        person = (platform, user_id)
+        async with self._read() as db:
+            corrections = await _rows(db, (
+                "SELECT c.id, ch.platform, ch.space, ch.channel, c.question, c.answer, c.active, c.review,"
+                " c.created_at FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
+                " WHERE ch.platform = ? AND c.author_id = ? ORDER BY c.id"), person)
+            messages = await _rows(db, (
+                "SELECT m.id, ch.platform, ch.space, ch.channel, m.thread, m.text, m.created_at FROM messages m"
+                " JOIN channels ch ON ch.id = m.channel_id WHERE ch.platform = ? AND m.author_id = ? ORDER BY m.id"),
+                person)
+            thumbs = await _rows(db, (
+                "SELECT t.message_id, ch.platform, ch.space, ch.channel, t.kind, t.created_at FROM thumbs t"
+                " JOIN channels ch ON ch.id = t.channel_id WHERE ch.platform = ? AND t.author_id = ? ORDER BY t.id"),
+                person)
+            audit = await _rows(db, (
+                "SELECT a.id, ch.platform, ch.space, ch.channel, a.action, a.detail, a.created_at FROM audit_log a"
+                " JOIN channels ch ON ch.id = a.channel_id WHERE ch.platform = ? AND a.author_id = ? ORDER BY a.id"),
+                person)
+
+        def where(r: Sequence[Any]) -> str:
+            return str(ChannelKey(r[1], r[3], space=r[2]))
+
+        return {
+            "user": f"{platform}:{user_id}",
+            "corrections": [{"id": r[0], "channel": where(r), "question": r[4], "answer": r[5],
+                             "active": bool(r[6]), "review": r[7], "created_at": r[8]} for r in corrections],
+            "messages": [{"id": r[0], "channel": where(r), "thread": r[4], "text": r[5], "created_at": r[6]}
+                         for r in messages],
+            "thumbs": [{"message_id": r[0], "channel": where(r), "kind": r[4], "created_at": r[5]} for r in thumbs],
+            "audit": [{"id": r[0], "channel": where(r), "action": r[4], "detail": json.loads(r[5]),
+                       "created_at": r[6]} for r in audit],
+        }
+
+    async def delete_user(self, platform: str, user_id: str, *, author_id: str = "") -> dict[str, int]:
+        """Remove one person of ``platform`` from the database file, not just from view.
+
+        Their corrections (any status), messages and the bot's replies to them, thumbs and
+        audit entries are deleted; explanations and audit entries of others no longer quote
+        their corrections; LoRA versions of the scopes they taught are deleted (they were
+        trained on their corrections: a consolidation is requested to train anew); then the
+        file is vacuumed so that freed pages keep nothing.
+        """
+        person = (platform, user_id)
+        async with self._write() as db:
+            corrections = await _rows(db, (
+                "SELECT c.id, c.channel_id FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
+                " WHERE ch.platform = ? AND c.author_id = ?"), person)
+            gone = {int(r[0]) for r in corrections}
+            scopes = {int(r[1]) for r in corrections}
+            said = [int(r[0]) for r in await _rows(db, (
+                "SELECT m.id FROM messages m JOIN channels ch ON ch.id = m.channel_id"
+                " WHERE ch.platform = ? AND m.author_id = ?"), person)]
+            replies = [int(r[0]) for r in await _rows(db, (
+                f"SELECT id FROM messages WHERE question_id IN ({_marks(said)})"), said)] if said else []
+            messages = sorted(set(said) | set(replies))
+            if messages:
+                marks = _marks(messages)
+                await db.execute(f"DELETE FROM message_links WHERE message_id IN ({marks})", messages)
+                await db.execute(f"DELETE FROM thumbs WHERE message_id IN ({marks})", messages)
+                await db.execute(f"UPDATE corrections SET message_id = NULL WHERE message_id IN ({marks})", messages)
+                await db.execute(f"UPDATE messages SET question_id = NULL WHERE question_id IN ({marks})", messages)
+                await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", messages)
+            thumbs = await db.execute("DELETE FROM thumbs WHERE author_id = ? AND channel_id IN"
+                                      " (SELECT id FROM channels WHERE platform = ?)", (user_id, platform))
+            if gone:
+                marks = _marks(sorted(gone))
+                await db.execute(f"DELETE FROM corrections WHERE id IN ({marks})", sorted(gone))
+                await db.execute(f"DELETE FROM applied_events WHERE json_extract(result, '$.correction_id')"
+                                 f" IN ({marks})", sorted(gone))
+                await self._scrub_explanations(db, gone)
+            await db.execute("DELETE FROM audit_log WHERE author_id = ? AND channel_id IN"
+                             " (SELECT id FROM channels WHERE platform = ?)", (user_id, platform))
+            await self._scrub_audit(db, gone, user_id)
+            versions = 0
+            for cid in sorted(scopes):
+                cur = await db.execute("DELETE FROM lora_versions WHERE channel_id = ?", (cid,))
+                versions += cur.rowcount
+                await db.execute("INSERT INTO consolidation_jobs (channel_id, requested_at) VALUES (?, ?)"
+                                 " ON CONFLICT (channel_id) DO UPDATE SET requested_at = excluded.requested_at",
+                                 (cid, time.time()))
+            counts = {"corrections": len(gone), "messages": len(messages), "thumbs": thumbs.rowcount,
+                      "lora_versions": versions}
+            await self._audit(db, None, author_id, "delete_user", counts)  # who, not whose words
+        await self._vacuum()
+        return counts
+
+    async def prune_messages(self, before: float) -> int:
+        """Delete the message history older than ``before`` (corrections stay); returns how many."""
+        async with self._write() as db:
+            old = [int(r[0]) for r in await _rows(db, "SELECT id FROM messages WHERE created_at < ?", (before,))]
+            for start in range(0, len(old), 500):
+                chunk = old[start:start + 500]
+                marks = _marks(chunk)
+                await db.execute(f"DELETE FROM message_links WHERE message_id IN ({marks})", chunk)
+                await db.execute(f"DELETE FROM thumbs WHERE message_id IN ({marks})", chunk)
+                await db.execute(f"UPDATE corrections SET message_id = NULL WHERE message_id IN ({marks})", chunk)
+                await db.execute(f"UPDATE messages SET question_id = NULL WHERE question_id IN ({marks})", chunk)
+                await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+        return len(old)
+
+    @staticmethod
+    async def _scrub_explanations(db: aiosqlite.Connection, gone: set[int]) -> None:
+        """Inside an operation: explanations stop quoting the corrections ``gone``."""
+        async with db.execute("SELECT id, explanation FROM messages WHERE explanation IS NOT NULL") as cur:
+            rows = await cur.fetchall()
+        for message_id, text in rows:
+            explanation = json.loads(text)
+            uses = explanation.get("corrections", [])
+            kept = [u for u in uses if u.get("correction_id") not in gone]
+            if len(kept) != len(uses):
+                explanation["corrections"] = kept
+                await db.execute("UPDATE messages SET explanation = ? WHERE id = ?",
+                                 (json.dumps(explanation), message_id))
+
+    @staticmethod
+    async def _scrub_audit(db: aiosqlite.Connection, gone: set[int], user_id: str) -> None:
+        """Inside an operation: others' audit entries about the person's corrections keep no text of them."""
+        async with db.execute("SELECT id, detail FROM audit_log") as cur:
+            rows = await cur.fetchall()
+        for entry_id, text in rows:
+            detail = json.loads(text)
+            if detail.get("correction_id") in gone or detail.get("by") == user_id:
+                await db.execute("UPDATE audit_log SET detail = ? WHERE id = ?",
+                                 (json.dumps({"redacted": "the author's data was deleted"}), entry_id))
+
+    async def _vacuum(self) -> None:
+        async with self._lock:
+            await self.db.execute("VACUUM")
+            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old pages leave the WAL file too
 
     # -- applied events ---------------------------------------------------------------
 
@@ -642,6 +918,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (cid, version, status, weights, json.dumps(metrics), time.time()),
             )
+            await self._audit(db, cid, "", "lora_version", {"version": version, "status": status})
         return version
 
     async def lora_versions(self, key: ChannelKey, *, with_weights: bool = False) -> list[StoredLoraVersion]:
@@ -675,7 +952,7 @@ class Store:
             row = await cur.fetchone()
         return StoredLoraVersion(row[0], row[1], row[2], json.loads(row[3]), row[4]) if row else None
 
-    async def rollback_lora(self, key: ChannelKey) -> int | None:
+    async def rollback_lora(self, key: ChannelKey, *, author_id: str = "") -> int | None:
         """Retire the active LoRA version and re-activate the one promoted before it.
 
         Returns the now-active version, or None when the channel is back on the base model.
@@ -698,6 +975,7 @@ class Store:
                 await db.execute(
                     "UPDATE lora_versions SET status = 'active' WHERE channel_id = ? AND version = ?", (cid, previous)
                 )
+            await self._audit(db, cid, author_id, "rollback", {"from": active.version, "to": previous})
         return previous
 
     async def request_job(self, key: ChannelKey) -> None:
@@ -737,6 +1015,19 @@ class Store:
             async with db.execute("SELECT attempts FROM consolidation_jobs WHERE channel_id = ?", (cid,)) as cur:
                 row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+
+async def _rows(db: aiosqlite.Connection, query: str, args: Sequence[Any]) -> list[Any]:
+    async with db.execute(query, args) as cur:
+        return list(await cur.fetchall())
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _correction(r: Any) -> StoredCorrection:
+    return StoredCorrection(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32).copy(), r[5], r[6])
 
 
 def _message(row: aiosqlite.Row) -> StoredMessage:

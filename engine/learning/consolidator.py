@@ -143,9 +143,9 @@ class Consolidator:
             self._cache.popitem(last=False)
         return entry
 
-    async def rollback(self, channel: ChannelKey) -> int | None:
-        """Re-activate the previous LoRA (None: back to the base model)."""
-        version = await self.store.rollback_lora(channel.scope)
+    async def rollback(self, channel: ChannelKey, *, author_id: str = "") -> int | None:
+        """Re-activate the previous LoRA version (None: back to the base model)."""
+        version = await self.store.rollback_lora(channel.scope, author_id=author_id)
         self.drop_cached(channel.scope)
         return version
 

@@ -80,3 +80,38 @@ def test_lora_versions_json_and_the_deprecated_adapters_alias(monkeypatch: pytes
     assert runner.invoke(app, ["lora-versions", "elsewhere"]).output.strip() == "no LoRA versions"
     main_help = runner.invoke(app, ["--help"]).output
     assert "lora-versions" in main_help and "adapters" not in main_help  # the alias is hidden
+
+
+def test_audit_review_and_per_user_export_and_delete(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The operator's commands against poisoning and for privacy, as a script would call them."""
+    monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path))
+    key = ChannelKey("telegram", "-100", space="g")
+
+    async def prepare() -> None:
+        store = Store(tmp_path / "heedful.sqlite3")
+        await store.open()
+        await store.add_correction(key, question="wifi?", answer="quokka-5521", author_id="42", embedding=np.ones(4),
+                                   encoder="e", message_id=None)
+        await store.add_correction(key, question="door?", answer="7731", author_id="43", embedding=np.ones(4),
+                                   encoder="e", message_id=None, pending=True)
+        await store.close()
+
+    asyncio.run(prepare())
+    waiting = last_json(runner.invoke(app, ["review", "telegram:g:-100", "--json"]).output)
+    assert [p["answer"] for p in waiting["pending"]] == ["7731"]
+    decided = runner.invoke(app, ["review", "telegram:g:-100", "--approve", str(waiting["pending"][0]["correction_id"]),
+                                  "--json"])
+    assert decided.exit_code == 0 and last_json(decided.output)["pending"] == []
+    assert runner.invoke(app, ["review", "telegram:g:-100", "--approve", "999"]).exit_code == 2
+    exported = last_json(runner.invoke(app, ["user", "export", "telegram:42", "--json"]).output)
+    assert [c["answer"] for c in exported["corrections"]] == ["quokka-5521"]
+    deleted = last_json(runner.invoke(app, ["user", "delete", "telegram:42", "--json"]).output)
+    assert deleted["deleted"]["corrections"] == 1
+    assert runner.invoke(app, ["user", "delete", "no-platform"]).exit_code == 2
+    undone = last_json(runner.invoke(app, ["forget", "telegram:g:-100", "--author", "43", "--json"]).output)
+    assert undone["forgotten"] == 1
+    entries = last_json(runner.invoke(app, ["audit", "telegram:g:-100", "--json"]).output)["entries"]
+    assert [e["action"] for e in entries] == ["forget", "approve", "correction_pending"]
+    assert last_json(runner.invoke(app, ["audit", "--author", "cli", "--json"]).output)["entries"][0]["action"] \
+        == "forget"
+    assert b"quokka" not in b"".join(p.read_bytes() for p in tmp_path.glob("heedful.sqlite3*"))

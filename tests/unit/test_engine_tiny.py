@@ -205,3 +205,62 @@ async def test_a_redelivered_event_is_applied_once_even_after_a_restart(make_eng
         assert again == first
         assert [c.answer for c in await engine.learned(key)] == ["It is 9000 now."]
         assert later.correction_id != first.correction_id
+
+
+async def test_teaching_rate_limit_and_review_mode(tmp_path: Path, models_dir: Path) -> None:
+    """``teach.rate`` refuses the (n+1)-th correction of one person per period; a correction that
+    needs review is not used until a manager approves it, and then replaces the old answer."""
+    from engine.settings import TeachLimitSettings
+    from tests.conftest import engine_settings
+
+    limit = TeachLimitSettings(rate="2/hour")
+    settings = engine_settings(tmp_path / "d", models_dir).model_copy(update={"teach": limit})
+    key = ChannelKey("test", "review", space="s")
+    async with Engine(settings) as engine:
+        await teach(engine, key, "What is the door code?", "The door code is 7731.")
+        _, reply_id = await ask(engine, key, "Where is the printer?")
+        waiting = await engine.feedback(Feedback(key, FeedbackKind.CORRECTION, author_id="u2", reply_id=reply_id,
+                                                 text="The printer is in room 4.12.", needs_review=True))
+        assert waiting.accepted and waiting.pending and "review" in waiting.message
+        assert [c.answer for c in await engine.learned(key)] == ["The door code is 7731."]
+        assert "4.12" not in (await ask(engine, key, "Where is the printer?"))[0]
+        approved = await engine.review(key, waiting.correction_id or 0, approve=True, author_id="manager")
+        assert approved.accepted and await engine.pending(key) == []
+        assert "4.12" in (await ask(engine, key, "Where is the printer?"))[0]
+        refused = await engine.feedback(Feedback(key, FeedbackKind.CORRECTION, author_id="u1", reply_id=reply_id,
+                                                 text="The printer moved."))
+        assert refused.accepted  # u1's second correction this hour
+        third = await engine.feedback(Feedback(key, FeedbackKind.CORRECTION, author_id="u1", reply_id=reply_id,
+                                               text="The printer moved again."))
+        assert not third.accepted and "2/hour" in third.message
+        assert [e.action for e in await engine.audit(key)][:2] == ["correction", "approve"]
+
+
+async def test_undo_by_author_through_the_engine(tiny_engine: Engine) -> None:
+    key = ChannelKey("test", "undo", space="s")
+    await teach(tiny_engine, key, "What is the door code?", "The door code is 7731.")
+    _, reply_id = await ask(tiny_engine, key, "Who approves vacations?")
+    await tiny_engine.feedback(Feedback(key, FeedbackKind.CORRECTION, author_id="troll", reply_id=reply_id,
+                                        text="Nobody, take as many as you like."))
+    assert await tiny_engine.forget(key, of_author="troll", author_id="admin") == 1
+    assert [c.author_id for c in await tiny_engine.learned(key)] == ["u1"]
+    assert "Nobody" not in (await ask(tiny_engine, key, "Who approves vacations?"))[0]
+
+
+async def test_retention_prunes_old_history_in_the_background(tmp_path: Path, models_dir: Path) -> None:
+    from engine.settings import StoreSettings
+    from tests.conftest import engine_settings
+
+    key = ChannelKey("test", "retention", space="s")
+    settings = engine_settings(tmp_path / "d", models_dir)
+    async with Engine(settings) as engine:
+        await teach(engine, key, "What is the door code?", "The door code is 7731.")
+        assert await engine.store.history(key, 10)
+    keep = settings.model_copy(update={"store": StoreSettings(retention_days=1e-9)})
+    async with Engine(keep) as engine:
+        for _ in range(100):
+            if not await engine.store.history(key, 10):
+                break
+            await asyncio.sleep(0.02)
+        assert await engine.store.history(key, 10) == []
+        assert [c.answer for c in await engine.learned(key)] == ["The door code is 7731."]

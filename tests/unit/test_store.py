@@ -1,4 +1,6 @@
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -206,5 +208,102 @@ async def test_promoting_a_lora_version_keeps_exactly_one_active(tmp_path: Path)
         await store.add_message(key, role="user", text="later work commits")
         active = await store.active_lora_version(key)
         assert active is not None and active.version == v1
+    finally:
+        await store.close()
+
+
+async def test_every_change_is_in_the_audit_log_with_its_author(tmp_path: Path) -> None:
+    key = ChannelKey("slack", "C1", space="T1")
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        first = await store.add_correction(key, question="q", answer="a", author_id="U1", embedding=np.ones(4),
+                                           encoder="e", message_id=None)
+        waiting = await store.add_correction(key, question="q", answer="b", author_id="U2", embedding=np.ones(4),
+                                             encoder="e", message_id=None, pending=True)
+        assert [c.answer for c in await store.corrections(key)] == ["a"]  # pending: not in use yet
+        approved = await store.review(key, waiting.id, approve=True, author_id="M1")
+        assert approved is not None and [c.answer for c in await store.corrections(key)] == ["b"]
+        await store.set_channel_settings(key, ChannelSettings(persona="tutor"), author_id="M1")
+        await store.add_lora_version(key, b"w", {}, "active")
+        await store.rollback_lora(key, author_id="M2")
+        await store.forget(key, author_id="M2")
+        entries = await store.audit(key)
+        assert [(e.action, e.author_id) for e in reversed(entries)] == [
+            ("correction", "U1"), ("correction_pending", "U2"), ("approve", "M1"), ("settings", "M1"),
+            ("lora_version", ""), ("rollback", "M2"), ("forget", "M2")]
+        assert entries[-1].detail["correction_id"] == first.id
+        assert [e.action for e in await store.audit(author_id="M1")] == ["settings", "approve"]
+    finally:
+        await store.close()
+
+
+async def test_undo_by_author_forgets_one_persons_corrections_and_retires_lora_versions(tmp_path: Path) -> None:
+    key = ChannelKey("t", "c")
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        for n, author in enumerate(["good", "spammer", "spammer", "good"]):
+            await store.add_correction(key, question=f"q{n}", answer=f"a{n}", author_id=author,
+                                       embedding=np.ones(4), encoder="e", message_id=None)
+        await store.add_lora_version(key, b"w", {}, "active")
+        forgotten = await store.forget(key, by_author="spammer", author_id="admin")
+        assert len(forgotten) == 2
+        assert [c.author_id for c in await store.corrections(key)] == ["good", "good"]
+        assert await store.active_lora_version(key) is None  # it was trained on the spam
+    finally:
+        await store.close()
+
+
+async def test_deleting_a_user_removes_them_from_the_file(tmp_path: Path) -> None:
+    path, key = tmp_path / "db.sqlite3", ChannelKey("telegram", "-100", space="g")
+    other = ChannelKey("telegram", "-200", space="g")
+    store = Store(path)
+    await store.open()
+    try:
+        asked = await store.add_message(key, role="user", text="zebra-question-8812", author_id="42")
+        reply = await store.add_message(key, role="assistant", text="zebra-reply-8812", question_id=asked)
+        mine = await store.add_correction(key, question="door?", answer="zebra-answer-8812", author_id="42",
+                                          embedding=np.ones(4), encoder="e", message_id=reply)
+        theirs = await store.add_correction(key, question="wifi?", answer="pelican", author_id="7",
+                                            embedding=np.ones(4), encoder="e", message_id=None)
+        used = await store.add_message(other, role="assistant", text="an answer", author_id="")
+        await store.finish_message(used, "an answer", {"corrections": [
+            {"correction_id": mine.id, "question": "door?", "answer": "zebra-answer-8812"},
+            {"correction_id": theirs.id, "question": "wifi?", "answer": "pelican"}]})
+        await store.add_lora_version(key, b"trained-on-42", {}, "active")
+        await store.review(key, mine.id, approve=False, author_id="7")  # not pending: no-op
+        export = await store.user_data("telegram", "42")
+        assert [c["answer"] for c in export["corrections"]] == ["zebra-answer-8812"]
+        assert [m["text"] for m in export["messages"]] == ["zebra-question-8812"]
+        counts = await store.delete_user("telegram", "42", author_id="admin")
+        assert counts["corrections"] == 1 and counts["messages"] == 2 and counts["lora_versions"] == 1
+        assert [c.answer for c in await store.corrections(key)] == ["pelican"]
+        explained = await store.message(used)
+        assert explained is not None and explained.explanation is not None
+        assert [u["correction_id"] for u in explained.explanation["corrections"]] == [theirs.id]
+        assert await store.lora_versions(key) == []
+        assert [j[0] for j in await store.pending_jobs()] == [key]  # retrain without them
+        assert (await store.user_data("telegram", "42"))["corrections"] == []
+    finally:
+        await store.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("db.sqlite3"))
+    assert b"zebra" not in on_disk and b"pelican" in on_disk
+
+
+async def test_history_older_than_the_retention_is_pruned_corrections_stay(tmp_path: Path) -> None:
+    key = ChannelKey("t", "c")
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        old = await store.add_message(key, role="user", text="old")
+        await store.add_correction(key, question="old", answer="kept", author_id="u", embedding=np.ones(4),
+                                   encoder="e", message_id=old)
+        cutoff = time.time() + 0.001
+        await asyncio.sleep(0.01)
+        await store.add_message(key, role="user", text="new")
+        assert await store.prune_messages(cutoff) == 1
+        assert [m.text for m in await store.history(key, 10)] == ["new"]
+        assert [c.answer for c in await store.corrections(key)] == ["kept"]
     finally:
         await store.close()

@@ -172,6 +172,31 @@ def _lora_versions(channel: str, rollback: bool, config: Path | None, as_json: b
 
 
 @app.command()
+def health(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Ask the running bot's /healthz (exit 0: healthy; 1: not): the container's health check.
+
+    With no platform configured `heedful run` is a console chat and serves no endpoint: healthy."""
+    import httpx
+
+    from .runner import configured_platforms
+
+    settings = settings_or_exit(config)
+    if not configured_platforms(settings) or not settings.http.enabled:
+        emit({"healthy": True, "checked": False}, as_json, "no health endpoint configured (console or http off)")
+        return
+    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::", "") else settings.http.host
+    url = f"http://{host}:{settings.http.port}/healthz"
+    try:
+        answer = httpx.get(url, timeout=5.0)
+        data: dict[str, Any] = {"healthy": answer.status_code == 200, "checked": True, **answer.json()}
+    except (httpx.HTTPError, ValueError) as err:
+        data = {"healthy": False, "checked": True, "error": f"{url}: {err}"}
+    emit(data, as_json, "healthy" if data["healthy"] else f"unhealthy: {data.get('error') or data}")
+    if not data["healthy"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def version(as_json: JsonOption = False) -> None:
     """Print the version."""
     from importlib.metadata import PackageNotFoundError

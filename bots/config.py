@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import typer
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,7 +37,7 @@ from engine.settings import (
 from .logs import setup_logging
 from .presets import PRESETS
 
-__all__ = ["Settings", "ConfigError", "load_settings", "settings_or_exit", "default_data_dir"]
+__all__ = ["Settings", "HttpSettings", "ConfigError", "load_settings", "settings_or_exit", "default_data_dir"]
 
 
 class ConfigError(Exception):
@@ -47,6 +47,16 @@ class ConfigError(Exception):
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "heedful"
+
+
+class HttpSettings(BaseModel):
+    """Health, readiness and metrics endpoints of ``heedful run`` (env prefix ``HEEDFUL_HTTP_``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="serve /healthz, /readyz and /metrics while platforms run")
+    host: str = Field("127.0.0.1", description="bind address (0.0.0.0 to let a scraper or orchestrator reach it)")
+    port: int = Field(8321, ge=0, le=65535, description="0: any free port")
 
 
 class Settings(BaseSettings):
@@ -64,6 +74,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     models_dir: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_format: Literal["text", "json"] = Field("text", description="json: one object a line, for log shippers")
     offline: bool = Field(True, description="forbid Hugging Face hub downloads at run time")
     model: ModelSettings = ModelSettings()
     encoder: EncoderSettings = EncoderSettings()
@@ -71,6 +82,7 @@ class Settings(BaseSettings):
     lora: LoraSettings = LoraSettings()
     dialog: DialogSettings = DialogSettings()
     teach: TeachLimitSettings = TeachLimitSettings()
+    http: HttpSettings = HttpSettings()
     store: StoreSettings = StoreSettings()
     console: ConsoleSettings = ConsoleSettings()
     telegram: TelegramSettings = TelegramSettings()
@@ -134,5 +146,5 @@ def settings_or_exit(config: Path | None = None, **overrides: Any) -> Settings:
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    setup_logging(settings.log_level, settings.secrets())
+    setup_logging(settings.log_level, settings.secrets(), json_lines=settings.log_format == "json")
     return settings

@@ -14,6 +14,7 @@ from engine import Engine
 from engine.offline import offline_environment
 
 from .config import ConfigError, Settings
+from .http_server import HealthServer
 
 __all__ = ["prepare_environment", "configured_platforms", "run", "chat", "PLATFORMS"]
 
@@ -81,13 +82,26 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with Engine(settings.engine_settings()) as engine:
         running = []
+        ready = False
+        server = HealthServer(engine, settings.http.host, settings.http.port, lambda: ready) \
+            if settings.http.enabled else None
         try:
+            if server is not None:
+                try:
+                    await server.start()
+                except OSError as err:
+                    raise ConfigError(str(err)) from None
+                log.warning("health and metrics on http://%s:%d", settings.http.host, server.port)
             for name, module in modules.items():
                 adapter = module.create(engine, getattr(settings, name))
                 await adapter.start()
                 running.append(adapter)
                 log.warning("%s adapter started", name)
+            ready = True
             await stop.wait()
         finally:
+            ready = False
             for adapter in reversed(running):
                 await adapter.stop()
+            if server is not None:
+                await server.stop()

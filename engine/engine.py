@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing, suppress
 from typing import Any
 
+from . import metrics
 from .chat_template import render_chat
 from .contract import (
     AuditEntry,
@@ -105,6 +106,7 @@ class Engine:
             await self.stop()
             raise
         self._started = True
+        metrics.track(self)
 
     async def _prune_history(self) -> None:
         """Delete message history older than ``store.retention_days``, now and then every hour."""
@@ -154,6 +156,12 @@ class Engine:
         model = self._worker.health() if self._worker is not None else {"alive": False, "stalled": False}
         return {"healthy": self._started and model["alive"] and not model["stalled"], "model": model}
 
+    def queue_depths(self) -> dict[str, float]:
+        """Work waiting or in progress, by stage (the ``heedful_queue_depth`` metric)."""
+        worker = self._worker.health() if self._worker is not None else {}
+        return {"model_pending": float(worker.get("pending", 0)), "decoding": float(worker.get("rows", 0)),
+                "consolidation": float(self.consolidator.backlog() if self.consolidator is not None else 0)}
+
     def _check_running(self) -> None:
         if not self._started:
             raise EngineClosed("the engine is not running")
@@ -171,6 +179,7 @@ class Engine:
 
     async def _answer(self, turn: Turn, reply: Reply) -> AsyncGenerator[str, None]:
         self._check_running()
+        started = time.perf_counter()
         text = clean_text(turn.text, limit=self.settings.dialog.max_input_chars)
         await self._sync_external()
         async with self._locks(turn.channel):
@@ -185,6 +194,7 @@ class Engine:
             if explanation.lora_version is None:
                 lora = None  # out of the LoRA's scope (``lora.scope``)
             reply.explanation = explanation
+            metrics.TURNS.labels(explanation.route.value).inc()
             answer_id = await self.store.add_message(
                 turn.channel, role="assistant", text="", reply_id=reply.reply_id, question_id=question_id,
                 complete=False,
@@ -210,6 +220,7 @@ class Engine:
                 await asyncio.shield(
                     self.store.finish_message(answer_id, "".join(produced), explanation.to_dict())
                 )
+                metrics.TURN_SECONDS.observe(time.perf_counter() - started)
 
     async def _produce(
         self,
@@ -351,9 +362,15 @@ class Engine:
         self._check_running()
         await self._sync_external()
         try:
-            return await self._apply(feedback)
+            receipt = await self._apply(feedback)
         except AlreadyApplied as done:  # the same platform event again: answer as the first time
+            if feedback.kind is FeedbackKind.CORRECTION:
+                metrics.CORRECTIONS.labels("repeated").inc()
             return _receipt(feedback.kind, done.result)
+        if feedback.kind is FeedbackKind.CORRECTION:
+            outcome = "refused" if not receipt.accepted else "pending" if receipt.pending else "learned"
+            metrics.CORRECTIONS.labels(outcome).inc()
+        return receipt
 
     async def _apply(self, feedback: Feedback) -> FeedbackReceipt:
         channel = feedback.channel

@@ -145,6 +145,7 @@ class ModelWorker:
         self.has_lora = bool(lora_modules(loaded.model))
         self._busy_since: float | None = None  # when the thread last started a unit of work not yet done
         self.failed_rows = 0  # requests that ended with a generation error
+        self.rows_in_flight = 0  # rows of the batch decoding now (read from other threads: a plain int)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ class ModelWorker:
         started = self._busy_since
         busy = 0.0 if started is None else time.monotonic() - started
         return {"alive": self.running, "busy_s": round(busy, 3), "stalled": busy > self.settings.stall_timeout_s,
-                "pending": self._inbox.qsize(), "failed_rows": self.failed_rows}
+                "pending": self._inbox.qsize(), "rows": self.rows_in_flight, "failed_rows": self.failed_rows}
 
     def run_job(self, steps: Callable[[], Generator[object, None, Any]]) -> asyncio.Future[Any]:
         """Run a background job in the model thread, one step between decode steps.
@@ -280,6 +281,7 @@ class ModelWorker:
                 log.exception("decode step failed")
                 self._fail(batch.rows + joining, err)
                 batch = _Batch()
+            self.rows_in_flight = len(batch.rows)
             self._job_step()
             self._busy_since = None
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .. import metrics
 from ..contract import ChannelKey
 from ..generation.worker import ModelWorker
 from ..nn.lora import (
@@ -143,6 +144,10 @@ class Consolidator:
             self._cache.popitem(last=False)
         return entry
 
+    def backlog(self) -> int:
+        """Consolidations queued or waiting for their debounce."""
+        return self._queue.qsize() + len(self._timers)
+
     async def rollback(self, channel: ChannelKey, *, author_id: str = "") -> int | None:
         """Re-activate the previous LoRA version (None: back to the base model)."""
         version = await self.store.rollback_lora(channel.scope, author_id=author_id)
@@ -160,6 +165,7 @@ class Consolidator:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
+                metrics.LORA_JOBS.labels("failed").inc()
                 attempts = await self.store.fail_job(scope)
                 log.warning("consolidation of %s failed (attempt %d): %s", scope, attempts, err)
                 if attempts < self.settings.max_attempts:
@@ -188,7 +194,7 @@ class Consolidator:
                              adam_lr=self.settings.adam_lr, anchor=self.settings.anchor)
         )
         ok, why = candidate.beats(self.settings.min_locality)
-        metrics = {
+        measured = {
             "held_out_loss": candidate.held_out_loss,
             "base_held_out_loss": candidate.base_held_out_loss,
             "current_held_out_loss": candidate.current_held_out_loss,
@@ -203,10 +209,11 @@ class Consolidator:
         }
         blob = await asyncio.to_thread(weights_to_bytes, candidate.lora, self.config)
         if await self._still_current(scope, corrections):
-            version = await self.store.add_lora_version(scope, blob, metrics, "active" if ok else "rejected")
+            version = await self.store.add_lora_version(scope, blob, measured, "active" if ok else "rejected")
             if ok:
                 self._cache.pop(scope, None)
             log.info("%s LoRA v%d for %s: %s", "promoted" if ok else "rejected", version, scope, why)
+            metrics.LORA_JOBS.labels("promoted" if ok else "rejected").inc()
         await self.store.finish_job(scope, requested_at)
 
     def _steps(self) -> int:

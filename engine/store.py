@@ -510,18 +510,22 @@ class Store:
 
     async def history(self, key: ChannelKey, limit: int, before_id: int | None = None) -> list[StoredMessage]:
         """The last ``limit`` complete messages of ``key``'s thread, oldest first."""
+        rows = await self._scope_rows(
+            key, "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND complete = 1 AND id < ?"
+            " ORDER BY id DESC LIMIT ?", key.thread, before_id if before_id is not None else 2**62, limit, named=True)
+        return [_message(r) for r in reversed(rows)]
+
+    async def _scope_rows(self, key: ChannelKey, query: str, *args: Any, named: bool = False) -> list[Any]:
+        """The rows of ``query`` (its first parameter: the row id of ``key``'s scope, then ``args``);
+        none for a scope that was never stored. ``named``: rows addressable by column name."""
         async with self._read() as db:
             cid = await self._scope_id(db, key)
             if cid is None:
                 return []
-            async with db.execute(
-                "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND complete = 1 AND id < ?"
-                " ORDER BY id DESC LIMIT ?",
-                (cid, key.thread, before_id if before_id is not None else 2**62, limit),
-            ) as cur:
-                cur.row_factory = aiosqlite.Row
-                rows = await cur.fetchall()
-        return [_message(r) for r in reversed(list(rows))]
+            async with db.execute(query, (cid, *args)) as cur:
+                if named:
+                    cur.row_factory = aiosqlite.Row
+                return list(await cur.fetchall())
 
     # -- corrections ------------------------------------------------------------------
 
@@ -568,16 +572,8 @@ class Store:
 
     async def corrections(self, key: ChannelKey) -> list[StoredCorrection]:
         """The active corrections of ``key``'s learning scope, oldest first."""
-        async with self._read() as db:
-            cid = await self._scope_id(db, key)
-            if cid is None:
-                return []
-            async with db.execute(
-                "SELECT id, question, answer, author_id, embedding, encoder, created_at FROM corrections"
-                " WHERE channel_id = ? AND active = 1 ORDER BY id",
-                (cid,),
-            ) as cur:
-                rows = await cur.fetchall()
+        rows = await self._scope_rows(key, f"SELECT {_CORRECTION} FROM corrections WHERE channel_id = ? AND active = 1"
+                                           " ORDER BY id")
         return [_correction(r) for r in rows]
 
     async def forget(self, key: ChannelKey, correction_ids: Sequence[int] | None = None, *,
@@ -645,15 +641,9 @@ class Store:
 
     async def pending(self, key: ChannelKey) -> list[StoredCorrection]:
         """Corrections of ``key``'s scope waiting for a manager's review, oldest first."""
-        async with self._read() as db:
-            cid = await self._scope_id(db, key)
-            if cid is None:
-                return []
-            async with db.execute(
-                "SELECT id, question, answer, author_id, embedding, encoder, created_at FROM corrections"
-                " WHERE channel_id = ? AND review = 'pending' ORDER BY id", (cid,),
-            ) as cur:
-                return [_correction(r) for r in await cur.fetchall()]
+        rows = await self._scope_rows(key, f"SELECT {_CORRECTION} FROM corrections WHERE channel_id = ?"
+                                           " AND review = 'pending' ORDER BY id")
+        return [_correction(r) for r in rows]
 
     async def review(self, key: ChannelKey, correction_id: int, *, approve: bool, author_id: str = "",
                      replaces: Sequence[int] | None = None) -> StoredCorrection | None:
@@ -664,8 +654,8 @@ class Store:
             if cid is None:
                 return None
             async with db.execute(
-                "SELECT id, question, answer, author_id, embedding, encoder, created_at FROM corrections"
-                " WHERE channel_id = ? AND id = ? AND review = 'pending'", (cid, correction_id),
+                f"SELECT {_CORRECTION} FROM corrections WHERE channel_id = ? AND id = ? AND review = 'pending'",
+                (cid, correction_id),
             ) as cur:
                 row = await cur.fetchone()
             if row is None:
@@ -781,13 +771,7 @@ class Store:
             replies = [int(r[0]) for r in await _rows(db, (
                 f"SELECT id FROM messages WHERE question_id IN ({_marks(said)})"), said)] if said else []
             messages = sorted(set(said) | set(replies))
-            if messages:
-                marks = _marks(messages)
-                await db.execute(f"DELETE FROM message_links WHERE message_id IN ({marks})", messages)
-                await db.execute(f"DELETE FROM thumbs WHERE message_id IN ({marks})", messages)
-                await db.execute(f"UPDATE corrections SET message_id = NULL WHERE message_id IN ({marks})", messages)
-                await db.execute(f"UPDATE messages SET question_id = NULL WHERE question_id IN ({marks})", messages)
-                await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", messages)
+            await self._delete_messages(db, messages)
             thumbs = await db.execute("DELETE FROM thumbs WHERE author_id = ? AND channel_id IN"
                                       " (SELECT id FROM channels WHERE platform = ?)", (user_id, platform))
             if gone:
@@ -816,15 +800,20 @@ class Store:
         """Delete the message history older than ``before`` (corrections stay); returns how many."""
         async with self._write() as db:
             old = [int(r[0]) for r in await _rows(db, "SELECT id FROM messages WHERE created_at < ?", (before,))]
-            for start in range(0, len(old), 500):
-                chunk = old[start:start + 500]
-                marks = _marks(chunk)
-                await db.execute(f"DELETE FROM message_links WHERE message_id IN ({marks})", chunk)
-                await db.execute(f"DELETE FROM thumbs WHERE message_id IN ({marks})", chunk)
-                await db.execute(f"UPDATE corrections SET message_id = NULL WHERE message_id IN ({marks})", chunk)
-                await db.execute(f"UPDATE messages SET question_id = NULL WHERE question_id IN ({marks})", chunk)
-                await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+            await self._delete_messages(db, old)
         return len(old)
+
+    @staticmethod
+    async def _delete_messages(db: aiosqlite.Connection, ids: Sequence[int]) -> None:
+        """Inside an operation: delete messages with their links and thumbs; what pointed at them no longer does."""
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = list(ids[start:start + 500])
+            marks = _marks(chunk)
+            await db.execute(f"DELETE FROM message_links WHERE message_id IN ({marks})", chunk)
+            await db.execute(f"DELETE FROM thumbs WHERE message_id IN ({marks})", chunk)
+            await db.execute(f"UPDATE corrections SET message_id = NULL WHERE message_id IN ({marks})", chunk)
+            await db.execute(f"UPDATE messages SET question_id = NULL WHERE question_id IN ({marks})", chunk)
+            await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
 
     @staticmethod
     async def _scrub_explanations(db: aiosqlite.Connection, gone: set[int]) -> None:
@@ -883,14 +872,8 @@ class Store:
             )
 
     async def thumbs(self, key: ChannelKey) -> dict[str, int]:
-        async with self._read() as db:
-            cid = await self._scope_id(db, key)
-            if cid is None:
-                return {}
-            async with db.execute(
-                "SELECT kind, COUNT(*) FROM thumbs WHERE channel_id = ? GROUP BY kind", (cid,)
-            ) as cur:
-                return {r[0]: r[1] for r in await cur.fetchall()}
+        rows = await self._scope_rows(key, "SELECT kind, COUNT(*) FROM thumbs WHERE channel_id = ? GROUP BY kind")
+        return {r[0]: r[1] for r in rows}
 
     # -- LoRA versions and consolidation jobs ---------------------------------------
 
@@ -924,16 +907,8 @@ class Store:
     async def lora_versions(self, key: ChannelKey, *, with_weights: bool = False) -> list[StoredLoraVersion]:
         """All LoRA versions of ``key``'s scope, newest first."""
         column = "weights" if with_weights else "NULL"
-        async with self._read() as db:
-            cid = await self._scope_id(db, key)
-            if cid is None:
-                return []
-            async with db.execute(
-                f"SELECT version, status, {column}, metrics, created_at FROM lora_versions WHERE channel_id = ?"
-                " ORDER BY version DESC",
-                (cid,),
-            ) as cur:
-                rows = await cur.fetchall()
+        rows = await self._scope_rows(key, f"SELECT version, status, {column}, metrics, created_at FROM lora_versions"
+                                           " WHERE channel_id = ? ORDER BY version DESC")
         return [StoredLoraVersion(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     async def active_lora_version(self, key: ChannelKey) -> StoredLoraVersion | None:
@@ -1024,6 +999,10 @@ async def _rows(db: aiosqlite.Connection, query: str, args: Sequence[Any]) -> li
 
 def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
+
+
+_CORRECTION = "id, question, answer, author_id, embedding, encoder, created_at"
+"""The columns ``_correction`` reads, in its order."""
 
 
 def _correction(r: Any) -> StoredCorrection:

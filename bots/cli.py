@@ -74,6 +74,8 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     """Show the effective configuration (secrets redacted)."""
     settings = settings_or_exit(config)
     data = settings.redacted()
+    note = settings.engine_settings().lora_note()
+    data["notes"] = [note] if note else []
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 

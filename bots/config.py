@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every configured secret value, for log redaction."""
         values = [self.telegram.token, self.telegram.webhook_secret, self.slack.bot_token, self.slack.app_token,
-                  self.slack.signing_secret, self.discord.token]
+                  self.slack.signing_secret, self.discord.token, self.model.api_key]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
     def redacted(self) -> dict[str, Any]:

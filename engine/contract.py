@@ -190,6 +190,7 @@ class Explanation(_Serialisable):
     example_threshold: float = 0.0
     lora_version: str | None = None  # the channel's LoRA version that generated the reply (None: the base model)
     persona: str = ""
+    notes: tuple[str, ...] = ()  # what else a user should know about this reply (e.g. LoRA is off with this backend)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -207,6 +208,7 @@ class Explanation(_Serialisable):
         for use in self.corrections:
             lines.append(f"  #{use.correction_id} score {use.score:.2f}: {use.question!r} -> {use.answer!r}")
         lines.append(f"thresholds: answer >= {self.answer_threshold:.2f}, example >= {self.example_threshold:.2f}")
+        lines += list(self.notes)
         return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ from .dialog.prompt import PromptParts, assemble
 from .dialog.sanitize import MentionGuard, clean_text
 from .errors import EngineClosed, InputError, NotFound
 from .generation.model_loader import LoadedModel, load_model
+from .generation.openai_compat import OpenAICompatible
 from .generation.worker import ModelWorker
 from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
@@ -76,6 +77,7 @@ class Engine:
         self._data_version = 0  # the store's PRAGMA data_version when caches were last checked
         self.consolidator: Consolidator | None = None
         self._pruning: asyncio.Task[None] | None = None
+        self._remote: OpenAICompatible | None = None  # model.backend = "openai": the model runs elsewhere
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -90,12 +92,21 @@ class Engine:
             # (from_pretrained patches module construction process-wide) are not thread-safe, and
             # loading the encoder and the LLM in two threads at once left LLM weights on "meta".
             await asyncio.to_thread(_import_model_libraries)
-            self._loaded = await asyncio.to_thread(load_model, self.settings.model, self.settings.model_cache_dir)
-            await self.encoder.start()
-            setup = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
-            self._worker = ModelWorker(self._loaded, self.settings.model)
-            self._worker.start()
-            if setup is not None:
+            setup = None
+            if self.settings.model.backend == "local":
+                self._loaded = await asyncio.to_thread(load_model, self.settings.model,
+                                                       self.settings.model_cache_dir)
+                await self.encoder.start()
+                setup = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
+                self._worker = ModelWorker(self._loaded, self.settings.model)
+                self._worker.start()
+            else:
+                self._remote = OpenAICompatible(self.settings.model)
+                await self._remote.start()
+                await self.encoder.start()
+                log.info("replies come from %s at %s; %s", self._remote.model, self.settings.model.base_url,
+                         self.lora_note)
+            if setup is not None and self._worker is not None:
                 related = self._related if self.settings.lora.scope == "related" else None
                 self.consolidator = Consolidator(self.store, self._worker, self.settings.lora, setup.config, setup.job,
                                                  related=related)
@@ -135,6 +146,9 @@ class Engine:
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
+        if self._remote is not None:
+            await self._remote.stop()
+            self._remote = None
         await self.matching.stop()  # per-channel adaptation jobs
         await self.encoder.stop()
         await self.store.close()
@@ -148,17 +162,26 @@ class Engine:
 
     @property
     def model_name(self) -> str:
+        if self._remote is not None:
+            return self._remote.model
         return self._loaded.name if self._loaded else self.settings.model.id
+
+    @property
+    def lora_note(self) -> str:
+        """Why per-channel LoRA versions do not shape replies, when they do not ("" when they may)."""
+        return self.settings.lora_note()
 
     def health(self) -> dict[str, Any]:
         """Is the engine serving? ``healthy`` is false when it is stopped, or its model thread
         died or has been stuck on one step for longer than ``model.stall_timeout_s``."""
-        model = self._worker.health() if self._worker is not None else {"alive": False, "stalled": False}
+        backend = self._worker or self._remote
+        model = backend.health() if backend is not None else {"alive": False, "stalled": False}
         return {"healthy": self._started and model["alive"] and not model["stalled"], "model": model}
 
     def queue_depths(self) -> dict[str, float]:
         """Work waiting or in progress, by stage (the ``heedful_queue_depth`` metric)."""
-        worker = self._worker.health() if self._worker is not None else {}
+        backend = self._worker or self._remote
+        worker = backend.health() if backend is not None else {}
         return {"model_pending": float(worker.get("pending", 0)), "decoding": float(worker.get("rows", 0)),
                 "consolidation": float(self.consolidator.backlog() if self.consolidator is not None else 0)}
 
@@ -237,7 +260,6 @@ class Engine:
             for word in _words(answer):  # stream it like generated text, so platform adapters need one path
                 yield word
             return
-        assert self._worker is not None and self._loaded is not None
         history = await self.store.history(channel, self.settings.dialog.history_turns, before_id=question_id)
         grounding = explanation.corrections[0].answer if explanation.route is Route.CORRECTION else ""
         examples = [] if grounding else [(u.question, u.answer) for u in reversed(explanation.corrections)]
@@ -248,6 +270,15 @@ class Engine:
             message=text,
             grounding=grounding,
         )
+        if self._remote is not None:
+            model = self.settings.model
+            chars = 4 * (model.context_tokens - model.max_new_tokens)  # ~4 characters a token: no tokenizer here
+            messages = assemble(parts, lambda m: sum(len(x["content"]) + 16 for x in m), chars)
+            async with aclosing(self._remote.stream(messages)) as deltas:
+                async for delta in deltas:
+                    yield delta
+            return
+        assert self._worker is not None and self._loaded is not None
         prompt = await asyncio.to_thread(self._render, parts)
         stream = self._worker.submit(prompt, lora=lora)
         try:
@@ -351,6 +382,7 @@ class Engine:
             example_threshold=example_threshold,
             lora_version=lora[0].rsplit("@", 1)[1] if lora else None,
             persona=persona,
+            notes=(self.lora_note,) if self.lora_note else (),
         )
 
     async def feedback(self, feedback: Feedback) -> FeedbackReceipt:

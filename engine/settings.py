@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 __all__ = [
     "EMBEDDED_MODEL",
@@ -55,6 +55,15 @@ class _Strict(BaseModel):
 class ModelSettings(_Strict):
     """The LLM that writes replies (env prefix ``HEEDFUL_MODEL_``)."""
 
+    backend: Literal["local", "openai"] = Field(
+        "local", description="'local': the model runs in this process (transformers); 'openai': any "
+        "OpenAI-compatible server at base_url (vLLM, Ollama, llama.cpp's server, hosted APIs; no per-channel LoRA)")
+    base_url: str = Field("", description="the server's API root, e.g. http://localhost:8000/v1 (backend openai)")
+    api_key: SecretStr | None = Field(None, description="the server's API key, if it wants one (a secret)")
+    served_model: str = Field("", description="the model name the server serves (default: id)")
+    request_timeout_s: float = Field(60.0, gt=0, description="per request to the model server, between bytes")
+    max_retries: int = Field(2, ge=0, le=10, description="retries of a request that failed before any text")
+    retry_backoff_s: float = Field(0.5, ge=0, description="first retry's wait, doubling after each")
     id: str = Field(EMBEDDED_MODEL, description="embedded default, a Hugging Face id, a local path, or 'tiny:<seed>'")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -71,6 +80,12 @@ class ModelSettings(_Strict):
                                    "long fails with a clear error (the model is hung or far behind)")
 
     renamed: ClassVar[dict[str, str]] = {"max_resident_adapters": "max_resident_loras"}
+
+    @model_validator(mode="after")
+    def _server_named(self) -> ModelSettings:
+        if self.backend != "local" and not self.base_url:
+            raise ValueError(f"backend {self.backend!r} needs base_url (HEEDFUL_MODEL_BASE_URL)")
+        return self
 
 
 class EncoderSettings(_Strict):
@@ -177,6 +192,14 @@ class EngineSettings(_Strict):
     dialog: DialogSettings = DialogSettings()
     teach: TeachLimitSettings = TeachLimitSettings()
     store: StoreSettings = StoreSettings()
+
+    def lora_note(self) -> str:
+        """Why per-channel LoRA versions do not shape replies, when they do not ("" when they may)."""
+        if self.model.backend != "local":
+            return f"per-channel LoRA is off with the {self.model.backend} backend (corrections still apply)"
+        if not self.lora.enabled:
+            return "per-channel LoRA is off (lora.enabled = false)"
+        return ""
 
     @property
     def database_path(self) -> Path:

@@ -135,11 +135,37 @@ def forget(
 def lora_versions(
     channel: ChannelArgument,
     rollback: RollbackOption = False,
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="write the active LoRA version (or --version) in PEFT's format to this directory "
+        "(adapter_config.json + adapter_model.safetensors: what vLLM and peft load)")] = None,
+    version: Annotated[int | None, typer.Option("--version", help="the version to --export")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List a channel's LoRA versions (or roll back to the previous one)."""
+    """List a channel's LoRA versions (or roll back to the previous one, or export one for a server)."""
+    if export is not None:
+        _export_lora_version(channel, export, version, config, as_json)
+        return
     _lora_versions(channel, rollback, config, as_json)
+
+
+def _export_lora_version(channel: str, directory: Path, version: int | None, config: Path | None,
+                         as_json: bool) -> None:
+    from engine.nn.lora import weights_from_bytes
+    from engine.nn.peft_format import save_peft
+
+    from .cli_common import fail
+
+    settings = settings_or_exit(config)
+    key = channel_key(channel)
+    stored = asyncio.run(with_store(settings, lambda s: s.lora_versions(key, with_weights=True)))
+    chosen = [v for v in stored if (v.version == version if version is not None else v.status == "active")]
+    if not chosen or chosen[0].weights is None:
+        raise fail(f"{key} has no {'LoRA version ' + str(version) if version is not None else 'active LoRA version'}")
+    weights, lora_config, _ = weights_from_bytes(chosen[0].weights)
+    save_peft(weights, lora_config, directory, base_model=settings.model.served_model or settings.model.id)
+    emit({"channel": str(key), "version": chosen[0].version, "directory": str(directory)}, as_json,
+         f"wrote v{chosen[0].version} of {key} to {directory}")
 
 
 @app.command("adapters", hidden=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -18,7 +18,11 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from prometheus_client import Metric
 
-    from .engine import Engine
+
+class HasQueues(Protocol):
+    """What reports queue depths (the engine): ``{stage: items waiting or in progress}``."""
+
+    def queue_depths(self) -> dict[str, float]: ...
 
 __all__ = ["TURNS", "TURN_SECONDS", "CORRECTIONS", "LORA_JOBS", "track"]
 
@@ -28,10 +32,10 @@ TURN_SECONDS = Histogram("heedful_turn_seconds", "From a turn's arrival to its r
 CORRECTIONS = Counter("heedful_corrections", "Corrections received, by outcome", ["outcome"])
 LORA_JOBS = Counter("heedful_lora_jobs", "Background LoRA consolidations, by outcome", ["outcome"])
 
-_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+_ENGINES: weakref.WeakSet[HasQueues] = weakref.WeakSet()
 
 
-def track(engine: Engine) -> None:
+def track(engine: HasQueues) -> None:
     """Report ``engine``'s queue depths while it lives (a weak reference: no need to untrack)."""
     _ENGINES.add(engine)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from engine import (
     ChannelKey,
@@ -21,7 +21,7 @@ from engine import (
 
 from .texts import explanation_lines
 
-__all__ = ["HELP", "ConsoleAdapter"]
+__all__ = ["HELP", "ConsoleAdapter", "stats_text"]
 
 HELP = """commands:
   /fix <better answer>   correct my last reply (I learn it for this channel)
@@ -32,8 +32,25 @@ HELP = """commands:
   /persona [preset|text] show or set the persona (presets: {presets})
   /lora                  this channel's LoRA versions (also /adapters, its former name)
   /rollback              go back to the previous LoRA version
+  /stats                 whether learning works here: this channel's numbers
   /help                  this list
   /quit                  leave"""
+
+
+def stats_text(stats: dict[str, Any]) -> str:
+    """``Engine.stats`` as a few lines of chat (``/stats``)."""
+    lora = stats["lora"]
+    return "\n".join([
+        f"Learning report, last {stats['days']} days:",
+        f"  corrections: {stats['corrections']} active, {stats['pending']} waiting for review, "
+        f"{stats['forgotten']} forgotten",
+        f"  answers from corrections: {stats['from_corrections']} of {stats['answers']} "
+        f"(👍 {stats['up']}, 👎 {stats['down']})",
+        f"  corrected mistakes that came back: {stats['recurrences']} of {stats['asked_again']} "
+        "corrected questions asked again",
+        f"  LoRA versions: {sum(lora.values())} trained, {lora.get('active', 0)} serving, "
+        f"{lora.get('rejected', 0)} rejected",
+    ])
 
 
 class ConsoleAdapter:
@@ -132,6 +149,8 @@ class ConsoleAdapter:
         elif name == "/rollback":
             version = await self.engine.rollback_lora(self.key)
             self._write(f"Now serving LoRA version {version}." if version else "Now serving the base model.")
+        elif name == "/stats":
+            self._write(stats_text(await self.engine.stats(self.key)))
         elif name == "/help":
             self._write(HELP.format(presets=", ".join(self.engine.personas())))
         else:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .admin_cli import audit, review, user_app
+from .admin_web.cli import admin_cli
 from .cli_common import ChannelArgument, ConfigOption, JsonOption, channel_key, emit, with_store
 from .config import ConfigError, settings_or_exit
 from .learning_cli import eval_app, meta_train_app
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(meta_train_app, name="meta-train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(user_app, name="user")
+app.add_typer(admin_cli, name="admin")
 app.command()(audit)
 app.command()(review)
 

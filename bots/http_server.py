@@ -6,7 +6,8 @@
 - ``GET /readyz``: 200 once every configured platform is connected (503 before, and
   while shutting down), so traffic and rollouts wait for it;
 - ``GET /metrics``: Prometheus text format (turns, turn latency, queue depth per stage,
-  corrections, LoRA jobs, platform rate limits).
+  corrections, LoRA jobs, platform rate limits);
+- ``/admin/``: the admin console (``bots.admin_web``), for signed-in managers only.
 
 A small Starlette app served by uvicorn inside the bot's own event loop.
 """
@@ -25,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from engine import Engine
 
@@ -35,7 +36,9 @@ log = logging.getLogger(__name__)
 
 
 def health_app(engine: Engine, ready: Callable[[], bool]) -> Starlette:
-    """The endpoints as an ASGI app (``ready()``: are the platforms connected?)."""
+    """The endpoints as an ASGI app (``ready()``: are the platforms connected?), with the admin console."""
+    from .admin_web import console_app
+
 
     async def healthz(request: Request) -> Response:
         health = engine.health()
@@ -48,7 +51,8 @@ def health_app(engine: Engine, ready: Callable[[], bool]) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
+                             Mount("/admin", app=console_app(engine, ready))])
 
 
 class _Server(uvicorn.Server):

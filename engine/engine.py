@@ -45,7 +45,7 @@ from .learning.support_sets import SupportSets
 from .nn.lora import LoraWeights
 from .reply import Reply
 from .settings import EngineSettings
-from .store import AlreadyApplied, Store, StoredMessage, question_key
+from .store import AlreadyApplied, Spaces, Store, StoredMessage, question_key
 from .understanding.encoder import Encoder
 
 __all__ = ["Engine"]
@@ -661,9 +661,118 @@ class Engine:
         return chosen if chosen != self.settings.dialog.default_persona else _FALLBACK_PERSONA
 
 
+    # -- the learning report and the admin console's reads ------------------------------
+
+    async def channels(self, spaces: Spaces = None) -> list[dict[str, Any]]:
+        """The channels (learning scopes) of ``spaces`` (None: every space) with their activity:
+        ``channel`` (its key), ``messages``, ``last_active``, ``corrections``, ``pending``,
+        ``lora_version``; most recently active first."""
+        self._check_running()
+        return await self.store.channel_overview(spaces)
+
+    async def stats(self, channel: ChannelKey | None = None, *, spaces: Spaces = None,
+                    days: int = 30) -> dict[str, Any]:
+        """Whether learning works: for one channel's scope (or every channel of ``spaces``), over
+        the last ``days`` days.
+
+        ``corrections`` / ``pending`` / ``forgotten``: counts now; ``answers``: replies;
+        ``from_corrections``: replies answered from a correction, with their ``up`` / ``down``
+        thumbs; ``recurrences``: replies to an already corrected question (same words up to case
+        and spacing) that the base model answered again, out of ``asked_again`` (the corrected
+        mistake came back); ``lora``: LoRA versions by status; ``daily``: the same per day (UTC).
+        """
+        self._check_running()
+        since = time.time() - days * 86400
+        raw = await self.store.activity(since, spaces, channel.scope if channel is not None else None)
+        day = [_day(since + 86400 * (i + 1)) for i in range(days)]
+        daily: dict[str, dict[str, Any]] = {
+            d: {"day": d, "corrections": 0, "from_corrections": 0, "up": 0, "down": 0, "recurrences": 0} for d in day}
+        for c in raw["corrections"]:
+            if c["review"] != "pending" and c["created_at"] >= since and _day(c["created_at"]) in daily:
+                daily[_day(c["created_at"])]["corrections"] += 1
+        corrected: dict[str, list[dict[str, Any]]] = {}
+        for c in raw["corrections"]:
+            if c["review"] not in ("pending", "rejected"):
+                corrected.setdefault(question_key(c["question"]), []).append(c)
+        served: set[int] = set()
+        asked_again = recurrences = 0
+        for r in raw["replies"]:
+            route = r["explanation"].get("route")
+            bucket = daily.get(_day(r["created_at"]))
+            if route == Route.CORRECTION.value:
+                served.add(r["id"])
+                if bucket is not None:
+                    bucket["from_corrections"] += 1
+            earlier = [c for c in corrected.get(question_key(r["question"]), ()) if c["created_at"] < r["created_at"]
+                       and (c["forgotten_at"] is None or c["forgotten_at"] > r["created_at"])]
+            if earlier:
+                asked_again += 1
+                if route == Route.BASE.value:
+                    recurrences += 1
+                    if bucket is not None:
+                        bucket["recurrences"] += 1
+        up = down = 0
+        for t in raw["thumbs"]:
+            if t["message_id"] in served:
+                up += t["kind"] == "up"
+                down += t["kind"] == "down"
+                bucket = daily.get(_day(t["created_at"]))
+                if bucket is not None:
+                    bucket[t["kind"]] += 1
+        return {
+            "channel": str(channel.scope) if channel is not None else None,
+            "days": days,
+            "corrections": sum(c["active"] for c in raw["corrections"]),
+            "pending": sum(c["review"] == "pending" for c in raw["corrections"]),
+            "forgotten": sum(c["forgotten_at"] is not None for c in raw["corrections"]),
+            "answers": len(raw["replies"]),
+            "from_corrections": len(served),
+            "up": up,
+            "down": down,
+            "asked_again": asked_again,
+            "recurrences": recurrences,
+            "lora": raw["lora"],
+            "daily": [daily[d] for d in day],
+        }
+
+    async def correction_usage(self, channel: ChannelKey) -> list[dict[str, Any]]:
+        """The active corrections of ``channel``'s scope, newest first, each with who taught it,
+        when, and how often a reply used it since (``uses``, ``last_used``)."""
+        self._check_running()
+        raw = await self.store.activity(time.time(), None, channel.scope)
+        rows = []
+        for c in reversed(raw["corrections"]):
+            if c["active"]:
+                uses, last = raw["usage"].get(c["id"], (0, None))
+                rows.append({**c, "uses": uses, "last_used": last})
+        return rows
+
+    async def audit_in(self, spaces: Spaces, *, channel: ChannelKey | None = None, author_id: str | None = None,
+                       limit: int = 100) -> list[AuditEntry]:
+        """As ``audit``, limited to the channels of ``spaces`` (None: everything)."""
+        self._check_running()
+        entries = await self.store.audit_in(spaces, key=channel.scope if channel else None, author_id=author_id,
+                                            limit=limit)
+        return [AuditEntry(e.id, str(e.scope) if e.scope else "", e.author_id, e.action, e.detail, e.created_at)
+                for e in entries]
+
+    async def promote_lora(self, channel: ChannelKey, version: int, *, author_id: str = "") -> None:
+        """Serve ``version`` of the channel's LoRA versions from its next reply (a manager
+        overriding the gate; ``rollback_lora`` goes back). Raises ``NotFound`` when it has none."""
+        self._check_running()
+        if not await self.store.promote_lora(channel.scope, version, author_id=author_id):
+            raise NotFound(f"{channel.scope} has no LoRA version {version} with weights")
+        if self.consolidator is not None:
+            self.consolidator.drop_cached(channel.scope)
+
+
 def _import_model_libraries() -> None:
     import sentence_transformers  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
+def _day(when: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(when))
 
 
 def _words(text: str) -> list[str]:

@@ -26,6 +26,7 @@ from .contract import ChannelKey, ChannelSettings, Correction
 from .errors import EngineClosed, NotFound
 
 __all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredLoraVersion", "StoredAudit", "AlreadyApplied",
+           "StoredAdminToken", "StoredAdminSession", "Spaces",
            "question_key", "MIGRATIONS"]
 
 CACHED_CHANNEL_IDS = 65536
@@ -143,6 +144,27 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX messages_author ON messages (author_id);
     ALTER TABLE corrections ADD COLUMN review TEXT NOT NULL DEFAULT '';
     """,
+    # 6: the admin console: managers' sign-in tokens (salted hashes only, each limited to one
+    # space or, with scope '', to every space) and their sessions (hashes of the cookie's id).
+    """
+    CREATE TABLE admin_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL DEFAULT '',
+        salt BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE admin_sessions (
+        id_digest BLOB PRIMARY KEY,
+        token_id INTEGER NOT NULL REFERENCES admin_tokens(id),
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX messages_channel_time ON messages (channel_id, created_at);
+    """,
 )
 
 
@@ -201,6 +223,28 @@ class StoredLoraVersion:
     weights: bytes | None
     metrics: dict[str, Any]
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAdminToken:
+    id: int
+    name: str
+    scope: str  # "platform:space", or "" for every space
+    salt: bytes
+    digest: bytes
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAdminSession:
+    token: StoredAdminToken
+    csrf: str
+    expires_at: float
+
+
+Spaces = Sequence[tuple[str, str]] | None
+"""The (platform, space) pairs a reader may see; None: every space."""
 
 
 class Store:
@@ -992,6 +1036,164 @@ class Store:
         return int(row[0]) if row else 0
 
 
+    # -- admin console: tokens, sessions, and what its pages read -----------------------
+
+    async def add_admin_token(self, name: str, scope: str, salt: bytes, digest: bytes) -> int:
+        """Record a manager's sign-in token (its salted hash only); returns its id."""
+        async with self._write() as db:
+            cur = await db.execute("INSERT INTO admin_tokens (name, scope, salt, digest, created_at)"
+                                   " VALUES (?, ?, ?, ?, ?)", (name, scope, salt, digest, time.time()))
+            assert cur.lastrowid is not None
+            await self._audit(db, None, "admin", "admin_token", {"token_id": cur.lastrowid, "name": name,
+                                                                 "scope": scope})
+        return cur.lastrowid
+
+    async def admin_tokens(self) -> list[StoredAdminToken]:
+        """Every sign-in token, revoked ones included, oldest first."""
+        async with self._read() as db:
+            rows = await _rows(db, f"SELECT {_TOKEN} FROM admin_tokens ORDER BY id", ())
+        return [StoredAdminToken(*r) for r in rows]
+
+    async def admin_token(self, token_id: int) -> StoredAdminToken | None:
+        """A token that is not revoked, or None."""
+        async with self._read() as db:
+            rows = await _rows(db, f"SELECT {_TOKEN} FROM admin_tokens WHERE id = ? AND revoked_at IS NULL",
+                               (token_id,))
+        return StoredAdminToken(*rows[0]) if rows else None
+
+    async def revoke_admin_token(self, token_id: int) -> bool:
+        """Revoke a token and end its sessions; False when there was no such live token."""
+        async with self._write() as db:
+            cur = await db.execute("UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                                   (time.time(), token_id))
+            await db.execute("DELETE FROM admin_sessions WHERE token_id = ?", (token_id,))
+            if cur.rowcount:
+                await self._audit(db, None, "admin", "admin_token_revoked", {"token_id": token_id})
+            return bool(cur.rowcount)
+
+    async def add_admin_session(self, id_digest: bytes, token_id: int, csrf: str, expires_at: float) -> None:
+        """Start a session (stored by the hash of its cookie value); expired ones are dropped here."""
+        now = time.time()
+        async with self._write() as db:
+            await db.execute("DELETE FROM admin_sessions WHERE expires_at < ?", (now,))
+            await db.execute("INSERT INTO admin_sessions (id_digest, token_id, csrf, created_at, expires_at)"
+                             " VALUES (?, ?, ?, ?, ?)", (id_digest, token_id, csrf, now, expires_at))
+
+    async def admin_session(self, id_digest: bytes) -> StoredAdminSession | None:
+        """The live session with this id hash, with its (unrevoked) token; None otherwise."""
+        async with self._read() as db:
+            rows = await _rows(
+                db, f"SELECT {', '.join('t.' + c for c in _TOKEN.split(', '))}, s.csrf, s.expires_at"
+                " FROM admin_sessions s JOIN admin_tokens t ON t.id = s.token_id"
+                " WHERE s.id_digest = ? AND s.expires_at > ? AND t.revoked_at IS NULL", (id_digest, time.time()))
+        if not rows:
+            return None
+        r = rows[0]
+        return StoredAdminSession(StoredAdminToken(*r[:7]), r[7], r[8])
+
+    async def end_admin_session(self, id_digest: bytes) -> None:
+        async with self._write() as db:
+            await db.execute("DELETE FROM admin_sessions WHERE id_digest = ?", (id_digest,))
+
+    async def channel_overview(self, spaces: Spaces = None) -> list[dict[str, Any]]:
+        """Every learning scope in ``spaces`` with its activity: messages, the last one's time,
+        active and pending corrections, the active LoRA version; most recently active first."""
+        where, args = _in_spaces(spaces)
+        async with self._read() as db:
+            rows = await _rows(db, (
+                "SELECT c.platform, c.space, c.channel,"
+                " (SELECT COUNT(*) FROM messages m WHERE m.channel_id = c.id),"
+                " (SELECT MAX(created_at) FROM messages m WHERE m.channel_id = c.id),"
+                " (SELECT COUNT(*) FROM corrections k WHERE k.channel_id = c.id AND k.active = 1),"
+                " (SELECT COUNT(*) FROM corrections k WHERE k.channel_id = c.id AND k.review = 'pending'),"
+                " (SELECT version FROM lora_versions v WHERE v.channel_id = c.id AND v.status = 'active')"
+                f" FROM channels c WHERE {where}"), args)
+        found = [{"channel": str(ChannelKey(r[0], r[2], space=r[1])), "platform": r[0], "space": r[1],
+                  "name": r[2], "messages": r[3], "last_active": r[4], "corrections": r[5], "pending": r[6],
+                  "lora_version": r[7]} for r in rows]
+        return sorted(found, key=lambda c: -(c["last_active"] or 0.0))
+
+    async def activity(self, since: float, spaces: Spaces = None, key: ChannelKey | None = None) -> dict[str, Any]:
+        """Raw material of the learning report, for ``spaces`` (or one scope ``key``) since ``since``:
+        corrections (all, with author, time, state), replies (time, route, corrections used,
+        the question asked), thumbs on replies, and LoRA versions by status."""
+        where, args = _in_spaces(spaces)
+        async with self._read() as db:
+            if key is not None:
+                cid = await self._scope_id(db, key)
+                where, args = "c.id = ?", [cid if cid is not None else -1]
+            corrections = await _rows(db, (
+                "SELECT k.id, k.question, k.answer, k.author_id, k.created_at, k.active, k.review, k.forgotten_at"
+                f" FROM corrections k JOIN channels c ON c.id = k.channel_id WHERE {where} ORDER BY k.id"), args)
+            replies = await _rows(db, (
+                "SELECT m.id, m.created_at, m.explanation, q.text FROM messages m"
+                " JOIN channels c ON c.id = m.channel_id LEFT JOIN messages q ON q.id = m.question_id"
+                f" WHERE {where} AND m.role = 'assistant' AND m.explanation IS NOT NULL AND m.created_at >= ?"
+                " ORDER BY m.id"), [*args, since])
+            thumbs = await _rows(db, (
+                "SELECT t.message_id, t.kind, t.created_at FROM thumbs t JOIN channels c ON c.id = t.channel_id"
+                f" WHERE {where} AND t.created_at >= ?"), [*args, since])
+            usage = await _rows(db, (
+                "SELECT json_extract(j.value, '$.correction_id'), COUNT(*), MAX(m.created_at)"
+                " FROM messages m JOIN channels c ON c.id = m.channel_id,"
+                " json_each(m.explanation, '$.corrections') j"
+                f" WHERE {where} AND m.role = 'assistant' AND m.explanation IS NOT NULL"
+                " GROUP BY json_extract(j.value, '$.correction_id')"), args)
+            lora = await _rows(db, (
+                "SELECT v.status, COUNT(*) FROM lora_versions v JOIN channels c ON c.id = v.channel_id"
+                f" WHERE {where} GROUP BY v.status"), args)
+        return {
+            "corrections": [{"id": r[0], "question": r[1], "answer": r[2], "author_id": r[3], "created_at": r[4],
+                             "active": bool(r[5]), "review": r[6], "forgotten_at": r[7]} for r in corrections],
+            "replies": [{"id": r[0], "created_at": r[1], "explanation": json.loads(r[2]), "question": r[3] or ""}
+                        for r in replies],
+            "thumbs": [{"message_id": r[0], "kind": r[1], "created_at": r[2]} for r in thumbs],
+            "usage": {int(r[0]): (int(r[1]), float(r[2])) for r in usage if r[0] is not None},
+            "lora": {str(r[0]): int(r[1]) for r in lora},
+        }
+
+    async def audit_in(self, spaces: Spaces, *, key: ChannelKey | None = None, author_id: str | None = None,
+                       limit: int = 100) -> list[StoredAudit]:
+        """As ``audit``, limited to ``spaces`` (None: every space, and entries of no channel too)."""
+        if spaces is None:
+            return await self.audit(key, author_id=author_id, limit=limit)
+        if key is not None and (key.platform, key.space) not in set(spaces):
+            return []
+        where, args = _in_spaces(spaces)
+        if key is not None:
+            where += " AND c.channel = ? AND c.platform = ? AND c.space = ?"
+            args += [key.channel, key.platform, key.space]
+        if author_id is not None:
+            where += " AND a.author_id = ?"
+            args.append(author_id)
+        async with self._read() as db:
+            rows = await _rows(db, (
+                "SELECT a.id, c.platform, c.space, c.channel, a.author_id, a.action, a.detail, a.created_at"
+                f" FROM audit_log a JOIN channels c ON c.id = a.channel_id WHERE {where} ORDER BY a.id DESC LIMIT ?"),
+                [*args, limit])
+        return [StoredAudit(r[0], ChannelKey(r[1], r[3], space=r[2]), r[4], r[5], json.loads(r[6]), r[7])
+                for r in rows]
+
+    async def promote_lora(self, key: ChannelKey, version: int, *, author_id: str = "") -> bool:
+        """Serve ``version`` of ``key``'s scope (a manager overriding the gate); the active one is
+        retired (``rollback`` returns to it). False when the scope has no such version with weights."""
+        async with self._write() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return False
+            async with db.execute("SELECT status FROM lora_versions WHERE channel_id = ? AND version = ?"
+                                  " AND weights IS NOT NULL", (cid, version)) as cur:
+                row = await cur.fetchone()
+            if row is None or row[0] == "active":
+                return row is not None
+            await db.execute("UPDATE lora_versions SET status = 'retired' WHERE channel_id = ? AND status = 'active'",
+                             (cid,))
+            await db.execute("UPDATE lora_versions SET status = 'active' WHERE channel_id = ? AND version = ?",
+                             (cid, version))
+            await self._audit(db, cid, author_id, "promote", {"version": version, "was": row[0]})
+        return True
+
+
 async def _rows(db: aiosqlite.Connection, query: str, args: Sequence[Any]) -> list[Any]:
     async with db.execute(query, args) as cur:
         return list(await cur.fetchall())
@@ -999,6 +1201,20 @@ async def _rows(db: aiosqlite.Connection, query: str, args: Sequence[Any]) -> li
 
 def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
+
+
+_TOKEN = "id, name, scope, salt, digest, created_at, revoked_at"
+"""The columns ``StoredAdminToken`` takes, in its order."""
+
+
+def _in_spaces(spaces: Spaces) -> tuple[str, list[Any]]:
+    """A WHERE clause on ``channels c`` limiting rows to ``spaces`` (None: every space)."""
+    if spaces is None:
+        return "1 = 1", []
+    pairs = list(spaces)
+    if not pairs:
+        return "0 = 1", []
+    return "(" + " OR ".join("(c.platform = ? AND c.space = ?)" for _ in pairs) + ")", [x for p in pairs for x in p]
 
 
 _CORRECTION = "id, question, answer, author_id, embedding, encoder, created_at"

@@ -57,6 +57,8 @@ class HttpSettings(BaseModel):
     enabled: bool = Field(True, description="serve /healthz, /readyz and /metrics while platforms run")
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0 to let a scraper or orchestrator reach it)")
     port: int = Field(8321, ge=0, le=65535, description="0: any free port")
+    secure_cookies: bool | None = Field(None, description="mark the admin console's cookies Secure; unset: when "
+                                        "the request came over https (set true behind a TLS-terminating proxy)")
 
 
 class Settings(BaseSettings):

@@ -35,10 +35,10 @@ __all__ = ["HealthServer", "health_app"]
 log = logging.getLogger(__name__)
 
 
-def health_app(engine: Engine, ready: Callable[[], bool]) -> Starlette:
-    """The endpoints as an ASGI app (``ready()``: are the platforms connected?), with the admin console."""
+def health_app(engine: Engine, ready: Callable[[], bool], *, secure_cookies: bool | None = None) -> Starlette:
+    """The endpoints as an ASGI app (``ready()``: are the platforms connected?), with the admin console
+    under ``/admin`` (``secure_cookies``: see ``console_app``)."""
     from .admin_web import console_app
-
 
     async def healthz(request: Request) -> Response:
         health = engine.health()
@@ -52,7 +52,7 @@ def health_app(engine: Engine, ready: Callable[[], bool]) -> Starlette:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
-                             Mount("/admin", app=console_app(engine, ready))])
+                             Mount("/admin", app=console_app(engine, ready, secure_cookies=secure_cookies))])
 
 
 class _Server(uvicorn.Server):
@@ -67,9 +67,11 @@ class HealthServer:
     """``await start()`` binds ``host:port`` (0: any free port; ``port`` is the bound one after ``start``)
     and serves in the background."""
 
-    def __init__(self, engine: Engine, host: str, port: int, ready: Callable[[], bool]) -> None:
+    def __init__(self, engine: Engine, host: str, port: int, ready: Callable[[], bool], *,
+                 secure_cookies: bool | None = None) -> None:
         self.host, self.port = host, port
-        config = uvicorn.Config(health_app(engine, ready), log_level="warning", lifespan="off", access_log=False)
+        app = health_app(engine, ready, secure_cookies=secure_cookies)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 

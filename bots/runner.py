@@ -83,8 +83,8 @@ async def run(settings: Settings) -> None:
     async with Engine(settings.engine_settings()) as engine:
         running = []
         ready = False
-        server = HealthServer(engine, settings.http.host, settings.http.port, lambda: ready) \
-            if settings.http.enabled else None
+        server = HealthServer(engine, settings.http.host, settings.http.port, lambda: ready,
+                              secure_cookies=settings.http.secure_cookies) if settings.http.enabled else None
         try:
             if server is not None:
                 try:

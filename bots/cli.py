@@ -78,6 +78,14 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     data = settings.redacted()
     note = settings.engine_settings().lora_note()
     data["notes"] = [note] if note else []
+    if settings.model.backend == "local":  # what "auto" resolves to on this machine
+        from engine.generation.model_loader import pick_device, pick_dtype, pick_matmul_dtype
+
+        device = pick_device(settings.model.device)
+        dtype = pick_dtype(settings.model.dtype, device)
+        data["effective"] = {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
+                             "matmul_dtype": str(pick_matmul_dtype(settings.model.matmul_dtype, device, dtype))
+                             .removeprefix("torch.")}
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 

@@ -78,6 +78,10 @@ class ModelSettings(_Strict):
     max_resident_loras: int = Field(512, ge=1, description="channels' LoRA versions kept on the device (LRU)")
     stall_timeout_s: float = Field(120.0, gt=0, description="a reply that gets no text from the model for this "
                                    "long fails with a clear error (the model is hung or far behind)")
+    matmul_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="CPU: precision of the linear layers' weights when decoding ('auto': bfloat16, "
+        "pre-packed for oneDNN, where the CPU has AMX or AVX-512 BF16; else float32). Activations, norms, "
+        "attention and LoRA training keep dtype")
 
     renamed: ClassVar[dict[str, str]] = {"max_resident_adapters": "max_resident_loras"}
 

@@ -17,6 +17,9 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,8 @@ import torch
 
 from ..settings import EMBEDDED_MODEL, ModelSettings
 
-__all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype"]
+__all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype", "pick_matmul_dtype",
+           "pack_linears", "cpu_has_bf16", "decoding"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ class LoadedModel:
     name: str
     device: torch.device
     context_length: int
+    matmul_dtype: str = "float32"  # precision of the linear layers when decoding (see pack_linears)
 
 
 def embedded_gguf_path() -> Path:
@@ -73,6 +78,82 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16) and torch can use it (oneDNN)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return bool({"amx_bf16", "avx512_bf16"} & flags) and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+
+
+def pick_matmul_dtype(requested: str, device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The precision of the linear layers' weights for decoding on ``device`` (see ``pack_linears``)."""
+    if device.type != "cpu" or dtype != torch.float32:
+        return dtype  # accelerators and explicit low-precision models run as loaded
+    if requested == "auto":
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    chosen: torch.dtype = getattr(torch, requested)
+    return chosen
+
+
+_decoding = threading.local()
+
+
+@contextmanager
+def decoding() -> Iterator[None]:
+    """Within this block (the model worker's prefill and decode steps, in this thread) packed
+    linear layers use their bfloat16 copy; everywhere else (LoRA training, its cached
+    activations, evaluation) they compute in float32 exactly as before."""
+    previous = getattr(_decoding, "on", False)
+    _decoding.on = True
+    try:
+        yield
+    finally:
+        _decoding.on = previous
+
+
+class _PackedLinear(torch.nn.Linear):
+    """``nn.Linear`` that, when no gradient is wanted, multiplies by a bfloat16 copy of its weight
+    pre-packed for oneDNN (AMX / AVX-512 BF16 kernels; packing once instead of at every call is
+    what makes bfloat16 pay on CPU). The fp32 weight stays the parameter: training, LoRA and
+    ``functional_call`` substitutions use it (the packed copy is used only while ``weight`` is
+    still the parameter it was packed from). Input and output keep their dtype."""
+
+    _packed: torch.Tensor
+    _packed_from: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or not getattr(_decoding, "on", False) or self.weight is not self._packed_from:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+            x.to(torch.bfloat16), self._packed, None, "none", [], ""
+        )
+        y = y.to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
+def pack_linears(model: torch.nn.Module) -> int:
+    """Give every ``nn.Linear`` of ``model`` a packed bfloat16 weight for decoding; returns how many.
+
+    Raises ``RuntimeError`` where torch lacks the oneDNN ops (the caller then stays in float32).
+    """
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    probe = torch.ones(1, 8, dtype=torch.bfloat16)
+    torch.ops.mkldnn._linear_pointwise(probe, torch.ops.mkldnn._reorder_linear_weight(probe, 1), None, "none", [], "")
+    for m in linears:
+        with torch.no_grad():
+            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(torch.bfloat16), 1)
+        m.__class__ = _PackedLinear
+        m._packed, m._packed_from = packed, m.weight
+    return len(linears)
 
 
 def _convert_embedded(target: Path) -> None:
@@ -169,4 +250,12 @@ def load_model(settings: ModelSettings, models_dir: Path) -> LoadedModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=settings.id, device=device, context_length=context)
+    matmul = pick_matmul_dtype(settings.matmul_dtype, device, dtype)
+    if matmul == torch.bfloat16 and dtype == torch.float32:
+        try:
+            pack_linears(model)
+        except RuntimeError as err:  # a torch build without the oneDNN ops: decode in float32
+            log.warning("bfloat16 linear layers unavailable (%s); decoding in float32", err)
+            matmul = torch.float32
+    return LoadedModel(model=model, tokenizer=tokenizer, name=settings.id, device=device, context_length=context,
+                       matmul_dtype=str(matmul).removeprefix("torch."))

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -175,3 +176,61 @@ class _Hanging(torch.nn.Module):
     def forward(self, *args: object, **kwargs: object) -> object:
         self.release.wait(30)
         return self.inner(*args, **kwargs)
+
+
+async def test_rows_match_sequential_past_the_cache_headroom(tiny: LoadedModel) -> None:
+    """Replies longer than the KV buffers' headroom (they grow in place) stay exact when rows join and leave."""
+    w = ModelWorker(tiny, ModelSettings(id="tiny:0", max_new_tokens=150, max_batch=8))
+    w._stop_ids = set()  # every row decodes all 150 tokens: the buffers must grow at least once
+    w.start()
+    try:
+        alone = [await generate(w, ids(tiny, p)) for p in PROMPTS]
+        together = await asyncio.gather(*(generate(w, ids(tiny, p), delay=0.05 * i) for i, p in enumerate(PROMPTS)))
+        assert list(together) == alone
+    finally:
+        await w.stop()
+
+
+def test_growing_cache_layer_equals_concatenation() -> None:
+    from engine.generation.worker import _from_layers, _layers, _new_cache
+
+    torch.manual_seed(0)
+    cache: Any = _new_cache()
+    chunks = [torch.randn(2, 3, n, 4) for n in (5, 1, 70, 1, 1)]  # the third overflows the headroom
+    for chunk in chunks:
+        keys, values = cache.update(chunk, -chunk, 0)
+    assert torch.equal(keys, torch.cat(chunks, dim=2)) and torch.equal(values, -torch.cat(chunks, dim=2))
+    assert cache.get_seq_length() == 78
+    rebuilt: Any = _from_layers(_layers(cache))
+    more = torch.randn(2, 3, 1, 4)
+    keys, _ = rebuilt.update(more, more, 0)
+    assert torch.equal(keys, torch.cat([*chunks, more], dim=2))
+
+
+def test_bfloat16_linears_stay_within_tolerance_of_float32(models_dir: Path) -> None:
+    """Packed bfloat16 linear layers (chosen on CPUs with AMX / AVX-512 BF16): logits within a stated
+    tolerance of float32, training (gradients) still in float32, and float32 stays available."""
+    from engine.generation.model_loader import decoding, pack_linears, pick_matmul_dtype
+
+    assert pick_matmul_dtype("float32", torch.device("cpu"), torch.float32) == torch.float32
+    assert pick_matmul_dtype("auto", torch.device("cpu"), torch.bfloat16) == torch.bfloat16  # loaded as is
+    exact = load_model(ModelSettings(id="tiny:0", matmul_dtype="float32"), models_dir)
+    assert exact.matmul_dtype == "float32"
+    fast = load_model(ModelSettings(id="tiny:0", matmul_dtype="float32"), models_dir)
+    try:
+        pack_linears(fast.model)
+    except RuntimeError:
+        pytest.skip("this torch build lacks the oneDNN bfloat16 ops")
+    x = torch.tensor([ids(exact, p)[:6] + [0] * (6 - len(ids(exact, p)[:6])) for p in PROMPTS])
+    with torch.no_grad():
+        ref, outside = exact.model(input_ids=x).logits, fast.model(input_ids=x).logits
+        with decoding():  # the worker's steps
+            low = fast.model(input_ids=x).logits
+    assert torch.equal(outside, ref)  # outside decoding (training, its cached activations): float32 as before
+    # Tolerance: bfloat16 keeps 8 significant bits; the worst logit error stays under 5 % of the logits'
+    # spread, the mean under 1 %, and nine greedy choices in ten are the float32 ones.
+    assert ((low - ref).abs().max() / ref.std()).item() < 0.05
+    assert ((low - ref).abs().mean() / ref.std()).item() < 0.01
+    assert (low.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9
+    with torch.enable_grad():  # gradients take the float32 path: identical to the unpacked model
+        assert torch.equal(fast.model(input_ids=x).logits, exact.model(input_ids=x).logits)

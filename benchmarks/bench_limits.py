@@ -1,0 +1,221 @@
+"""The local backend's decode speed as a share of this machine's limits (issue 18).
+
+    .venv/bin/python benchmarks/bench_limits.py [--dtype auto] [--tokens 64] [--repeat 3] [--json]
+
+Measured in one run, so that the shares compare like with like on a shared, noisy box:
+
+- **memory bandwidth**: a large tensor copy (``--copy-mib`` per buffer, far beyond the
+  caches), counted as bytes read + bytes written (STREAM "copy"), best of ``--repeat``;
+- **peak matmul FLOP/s** at the model's shapes, in the precision the engine uses: every
+  linear layer of the model itself (q/k/v/o, gate/up/down, the LM head; packed bfloat16
+  where the engine chose it) applied to ``M`` rows, for several ``M``; the best
+  aggregate rate (and, for the frontier, the rate at 16 rows and the bytes/s at 1 row);
+- **decode**: the engine's ``ModelWorker`` generating exactly ``--tokens`` new tokens per
+  request (end-of-sequence ignored, so every row decodes the whole time), for 1 and 16
+  concurrent requests (one continuous batch), best of ``--repeat``; prefill included.
+
+Limits and shares:
+
+- single stream: one token reads every weight once, so the bound is
+  ``bandwidth / weight bytes`` tokens/s (weight bytes in the linear layers' precision);
+  ``single_stream_share`` = measured / bound;
+- batch of 16: the bound is ``peak FLOP/s / FLOPs per token`` (2 x the multiply-adds
+  of all weight matrices, LM head included; attention over the short cache is left
+  out, which flatters the share slightly); ``batch16_share`` = measured / bound.
+
+Prints a table; with ``--json`` the last line is one JSON object with every figure,
+``single_stream_share`` and ``batch16_share`` among them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.offline import offline_environment
+
+offline_environment(force=False)
+
+import torch  # noqa: E402
+
+from engine.generation.model_loader import LoadedModel, decoding, load_model  # noqa: E402
+from engine.generation.worker import ModelWorker  # noqa: E402
+from engine.settings import ModelSettings  # noqa: E402
+
+QUESTIONS = [
+    "What is the capital of France?", "How do I reset my password?", "Give me a tip for better sleep.",
+    "What is a prime number?", "Explain what an API is.", "How many days are in a leap year?",
+    "What does HTTP stand for?", "Suggest a name for a cat.", "Why is the sky blue?", "What is 12 times 12?",
+]
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def memory_bandwidth(mib: int, repeat: int) -> float:
+    """Bytes/s of a large copy (read + write), best of ``repeat`` (after one warm-up)."""
+    n = mib * 2**20 // 4
+    src = torch.ones(n, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # touch every page first
+    best = float("inf")
+    for _ in range(max(repeat, 3)):
+        started = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - started)
+    return 2 * src.numel() * src.element_size() / best
+
+
+def linear_modules(model: Any) -> list[torch.nn.Module]:
+    """Every linear layer a token's forward pass runs, the LM head included (once, even when tied)."""
+    mods = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    head = model.get_output_embeddings()
+    if head is not None and not any(head is m for m in mods):
+        mods.append(head)
+    return mods
+
+
+def weight_bytes(model: Any, mods: list[torch.nn.Module], matmul_bytes: int) -> int:
+    """Bytes read per decoded token: every weight matrix once, in the precision the linear layers
+    multiply in (``matmul_bytes`` per element), plus the small non-matrix parameters (norms).
+    The input embedding is a lookup of one row per token, so a tied embedding counts once, as the head."""
+    matrices = {id(m.weight) for m in mods}
+    embedding = model.get_input_embeddings()
+    skip = matrices | ({id(embedding.weight)} if embedding is not None else set())
+    total = sum(m.weight.numel() * matmul_bytes for m in mods)
+    seen: set[int] = set()
+    for p in model.parameters():
+        if id(p) not in skip and id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total
+
+
+def peak_matmul(mods: list[torch.nn.Module], dtype: torch.dtype, repeat: int) -> dict[int, float]:
+    """Aggregate FLOP/s of the model's own linear layers (the path decoding takes, packed bfloat16
+    included) applied to ``M`` rows, for several ``M``: {M: best FLOP/s}."""
+    rates: dict[int, float] = {}
+    with torch.no_grad(), decoding():
+        for m in (1, 16, 64, 256, 1024):
+            xs = {mod.in_features: torch.randn(m, mod.in_features, dtype=dtype) for mod in mods}  # type: ignore[union-attr]
+            flops = sum(2 * m * mod.weight.numel() for mod in mods)
+            for mod in mods:  # warm-up
+                mod(xs[mod.in_features])  # type: ignore[union-attr]
+            best = 0.0
+            for _ in range(max(repeat, 2)):
+                started = time.perf_counter()
+                for mod in mods:
+                    mod(xs[mod.in_features])  # type: ignore[union-attr]
+                best = max(best, flops / (time.perf_counter() - started))
+            rates[m] = best
+    return rates
+
+
+def prompt_ids(loaded: LoadedModel, i: int) -> list[int]:
+    tok = loaded.tokenizer
+    messages = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)] + " Answer at length."}]
+    out = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
+async def decode_rates(loaded: LoadedModel, settings: ModelSettings, tokens: int, repeat: int) -> dict[str, Any]:
+    worker = ModelWorker(loaded, settings)
+    worker._stop_ids = set()  # fixed-length decoding: every row runs all `tokens` steps
+    worker.start()
+
+    async def run(i: int) -> int:
+        stream = worker.submit(prompt_ids(loaded, i), max_new_tokens=tokens)
+        async for _ in stream:
+            pass
+        return stream.tokens
+
+    out: dict[str, Any] = {}
+    try:
+        await run(0)  # warm-up
+        for n in (1, 16):
+            rates = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                counts = await asyncio.gather(*(run(i) for i in range(n)))
+                elapsed = time.perf_counter() - started
+                assert all(c == tokens for c in counts), counts
+                rates.append(sum(counts) / elapsed)
+            out[f"tokens_per_s_{n}"] = round(max(rates), 1)
+            out[f"tokens_per_s_{n}_median"] = round(statistics.median(rates), 1)
+    finally:
+        await worker.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", default="auto", help="auto (what the engine chooses) | float32 | bfloat16")
+    parser.add_argument("--matmul-dtype", default="auto", help="auto (what the engine chooses) | float32 | bfloat16")
+    parser.add_argument("--model", default=ModelSettings().id)
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is reported")
+    parser.add_argument("--copy-mib", type=int, default=1024, help="size of each buffer of the bandwidth copy")
+    parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
+    args = parser.parse_args()
+
+    settings = ModelSettings(id=args.model, dtype=args.dtype, matmul_dtype=args.matmul_dtype,
+                             max_new_tokens=args.tokens, max_batch=16)
+    loaded = load_model(settings, args.models_dir)
+    model = loaded.model
+    dtype = next(model.parameters()).dtype
+    flags = cpu_flags()
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads",
+        "cpu_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
+        "dtype": str(dtype).removeprefix("torch."),
+        "matmul_dtype": loaded.matmul_dtype,
+        "device": str(loaded.device),
+    }
+    mods = linear_modules(model)
+    wbytes = weight_bytes(model, mods, getattr(torch, loaded.matmul_dtype).itemsize)
+    flops_per_token = sum(2 * m.weight.numel() for m in mods)
+    bandwidth = memory_bandwidth(args.copy_mib, args.repeat)
+    rates = peak_matmul(mods, dtype, args.repeat)
+    peak_m = max(rates, key=rates.__getitem__)
+    results |= {
+        "weight_mb": round(wbytes / 1e6, 1),
+        "gflop_per_token": round(flops_per_token / 1e9, 3),
+        "bandwidth_gb_s": round(bandwidth / 1e9, 1),
+        "peak_gflop_s": round(rates[peak_m] / 1e9, 1),
+        "peak_at_rows": peak_m,
+        "matmul_gflop_s_at_16_rows": round(rates[16] / 1e9, 1),
+        "matmul_gb_s_at_1_row": round(rates[1] / flops_per_token * wbytes / 1e9, 1),
+        "single_stream_limit_tokens_per_s": round(bandwidth / wbytes, 1),
+        "batch_limit_tokens_per_s": round(rates[peak_m] / flops_per_token, 1),
+    }
+    results |= asyncio.run(decode_rates(loaded, settings, args.tokens, args.repeat))
+    results["single_stream_share"] = round(results["tokens_per_s_1"] / results["single_stream_limit_tokens_per_s"], 3)
+    results["batch16_share"] = round(results["tokens_per_s_16"] / results["batch_limit_tokens_per_s"], 3)
+    for key, value in results.items():
+        print(f"{key:36s} {value}")
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,22 +5,30 @@ A platform adapter (Discord, Slack, Telegram) translates: its events become
 them needs besides is here, in ``BaseAdapter``:
 
 - **tasks** (``TaskGroup``, ``spawn``/``idle``/``stop``): every event is handled in a
-  task of its own, at most ``concurrency`` at once (``HEEDFUL_<PLATFORM>_CONCURRENCY``,
-  default 32), later ones waiting their turn; past ``backlog`` unfinished events new ones
-  are dropped (and logged). A handler's error never reaches the platform library: it is
-  logged here (``expected_failure`` names the platform failures worth one line rather than
-  a traceback). ``idle()`` waits until every event so far is handled; stopping drains:
-  no new events, ``shutdown_grace`` seconds for the running ones, then they are cancelled.
+  task of its own. A handler's error never reaches the platform library: it is logged
+  here (``expected_failure`` names the platform failures worth one line rather than a
+  traceback). ``idle()`` waits until every event so far is handled; stopping drains: no
+  new events, ``shutdown_grace`` seconds for the running ones, then they are cancelled.
+- **queues** (``Lanes``, ``serve``): an answer waits in its channel's queue first, then
+  for one of ``concurrency`` shared slots (``HEEDFUL_<PLATFORM>_CONCURRENCY``, default
+  32); one channel holds at most ``channel_concurrency`` slots, so a flood in one channel
+  never starves the others. Past ``channel_backlog`` questions waiting in one channel (or
+  ``backlog`` in all), a question gets a short "busy" reply: never silence.
 - **intake**: ``fresh(key)`` recognises a re-delivered event (platforms retry, resume and
   replay); ``from_self(author, bot=...)`` is the own-message filter (nothing the bot wrote,
   and no other bot, is ever answered: no loops).
 - **who may do what**, one rule for every platform, the platform adapter supplying only
   the facts (``policy_for``, ``is_manager``, ``groups_of``): ``may_teach`` (the teach
   policy; admins and groups looked up only when the policy depends on them) and
-  ``may_manage`` (forget, set the persona).
-- **replies**: ``respond`` streams the engine's reply through the platform's calls;
-  ``answering``/``withdraw`` take an answer back when its question is deleted.
-- **feedback**: ``feedback`` applies a correction, a thumb or a forget under those rules.
+  ``may_manage`` (forget, set the persona: managers, or with ``manage = "teachers"``
+  whoever may teach).
+- **replies**: ``respond`` streams the engine's reply through the platform's calls; the
+  reply is read apart from the platform calls (``decoupled``), so the engine's channel
+  lock is never held while a platform makes the bot wait, and a reply waits at most
+  ``rate_limit_cap`` seconds in all on rate limits: it ends with its full text or with a
+  short notice. ``answering``/``withdraw`` take an answer back when its question is deleted.
+- **feedback**: ``feedback`` applies a correction, a thumb or a forget under those rules,
+  with the platform's event id, so a redelivered event is applied once.
 """
 
 from __future__ import annotations
@@ -28,11 +36,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from engine import (
     ChannelKey,
@@ -48,10 +56,21 @@ from engine import (
 
 from .policy import Deduplicator, TeachPolicy
 from .settings import PlatformSettings
-from .streaming import AppendCalls, AppendStreamer, EditFn, PreviewFn, ReplyStreamer, SendFn, StreamResult
+from .streaming import (
+    AppendCalls,
+    AppendStreamer,
+    EditFn,
+    PreviewFn,
+    RateLimited,
+    ReplyStreamer,
+    SendFn,
+    StreamResult,
+    WaitBudget,
+    decoupled,
+)
 from .texts import Texts
 
-__all__ = ["Actor", "BaseAdapter", "Recent", "Seen", "TaskGroup"]
+__all__ = ["Actor", "BaseAdapter", "Lanes", "Recent", "Seen", "TaskGroup"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -94,19 +113,18 @@ class Recent(OrderedDict[K, V]):
 
 
 class TaskGroup:
-    """The tasks in which a platform adapter handles its events: tracked, bounded, guarded.
+    """The tasks in which a platform adapter handles its events: tracked and guarded.
 
-    ``spawn`` runs work in a new task once one of ``concurrency`` slots is free; ``track``
-    adopts a task a platform library started itself. Every error of spawned work goes
-    to ``on_error`` (never to the event loop's "exception was never retrieved").
+    ``spawn`` runs work in a new task; ``track`` adopts a task a platform library started
+    itself. Every error of spawned work goes to ``on_error`` (never to the event loop's
+    "exception was never retrieved"). Handling an event is cheap until it asks for an
+    answer, which waits its turn in ``Lanes``; so nothing is dropped here.
     """
 
-    def __init__(self, *, concurrency: int, backlog: int, label: str, log: logging.Logger,
-                 on_error: Callable[[Exception], None]) -> None:
-        self.backlog, self.label, self.log, self.on_error = backlog, label, log, on_error
+    def __init__(self, *, label: str, log: logging.Logger, on_error: Callable[[Exception], None]) -> None:
+        self.label, self.log, self.on_error = label, log, on_error
         self.closed = True
         """No work is taken: not opened yet, or closing (``close``) or closed."""
-        self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def __len__(self) -> int:
@@ -117,14 +135,10 @@ class TaskGroup:
         self.closed = False
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> bool:
-        """Handle ``work`` in a tracked task; False (``work`` closed, never run) when closed or over the backlog."""
+        """Handle ``work`` in a tracked task; False (``work`` closed, never run) when closed."""
         if self.closed:
             work.close()
             self.log.info("ignored a %s event: shutting down", self.label)
-            return False
-        if len(self._tasks) >= self.backlog:
-            work.close()
-            self.log.warning("dropped a %s event: %d in progress already", self.label, len(self._tasks))
             return False
         self.track(asyncio.create_task(self._guarded(work)))
         return True
@@ -136,8 +150,7 @@ class TaskGroup:
 
     async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
         try:
-            async with self._slots:
-                await work
+            await work
         except Exception as err:
             self.on_error(err)
 
@@ -164,6 +177,112 @@ class TaskGroup:
         return {task for task in self._tasks if task is not current and not task.done()}
 
 
+class _Slots:
+    """A semaphore that serves its waiters strictly in the order they came."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def available(self) -> bool:
+        """Whether ``acquire`` would not wait."""
+        return self.free > 0 and not self._waiters
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the slot just as the wait was cancelled: pass it on
+            elif turn in self._waiters:
+                self._waiters.remove(turn)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.free += 1
+
+
+class _Lane:
+    def __init__(self, slots: int) -> None:
+        self.slots = _Slots(slots)
+        self.waiting = 0
+        self.users = 0
+
+
+class Lanes:
+    """Where answers wait: first in their channel's queue, then for one of the shared slots.
+
+    ``run(channel, work)`` runs ``work`` once the channel has one of its
+    ``per_channel`` slots (its earlier questions first) and then one of the
+    ``concurrency`` shared ones (first come, first served across channels). A channel
+    thus never holds more than ``per_channel`` shared slots, whatever it sends. When
+    ``work`` would have to wait and ``channel_backlog`` questions of that channel wait
+    already, or ``backlog`` in all, ``run`` returns False at once and ``work`` never runs.
+    """
+
+    def __init__(self, *, concurrency: int, per_channel: int, channel_backlog: int, backlog: int) -> None:
+        self.per_channel, self.channel_backlog, self.backlog = per_channel, channel_backlog, backlog
+        self._shared = _Slots(concurrency)
+        self._lanes: dict[Hashable, _Lane] = {}
+        self.waiting = 0
+        """Questions waiting, across channels."""
+        self.running = 0
+        self.refused = 0
+
+    def waiting_in(self, channel: Hashable) -> int:
+        lane = self._lanes.get(channel)
+        return lane.waiting if lane is not None else 0
+
+    async def run(self, channel: Hashable, work: Callable[[], Awaitable[None]]) -> bool:
+        lane = self._lanes.get(channel)
+        if lane is None:
+            lane = self._lanes[channel] = _Lane(self.per_channel)
+        at_once = lane.slots.available and self._shared.available  # served now: waits in no queue
+        if not at_once and (lane.waiting >= self.channel_backlog or self.waiting >= self.backlog):
+            if lane.users == 0:
+                del self._lanes[channel]
+            self.refused += 1
+            return False
+        lane.waiting += 1
+        lane.users += 1
+        self.waiting += 1
+        queued = True
+        try:
+            await lane.slots.acquire()
+            try:
+                await self._shared.acquire()
+                lane.waiting -= 1
+                self.waiting -= 1
+                queued = False
+                self.running += 1
+                try:
+                    await work()
+                finally:
+                    self.running -= 1
+                    self._shared.release()
+            finally:
+                lane.slots.release()
+        finally:
+            if queued:
+                lane.waiting -= 1
+                self.waiting -= 1
+            lane.users -= 1
+            if lane.users == 0 and self._lanes.get(channel) is lane:
+                del self._lanes[channel]
+        return True
+
+
 class BaseAdapter(ABC, Generic[A]):
     """One platform connection serving many channels through one engine.
 
@@ -174,21 +293,23 @@ class BaseAdapter(ABC, Generic[A]):
     platform: ClassVar[str] = ""
     texts: ClassVar[Texts]
     backlog: ClassVar[int] = 1000
-    """Events accepted but not yet finished beyond which new ones are dropped (and logged)."""
+    """Questions waiting for an answer, across channels, beyond which new ones get a busy reply."""
     shutdown_grace: ClassVar[float] = 10.0
     """Seconds stopping lets running handlers (replies) finish before cancelling them."""
-    manage_rule: ClassVar[Literal["managers", "teachers"]] = "managers"
-    """Who besides the place's managers may manage the bot there; see ``may_manage``."""
 
     def __init__(self, engine: Engine, settings: PlatformSettings) -> None:
         self.engine = engine
         self.policy = TeachPolicy(settings.teach, frozenset(settings.teachers))
+        self.manage_rule = settings.manage
+        """Who may make the bot forget or set its persona: ``admins`` (the place's managers) or ``teachers``."""
+        self.rate_limit_cap = settings.rate_limit_cap
         self.seen: Seen = Deduplicator()
         self.own_id = ""
         """The bot's own user id on the platform, once connected (``from_self``)."""
         self.log = logging.getLogger(f"adapters.{self.platform}")
-        self.tasks = TaskGroup(concurrency=settings.concurrency, backlog=self.backlog,
-                               label=self.platform.capitalize(), log=self.log, on_error=self.handler_failed)
+        self.tasks = TaskGroup(label=self.platform.capitalize(), log=self.log, on_error=self.handler_failed)
+        self.lanes = Lanes(concurrency=settings.concurrency, per_channel=settings.channel_concurrency,
+                           channel_backlog=settings.channel_backlog, backlog=self.backlog)
         self._answering: dict[str, asyncio.Task[Any]] = {}  # question -> the task answering it
         self._withdrawn: set[str] = set()
 
@@ -299,13 +420,32 @@ class BaseAdapter(ABC, Generic[A]):
     async def may_manage(self, actor: A) -> bool:
         """Whether ``actor`` may make the bot forget, or set its persona, where they are.
 
-        The one rule every command that does either asks: the place's managers may
-        (``is_manager``); where ``manage_rule`` is ``"teachers"`` (Slack), so may everyone
-        the teach policy lets teach.
+        The one rule every command that does either asks, on every platform: the place's
+        managers may (``is_manager``); with ``manage = "teachers"``, so may everyone the
+        teach policy lets teach.
         """
         if self.manage_rule == "teachers":
             return await self.may_teach(actor)
         return await self.is_manager(actor)
+
+    def manage_refusal(self, what: str) -> str:
+        """What someone who may not manage the bot is told when they try ``what`` ("make me forget")."""
+        template = self.texts.teachers_only if self.manage_rule == "teachers" else self.texts.managers_only
+        return template.format(what=what)
+
+    # -- queues -------------------------------------------------------------------------
+
+    async def serve(self, channel: ChannelKey, answer: Callable[[], Awaitable[None]],
+                    busy: Callable[[str], Awaitable[Any]]) -> bool:
+        """Run ``answer`` in ``channel``'s queue (``Lanes``): after that channel's earlier
+        questions, with one of the shared slots. When the queue is full, ``busy`` is awaited
+        instead with a polite text to post in answer to the question; returns False then."""
+        if await self.lanes.run(channel.scope, answer):
+            return True
+        self.log.info("%s is busy (%d waiting there, %d in all): asked to try again", channel.scope,
+                      self.lanes.waiting_in(channel.scope), self.lanes.waiting)
+        await busy(self.texts.busy)
+        return False
 
     # -- replies ----------------------------------------------------------------------
 
@@ -326,11 +466,14 @@ class BaseAdapter(ABC, Generic[A]):
         With ``native`` the reply streams through the platform's own streaming instead,
         falling back to ``send``/``edit`` when the platform refuses (``AppendStreamer``);
         with ``preview`` the unfinished part shows as a draft (``ReplyStreamer``).
-        Input errors and overload are answered with their clear message (through
-        ``fail`` when given, e.g. to post it without feedback buttons; else ``send``);
-        every platform message of the reply is linked to it so later feedback finds it.
-        Raises what the platform calls raise beyond that (the task's guard logs it);
-        cancelling stops the generation.
+        The reply is read as fast as the engine writes it (``decoupled``): waiting on the
+        platform never holds the engine's channel lock. Rate limits are waited out for at
+        most ``rate_limit_cap`` seconds in all; past that the reply ends with a short notice
+        (``texts.gave_up``) instead of its text. Input errors and overload are answered
+        with their clear message (through ``fail`` when given, e.g. to post it without
+        feedback buttons; else ``send``); every platform message of the reply is linked to
+        it so later feedback finds it. Raises what the platform calls raise beyond rate
+        limits (the task's guard logs it); cancelling stops the generation.
         """
         fail = fail or send
         reply = self.engine.reply(turn)
@@ -338,15 +481,25 @@ class BaseAdapter(ABC, Generic[A]):
         async def link(message_id: str) -> None:
             await self.engine.link_message(turn.channel, reply.reply_id, message_id)
 
+        budget = WaitBudget(self.rate_limit_cap)
         streamer: ReplyStreamer | AppendStreamer
-        streamer = ReplyStreamer(send, edit, limit=limit, interval=interval, on_message=link, preview=preview)
+        streamer = ReplyStreamer(send, edit, limit=limit, interval=interval, on_message=link, preview=preview,
+                                 budget=budget)
         if native is not None:
-            streamer = AppendStreamer(native, limit=limit, interval=interval, fallback=streamer, on_message=link)
+            streamer = AppendStreamer(native, limit=limit, interval=interval, fallback=streamer, on_message=link,
+                                      budget=budget)
+        chunks = decoupled(reply)
         try:
-            result = await streamer.stream(reply)
+            result = await streamer.stream(chunks)
             if isinstance(streamer, AppendStreamer) and streamer.unavailable is not None:
                 self.native_refused(streamer.unavailable)
             return result
+        except RateLimited as limited:
+            self.log.warning("gave up on a reply in %s after %.1f s of rate limits (%s)", turn.channel,
+                             budget.waited, limited)
+            await chunks.aclose()  # stop the generation: nothing more can be shown
+            await streamer.give_up(self.texts.gave_up, fail)
+            return None
         except (InputError, Overloaded) as err:
             if streamer.result.message_ids:
                 await edit(streamer.result.message_ids[-1], str(err))
@@ -357,6 +510,8 @@ class BaseAdapter(ABC, Generic[A]):
             self.log.warning("reply failed in %s: %s", turn.channel, err)
             await fail(SORRY)
             return None
+        finally:
+            await chunks.aclose()
 
     def native_refused(self, why: str) -> None:
         """The platform refused native streaming (``respond(native=...)``); this reply went by
@@ -389,20 +544,33 @@ class BaseAdapter(ABC, Generic[A]):
     # -- feedback ---------------------------------------------------------------------
 
     async def feedback(self, channel: ChannelKey, actor: A, kind: FeedbackKind, *, message_id: str = "",
-                       text: str = "") -> FeedbackReceipt:
+                       text: str = "", event_id: str = "") -> FeedbackReceipt:
         """Apply ``actor``'s feedback on the bot message ``message_id`` (empty: the last answer in ``channel``).
 
         Thumbs are open to everyone; a correction needs ``may_teach``, forgetting
-        ``may_manage``. Returns a refused receipt (never raises) for those rules and for
-        input problems.
+        ``may_manage``. ``event_id`` is the platform's stable id of the event that carried
+        it (``event_key``): delivered again, it is applied once (the engine answers with
+        the first receipt). Returns a refused receipt (never raises) for those rules and
+        for input problems.
         """
         if kind is FeedbackKind.CORRECTION and not await self.may_teach(actor):
-            return FeedbackReceipt(False, self.policy.refusal)
+            return FeedbackReceipt(False, self.policy_for(actor).refusal)
         if kind is FeedbackKind.FORGET and not await self.may_manage(actor):
-            return FeedbackReceipt(False, self.texts.managers_only.format(what="make me forget"))
+            return FeedbackReceipt(False, self.manage_refusal("make me forget"))
         try:
             return await self.engine.feedback(
-                Feedback(channel=channel, kind=kind, author_id=actor.user_id, message_id=message_id, text=text)
+                Feedback(channel=channel, kind=kind, author_id=actor.user_id, message_id=message_id, text=text,
+                         event_id=event_id)
             )
         except HeedfulError as err:
             return FeedbackReceipt(False, str(err))
+
+    def event_key(self, *parts: object) -> str:
+        """A stable id for a platform event (``feedback``'s ``event_id``): the platform and ``parts``."""
+        return ":".join([self.platform, *(str(p) for p in parts)])
+
+    async def forget_all(self, channel: ChannelKey, correction_ids: list[int] | None = None, *,
+                         event_id: str = "") -> int:
+        """``Engine.forget`` of ``channel`` (all, or ``correction_ids``), applied once per ``event_id``;
+        how many were forgotten (by the first delivery, when the event came again)."""
+        return await self.engine.forget(channel, correction_ids, event_id=event_id)

@@ -36,8 +36,18 @@ class TeachSettings(_Strict):
 class PlatformSettings(TeachSettings):
     """What every platform adapter's runtime reads (``adapters.base``)."""
 
-    concurrency: int = Field(32, ge=1, description="events handled at once, across channels; later ones wait "
-                             "their turn (HEEDFUL_<PLATFORM>_CONCURRENCY)")
+    manage: Literal["admins", "teachers"] = Field(
+        "admins", description="who may make the bot forget and change its persona: the place's managers "
+        "(admins: Manage Server, chat admins, workspace admins), or everyone who may teach there (teachers)")
+    concurrency: int = Field(32, ge=1, description="answers written at once, across channels; later ones wait "
+                             "their turn in their channel's queue (HEEDFUL_<PLATFORM>_CONCURRENCY)")
+    channel_concurrency: int = Field(2, ge=1, description="answers written at once in one channel; the channel's "
+                                     "other questions wait in its queue, in order")
+    channel_backlog: int = Field(8, ge=0, description="questions of one channel that may wait for an answer; "
+                                 "beyond, a question gets a short 'busy' reply instead")
+    rate_limit_cap: float = Field(30.0, ge=0.0, description="seconds one reply may wait in all on the platform's "
+                                  "rate limits (each wait is cut to what is left); past it the reply ends with a "
+                                  "short notice that it could not be finished")
 
 
 class ConsoleSettings(_Strict):

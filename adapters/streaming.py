@@ -5,8 +5,10 @@
 - ``ReplyStreamer``: post a reply as it is generated: send once, then edit at most
   every ``interval`` seconds, skip edits that change nothing, continue in a new
   message at the length limit, and make sure the final text lands even after rate
-  limits (``RateLimited`` carries the wait). Or, with a ``preview`` (Telegram's
-  drafts), show the unfinished part as a draft and send each message once, complete.
+  limits (``RateLimited`` carries the wait), waiting at most a ``WaitBudget`` in all;
+  when it cannot, ``give_up`` ends the reply with a short notice instead. Or, with a
+  ``preview`` (Telegram's drafts), show the unfinished part as a draft and send each
+  message once, complete.
 - ``AppendStreamer``: the same for platforms that stream natively (a message that
   grows as text is appended: Slack's ``chat.startStream``); it hands over to a
   ``ReplyStreamer`` when the platform refuses to start a stream.
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -32,6 +34,8 @@ __all__ = [
     "SendFn",
     "StreamResult",
     "StreamingUnavailable",
+    "WaitBudget",
+    "decoupled",
     "open_fence",
     "retry_rate_limited",
     "split_message",
@@ -57,23 +61,96 @@ class StreamingUnavailable(Exception):
     (an older workspace, a missing scope, a conversation type it does not support)."""
 
 
+class WaitBudget:
+    """How long one piece of work (a reply, a notice) may still wait on rate limits, in all.
+
+    ``take(wanted)`` says how long to wait for a limit that asks ``wanted`` seconds: cut
+    to what is left, and None once nothing is left (then the caller gives up). A platform
+    may ask for an hour; no reply waits longer than its budget.
+    """
+
+    def __init__(self, seconds: float = float("inf")) -> None:
+        self.left = max(0.0, float(seconds))
+        self.waited = 0.0
+
+    def take(self, wanted: float) -> float | None:
+        if self.left <= 0.0:
+            return None
+        wait = min(max(0.0, wanted), self.left)
+        self.left -= wait
+        self.waited += wait
+        return wait
+
+
 async def retry_rate_limited(call: Callable[[], Awaitable[T]], *, max_retries: int,
-                             on_limited: Callable[[RateLimited], None] | None = None, what: str = "") -> T:
+                             on_limited: Callable[[RateLimited], None] | None = None, what: str = "",
+                             budget: WaitBudget | None = None) -> T:
     """Await ``call()`` until it is not rate limited, sleeping as long as each ``RateLimited``
-    asks; after ``max_retries`` retries the last one is raised (logged as giving up on
-    ``what``, when named). ``on_limited`` sees every one, and may raise to stop at once."""
+    asks (cut to what is left of ``budget``); after ``max_retries`` retries, or once the
+    budget is spent, the last one is raised (logged as giving up on ``what``, when named).
+    ``on_limited`` sees every one, and may raise to stop at once."""
+    budget = budget or WaitBudget()
     for attempt in range(1, max_retries + 2):
         try:
             return await call()
         except RateLimited as limited:
             if on_limited is not None:
                 on_limited(limited)
-            if attempt > max_retries:
+            wait = budget.take(limited.retry_after) if attempt <= max_retries else None
+            if wait is None:
                 if what:
-                    log.warning("giving up on %s after %d rate-limited attempts", what, attempt)
+                    log.warning("giving up on %s after %d rate-limited attempts (%.1f s waited)", what, attempt,
+                                budget.waited)
                 raise
-            await asyncio.sleep(limited.retry_after)
+            await asyncio.sleep(wait)
     raise AssertionError("unreachable")
+
+
+async def decoupled(chunks: AsyncIterable[str]) -> AsyncGenerator[str, None]:
+    """``chunks`` read in a task of their own, as fast as they come, and handed on joined.
+
+    The engine holds its channel lock while it generates; reading its reply here means a
+    platform that makes the reader wait (a rate limit) never makes the engine wait, so the
+    lock is held only as long as the generation takes. What arrives while the reader is
+    away comes as one chunk. An error of ``chunks`` is raised here, after the text before
+    it; leaving early cancels the reading (which stops the generation).
+    """
+    pending: list[str] = []
+    ready = asyncio.Event()
+    finished = False
+    failure: BaseException | None = None
+
+    async def pump() -> None:
+        nonlocal finished, failure
+        try:
+            async for chunk in chunks:
+                pending.append(chunk)
+                ready.set()
+        except Exception as err:
+            failure = err
+        finally:
+            finished = True
+            ready.set()
+
+    reader = asyncio.create_task(pump())
+    try:
+        while True:
+            while not pending and not finished:
+                ready.clear()
+                await ready.wait()
+            if pending:
+                text = "".join(pending)
+                pending.clear()
+                yield text
+            elif finished:
+                if failure is not None:
+                    raise failure
+                return
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -149,9 +226,11 @@ class ReplyStreamer:
 
     ``send``/``edit`` are the adapter's platform calls; they raise ``RateLimited``
     when told to wait. Intermediate edits are best-effort (a rate-limited one is
-    simply skipped); the final text of every message is retried until it lands or
-    ``max_retries`` is exhausted. ``on_message`` is awaited with each new message
-    id (adapters link it to the engine's reply there).
+    simply skipped); the final text of every message is retried until it lands, or
+    ``max_retries`` is exhausted, or the reply has waited its ``budget`` (then
+    ``RateLimited`` is raised, and ``give_up`` ends the reply with a notice).
+    ``on_message`` is awaited with each new message id (adapters link it to the
+    engine's reply there).
 
     With ``preview``, the unfinished end of the reply is shown through it (an
     ephemeral draft) instead of being sent and edited: every message is sent once,
@@ -167,14 +246,16 @@ class ReplyStreamer:
         limit: int,
         interval: float = 1.0,
         placeholder: str = "…",
-        max_retries: int = 8,
+        max_retries: int = 30,
         on_message: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         preview: PreviewFn | None = None,
+        budget: WaitBudget | None = None,
     ) -> None:
         self.send, self.edit, self.preview = send, edit, preview
         self.limit, self.interval = limit, interval
         self.placeholder, self.max_retries = placeholder, max_retries
+        self.budget = budget or WaitBudget()
         self.on_message = on_message
         self.clock = clock
         self.result = StreamResult()
@@ -244,10 +325,68 @@ class ReplyStreamer:
                     return False  # skip this intermediate edit; a later one carries the text
                 attempts += 1
                 self.result.retries += 1
-                if attempts > self.max_retries:
-                    log.warning("giving up on a message after %d rate-limited attempts", attempts)
+                wait = self.budget.take(limited.retry_after) if attempts <= self.max_retries else None
+                if wait is None:
+                    log.warning("giving up on a message after %d rate-limited attempts (%.1f s waited)", attempts,
+                                self.budget.waited)
                     raise
-                await asyncio.sleep(limited.retry_after)
+                await asyncio.sleep(wait)
+
+    async def give_up(self, notice: str, send: SendFn | None = None) -> bool:
+        """End a reply whose text could not land with ``notice``: appended to its last message
+        (whatever it shows, the unfinished marker dropped), else in a message of its own (sent
+        with ``send``, default the streamer's). A few quick tries; True when it landed."""
+        send = send or self.send
+        tries: list[Callable[[], Awaitable[None]]] = []
+        if self._shown:
+            index = len(self._shown) - 1
+            shown = self._shown[index].removesuffix(" " + self.placeholder).rstrip()
+            text = _with_notice(shown, notice, self.limit)
+            message_id = self.result.message_ids[index]
+
+            async def amend() -> None:
+                await self.edit(message_id, text)
+                self._shown[index] = text
+
+            tries.append(amend)
+
+        async def announce() -> None:
+            self.result.message_ids.append(await send(notice))
+
+        tries.append(announce)
+        return await _notify(tries)
+
+
+def _with_notice(shown: str, notice: str, limit: int) -> str:
+    """``shown`` with ``notice`` after it, ``shown`` cut (and any code block closed) to fit ``limit``."""
+    room = limit - len(notice) - len(_FENCE) - 4
+    if len(shown) > room:
+        shown = shown[: max(room - 1, 0)].rstrip() + "…"
+    if open_fence(shown) is not None:
+        shown += "\n" + _FENCE
+    return f"{shown}\n\n{notice}" if shown.strip() else notice
+
+
+NOTICE_TRIES = 10
+NOTICE_WAIT = 3.0
+"""A failure notice gets ``NOTICE_TRIES`` quick tries (half a second apart at most) and waits at
+most ``NOTICE_WAIT`` seconds in all: it is short, and the reader is owed it."""
+
+
+async def _notify(tries: list[Callable[[], Awaitable[None]]]) -> bool:
+    """Try each way of showing a notice in turn, cycling, within ``NOTICE_TRIES`` and ``NOTICE_WAIT``."""
+    budget = WaitBudget(NOTICE_WAIT)
+    for attempt in range(NOTICE_TRIES):
+        try:
+            await tries[attempt % len(tries)]()
+            return True
+        except RateLimited as limited:
+            wait = budget.take(min(limited.retry_after, 0.5))
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
+    log.warning("could not even post a notice that a reply failed")
+    return False
 
 
 @dataclass(frozen=True)
@@ -282,12 +421,14 @@ class AppendStreamer:
         interval: float = 1.0,
         fallback: ReplyStreamer | None = None,
         placeholder: str = "…",
-        max_retries: int = 8,
+        max_retries: int = 30,
         on_message: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        budget: WaitBudget | None = None,
     ) -> None:
         self.calls, self.limit, self.interval, self.fallback = calls, limit, interval, fallback
         self.placeholder, self.max_retries, self.on_message, self.clock = placeholder, max_retries, on_message, clock
+        self.budget = budget or WaitBudget()
         self.result = StreamResult()
         self.unavailable: str | None = None  # why streaming was refused, when it was
         self._open: str | None = None  # the message being streamed into
@@ -393,7 +534,18 @@ class AppendStreamer:
             self.result.retries += 1
 
         return await retry_rate_limited(call, max_retries=self.max_retries, on_limited=limited,
-                                        what="a streamed message")
+                                        what="a streamed message", budget=self.budget)
+
+    async def give_up(self, notice: str, send: SendFn) -> bool:
+        """End a reply whose text could not land with ``notice``, in a message of its own (``send``):
+        the stream it was in is stopped already. True when it landed."""
+        if self.fallback is not None and self.unavailable is not None:
+            return await self.fallback.give_up(notice, send)
+
+        async def announce() -> None:
+            self.result.message_ids.append(await send(notice))
+
+        return await _notify([announce])
 
 
 class _Skipped(Exception):

@@ -60,7 +60,10 @@ class Texts:
     calls the scope the bot learns in ("channel", "chat"). ``help_commands`` pairs a
     usage with what it does; ``{presets}`` in the latter becomes the persona presets.
     ``managers_only`` refuses someone who may not manage the bot here (``{what}``: the
-    action refused).
+    action refused), ``teachers_only`` the same where teachers manage it (``manage =
+    "teachers"``). ``busy`` answers a question its channel's queue has no room for;
+    ``gave_up`` ends a reply the platform would not let through (rate limits), and
+    ``elsewhere`` refuses a gesture that names an answer in another channel.
     """
 
     limit: int
@@ -71,10 +74,19 @@ class Texts:
     managers_only: str
     place: str = "channel"
     learned_hint: str = ""
+    teachers_only: str = "Only people allowed to teach me here can {what}; ask an admin."
+    busy: str = ("I'm answering too many questions here right now, so I can't take this one. "
+                 "Please ask again in a minute.")
+    gave_up: str = "(I could not finish this answer: the chat service kept refusing my messages. Please ask again.)"
+    elsewhere: str = "That answer is in another {place}: use this in the {place} where I gave it."
     strong: Markup = _plain
     code: Markup = _plain
     block: Markup = _plain
     inline: Markup = one_line
+
+    def elsewhere_text(self) -> str:
+        """The refusal of a gesture that names an answer in another channel (``elsewhere``)."""
+        return self.elsewhere.format(place=self.place)
 
     def help_text(self, presets: Iterable[str]) -> str:
         """How to talk to the bot and teach it, and every command (``presets``: the persona presets)."""

@@ -542,13 +542,16 @@ class Engine:
         ``of_author`` taught: undo by author); returns how many. The scope's LoRA versions stop
         serving too (they may remember it). ``author_id``: who forgets, for the audit log.
 
-        With ``event_id`` (a platform event) it is applied at most once (``Feedback.event_id``);
-        a repeat raises ``store.AlreadyApplied``."""
+        With ``event_id`` (a platform event) it is applied at most once (``Feedback.event_id``):
+        a repeat changes nothing and returns the first count."""
         self._check_running()
         await self._sync_external()
         async with self._teach_locks(channel.scope):
-            ids = await self.store.forget(channel.scope, correction_ids, author_id=author_id, event_id=event_id,
-                                          by_author=of_author)
+            try:
+                ids = await self.store.forget(channel.scope, correction_ids, author_id=author_id, event_id=event_id,
+                                              by_author=of_author)
+            except AlreadyApplied as done:
+                return int(done.result.get("forgotten", 0))
             (await self._support_set(channel)).remove(ids)
         if ids and self.consolidator is not None:
             await self.consolidator.corrections_changed(channel, forgotten=True)

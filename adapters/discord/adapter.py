@@ -14,9 +14,13 @@ What arrives, and what it becomes:
 
 Each event heedful handles runs as a task of the shared runtime (``adapters.base``:
 ``idle()`` waits for them, ``stop()`` drains then cancels them), created when discord.py
-dispatches it, so a re-delivered event (after a RESUME) is recognised by its message id.
-Messages from bots and webhooks, system messages, edits and empty messages get no
-answer; deleting a question stops (and removes) its answer.
+dispatches it, so a re-delivered event (after a RESUME) is recognised by its message id;
+feedback carries a stable event id (the message's, the reaction's, the interaction's),
+so the engine applies it once. A question waits in its channel's queue, and gets a
+short "busy" reply when that queue is full. Messages from bots and webhooks, system
+messages, edits and empty messages get no answer; deleting a question stops (and
+removes) its answer. A correction that points at a message of another channel (a
+forward) is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ..settings import DiscordSettings
 from ..streaming import EditFn, RateLimited, SendFn
 from .commands import Commands
 from .members import NO_PINGS, Member, member_of
+from .payloads import guard
 from .texts import MESSAGE_LIMIT, TEXTS, readable_mentions, strip_bot_mentions, thread_name, thumbs
 
 __all__ = ["INTENTS", "NO_PINGS", "DiscordAdapter", "DiscordStartError"]
@@ -160,7 +165,10 @@ class DiscordAdapter(BaseAdapter[Member]):
         self.client = client = _Client(
             self, intents=INTENTS, allowed_mentions=NO_PINGS, chunk_guilds_at_startup=False,
             guild_ready_timeout=self.settings.guild_ready_timeout, max_messages=1000,
+            # discord.py waits out 429s itself; past this it raises instead (30 s is its least).
+            max_ratelimit_timeout=max(30.0, self.settings.rate_limit_cap),
         )
+        guard(client._connection.parsers)  # malformed gateway payloads are dropped before discord.py parses them
         self.commands.attach(client)
         try:
             await client.login(self.settings.token.get_secret_value())
@@ -327,6 +335,8 @@ class DiscordAdapter(BaseAdapter[Member]):
             return
         if message.webhook_id is not None or message.type not in _CONVERSATION:
             return  # webhooks never get an answer: no loops; nor joins, pins, ...
+        if getattr(message, "author", None) is None or not isinstance(message.content, str):
+            return  # a payload discord.py could only half read (it skips fields it cannot parse)
         if not self.fresh(f"message:{message.id}"):
             return  # delivered again (a RESUME replays what may have been missed)
         if self.from_self(str(message.author.id), bot=message.author.bot):
@@ -343,7 +353,8 @@ class DiscordAdapter(BaseAdapter[Member]):
         if better is not None:
             await self._correct_by_message(message, key, better)
         else:
-            await self._answer(message, key, text)
+            await self.serve(key, lambda: self._answer(message, key, text),
+                             lambda busy: self._notice(message, busy))
 
     def _bot_roles(self, guild: discord.Guild | None) -> list[int]:
         role = guild.self_role if guild is not None else None
@@ -364,7 +375,8 @@ class DiscordAdapter(BaseAdapter[Member]):
             return False
         replied = reference.resolved or reference.cached_message
         if isinstance(replied, discord.Message):
-            return replied.author.id == me.id
+            author = getattr(replied, "author", None)  # absent when discord.py could only half read it
+            return author is not None and author.id == me.id
         if replied is None:  # Discord did not say: is it one of my answers?
             key = await self.key_for(message.channel, message.guild.id)
             try:
@@ -461,11 +473,15 @@ class DiscordAdapter(BaseAdapter[Member]):
             await self._notice(message, "Write the better answer after `correction:`, in a reply to my answer.")
             return
         reference = message.reference
+        if reference is not None and reference.channel_id not in (None, message.channel.id):
+            await self._notice(message, TEXTS.elsewhere_text())  # a forward: that answer belongs to its channel
+            return
         target = str(reference.message_id) if reference is not None and reference.message_id else ""
         guild_id = message.guild.id if message.guild else None
         permissions = message.author.guild_permissions if isinstance(message.author, discord.Member) else None
         receipt = await self.feedback(key, self.member(message.author, permissions, guild_id),
-                                      FeedbackKind.CORRECTION, message_id=target, text=better)
+                                      FeedbackKind.CORRECTION, message_id=target, text=better,
+                                      event_id=self.event_key("message", message.id))
         if receipt.accepted:
             with contextlib.suppress(discord.HTTPException):
                 await message.add_reaction("✅")
@@ -489,6 +505,7 @@ class DiscordAdapter(BaseAdapter[Member]):
             return
         key = await self.key_for_ids(event.channel_id, event.guild_id)
         receipt = await self.feedback(key, Member(str(event.user_id), event.guild_id), FeedbackKind(kind),
-                                      message_id=str(event.message_id))
+                                      message_id=str(event.message_id),
+                                      event_id=self.event_key("reaction", event.message_id, event.user_id, kind))
         if not receipt.accepted:
             log.debug("a reaction on a message that is not a known answer: %s", receipt.message)

@@ -5,8 +5,9 @@
   and setting it need Manage Server (or Administrator, or a ``manager_roles`` role), and
   are announced in the channel (without pinging anyone).
 - "Correct this answer" (message context menu) opens a modal for the better answer;
-  its submission is handled from the raw interaction (the target message id travels in
-  the modal's ``custom_id``), so a form opened before a restart still counts.
+  its submission is handled from the raw interaction (the channel and the target message
+  id travel in the modal's ``custom_id``), so a form opened before a restart still
+  counts; a submission from another channel than the form's is refused.
 - "Why this answer?" (message context menu): ``/why`` for that message.
 
 An interaction whose work takes longer than ``defer_after`` seconds is deferred first
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 import discord
 from discord import app_commands
 
-from engine import ChannelKey, Engine, FeedbackKind, FeedbackReceipt, HeedfulError, NotFound
+from engine import ChannelKey, Engine, FeedbackKind, FeedbackReceipt, HeedfulError, InputError, NotFound
 
 from ..policy import TeachPolicy
 from ..texts import clip
@@ -63,12 +64,38 @@ class Host(Protocol):
 
     async def may_manage(self, actor: Member) -> bool: ...
 
+    def manage_refusal(self, what: str) -> str: ...
+
+    def event_key(self, *parts: object) -> str: ...
+
+    async def forget_all(self, channel: ChannelKey, correction_ids: list[int] | None = None, *,
+                         event_id: str = "") -> int: ...
+
     async def feedback(self, channel: ChannelKey, actor: Member, kind: FeedbackKind, *, message_id: str = "",
-                       text: str = "") -> FeedbackReceipt: ...
+                       text: str = "", event_id: str = "") -> FeedbackReceipt: ...
+
+
+def _well_formed_command(data: object) -> bool:
+    """Whether an application command's data has the shape Discord sends (what the tree reads)."""
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
+        return False
+    options, resolved = data.get("options", []), data.get("resolved", {})
+    return (isinstance(data.get("type", 1), int) and isinstance(resolved, dict)
+            and isinstance(options, list) and all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                  for o in options)
+            and all(isinstance(v, dict) for v in resolved.values())
+            and isinstance(data.get("target_id", ""), str | int))
 
 
 class _Tree(app_commands.CommandTree):
-    """Unknown or outdated commands get a polite ephemeral answer instead of "This interaction failed"."""
+    """Unknown or outdated commands get a polite ephemeral answer instead of "This interaction failed";
+    a command whose payload is not shaped as Discord's are is ignored before the tree reads it."""
+
+    async def _call(self, interaction: discord.Interaction) -> None:
+        if not _well_formed_command(interaction.data):
+            log.info("ignored a malformed application command")
+            return
+        await super()._call(interaction)
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
         if isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
@@ -85,8 +112,8 @@ class _Tree(app_commands.CommandTree):
 class _CorrectionModal(discord.ui.Modal):
     """The "Correct this answer" form; its submission is read from the raw interaction."""
 
-    def __init__(self, target_id: int, answer: str) -> None:
-        super().__init__(title=CORRECT_MENU, custom_id=f"{CORRECT_PREFIX}{target_id}", timeout=900)
+    def __init__(self, channel_id: int, target_id: int, answer: str) -> None:
+        super().__init__(title=CORRECT_MENU, custom_id=f"{CORRECT_PREFIX}{channel_id}:{target_id}", timeout=900)
         quoted = "\n".join("> " + line for line in clip(answer or "…", 1500).splitlines())
         self.add_item(discord.ui.TextDisplay("**My answer**\n" + quoted))
         self.add_item(discord.ui.Label(
@@ -190,6 +217,9 @@ class Commands:
     # -- helpers ----------------------------------------------------------------------
 
     async def _key(self, interaction: discord.Interaction) -> ChannelKey:
+        """The channel the interaction was used in; ``InputError`` when Discord did not say (never another)."""
+        if interaction.channel is None and not interaction.channel_id:
+            raise InputError("I can't tell which channel this was used in, so I did nothing.")
         channel = interaction.channel or discord.Object(interaction.channel_id or 0)
         return await self.host.key_for(channel, interaction.guild_id)
 
@@ -249,7 +279,8 @@ class Commands:
                 if guild_id != interaction.guild_id or other.scope != key.scope:
                     return "Use /why in the channel of that answer."
                 key, message_id = other, str(linked)
-        if message is not None and self.host.own_id and str(message.author.id) != self.host.own_id:
+        if message is not None and self.host.own_id and \
+                str(getattr(getattr(message, "author", None), "id", "")) != self.host.own_id:
             return "That is not one of my answers."
         try:
             explanation = await self.engine.explain(key, message_id=message_id)
@@ -262,11 +293,12 @@ class Commands:
 
     async def _forget(self, interaction: discord.Interaction, corrections: str) -> str | tuple[str, bool]:
         if not await self.host.may_manage(self._member(interaction)):
-            return TEXTS.managers_only.format(what="make me forget")
+            return self.host.manage_refusal("make me forget")
         ids = parse_ids(corrections) if corrections else None
         if corrections and ids is None:
             return "Usage: `/forget` (everything) or `/forget corrections:#12 #15` (those, see `/learned`)."
-        count = await self.engine.forget(await self._key(interaction), ids)
+        count = await self.host.forget_all(await self._key(interaction), ids,
+                                           event_id=self.host.event_key("interaction", interaction.id))
         what = "the listed corrections" if ids else "everything this channel taught me"
         return f"{interaction.user.mention} made me forget {what}: {count} correction(s).", True
 
@@ -277,14 +309,14 @@ class Commands:
             current = (await self.engine.channel_settings(key)).persona or "the default"
             return f"My persona here: {clip(current, 1500)}\nPresets: {presets}."
         if not await self.host.may_manage(self._member(interaction)):
-            return TEXTS.managers_only.format(what="change my persona")
+            return self.host.manage_refusal("change my persona")
         await self.engine.set_persona(key, persona.strip())
         return f"{interaction.user.mention} set my persona here to: {clip(persona.strip(), 1500)}", True
 
     # -- correcting -------------------------------------------------------------------
 
     async def _open_correction(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        if str(message.author.id) != self.host.own_id:
+        if str(getattr(getattr(message, "author", None), "id", "")) != self.host.own_id:
             await self._reply(interaction, _NOT_MINE)
             return
         if not await self.host.may_teach(self._member(interaction)):
@@ -295,15 +327,22 @@ class Commands:
         except NotFound:
             await self._reply(interaction, _NO_RECORD)
             return
-        await interaction.response.send_modal(_CorrectionModal(message.id, message.content))
+        except HeedfulError as err:
+            await self._reply(interaction, str(err))
+            return
+        await interaction.response.send_modal(_CorrectionModal(interaction.channel_id or 0, message.id,
+                                                               message.content))
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Modal submissions and component presses (the command tree answers commands)."""
         data: dict[str, Any] = dict(interaction.data) if isinstance(interaction.data, dict) else {}
         custom_id = str(data.get("custom_id", ""))
         if interaction.type is discord.InteractionType.modal_submit and custom_id.startswith(CORRECT_PREFIX):
-            target = custom_id[len(CORRECT_PREFIX):]
-            if target.isdigit():
+            channel, _, target = custom_id[len(CORRECT_PREFIX):].rpartition(":")  # channel: empty in older forms
+            if target.isdigit() and (channel == "" or channel.isdigit()):
+                if channel and int(channel) != interaction.channel_id:
+                    await self._reply(interaction, TEXTS.elsewhere_text())  # the form was opened elsewhere
+                    return
                 await self._reply(interaction, self._correction_submitted(interaction, target, _submitted_text(data)))
                 return
         log.info("an interaction heedful did not expect (%s %r)", interaction.type, custom_id[:100])
@@ -313,5 +352,6 @@ class Commands:
         if not better.strip():
             return "Write the better answer in the form."
         receipt = await self.host.feedback(await self._key(interaction), self._member(interaction),
-                                           FeedbackKind.CORRECTION, message_id=target, text=better.strip())
+                                           FeedbackKind.CORRECTION, message_id=target, text=better.strip(),
+                                           event_id=self.host.event_key("interaction", interaction.id))
         return receipt.message

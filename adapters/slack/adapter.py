@@ -12,14 +12,20 @@ What arrives, and what it becomes:
 
 Events are acknowledged before any work starts and handled in the shared runtime's
 tasks (``adapters.base``: ``idle()`` waits for them, ``stop()`` drains then cancels
-them). Retries are recognised by ``event_id``, and a message that arrives both as
-``app_mention`` and as ``message`` by its ts. Events from other workspaces are dropped.
-Who may make the bot forget or set its persona: whoever may teach (``manage_rule``).
+them); a question waits in its channel's queue, and gets a short ephemeral "busy" note
+when that queue is full. Retries are recognised by ``event_id``, and a message that
+arrives both as ``app_mention`` and as ``message`` by its ts; feedback carries a stable
+event id (the message's ts, the event's id, the modal's view id), so the engine applies
+it once. Events from other workspaces are dropped. Every gesture acts on the channel it
+was used in: a command's message link to another channel is refused, and the correction
+modal's target is signed. Who may make the bot forget or set its persona: the
+workspace's admins, or whoever may teach with ``manage = "teachers"``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -30,7 +36,6 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
@@ -53,7 +58,7 @@ from .views import (
     correction_modal,
     read_correction,
 )
-from .web import Directory, Identity, Undeliverable, api_error, reply_calls, stream_calls
+from .web import CappedRateLimitRetry, Directory, Identity, Undeliverable, api_error, reply_calls, stream_calls
 
 __all__ = ["SlackAdapter", "SlackStartError"]
 
@@ -76,12 +81,27 @@ def _dict(data: Any, key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _well_formed(body: Any, kind: str) -> bool:
+    """Whether an interaction or command has the shape Slack sends (its parts bolt reads are objects,
+    its ids strings); anything else is acknowledged and dropped before bolt trips on it."""
+    if not isinstance(body, dict):
+        return False
+    if not kind:  # a slash command
+        return all(isinstance(body.get(k), str) and body.get(k) for k in ("channel_id", "user_id")) and isinstance(
+            body.get("text", ""), str)
+    objects = {"message_action": ("user", "channel", "message"), "shortcut": ("user",),
+               "view_submission": ("user", "view")}.get(kind, ())
+    if not all(isinstance(body.get(k), dict) for k in objects):
+        return False
+    return isinstance(_dict(body, "user").get("id"), str) and (
+        kind != "view_submission" or isinstance(_dict(body, "view").get("private_metadata", ""), str))
+
+
 class SlackAdapter(BaseAdapter[Actor]):
     """heedful in one Slack workspace, over Socket Mode or the HTTP Events API."""
 
     platform = "slack"
     texts = TEXTS
-    manage_rule = "teachers"
     message_limit = 3900
     """Characters per message before a reply continues in the next (Slack's advice: about 4,000)."""
 
@@ -92,6 +112,8 @@ class SlackAdapter(BaseAdapter[Actor]):
         if settings.bot_token is None:
             raise SlackStartError("HEEDFUL_SLACK_BOT_TOKEN is not set")
         self.settings = settings
+        token = settings.bot_token.get_secret_value().encode()
+        self._view_key = hashlib.sha256(b"heedful-slack-view:" + token).digest()  # signs the modals' targets
         self.identity = Identity("", "", "")
         self.app: AsyncApp | None = None
         self.http: HttpReceiver | None = None
@@ -121,7 +143,7 @@ class SlackAdapter(BaseAdapter[Actor]):
         api_url = self.settings.api_url.rstrip("/") + "/"  # without the slash, slack_sdk drops the last segment
         token = self.settings.bot_token.get_secret_value()
         self._web = AsyncWebClient(token=token, base_url=api_url, session=self._session, retry_handlers=[
-            AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            AsyncConnectionErrorRetryHandler(), CappedRateLimitRetry(max_retry_count=2, cap=self.rate_limit_cap),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ])
         self._poster = AsyncWebClient(token=token, base_url=api_url, session=self._session)
@@ -229,6 +251,9 @@ class SlackAdapter(BaseAdapter[Actor]):
             self._accept_event(body)
             return BoltResponse(status=200, body="")
         if kind in self._INTERACTIONS or (not kind and _str(body, "command")):
+            if not _well_formed(body, kind):
+                log.info("ignored a malformed Slack %s", kind or "command")
+                return BoltResponse(status=200, body="")
             return await next()
         return BoltResponse(status=200, body="")  # block actions, closed views, ...: nothing of ours
 
@@ -246,7 +271,7 @@ class SlackAdapter(BaseAdapter[Actor]):
             else:
                 self.spawn(self._on_message(event, team))
         elif kind == "reaction_added":
-            self.spawn(self._on_reaction(event, team))
+            self.spawn(self._on_reaction(event, team, event_id))
 
     async def _on_error(self, error: Exception) -> None:
         """bolt's listeners (acks, views) fail into the runtime's guard, as handlers do."""
@@ -285,7 +310,8 @@ class SlackAdapter(BaseAdapter[Actor]):
             self._threads.put(f"{channel}/{key.thread}", True)
         turn = Turn(channel=key, text=text, author_id=user, message_id=ts, reply_to=thread_ts if in_thread else "",
                     extra={"team": team})
-        await self._answer(turn, thread_ts=key.thread)
+        await self.serve(key, lambda: self._answer(turn, thread_ts=key.thread),
+                         lambda busy: self._ephemeral(channel, user, escape(busy), key.thread))
 
     async def _bot_in_thread(self, key: ChannelKey) -> bool:
         if f"{key.channel}/{key.thread}" in self._threads:
@@ -339,12 +365,13 @@ class SlackAdapter(BaseAdapter[Actor]):
             target, key = self._last_reply.get(key.channel, ""), key.scope
         elif under_mine and not await self._bot_in_thread(key):  # a thread under my answer (say, in a DM)
             target, key = key.thread, key.scope
-        receipt = await self.feedback(key, Actor(user), FeedbackKind.CORRECTION, message_id=target, text=better)
+        receipt = await self.feedback(key, Actor(user), FeedbackKind.CORRECTION, message_id=target, text=better,
+                                      event_id=self.event_key("message", key.channel, ts))
         if receipt.accepted:
             await self._react(key.channel, ts, "white_check_mark")
         await self._ephemeral(key.channel, user, escape(receipt.message), thread)
 
-    async def _on_reaction(self, event: dict[str, Any], team: str) -> None:
+    async def _on_reaction(self, event: dict[str, Any], team: str, event_id: str) -> None:
         kind = reaction_kind(_str(event, "reaction"))
         item, user = _dict(event, "item"), _str(event, "user")
         channel, ts = _str(item, "channel"), _str(item, "ts")
@@ -353,7 +380,7 @@ class SlackAdapter(BaseAdapter[Actor]):
         if self.from_self(user) or _str(event, "item_user") not in ("", self.identity.user_id):
             return  # not a reaction by a person on one of the bot's messages
         receipt = await self.feedback(ChannelKey(self.platform, channel, space=team), Actor(user), FeedbackKind(kind),
-                                      message_id=ts)
+                                      message_id=ts, event_id=self.event_key("event", event_id) if event_id else "")
         if receipt.accepted and kind == "down":
             await self._ephemeral(channel, user, "Noted. To teach me the better answer, reply in the thread with "
                                   "`correction: <the better answer>`, or use *Correct this answer* on my message.")
@@ -386,9 +413,10 @@ class SlackAdapter(BaseAdapter[Actor]):
             await respond(text="I have no record of that answer any more, so there is nothing to correct. Ask me "
                           "again and correct the new answer.", response_type="ephemeral")
             return
-        target = Target(team=team, channel=channel, ts=ts, thread=_str(message, "thread_ts"))
+        target = Target(team=team, channel=channel, ts=ts, thread=_str(message, "thread_ts"), user=user)
         try:
-            await self._web.views_open(trigger_id=trigger, view=correction_modal(_str(message, "text"), target))
+            await self._web.views_open(trigger_id=trigger,
+                                       view=correction_modal(_str(message, "text"), target, self._view_key))
         except SlackApiError as err:
             log.warning("could not open the correction modal: %s", api_error(err))
             await respond(text="Slack did not let me open the correction form; please try again.",
@@ -396,21 +424,26 @@ class SlackAdapter(BaseAdapter[Actor]):
 
     async def _on_correction_submitted(self, ack: Callable[..., Awaitable[Any]], body: dict[str, Any],
                                        view: dict[str, Any]) -> None:
-        better, target = read_correction(view)
+        better, target = read_correction(view, self._view_key)
+        user = _str(_dict(body, "user"), "id")
+        if target is None or not user or target.user not in ("", user):
+            # Not a form this bot opened for this person (altered, or from before an update):
+            # its channel cannot be trusted, so nothing is taught anywhere.
+            log.warning("a correction form came back with a target this bot did not sign; refused")
+            await ack(response_action="errors", errors={
+                ANSWER_BLOCK: "This form can no longer be used. Close it and pick Correct this answer again."})
+            return
         if not better:
             await ack(response_action="errors", errors={ANSWER_BLOCK: "Write the better answer here."})
             return
         await ack()
-        user = _str(_dict(body, "user"), "id")
-        if target is None or not user:
-            log.warning("a correction form came back without its target; ignored")
-            return
-        self.spawn(self._teach_from_modal(user, target, better))
+        self.spawn(self._teach_from_modal(user, target, better, _str(view, "id")))
 
-    async def _teach_from_modal(self, user: str, target: Target, better: str) -> None:
+    async def _teach_from_modal(self, user: str, target: Target, better: str, view_id: str) -> None:
         key = ChannelKey(self.platform, target.channel, space=target.team or self.identity.team_id,
                          thread=target.thread)
-        receipt = await self.feedback(key, Actor(user), FeedbackKind.CORRECTION, message_id=target.ts, text=better)
+        receipt = await self.feedback(key, Actor(user), FeedbackKind.CORRECTION, message_id=target.ts, text=better,
+                                      event_id=self.event_key("view", view_id) if view_id else "")
         await self._ephemeral(target.channel, user, escape(receipt.message), target.thread)
 
     async def _on_why_shortcut(self, ack: Callable[..., Awaitable[Any]], shortcut: dict[str, Any],
@@ -443,10 +476,14 @@ class SlackAdapter(BaseAdapter[Actor]):
             return
         key = ChannelKey(self.platform, channel, space=_str(command, "team_id") or self.identity.team_id)
         actor = Actor(user)
+        trigger = _str(command, "trigger_id")
+        event_id = self.event_key("command", trigger) if trigger else ""
         text, public = await run_command(
             self.engine, key, user, _str(command, "text"), may_manage=lambda: self.may_manage(actor),
-            forget_answer=lambda where, ts: self.feedback(where, actor, FeedbackKind.FORGET, message_id=ts),
-            last_reply=self._last_reply.get(channel, ""))
+            forget_answer=lambda where, ts: self.feedback(where, actor, FeedbackKind.FORGET, message_id=ts,
+                                                          event_id=event_id),
+            forget_all=lambda where, ids: self.forget_all(where, ids, event_id=event_id),
+            refusal=self.manage_refusal, last_reply=self._last_reply.get(channel, ""))
         await respond(text=text, response_type="in_channel" if public else "ephemeral")
 
     # -- small Slack calls ------------------------------------------------------------

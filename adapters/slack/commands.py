@@ -2,6 +2,8 @@
 
 No Slack calls here: ``run`` returns the text to show and whether the whole
 channel should see it (``forget`` and a persona change), the adapter posts it.
+A command acts on the channel it was typed in, and only there: a message link to
+another channel's answer is refused, for ``why`` as for ``forget``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,21 @@ __all__ = ["run"]
 
 MayManage = Callable[[], Awaitable[bool]]
 ForgetAnswer = Callable[[ChannelKey, str], Awaitable[FeedbackReceipt]]
+ForgetAll = Callable[[ChannelKey, list[int] | None], Awaitable[int]]
+Refusal = Callable[[str], str]
 
 
 async def run(engine: Engine, key: ChannelKey, user: str, text: str, *, may_manage: MayManage,
-              forget_answer: ForgetAnswer, last_reply: str = "") -> tuple[str, bool]:
+              forget_answer: ForgetAnswer, forget_all: ForgetAll, refusal: Refusal,
+              last_reply: str = "") -> tuple[str, bool]:
     """Answer ``/heedful <text>`` from ``user`` in ``key``'s channel: (mrkdwn text, show to the channel).
 
     ``may_manage`` (the adapter's rule, ``BaseAdapter.may_manage``) is awaited only by the
-    sub-commands that change the channel; ``forget_answer(channel, ts)`` forgets what shaped
-    one answer (the adapter's ``feedback``); ``last_reply`` is the ts of the bot's latest
-    reply there (for a bare ``why``). Engine errors become their message; nothing raises.
+    sub-commands that change the channel, and ``refusal(what)`` is the answer when it says
+    no; ``forget_answer(channel, ts)`` forgets what shaped one answer (the adapter's
+    ``feedback``), ``forget_all(channel, ids)`` everything or the listed corrections;
+    ``last_reply`` is the ts of the bot's latest reply there (for a bare ``why``). Engine
+    errors become their message; nothing raises.
     """
     name, _, arg = text.strip().partition(" ")
     name, arg = name.lower(), arg.strip()
@@ -40,9 +47,9 @@ async def run(engine: Engine, key: ChannelKey, user: str, text: str, *, may_mana
         if name == "learned":
             return TEXTS.learned_text(await engine.learned(key)), False
         if name == "forget":
-            return await _forget(engine, key, user, arg, may_manage, forget_answer)
+            return await _forget(key, user, arg, may_manage, forget_answer, forget_all, refusal)
         if name == "persona":
-            return await _persona(engine, key, user, arg, may_manage)
+            return await _persona(engine, key, user, arg, may_manage, refusal)
         return f"I don't know `{escape(clip(name, 40))}`.\n\n" + TEXTS.help_text(engine.personas()), False
     except HeedfulError as err:
         return escape(str(err)), False
@@ -50,8 +57,8 @@ async def run(engine: Engine, key: ChannelKey, user: str, text: str, *, may_mana
 
 async def _why(engine: Engine, key: ChannelKey, arg: str, last_reply: str) -> str:
     linked = permalink_ts(arg)
-    if linked is not None:
-        key = ChannelKey(key.platform, linked[0], space=key.space)
+    if linked is not None and linked[0] != key.channel:
+        return TEXTS.elsewhere_text()  # what another channel learned is read there, by its members
     ts = linked[1] if linked else last_reply
     try:
         explanation = await (engine.explain(key, message_id=ts) if ts else engine.explain(key))
@@ -60,28 +67,31 @@ async def _why(engine: Engine, key: ChannelKey, arg: str, last_reply: str) -> st
     return TEXTS.explanation_text(explanation)
 
 
-async def _forget(engine: Engine, key: ChannelKey, user: str, arg: str, may_manage: MayManage,
-                  forget_answer: ForgetAnswer) -> tuple[str, bool]:
-    if not await may_manage():
-        return TEXTS.managers_only.format(what="make me forget"), False
+async def _forget(key: ChannelKey, user: str, arg: str, may_manage: MayManage, forget_answer: ForgetAnswer,
+                  forget_all: ForgetAll, refusal: Refusal) -> tuple[str, bool]:
     linked = permalink_ts(arg)
+    if linked is not None and linked[0] != key.channel:
+        return TEXTS.elsewhere_text(), False  # a manager here is no manager there
+    if not await may_manage():
+        return refusal("make me forget"), False
     if linked is not None:  # forget what shaped one answer
-        receipt = await forget_answer(ChannelKey(key.platform, linked[0], space=key.space), linked[1])
+        receipt = await forget_answer(key, linked[1])
         return f"<@{user}>: {escape(receipt.message)}", receipt.accepted
     ids = [int(n) for n in re.findall(r"#?\b(\d{1,12})\b", arg)] if arg else None
     if arg and not ids:
         return "Usage: `/heedful forget` (everything) or `/heedful forget #12 #15` (those corrections).", False
-    count = await engine.forget(key, ids)
+    count = await forget_all(key, ids)
     scope = "the listed corrections" if ids else "everything this channel taught me"
     return f"<@{user}> made me forget {scope}: {count} correction(s).", True
 
 
-async def _persona(engine: Engine, key: ChannelKey, user: str, arg: str, may_manage: MayManage) -> tuple[str, bool]:
+async def _persona(engine: Engine, key: ChannelKey, user: str, arg: str, may_manage: MayManage,
+                   refusal: Refusal) -> tuple[str, bool]:
     if not arg:
         current = (await engine.channel_settings(key)).persona or "the default"
         presets = ", ".join(f"`{name}`" for name in engine.personas())
         return f"My persona here: {escape(clip(current, 300))}. Presets: {presets}.", False
     if not await may_manage():
-        return TEXTS.managers_only.format(what="change my persona"), False
+        return refusal("change my persona"), False
     await engine.set_persona(key, arg)
     return f"<@{user}> set my persona here to: {escape(clip(arg, 300))}", True

@@ -7,6 +7,8 @@ input 3,000, ``private_metadata`` 3,000).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -39,37 +41,56 @@ _SECTION = 3000
 
 @dataclass(frozen=True)
 class Target:
-    """The bot message a modal is about; travels in the view's ``private_metadata``."""
+    """The bot message a modal is about, and who opened it; travels in the view's ``private_metadata``.
+
+    Signed (HMAC-SHA256 with a key only this bot has, ``dump``/``load``): a correction acts
+    on the channel the shortcut was used in, and on no other, even if the metadata that
+    comes back with the submission was made up.
+    """
 
     team: str
     channel: str
     ts: str
     thread: str = ""
+    user: str = ""
 
-    def dump(self) -> str:
-        return json.dumps({"team": self.team, "channel": self.channel, "ts": self.ts, "thread": self.thread})
+    def _fields(self) -> dict[str, str]:
+        return {"team": self.team, "channel": self.channel, "ts": self.ts, "thread": self.thread, "user": self.user}
+
+    def dump(self, key: bytes) -> str:
+        fields = self._fields()
+        return json.dumps(fields | {"sig": _sign(key, fields)})
 
     @classmethod
-    def load(cls, raw: object) -> Target | None:
+    def load(cls, raw: object, key: bytes) -> Target | None:
+        """The target in ``raw``, or None when it is not one this bot signed (or unreadable)."""
         try:
             data = json.loads(raw) if isinstance(raw, str) else None
         except ValueError:
             return None
         if not isinstance(data, dict):
             return None
-        fields = {k: data.get(k) for k in ("team", "channel", "ts", "thread")}
+        fields = {k: data.get(k) for k in ("team", "channel", "ts", "thread", "user")}
         if not all(isinstance(v, str) for v in fields.values()) or not (fields["channel"] and fields["ts"]):
+            return None
+        signature = data.get("sig")
+        if not isinstance(signature, str) or not hmac.compare_digest(signature, _sign(key, fields)):
             return None
         return cls(**fields)  # type: ignore[arg-type]
 
 
-def correction_modal(answer_mrkdwn: str, target: Target) -> dict[str, Any]:
-    """The "Correct this answer" modal: the answer as posted, and a field for the better one."""
+def _sign(key: bytes, fields: dict[str, Any]) -> str:
+    return hmac.new(key, json.dumps(fields, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+
+
+def correction_modal(answer_mrkdwn: str, target: Target, key: bytes) -> dict[str, Any]:
+    """The "Correct this answer" modal: the answer as posted, and a field for the better one
+    (``target`` signed with ``key`` in its metadata)."""
     quoted = "\n".join("&gt; " + line for line in clip(answer_mrkdwn, _SECTION - 200).split("\n"))
     return {
         "type": "modal",
         "callback_id": CORRECTION_VIEW,
-        "private_metadata": target.dump(),
+        "private_metadata": target.dump(key),
         "title": {"type": "plain_text", "text": "Correct this answer"},
         "submit": {"type": "plain_text", "text": "Teach"},
         "close": {"type": "plain_text", "text": "Cancel"},
@@ -95,15 +116,16 @@ def correction_modal(answer_mrkdwn: str, target: Target) -> dict[str, Any]:
     }
 
 
-def read_correction(view: Any) -> tuple[str, Target | None]:
-    """The submitted better answer (stripped; may be empty) and the target it is for."""
+def read_correction(view: Any, key: bytes) -> tuple[str, Target | None]:
+    """The submitted better answer (stripped; may be empty) and the target it is for (None
+    when the metadata is missing, unreadable or not signed with ``key``)."""
     if not isinstance(view, dict):
         return "", None
     try:
         value = view["state"]["values"][ANSWER_BLOCK][ANSWER_INPUT]["value"]
     except (KeyError, TypeError):
         value = None
-    return (value.strip() if isinstance(value, str) else ""), Target.load(view.get("private_metadata"))
+    return (value.strip() if isinstance(value, str) else ""), Target.load(view.get("private_metadata"), key)
 
 
 TEXTS = Texts(
@@ -123,7 +145,7 @@ TEXTS = Texts(
         ("/heedful help", "this text"),
     ),
     forget_hint="`/heedful forget #id` removes one.",
-    managers_only="Only people allowed to teach me here can {what}; ask an admin.",
+    managers_only="Only workspace admins can {what}; ask an admin.",
     strong=lambda text: f"*{text}*",
     code=lambda text: f"`{text}`",
     block=lambda text: "```" + escape(text) + "```",

@@ -8,19 +8,25 @@ server errors itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from ..streaming import AppendCalls, EditFn, RateLimited, SendFn, StreamingUnavailable
 from .markup import escape, to_slack
 
-__all__ = ["Directory", "Identity", "Undeliverable", "api_error", "reply_calls", "stream_calls"]
+__all__ = ["CappedRateLimitRetry", "Directory", "Identity", "Undeliverable", "api_error", "reply_calls",
+           "stream_calls"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,36 @@ class Identity:
         )
 
 
+class CappedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 retry, except that it never sleeps longer than ``cap`` seconds at a time
+    (Slack's ``Retry-After`` may ask for minutes; ``rate_limit_cap`` bounds every wait)."""
+
+    def __init__(self, *, max_retry_count: int, cap: float) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.cap = cap
+
+    async def prepare_for_next_attempt_async(self, *, state: RetryState, request: HttpRequest,
+                                             response: HttpResponse | None = None,
+                                             error: Exception | None = None) -> None:
+        if response is None:
+            raise error or RuntimeError("no response to retry")
+        state.next_attempt_requested = True
+        await asyncio.sleep(min(_retry_after(response.headers), self.cap))
+        state.increment_current_attempt()
+
+
+def _retry_after(headers: object) -> float:
+    """Seconds from a ``Retry-After`` header (1 when absent or unreadable)."""
+    items = headers.items() if isinstance(headers, Mapping) else []  # a dict, or aiohttp's multidict
+    for name, value in items:
+        if str(name).lower() == "retry-after":
+            try:
+                return max(0.0, float(value[0] if isinstance(value, list) else value))
+            except (TypeError, ValueError, IndexError):
+                return 1.0
+    return 1.0
+
+
 class Undeliverable(Exception):
     """Slack refused a reply for good (not in channel, archived, ...); the reply is abandoned."""
 
@@ -73,13 +109,7 @@ def api_error(err: SlackApiError) -> str:
 def _transient(err: SlackApiError) -> RateLimited | None:
     status = getattr(err.response, "status_code", 0)
     if status == 429 or api_error(err) == "ratelimited":
-        headers = getattr(err.response, "headers", {}) or {}
-        raw = headers.get("Retry-After") or headers.get("retry-after") or "1"
-        try:
-            wait = float(raw[0] if isinstance(raw, list) else raw)
-        except ValueError:
-            wait = 1.0
-        return RateLimited(wait)
+        return RateLimited(_retry_after(getattr(err.response, "headers", {}) or {}))
     if status >= 500 or api_error(err) in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
         return RateLimited(1.0)  # Slack's own trouble: worth a retry, like a rate limit
     return None

@@ -4,21 +4,27 @@
 (``_core.py``: where and who, answering, teaching), ``handlers`` (``_handlers.py``:
 the python-telegram-bot callbacks) and the ``Application``. Routing (handler groups):
 
-- group -1, every update: drop it if its id was handled before (also across restarts:
-  the runtime's de-duplication, on the persistent ``UpdateLog``) or if another bot sent
-  it; track its task, so that ``idle`` and ``stop`` wait for it.
+- group -1, every update: drop it if its id was handled (or is being handled) before
+  (also across restarts: the runtime's de-duplication, on the persistent ``UpdateLog``)
+  or if another bot sent it; track its task, so that ``idle`` and ``stop`` wait for it,
+  and mark the update handled in the log when that task ends.
 - group 0: commands; unknown commands; messages; edited messages (ignored); inline
   buttons; reactions.
 
-Updates are processed concurrently, ``concurrency`` at once (one slow answer never
-holds up another chat); the engine serialises the turns of one thread. A handler's
-error goes to the runtime's guard (``BaseAdapter.handler_failed``).
+Every update is journalled (``JournalQueue``) before Telegram is told it arrived, and
+marked handled only when its handling is over: updates a crash interrupted are handled
+again at the next start (at least once), and the feedback they carry is applied once
+(its event id is the update's). Updates are processed concurrently; answers wait in
+their chat's queue for one of ``concurrency`` slots (``BaseAdapter.serve``), so one busy
+chat never holds up another. A handler's error goes to the runtime's guard
+(``BaseAdapter.handler_failed``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dtm
+import functools
 import logging
 import secrets
 from pathlib import Path
@@ -52,7 +58,7 @@ from ._handlers import Handlers
 from ._prompts import PromptBook
 from ._redact import SecretFilter
 from ._texts import COMMANDS, TEXTS
-from ._updates import UpdateLog, UpdatesRequest
+from ._updates import JournalQueue, UpdateLog, UpdatesRequest, well_formed
 
 __all__ = ["ALLOWED_UPDATES", "TelegramAdapter", "TelegramStartError"]
 
@@ -94,7 +100,7 @@ class TelegramAdapter(BaseAdapter[Author]):
             self.app = app = self._build()
             await app.initialize()
             me = app.bot.bot
-            self.core.me, self.core.out, self.own_id = me, Outbox(app.bot), str(me.id)
+            self.core.me, self.core.out, self.own_id = me, Outbox(app.bot, self.settings.rate_limit_cap), str(me.id)
             state = self._state_file(me.id)
             self.seen = self.updates = UpdateLog(state)
             self.core.prompts = PromptBook(state.with_name(state.stem + ".prompts.json") if state else None,
@@ -102,6 +108,7 @@ class TelegramAdapter(BaseAdapter[Author]):
             self._route(app)
             await self._register_commands()
             await app.start()
+            await self._replay(app)
             if self.settings.webhook_url:
                 await self._start_webhook(app)
             else:
@@ -147,12 +154,15 @@ class TelegramAdapter(BaseAdapter[Author]):
             .base_url(api_url)
             .base_file_url(file_url)
             .get_updates_request(polling)
-            .connection_pool_size(max(8, settings.concurrency))
+            .connection_pool_size(max(8, settings.concurrency + 8))
             .connect_timeout(10.0)
             .read_timeout(15.0)
             .write_timeout(15.0)
             .pool_timeout(15.0)
-            .concurrent_updates(max(2, settings.concurrency))  # one slow answer must not hold up other chats
+            # Handlers run at once; answers then wait in their chat's queue (``serve``), so this bound
+            # must leave room for every question the queues hold, or one busy chat would block others here.
+            .concurrent_updates(self.backlog + settings.concurrency + 64)
+            .update_queue(JournalQueue(lambda: self.updates))
             .job_queue(None)
             .build()
         )
@@ -188,6 +198,20 @@ class TelegramAdapter(BaseAdapter[Author]):
             await retrying(lambda: bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS]))
         except (TelegramError, RateLimited) as err:
             log.warning("could not register the command list (setMyCommands): %s", err)
+
+    async def _replay(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        """Handle again what was received but not handled before the last stop (a crash, say)."""
+        pending = self.updates.pending()
+        if pending:
+            log.warning("handling %d update(s) received before a restart but never handled", len(pending))
+        for data in pending:
+            try:
+                update = Update.de_json(data, app.bot)
+            except Exception as err:  # whatever the parser trips on, this update is unusable
+                log.warning("could not read back update %s (%s); dropping it", data.get("update_id"), err)
+                self.updates.done(int(data.get("update_id", 0)))
+                continue
+            await app.update_queue.put(update)
 
     async def _start_polling(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         assert app.updater is not None
@@ -241,14 +265,28 @@ class TelegramAdapter(BaseAdapter[Author]):
         if not self.fresh(update.update_id):
             log.info("update %d was handled before; skipping it", update.update_id)
             raise ApplicationHandlerStop
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.track(task)
+            task.add_done_callback(functools.partial(self._handled, update.update_id))
+        else:  # not in a task of its own (never with concurrent updates): handled once it is seen
+            self.updates.done(update.update_id)
+        if not well_formed(update.to_dict()):  # a webhook's updates do not pass ``sanitize_updates``
+            log.warning("update %d is malformed; skipping it", update.update_id)
+            raise ApplicationHandlerStop
         message = update.message or update.edited_message
         if message is not None and message.from_user is not None:
             anonymous = message.sender_chat is not None and message.sender_chat.id == message.chat.id
             if self.from_self(str(message.from_user.id), bot=message.from_user.is_bot and not anonymous):
                 raise ApplicationHandlerStop  # another bot (anonymous admins post as a bot, and pass)
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.track(task)
+
+    def _handled(self, update_id: int, task: asyncio.Task[Any]) -> None:
+        """The task that handled ``update_id`` ended: the update is done, unless it was cut short
+        (a shutdown), when it stays journalled to be handled at the next start."""
+        if task.cancelled():
+            self.updates.abandoned(update_id)
+        else:
+            self.updates.done(update_id)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         if isinstance(context.error, Exception):

@@ -153,7 +153,8 @@ class TelegramCore:
         assert self.out is not None
         bot = self.out.bot
         try:
-            members = await retrying(lambda: bot.get_chat_administrators(chat_id), attempts=3)
+            members = await retrying(lambda: bot.get_chat_administrators(chat_id), attempts=3,
+                                     cap=self.settings.rate_limit_cap)
         except (TelegramError, RateLimited, ChatUnavailable) as err:
             log.warning("could not read the admins of chat %s: %s", chat_id, err)
             return frozenset()
@@ -171,11 +172,16 @@ class TelegramCore:
                                   html=html)
 
     async def ask(self, message: Message, where: Where, question: str) -> None:
-        """Answer ``question`` (from ``message``) with a streamed reply to that message.
+        """Answer ``question`` (from ``message``) with a streamed reply to that message, in
+        its chat's queue (``BaseAdapter.serve``); a short "busy" reply when that queue is full.
 
         In private chats the unfinished answer shows as a draft when the server has
         ``sendMessageDraft``; elsewhere it is sent once and edited as it grows.
         """
+        await self.runtime.serve(where.key, lambda: self._answer(message, where, question),
+                                 lambda busy: self.say(where, busy, reply_to=message.message_id))
+
+    async def _answer(self, message: Message, where: Where, question: str) -> None:
         author_id, author_name = author_of(message) or ("", "")
         replied = message.reply_to_message
         turn = Turn(
@@ -223,18 +229,21 @@ class TelegramCore:
 
     # -- teaching --------------------------------------------------------------------------
 
-    async def correct(self, message: Message, where: Where, target: int | None, better: str) -> None:
-        """Teach ``better`` as the answer behind ``target`` (None: the last answer here), and say how that went."""
+    async def correct(self, message: Message, where: Where, target: int | None, better: str, *,
+                      event_id: str = "") -> None:
+        """Teach ``better`` as the answer behind ``target`` (None: the last answer here), and say how that
+        went. ``event_id``: the update's (``BaseAdapter.feedback``)."""
         if not better.strip():
             await self.say(where, "Usage: reply to my answer with /fix <the better answer>.",
                            reply_to=message.message_id)
             return
         author_id, _ = author_of(message) or ("", "")
         receipt = await self.runtime.feedback(where.key, Author(author_id, where, message), FeedbackKind.CORRECTION,
-                                              message_id=str(target) if target else "", text=better)
+                                              message_id=str(target) if target else "", text=better,
+                                              event_id=event_id)
         await self.say(where, receipt.message, reply_to=message.message_id)
 
-    async def answer_prompt(self, message: Message, where: Where, text: str) -> bool:
+    async def answer_prompt(self, message: Message, where: Where, text: str, *, event_id: str = "") -> bool:
         """Take ``message`` as the better answer if it replies to a ✏️ prompt of its author's."""
         replied = message.reply_to_message
         if replied is None or message.from_user is None:
@@ -251,7 +260,7 @@ class TelegramCore:
             await self.say(where, "Please send the better answer as text (or /cancel).", reply_to=message.message_id)
             return True
         self.prompts.take(where.chat_id, replied.message_id)
-        await self.correct(message, where, prompt.target, text.strip())
+        await self.correct(message, where, prompt.target, text.strip(), event_id=event_id)
         return True
 
     async def prompt_for_correction(self, where: Where, user: User, target: int) -> None:

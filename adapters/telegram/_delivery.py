@@ -22,7 +22,7 @@ from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, Rep
 from telegram.constants import MessageLimit
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter
 
-from ..streaming import RateLimited, retry_rate_limited, split_message
+from ..streaming import RateLimited, WaitBudget, retry_rate_limited, split_message
 
 __all__ = ["LIMIT", "ChatUnavailable", "DraftsUnsupported", "Outbox", "fit", "retrying"]
 
@@ -87,16 +87,16 @@ async def attempt(call: Callable[[], Awaitable[T]]) -> T:
         raise RateLimited(TRANSIENT_WAIT) from None
 
 
-async def retrying(call: Callable[[], Awaitable[T]], attempts: int = RETRIES + 1) -> T:
-    """``attempt`` until it succeeds, waiting as long as Telegram asks between tries."""
-    return await retry_rate_limited(lambda: attempt(call), max_retries=attempts - 1)
+async def retrying(call: Callable[[], Awaitable[T]], attempts: int = RETRIES + 1, *, cap: float = 30.0) -> T:
+    """``attempt`` until it succeeds, waiting as long as Telegram asks between tries, ``cap`` seconds in all."""
+    return await retry_rate_limited(lambda: attempt(call), max_retries=attempts - 1, budget=WaitBudget(cap))
 
 
 class Outbox:
-    """The adapter's outgoing Bot API calls."""
+    """The adapter's outgoing Bot API calls; ``say`` waits at most ``cap`` seconds on rate limits."""
 
-    def __init__(self, bot: Bot) -> None:
-        self.bot = bot
+    def __init__(self, bot: Bot, cap: float = 30.0) -> None:
+        self.bot, self.cap = bot, cap
 
     async def send(self, chat_id: int, text: str, *, thread: int | None = None, reply_to: int | None = None,
                    markup: Any = None, html: bool = False) -> Message:
@@ -132,7 +132,7 @@ class Outbox:
             under = markup if index == len(parts) - 1 else None
             post = functools.partial(self.send, chat_id, part, thread=thread, reply_to=reply_to, markup=under,
                                      html=html)
-            sent.append(await retry_rate_limited(post, max_retries=RETRIES))
+            sent.append(await retry_rate_limited(post, max_retries=RETRIES, budget=WaitBudget(self.cap)))
         return sent
 
     async def draft(self, chat_id: int, draft_id: int, text: str, *, thread: int | None = None) -> bool:

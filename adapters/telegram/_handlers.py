@@ -3,7 +3,11 @@
 Private chats are always answered; groups when the bot is mentioned, replied to, or
 given a command. Every feedback gesture ends in ``Feedback`` on the bot message it
 targets: ``/fix`` (or ``correction: …``) in reply to an answer, the ✏️ button or a 👎
-reaction followed by a reply to the ForceReply prompt, 👍/👎 buttons and reactions.
+reaction followed by a reply to the ForceReply prompt, 👍/👎 buttons and reactions. The
+feedback's event id is the update's, so an update handled twice (after a crash) is
+applied once. Every gesture acts on the chat it was used in: a reply to a message of
+another chat (Telegram's "reply in another chat") is refused, never taken for the last
+answer here.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from telegram.ext import ContextTypes
 from engine import FeedbackKind, InputError, NotFound
 
 from ..policy import parse_correction
-from ._core import Author, TelegramCore, author_of, chat_key, is_topic_header, where_in, where_of
+from ._core import Author, TelegramCore, Where, author_of, chat_key, is_topic_header, where_in, where_of
 from ._texts import GROUP_HINT, NOT_TEXT, START, TEXTS
 
 __all__ = ["BUTTONS", "THUMBS", "Handlers"]
@@ -40,6 +44,18 @@ class Handlers:
         self.engine = core.engine
         self.settings = core.settings
 
+    def event_id(self, update: Update) -> str:
+        """The stable id of ``update`` for ``Feedback.event_id``: this bot's, and the update's."""
+        me = self.core.me
+        return self.runtime.event_key(me.id if me is not None else "", update.update_id)
+
+    async def elsewhere(self, message: Message, where: Where) -> bool:
+        """Refuse (True) a gesture in reply to a message of another chat or topic: it acts on this chat only."""
+        if message.external_reply is None or message.reply_to_message is not None:
+            return False
+        await self.core.say(where, TEXTS.elsewhere_text(), reply_to=message.message_id)
+        return True
+
     # -- messages --------------------------------------------------------------------------
 
     async def on_message(self, update: Update, context: Context) -> None:
@@ -50,7 +66,7 @@ class Handlers:
         if author is None:
             return  # no sender at all: nothing to answer to
         text = message.text or message.caption or ""
-        if await self.core.answer_prompt(message, where, text):
+        if await self.core.answer_prompt(message, where, text, event_id=self.event_id(update)):
             return
         to_me = self.core.replies_to_me(message)
         if not (where.private or to_me or self.core.mentions_me(message)):
@@ -61,8 +77,10 @@ class Handlers:
             return
         better = parse_correction(text)
         if better is not None and (to_me or where.private):
+            if await self.elsewhere(message, where):
+                return
             target = message.reply_to_message.message_id if to_me and message.reply_to_message else None
-            await self.core.correct(message, where, target, better)
+            await self.core.correct(message, where, target, better, event_id=self.event_id(update))
             return
         question = self.core.strip_mention(text)
         if not question:
@@ -112,7 +130,8 @@ class Handlers:
             await _answer_query(query, "Reply to my message with the better answer.")
             await self.core.prompt_for_correction(where, user, message.message_id)
             return
-        receipt = await self.runtime.feedback(where.key, author, kind, message_id=str(message.message_id))
+        receipt = await self.runtime.feedback(where.key, author, kind, message_id=str(message.message_id),
+                                              event_id=self.event_id(update))
         await _answer_query(query, receipt.message, alert=not receipt.accepted)
 
     async def on_reaction(self, update: Update, context: Context) -> None:
@@ -127,7 +146,8 @@ class Handlers:
             return  # no thumb (or both at once), or nobody to credit
         where = where_in(reaction.chat)
         actor = Author(author, where)
-        receipt = await self.runtime.feedback(where.key, actor, kinds[0], message_id=str(reaction.message_id))
+        receipt = await self.runtime.feedback(where.key, actor, kinds[0], message_id=str(reaction.message_id),
+                                              event_id=self.event_id(update))
         if not receipt.accepted:
             log.debug("reaction on message %d ignored: %s", reaction.message_id, receipt.message)
             return
@@ -165,12 +185,17 @@ class Handlers:
             await self.core.say(where, "Reply to one of my answers with /fix <the better answer>.",
                            reply_to=message.message_id)
             return
-        await self.core.correct(message, where, replied.message_id if replied else None, command_text(message))
+        if await self.elsewhere(message, where):
+            return
+        await self.core.correct(message, where, replied.message_id if replied else None, command_text(message),
+                                event_id=self.event_id(update))
 
     async def cmd_why(self, update: Update, context: Context) -> None:
         if (message := update.message) is None:
             return
         where = where_of(message)
+        if await self.elsewhere(message, where):
+            return
         replied = message.reply_to_message
         target = str(replied.message_id) if replied is not None and self.core.replies_to_me(message) else ""
         try:
@@ -190,18 +215,21 @@ class Handlers:
         if (message := update.message) is None or (author := author_of(message)) is None:
             return
         where = where_of(message)
+        if await self.elsewhere(message, where):
+            return
         actor = Author(author[0], where, message)
         if not await self.runtime.may_manage(actor):
-            await self.core.say(where, TEXTS.managers_only.format(what="make me forget what this chat taught me"),
+            await self.core.say(where, self.runtime.manage_refusal("make me forget what this chat taught me"),
                            reply_to=message.message_id)
             return
         if self.core.replies_to_me(message):  # just the corrections behind that answer
             assert message.reply_to_message is not None
             receipt = await self.runtime.feedback(where.key, actor, FeedbackKind.FORGET,
-                                                  message_id=str(message.reply_to_message.message_id))
+                                                  message_id=str(message.reply_to_message.message_id),
+                                                  event_id=self.event_id(update))
             text = receipt.message
         else:
-            count = await self.engine.forget(where.key)
+            count = await self.runtime.forget_all(where.key, event_id=self.event_id(update))
             text = f"Forgot {count} correction(s) this chat taught me."
         await self.core.say(where, text, reply_to=message.message_id)
 
@@ -215,7 +243,7 @@ class Handlers:
             text = (f"My persona here: {current}\nPresets: {', '.join(self.engine.personas())}. "
                     "Admins change it with /persona <preset or text>.")
         elif not await self.runtime.may_manage(Author(author[0], where, message)):
-            text = TEXTS.managers_only.format(what="change my persona")
+            text = self.runtime.manage_refusal("change my persona")
         else:
             try:
                 await self.engine.set_persona(where.key, wanted)

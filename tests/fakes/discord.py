@@ -448,15 +448,18 @@ class FakeDiscord:
         type: int = 0,
         webhook_id: str | None = None,
         mention_everyone: bool = False,
+        reference_channel: str | None = None,
     ) -> dict[str, Any]:
         """``author`` posts in ``channel`` (MESSAGE_CREATE); a reply pings its target's author unless ``reply_ping``
-        is switched off, as in Discord."""
+        is switched off, as in Discord. ``reference_channel``: the channel the referenced message is in, when
+        not ``channel`` (a forward)."""
         mentioned = list(mentions)
         message = self._message(channel, author, content, type=19 if reply_to is not None and type == 0 else type)
         message |= {"mention_roles": list(mention_roles), "attachments": list(attachments), "embeds": list(embeds),
                     "mention_everyone": mention_everyone}
         if reply_to is not None:
-            message["message_reference"] = {"type": 0, "message_id": reply_to["id"], "channel_id": channel["id"],
+            message["message_reference"] = {"type": 0 if reference_channel is None else 1, "message_id": reply_to["id"],
+                                            "channel_id": reference_channel or channel["id"],
                                             "guild_id": channel.get("guild_id")}
             message["referenced_message"] = reply_to
             if reply_ping and all(u["id"] != reply_to["author"]["id"] for u in mentioned):

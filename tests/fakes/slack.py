@@ -20,8 +20,10 @@ run against it unchanged:
 
 Like Slack, it echoes the bot's own posts, edits and deletions back as ``message``
 events (``echo=True``), records posted and edited messages per channel, injects
-429/500 answers on demand (``fail``), and lets a test await a state
-(``wait_for``, ``next_message``) instead of sleeping.
+429/500 answers on demand (``fail``) or at random (``storm``: a share of all calls of
+some methods answered 429), and lets a test await a state (``wait_for``,
+``next_message``) instead of sleeping. Every call is recorded with the moment it
+arrived (``Call.at``, ``time.perf_counter``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -80,6 +83,7 @@ class Call:
     method: str
     args: dict[str, Any]
     status: int
+    at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -130,6 +134,8 @@ class FakeSlack:
         self.usergroups: dict[str, list[str]] = {}
         self.socket_connections = 0
         self._failures: dict[str, list[_Failure]] = {}
+        self._storm: tuple[float, Callable[[], float], frozenset[str], random.Random] | None = None
+        self._by_ts: dict[tuple[str, str], Posted] = {}
         self._holds: dict[str, asyncio.Event] = {}
         self.held: dict[str, int] = {}
         self._ts = itertools.count(1)
@@ -200,6 +206,14 @@ class FakeSlack:
         code = error or ("ratelimited" if status == 429 else "internal_error")
         self._failures.setdefault(method, []).append(_Failure(status, retry_after, code, times))
 
+    def storm(self, probability: float, retry_after: Callable[[], float] | float = 1.0, *,
+              methods: tuple[str, ...] = ("chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream",
+                                          "chat.stopStream", "chat.postEphemeral"), seed: int = 0) -> None:
+        """From now on answer each call of ``methods`` with a 429 at random, with ``probability``;
+        ``retry_after`` (seconds, or a function giving them) goes in its ``Retry-After``. 0 ends it."""
+        wait = retry_after if callable(retry_after) else (lambda: float(retry_after))
+        self._storm = (probability, wait, frozenset(methods), random.Random(seed)) if probability > 0 else None
+
     def hold(self, method: str) -> asyncio.Event:
         """Keep calls of ``method`` waiting until the returned event is set (``held[method]`` counts them)."""
         release = self._holds[method] = asyncio.Event()
@@ -266,11 +280,11 @@ class FakeSlack:
                 args.update(await request.post())
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or str(args.pop("token", ""))
         args.pop("token", None)
-        failure = self._next_failure(method)
+        failure = self._next_failure(method) or self._stormed(method)
         if failure is not None:
             self.calls.append(Call(method, args, failure.status))
             await self._notify()
-            headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.status == 429 else {}
+            headers = {"Retry-After": f"{failure.retry_after:.3g}"} if failure.status == 429 else {}
             return web.json_response({"ok": False, "error": failure.error}, status=failure.status, headers=headers)
         self.calls.append(Call(method, args, 200))
         expected = self.app_token if method == "apps.connections.open" else self.bot_token
@@ -282,6 +296,18 @@ class FakeSlack:
             result = {"ok": True, **result} if "error" not in result else {"ok": False, **result}
         await self._notify()
         return web.json_response(result)
+
+    def _stormed(self, method: str) -> _Failure | None:
+        if self._storm is None:
+            return None
+        probability, wait, methods, rng = self._storm
+        if method not in methods or rng.random() >= probability:
+            return None
+        return _Failure(429, wait(), "ratelimited", 1)
+
+    def _find(self, channel: str, ts: str) -> Posted | None:
+        posted = self._by_ts.get((channel, ts))
+        return posted if posted is not None and not posted.deleted else None
 
     def _next_failure(self, method: str) -> _Failure | None:
         queue = self._failures.get(method)
@@ -312,12 +338,13 @@ class FakeSlack:
         thread = str(args["thread_ts"]) if args.get("thread_ts") else None
         posted = Posted(channel, self.new_ts(), text, thread, self.bot_user_id, versions=[text])
         self.posts.append(posted)
+        self._by_ts[(channel, posted.ts)] = posted
         self._echo(self._message_event(posted))
         return {"channel": channel, "ts": posted.ts, "message": posted.as_payload(self.bot_id)}
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts, text = str(args.get("channel") or ""), str(args.get("ts") or ""), args.get("text")
-        posted = next((p for p in self.posts if p.channel == channel and p.ts == ts and not p.deleted), None)
+        posted = self._find(channel, ts)
         if posted is None:
             return {"error": "message_not_found"}
         if not isinstance(text, str) or not text.strip():
@@ -345,6 +372,7 @@ class FakeSlack:
         thread = str(args["thread_ts"]) if args.get("thread_ts") else None
         posted = Posted(channel, self.new_ts(), text, thread, self.bot_user_id, versions=[text], streaming=True)
         self.posts.append(posted)
+        self._by_ts[(channel, posted.ts)] = posted
         self._echo(self._message_event(posted))
         return {"channel": channel, "ts": posted.ts}
 
@@ -352,7 +380,7 @@ class FakeSlack:
         if not self.streaming:
             return {"error": "unknown_method"}
         channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
-        posted = next((p for p in self.posts if p.channel == channel and p.ts == ts and not p.deleted), None)
+        posted = self._find(channel, ts)
         if posted is None:
             return {"error": "message_not_found"}
         if not posted.streaming:
@@ -380,7 +408,7 @@ class FakeSlack:
 
     def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
-        posted = next((p for p in self.posts if p.channel == channel and p.ts == ts and not p.deleted), None)
+        posted = self._find(channel, ts)
         if posted is None:
             return {"error": "message_not_found"}
         posted.deleted = True

@@ -165,7 +165,9 @@ async def test_edits_follow_the_rate_limit_headers_and_never_hit_a_429(
     async with running(edit_interval=0.0) as bot:
         question, text = await ask(fake, bot, guild.general, ann, PARAPHRASE)
     (answer,) = fake.answer_to(question)
-    assert text == better and len(answer.texts) >= 6  # it kept editing...
+    # The reply is read apart from the platform calls (``adapters.streaming.decoupled``): the words that come
+    # while discord.py waits for its bucket go out together in the next edit, so there are few edits here.
+    assert text == better and len(answer.texts) >= 2  # it edited...
     assert [r for r in fake.requests if r.status == 429] == []  # ...waiting whenever the headers said so
 
 

@@ -527,13 +527,25 @@ async def test_stopping_lets_an_answer_in_progress_finish(running: Running, tg: 
 def test_the_update_log_survives_restarts_and_ignores_a_stale_or_broken_file(tmp_path: Path) -> None:
     path = tmp_path / "state" / "updates.json"
     log = UpdateLog(path, keep=3)
-    assert log.resume_offset is None and log.first(10) and not log.first(10)
+    assert log.resume_offset is None and log.first(10) and not log.first(10)  # being handled: a repeat is skipped
+    log.done(10)
     for update_id in (11, 12, 13):
+        log.received(update_id, {"update_id": update_id})
         assert log.first(update_id)
+        log.done(update_id)
+    log.received(14, {"update_id": 14, "message": {"text": "/fix a crash came before this was handled"}})
+    with path.open("a") as torn:
+        torn.write('{"r": {"update_id": 15, "mess')  # a kill -9 in the middle of a line
     again = UpdateLog(path, keep=3)
-    assert again.resume_offset == 14 and not again.first(13) and again.first(10)  # 10 fell out of the window
-    data = json.loads(path.read_text())
-    path.write_text(json.dumps(data | {"saved_at": data["saved_at"] - 7 * 24 * 3600}))
+    assert again.resume_offset == 15 and not again.first(13) and again.first(10)  # 10 fell out of the window
+    assert again.pending() == [{"update_id": 14, "message": {"text": "/fix a crash came before this was handled"}}]
+    for update_id in range(100, 700):  # the journal is compacted as it grows
+        again.received(update_id, {"update_id": update_id})
+        again.done(update_id)
+    assert len(path.read_text().splitlines()) < 200 and UpdateLog(path).pending()[0]["update_id"] == 14
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    stale = [line | {k: line[k] - 7 * 24 * 3600 for k in ("at", "saved_at") if k in line} for line in lines]
+    path.write_text("".join(json.dumps(line) + "\n" for line in stale))
     assert UpdateLog(path).resume_offset is None  # Telegram may restart its numbering after a week
     path.write_text("{not json")
     assert UpdateLog(path).first(13)  # a broken file is ignored (and logged), not fatal

@@ -1,5 +1,7 @@
 """The shared reply streamer and splitter, driven through in-memory platform calls."""
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +14,9 @@ from adapters.streaming import (
     RateLimited,
     ReplyStreamer,
     StreamingUnavailable,
+    WaitBudget,
+    decoupled,
+    retry_rate_limited,
     split_message,
 )
 
@@ -81,6 +86,101 @@ async def test_gives_up_only_after_max_retries() -> None:
     platform.limited = 100
     with pytest.raises(RateLimited):
         await ReplyStreamer(platform.send, platform.edit, limit=100, max_retries=2).stream(chunks("hi"))
+
+
+class Limited(Platform):
+    """A platform that says "wait ``retry_after`` seconds" to every call while ``storm`` is on."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__()
+        self.retry_after, self.storm = retry_after, False
+
+    def _maybe_limit(self) -> None:
+        self.calls += 1
+        if self.storm:
+            raise RateLimited(self.retry_after)
+
+
+async def test_a_reply_waits_at_most_its_budget_then_ends_with_a_notice() -> None:
+    platform = Limited(retry_after=3600.0)  # "come back in an hour"
+    streamer = ReplyStreamer(platform.send, platform.edit, limit=100, interval=0, budget=WaitBudget(0.2))
+
+    async def words() -> AsyncIterator[str]:
+        yield "the first words"
+        platform.storm = True
+        yield " and the rest"
+
+    began = time.perf_counter()
+    with pytest.raises(RateLimited):
+        await streamer.stream(words())
+    assert time.perf_counter() - began < 1.0 and streamer.budget.waited == pytest.approx(0.2)
+    platform.storm = False
+    assert await streamer.give_up("(could not finish)")
+    (message,) = platform.messages.values()
+    assert message == "the first words\n\n(could not finish)", "what was shown, without the '…', then the notice"
+
+
+async def test_retry_rate_limited_cuts_every_wait_to_what_the_budget_has_left() -> None:
+    calls = 0
+
+    async def call() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RateLimited(0.15)
+        return "done"
+
+    budget = WaitBudget(0.2)
+    assert await retry_rate_limited(call, max_retries=5, budget=budget) == "done"
+    assert budget.waited == pytest.approx(0.2) and budget.left == 0.0  # 0.15, then the 0.05 left
+    calls = 0
+    with pytest.raises(RateLimited):
+        await retry_rate_limited(call, max_retries=5, budget=WaitBudget(0.1))
+
+
+async def test_decoupled_reads_ahead_of_a_slow_reader_and_hands_on_what_it_missed_at_once() -> None:
+    produced: list[str] = []
+
+    async def engine() -> AsyncIterator[str]:
+        for n in range(10):
+            produced.append(str(n))
+            yield str(n)
+            await asyncio.sleep(0)
+
+    got = []
+    async for chunk in decoupled(engine()):
+        got.append(chunk)
+        if len(got) == 1:
+            await asyncio.sleep(0.05)  # the platform makes the reader wait
+            assert len(produced) == 10, "the engine finished meanwhile: it never waited on the platform"
+    assert "".join(got) == "0123456789" and len(got) == 2
+
+
+async def test_decoupled_raises_an_error_after_the_text_before_it_and_stops_reading_when_left() -> None:
+    async def failing() -> AsyncIterator[str]:
+        yield "some words"
+        raise RuntimeError("the engine stopped")
+
+    got = []
+    with pytest.raises(RuntimeError):
+        async for chunk in decoupled(failing()):
+            got.append(chunk)
+    assert got == ["some words"]
+
+    closed = asyncio.Event()
+
+    async def endless() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "x"
+                await asyncio.sleep(0.001)
+        finally:
+            closed.set()
+
+    reader = decoupled(endless())
+    assert await reader.__anext__()
+    await reader.aclose()
+    assert closed.is_set(), "leaving early stops the generation"
 
 
 # -- previews (Telegram's drafts) ---------------------------------------------------------------

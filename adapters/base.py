@@ -417,6 +417,11 @@ class BaseAdapter(ABC, Generic[A]):
         return policy.mode == "listed" and policy.may_teach(
             actor.user_id, is_admin=False, groups=await self.groups_of(actor, policy.allowed))
 
+    async def may_correct(self, actor: A) -> bool:
+        """Whether ``actor`` may offer a correction here: they may teach, or (``teach = "review"``)
+        it will wait for a manager. What opens a correction form or prompt asks this."""
+        return self.policy_for(actor).reviewed or await self.may_teach(actor)
+
     async def may_manage(self, actor: A) -> bool:
         """Whether ``actor`` may make the bot forget, or set its persona, where they are.
 
@@ -553,14 +558,17 @@ class BaseAdapter(ABC, Generic[A]):
         the first receipt). Returns a refused receipt (never raises) for those rules and
         for input problems.
         """
+        review = False
         if kind is FeedbackKind.CORRECTION and not await self.may_teach(actor):
-            return FeedbackReceipt(False, self.policy_for(actor).refusal)
+            if not self.policy_for(actor).reviewed:
+                return FeedbackReceipt(False, self.policy_for(actor).refusal)
+            review = True  # ``teach = "review"``: it waits for a manager (``heedful review``, the admin console)
         if kind is FeedbackKind.FORGET and not await self.may_manage(actor):
             return FeedbackReceipt(False, self.manage_refusal("make me forget"))
         try:
             return await self.engine.feedback(
                 Feedback(channel=channel, kind=kind, author_id=actor.user_id, message_id=message_id, text=text,
-                         event_id=event_id)
+                         event_id=event_id, needs_review=review)
             )
         except HeedfulError as err:
             return FeedbackReceipt(False, str(err))

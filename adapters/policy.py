@@ -18,10 +18,11 @@ class TeachPolicy:
     """Who may correct the bot (and use admin commands such as ``/forget``).
 
     ``everyone``: any member; ``admins``: platform admins only; ``listed``: admins and
-    the user or group ids in ``allowed``.
+    the user or group ids in ``allowed``; ``review``: admins directly, anyone else's
+    corrections wait for an admin's approval (``reviewed``).
     """
 
-    mode: Literal["everyone", "admins", "listed"] = "everyone"
+    mode: Literal["everyone", "admins", "listed", "review"] = "everyone"
     allowed: frozenset[str] = field(default_factory=frozenset)
 
     def may_teach(self, user_id: str, *, is_admin: bool, groups: Iterable[str] = ()) -> bool:
@@ -30,6 +31,11 @@ class TeachPolicy:
         if self.mode == "listed":
             return user_id in self.allowed or any(g in self.allowed for g in groups)
         return False
+
+    @property
+    def reviewed(self) -> bool:
+        """Whether corrections from people who may not teach wait for review instead of being refused."""
+        return self.mode == "review"
 
     refusal = "Only people allowed to teach me in this chat can correct me; ask an admin."
 

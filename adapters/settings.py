@@ -27,9 +27,10 @@ class _Strict(BaseModel):
 
 
 class TeachSettings(_Strict):
-    """Who may correct the bot: everyone, platform admins, or admins plus listed ids."""
+    """Who may correct the bot: everyone, platform admins, admins plus listed ids, or everyone with
+    review (``review``: managers' corrections apply at once, everyone else's wait for a manager)."""
 
-    teach: Literal["everyone", "admins", "listed"] = "everyone"
+    teach: Literal["everyone", "admins", "listed", "review"] = "everyone"
     teachers: list[str] = Field(default_factory=list, description="user (or group/role) ids allowed to teach")
 
 
@@ -156,7 +157,7 @@ class DiscordSettings(PlatformSettings):
     token: SecretStr | None = None
     api_url: str = Field("https://discord.com/api/v10", description="REST base URL (a proxy's, or a test server's)")
     gateway_url: str = Field("wss://gateway.discord.gg", description="gateway websocket URL")
-    guild_teach: dict[str, Literal["everyone", "admins", "listed"]] = Field(
+    guild_teach: dict[str, Literal["everyone", "admins", "listed", "review"]] = Field(
         default_factory=dict, description="guild id -> who may teach there (overrides teach)"
     )
     manager_roles: list[str] = Field(

@@ -62,6 +62,8 @@ class Host(Protocol):
 
     async def may_teach(self, actor: Member) -> bool: ...
 
+    async def may_correct(self, actor: Member) -> bool: ...
+
     async def may_manage(self, actor: Member) -> bool: ...
 
     def manage_refusal(self, what: str) -> str: ...
@@ -319,7 +321,7 @@ class Commands:
         if str(getattr(getattr(message, "author", None), "id", "")) != self.host.own_id:
             await self._reply(interaction, _NOT_MINE)
             return
-        if not await self.host.may_teach(self._member(interaction)):
+        if not await self.host.may_correct(self._member(interaction)):
             await self._reply(interaction, TeachPolicy.refusal)
             return
         try:

@@ -404,7 +404,7 @@ class SlackAdapter(BaseAdapter[Actor]):
             await respond(text="I can only learn from corrections to my own answers: use this on one of my "
                           "messages.", response_type="ephemeral")
             return
-        if not await self.may_teach(Actor(user)):
+        if not await self.may_correct(Actor(user)):
             await respond(text=self.policy.refusal, response_type="ephemeral")
             return
         try:

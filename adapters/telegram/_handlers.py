@@ -124,7 +124,7 @@ class Handlers:
         where, user = where_of(message), query.from_user
         author = Author(str(user.id), where)
         if kind is FeedbackKind.CORRECTION:
-            if not await self.runtime.may_teach(author):
+            if not await self.runtime.may_correct(author):
                 await _answer_query(query, self.runtime.policy.refusal, alert=True)
                 return
             await _answer_query(query, "Reply to my message with the better answer.")
@@ -152,7 +152,7 @@ class Handlers:
             log.debug("reaction on message %d ignored: %s", reaction.message_id, receipt.message)
             return
         wants_better = kinds[0] is FeedbackKind.DOWN and self.settings.ask_after_thumbs_down
-        if wants_better and user is not None and await self.runtime.may_teach(actor):
+        if wants_better and user is not None and await self.runtime.may_correct(actor):
             await self.core.prompt_for_correction(where, user, reaction.message_id)
 
     # -- commands --------------------------------------------------------------------------

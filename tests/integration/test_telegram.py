@@ -397,6 +397,29 @@ async def test_when_only_admins_may_teach_others_are_refused_clearly(
         assert await ask(tg, group, member, f"/ask {PARAPHRASE}") == better
 
 
+async def test_in_review_mode_a_members_correction_waits_for_a_manager(
+    running: Running, tg: FakeTelegram, tiny_engine: Engine
+) -> None:
+    """``teach = "review"``: a member's /fix is kept, unused, until a manager approves it; an admin's applies."""
+    admin, member = new_user("Ada"), new_user("Max")
+    group = new_group(tg, admins=(admin["id"],))
+    key = ChannelKey("telegram", str(group["id"]))
+    async with running(teach="review"):
+        asked = tg.say(group, member, f"/ask {QUESTION}")
+        (answer,) = await tg.answer(group["id"], asked["message_id"])
+        waiting = fact()
+        fix = tg.say(group, member, f"/fix {waiting}", reply_to=answer.message_id)
+        await tg.said(group["id"], "review", after=fix["message_id"])
+        (pending,) = await tiny_engine.pending(key)
+        assert pending.answer == waiting and await ask(tg, group, member, f"/ask {PARAPHRASE}") != waiting
+        await tiny_engine.review(key, pending.correction_id, approve=True, author_id=str(admin["id"]))
+        assert await ask(tg, group, member, f"/ask {PARAPHRASE}") == waiting
+        better = fact()
+        fix = tg.say(group, admin, f"/fix {better}", reply_to=answer.message_id)
+        await tg.said(group["id"], "Learned", after=fix["message_id"])
+        assert await ask(tg, group, member, f"/ask {PARAPHRASE}") == better
+
+
 async def test_who_may_teach_can_be_set_per_chat(running: Running, tg: FakeTelegram) -> None:
     teacher, member = new_user("Tea"), new_user("Max")
     strict, open_ = new_group(tg), new_group(tg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, BinaryIO, TextIO
+from typing import BinaryIO, TextIO
 
 from engine import (
     ChannelKey,
@@ -19,9 +19,9 @@ from engine import (
     Turn,
 )
 
-from .texts import explanation_lines
+from .texts import explanation_lines, stats_text
 
-__all__ = ["HELP", "ConsoleAdapter", "stats_text"]
+__all__ = ["HELP", "ConsoleAdapter"]
 
 HELP = """commands:
   /fix <better answer>   correct my last reply (I learn it for this channel)
@@ -35,22 +35,6 @@ HELP = """commands:
   /stats                 whether learning works here: this channel's numbers
   /help                  this list
   /quit                  leave"""
-
-
-def stats_text(stats: dict[str, Any]) -> str:
-    """``Engine.stats`` as a few lines of chat (``/stats``)."""
-    lora = stats["lora"]
-    return "\n".join([
-        f"Learning report, last {stats['days']} days:",
-        f"  corrections: {stats['corrections']} active, {stats['pending']} waiting for review, "
-        f"{stats['forgotten']} forgotten",
-        f"  answers from corrections: {stats['from_corrections']} of {stats['answers']} "
-        f"(👍 {stats['up']}, 👎 {stats['down']})",
-        f"  corrected mistakes that came back: {stats['recurrences']} of {stats['asked_again']} "
-        "corrected questions asked again",
-        f"  LoRA versions: {sum(lora.values())} trained, {lora.get('active', 0)} serving, "
-        f"{lora.get('rejected', 0)} rejected",
-    ])
 
 
 class ConsoleAdapter:

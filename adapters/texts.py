@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine import Correction, Explanation
 
-__all__ = ["Texts", "clip", "explanation_lines", "one_line"]
+__all__ = ["Texts", "clip", "explanation_lines", "one_line", "stats_text"]
 
 Markup = Callable[[str], str]
 
@@ -119,3 +120,19 @@ class Texts:
         """``/why``: what shaped one answer (``explanation_lines``), as a code block under a heading."""
         return self.strong("What shaped that answer") + "\n" + self.block(
             clip(explanation_lines(explanation), self.limit - 100))
+
+
+def stats_text(stats: dict[str, Any]) -> str:
+    """``Engine.stats`` as a few lines of chat (``/stats``)."""
+    lora = stats["lora"]
+    return "\n".join([
+        f"Learning report, last {stats['days']} days:",
+        f"  corrections: {stats['corrections']} active, {stats['pending']} waiting for review, "
+        f"{stats['forgotten']} forgotten",
+        f"  answers from corrections: {stats['from_corrections']} of {stats['answers']} "
+        f"(👍 {stats['up']}, 👎 {stats['down']})",
+        f"  corrected mistakes that came back: {stats['recurrences']} of {stats['asked_again']} "
+        "corrected questions asked again",
+        f"  LoRA versions: {sum(lora.values())} trained, {lora.get('active', 0)} serving, "
+        f"{lora.get('rejected', 0)} rejected",
+    ])

@@ -31,7 +31,7 @@ from discord import app_commands
 from engine import ChannelKey, Engine, FeedbackKind, FeedbackReceipt, HeedfulError, InputError, NotFound
 
 from ..policy import TeachPolicy
-from ..texts import clip
+from ..texts import clip, stats_text
 from .members import NO_PINGS, Member
 from .texts import CORRECT_PREFIX, MESSAGE_LIMIT, MODAL_INPUT_LIMIT, TEXTS, message_link, parse_ids
 
@@ -167,6 +167,10 @@ class Commands:
         async def learned(interaction: discord.Interaction) -> None:
             await self._reply(interaction, self._learned(interaction))
 
+        @tree.command(name="stats", description="Whether learning works in this channel: its numbers")
+        async def stats(interaction: discord.Interaction) -> None:
+            await self._reply(interaction, self._stats(interaction))
+
         @tree.command(name="forget", description="Forget what this channel taught me (managers)")
         @app_commands.describe(corrections="Only these corrections, e.g. #12 #15 (see /learned); default: all")
         async def forget(interaction: discord.Interaction, corrections: str | None = None) -> None:
@@ -289,6 +293,9 @@ class Commands:
         except NotFound:
             return "I have not answered anything here yet (or that is not one of my answers)."
         return TEXTS.explanation_text(explanation)
+
+    async def _stats(self, interaction: discord.Interaction) -> str:
+        return stats_text(await self.engine.stats(await self._key(interaction)))
 
     async def _learned(self, interaction: discord.Interaction) -> str:
         return TEXTS.learned_text(await self.engine.learned(await self._key(interaction)))

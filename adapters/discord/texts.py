@@ -111,6 +111,7 @@ TEXTS = Texts(
     help_commands=(
         ("/why [message]", "what shaped my last answer here (or the linked one)"),
         ("/learned", "what this channel taught me"),
+        ("/stats", "whether learning works here: this channel's numbers"),
         ("/forget [corrections]", "forget everything this channel taught me (or `#12 #15`) — managers"),
         ("/persona [persona]", "show my persona, or set it (managers; presets: {presets})"),
     ),

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from engine import ChannelKey, Engine, FeedbackReceipt, HeedfulError, NotFound
 
-from ..texts import clip
+from ..texts import clip, stats_text
 from .markup import escape, permalink_ts
 from .views import TEXTS
 
@@ -46,6 +46,8 @@ async def run(engine: Engine, key: ChannelKey, user: str, text: str, *, may_mana
             return await _why(engine, key, arg, last_reply), False
         if name == "learned":
             return TEXTS.learned_text(await engine.learned(key)), False
+        if name == "stats":
+            return escape(stats_text(await engine.stats(key))), False
         if name == "forget":
             return await _forget(key, user, arg, may_manage, forget_answer, forget_all, refusal)
         if name == "persona":

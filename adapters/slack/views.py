@@ -139,6 +139,7 @@ TEXTS = Texts(
     help_commands=(
         ("/heedful why [message link]", "what shaped my last answer here (or the linked one)"),
         ("/heedful learned", "what this channel taught me"),
+        ("/heedful stats", "whether learning works here: this channel's numbers"),
         ("/heedful forget [#id … | message link]", "forget everything this channel taught me "
          "(or the listed corrections, or those behind the linked answer)"),
         ("/heedful persona [preset|text]", "show or set my persona (presets: {presets})"),

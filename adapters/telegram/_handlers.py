@@ -22,6 +22,7 @@ from telegram.ext import ContextTypes
 from engine import FeedbackKind, InputError, NotFound
 
 from ..policy import parse_correction
+from ..texts import stats_text
 from ._core import Author, TelegramCore, Where, author_of, chat_key, is_topic_header, where_in, where_of
 from ._texts import GROUP_HINT, NOT_TEXT, START, TEXTS
 
@@ -210,6 +211,13 @@ class Handlers:
         where = where_of(message)
         text = TEXTS.learned_text(await self.engine.learned(where.key))
         await self.core.say(where, text, reply_to=message.message_id)
+
+    async def cmd_stats(self, update: Update, context: Context) -> None:
+        """``/stats``: whether learning works in this chat (``Engine.stats``)."""
+        if (message := update.message) is None:
+            return
+        where = where_of(message)
+        await self.core.say(where, stats_text(await self.engine.stats(where.key)), reply_to=message.message_id)
 
     async def cmd_forget(self, update: Update, context: Context) -> None:
         if (message := update.message) is None or (author := author_of(message)) is None:

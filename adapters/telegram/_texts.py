@@ -12,6 +12,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("fix", "Reply to my answer with /fix <the better answer>"),
     ("why", "What shaped my last answer (or the one you reply to)"),
     ("learned", "What this chat has taught me"),
+    ("stats", "Whether learning works here: this chat's numbers"),
     ("forget", "Forget what this chat taught me (admins)"),
     ("persona", "Show my persona; admins set it: /persona <preset or text>"),
     ("cancel", "Stop waiting for a correction"),

@@ -519,6 +519,8 @@ async def test_forget_and_setting_the_persona_need_a_manager(
     async with running(manager_roles=[helpers["id"]]):
         listed = await fake.response(fake.slash(channel, ann, "learned"))
         assert listed.ephemeral and "2 correction(s)" in listed.text and "Second floor" in listed.text
+        stats = await fake.response(fake.slash(channel, ann, "stats"))
+        assert stats.ephemeral and "corrections: 2 active" in stats.text
         first_id = re.search(r"#(\d+)", listed.text).group(1)  # type: ignore[union-attr]
 
         refused = await fake.response(fake.slash(channel, ann, "forget"))
@@ -581,7 +583,7 @@ async def test_slow_command_work_is_deferred_then_edited(
 async def test_commands_are_registered_globally_by_default(bot: DiscordAdapter, fake: FakeDiscord) -> None:
     await bot.commands_synced.wait()
     names = {(c["name"], c["type"]) for c in fake.commands[None]}
-    assert names == {("why", 1), ("learned", 1), ("forget", 1), ("persona", 1), ("help", 1),
+    assert names == {("why", 1), ("learned", 1), ("stats", 1), ("forget", 1), ("persona", 1), ("help", 1),
                      ("Correct this answer", 3), ("Why this answer?", 3)}
     assert all(c["contexts"] == [0, 1] for c in fake.commands[None])  # guilds and the bot's DMs
 
@@ -591,7 +593,7 @@ async def test_commands_can_be_registered_per_guild_or_not_at_all(
 ) -> None:
     async with running(command_sync="guilds", command_guilds=[guild.id]) as bot:
         await bot.commands_synced.wait()
-        assert None not in fake.commands and len(fake.commands[guild.id]) == 7
+        assert None not in fake.commands and len(fake.commands[guild.id]) == 8
         assert "Nothing learned" in (await fake.response(fake.slash(guild.general, ann, "learned"))).text
     fake.commands.clear()
     async with running(command_sync="off") as bot:

@@ -283,6 +283,8 @@ async def test_slash_command(tiny_engine: Engine, slack: FakeSlack) -> None:
         learned = await command("learned")
         assert "purple-otter-42" in learned["text"] and WIFI_Q in learned["text"]
         _, paraphrased = await ask(slack, adapter, channel, WIFI_PARAPHRASE)
+        stats = await command("stats")
+        assert "corrections: 1 active" in stats["text"] and "answers from corrections: 1 of" in stats["text"]
         assert "route correction" in (await command("why"))["text"]
 
         assert "tutor" in (await command("persona"))["text"]

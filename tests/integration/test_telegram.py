@@ -457,8 +457,8 @@ async def test_thumbs_by_button_and_reaction_are_recorded(bot: TelegramAdapter, 
 
 
 async def test_commands_are_registered_and_answered(bot: TelegramAdapter, tg: FakeTelegram) -> None:
-    assert [c["command"] for c in tg.commands] == ["ask", "fix", "why", "learned", "forget", "persona", "cancel",
-                                                   "help", "start"]
+    assert [c["command"] for c in tg.commands] == ["ask", "fix", "why", "learned", "stats", "forget", "persona",
+                                                   "cancel", "help", "start"]
     ann = new_user()
     chat = tg.private(ann)
     start = tg.say(chat, ann, "/start")
@@ -477,6 +477,8 @@ async def test_commands_are_registered_and_answered(bot: TelegramAdapter, tg: Fa
     await tg.said(chat["id"], "Learned", after=fix["message_id"])
     learned = tg.say(chat, ann, "/learned")
     assert better in (await tg.said(chat["id"], "taught me 1", after=learned["message_id"])).text
+    stats = tg.say(chat, ann, "/stats")
+    assert "corrections: 1 active" in (await tg.said(chat["id"], "Learning report", after=stats["message_id"])).text
     again = tg.say(chat, ann, PARAPHRASE)
     (answer,) = await tg.answer(chat["id"], again["message_id"])
     why = tg.say(chat, ann, "/why", reply_to=answer.message_id)

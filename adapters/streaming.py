@@ -24,6 +24,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaita
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from prometheus_client import Counter
+
 __all__ = [
     "AppendCalls",
     "AppendStreamer",
@@ -48,12 +50,16 @@ T = TypeVar("T")
 _FENCE = "```"
 
 
+RATE_LIMITED = Counter("heedful_platform_rate_limited", "Platform calls answered 'slow down' (HTTP 429 and the like)")
+
+
 class RateLimited(Exception):
-    """Raised by an adapter's send/edit when the platform says "slow down"."""
+    """Raised by an adapter's send/edit when the platform says "slow down" (counted for ``/metrics``)."""
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"rate limited; retry after {retry_after:.1f} s")
         self.retry_after = max(0.0, float(retry_after))
+        RATE_LIMITED.inc()
 
 
 class StreamingUnavailable(Exception):

@@ -325,3 +325,14 @@ async def test_an_error_mid_reply_stops_the_open_stream() -> None:
     with pytest.raises(RuntimeError):
         await AppendStreamer(platform.calls_for(), limit=4096).stream(failing())
     assert platform.messages and not platform.open and platform.calls[-1] == "stop"
+
+
+def test_every_slow_down_answer_is_counted_for_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    from adapters.streaming import RateLimited
+
+    before = REGISTRY.get_sample_value("heedful_platform_rate_limited_total") or 0.0
+    RateLimited(1.5)
+    RateLimited(0.0)
+    assert REGISTRY.get_sample_value("heedful_platform_rate_limited_total") == before + 2

@@ -578,7 +578,8 @@ class BaseAdapter(ABC, Generic[A]):
         return ":".join([self.platform, *(str(p) for p in parts)])
 
     async def forget_all(self, channel: ChannelKey, correction_ids: list[int] | None = None, *,
-                         event_id: str = "") -> int:
-        """``Engine.forget`` of ``channel`` (all, or ``correction_ids``), applied once per ``event_id``;
-        how many were forgotten (by the first delivery, when the event came again)."""
-        return await self.engine.forget(channel, correction_ids, event_id=event_id)
+                         author_id: str = "", event_id: str = "") -> int:
+        """``Engine.forget`` of ``channel`` (all, or ``correction_ids``) by ``author_id`` (the audit log),
+        applied once per ``event_id``; how many were forgotten (by the first delivery, when the event
+        came again)."""
+        return await self.engine.forget(channel, correction_ids, author_id=author_id, event_id=event_id)

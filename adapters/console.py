@@ -115,11 +115,11 @@ class ConsoleAdapter:
             for c in learned:
                 self._write(f"#{c.correction_id}: {c.question!r} -> {c.answer!r}")
         elif name == "/forget":
-            count = await self.engine.forget(self.key)
+            count = await self.engine.forget(self.key, author_id=self.user)
             self._write(f"Forgot {count} correction(s) in this channel.")
         elif name == "/persona":
             if arg:
-                await self.engine.set_persona(self.key, arg)
+                await self.engine.set_persona(self.key, arg, author_id=self.user)
                 self._write(f"Persona set to {arg!r}.")
             else:
                 current = (await self.engine.channel_settings(self.key)).persona or "(default)"
@@ -131,7 +131,7 @@ class ConsoleAdapter:
             for v in versions:
                 self._write(f"v{v.version} {v.status}: {v.metrics.get('decision', '')}")
         elif name == "/rollback":
-            version = await self.engine.rollback_lora(self.key)
+            version = await self.engine.rollback_lora(self.key, author_id=self.user)
             self._write(f"Now serving LoRA version {version}." if version else "Now serving the base model.")
         elif name == "/stats":
             self._write(stats_text(await self.engine.stats(self.key)))

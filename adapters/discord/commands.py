@@ -71,7 +71,7 @@ class Host(Protocol):
     def event_key(self, *parts: object) -> str: ...
 
     async def forget_all(self, channel: ChannelKey, correction_ids: list[int] | None = None, *,
-                         event_id: str = "") -> int: ...
+                         author_id: str = "", event_id: str = "") -> int: ...
 
     async def feedback(self, channel: ChannelKey, actor: Member, kind: FeedbackKind, *, message_id: str = "",
                        text: str = "", event_id: str = "") -> FeedbackReceipt: ...
@@ -306,7 +306,7 @@ class Commands:
         ids = parse_ids(corrections) if corrections else None
         if corrections and ids is None:
             return "Usage: `/forget` (everything) or `/forget corrections:#12 #15` (those, see `/learned`)."
-        count = await self.host.forget_all(await self._key(interaction), ids,
+        count = await self.host.forget_all(await self._key(interaction), ids, author_id=str(interaction.user.id),
                                            event_id=self.host.event_key("interaction", interaction.id))
         what = "the listed corrections" if ids else "everything this channel taught me"
         return f"{interaction.user.mention} made me forget {what}: {count} correction(s).", True
@@ -319,7 +319,7 @@ class Commands:
             return f"My persona here: {clip(current, 1500)}\nPresets: {presets}."
         if not await self.host.may_manage(self._member(interaction)):
             return self.host.manage_refusal("change my persona")
-        await self.engine.set_persona(key, persona.strip())
+        await self.engine.set_persona(key, persona.strip(), author_id=str(interaction.user.id))
         return f"{interaction.user.mention} set my persona here to: {clip(persona.strip(), 1500)}", True
 
     # -- correcting -------------------------------------------------------------------

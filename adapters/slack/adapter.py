@@ -482,7 +482,7 @@ class SlackAdapter(BaseAdapter[Actor]):
             self.engine, key, user, _str(command, "text"), may_manage=lambda: self.may_manage(actor),
             forget_answer=lambda where, ts: self.feedback(where, actor, FeedbackKind.FORGET, message_id=ts,
                                                           event_id=event_id),
-            forget_all=lambda where, ids: self.forget_all(where, ids, event_id=event_id),
+            forget_all=lambda where, ids: self.forget_all(where, ids, author_id=user, event_id=event_id),
             refusal=self.manage_refusal, last_reply=self._last_reply.get(channel, ""))
         await respond(text=text, response_type="in_channel" if public else "ephemeral")
 

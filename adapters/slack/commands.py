@@ -95,5 +95,5 @@ async def _persona(engine: Engine, key: ChannelKey, user: str, arg: str, may_man
         return f"My persona here: {escape(clip(current, 300))}. Presets: {presets}.", False
     if not await may_manage():
         return refusal("change my persona"), False
-    await engine.set_persona(key, arg)
+    await engine.set_persona(key, arg, author_id=user)
     return f"<@{user}> set my persona here to: {escape(clip(arg, 300))}", True

@@ -237,7 +237,7 @@ class Handlers:
                                                   event_id=self.event_id(update))
             text = receipt.message
         else:
-            count = await self.runtime.forget_all(where.key, event_id=self.event_id(update))
+            count = await self.runtime.forget_all(where.key, author_id=author[0], event_id=self.event_id(update))
             text = f"Forgot {count} correction(s) this chat taught me."
         await self.core.say(where, text, reply_to=message.message_id)
 
@@ -254,7 +254,7 @@ class Handlers:
             text = self.runtime.manage_refusal("change my persona")
         else:
             try:
-                await self.engine.set_persona(where.key, wanted)
+                await self.engine.set_persona(where.key, wanted, author_id=author[0])
                 text = f"Persona set to {wanted!r}." if wanted in self.engine.personas() else "Persona set."
             except InputError as err:
                 text = str(err)

@@ -23,6 +23,7 @@ import pytest
 from engine import ChannelKey, Engine, Feedback, FeedbackKind
 from tests.conftest import REPO, engine_settings
 from tests.fakes.telegram import FakeTelegram
+from tests.integration.serving import wait_until_ready
 from tests.integration.test_run_command import env_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -76,14 +77,7 @@ async def bot(tmp_path: Path, models_dir: Path) -> AsyncIterator[dict[str, Any]]
         try:
             base = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=base) as http:
-                for _ in range(600):
-                    try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert proc.poll() is None, proc.communicate()[1]
-                    await asyncio.sleep(0.1)
+                await wait_until_ready(http, proc)
             yield {"base": base, "env": env, "ops": tokens["ops"]["token"], "mod": tokens["mod"]["token"]}
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -15,6 +15,7 @@ import pytest
 from bots.http_server import HealthServer
 from engine import ChannelKey, Engine, Turn
 from tests.fakes.telegram import FakeTelegram
+from tests.integration.serving import wait_until_ready
 from tests.integration.test_run_command import env_for
 
 
@@ -64,14 +65,7 @@ async def test_heedful_run_serves_health_and_metrics_while_a_platform_runs(tmp_p
                                 stderr=subprocess.PIPE, text=True)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                for _ in range(600):
-                    try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert proc.poll() is None, proc.communicate()[1]
-                    await asyncio.sleep(0.1)
+                await wait_until_ready(http, proc)
                 assert (await http.get("/healthz")).json()["healthy"]
                 chat, user = tg.private(FakeTelegram.user(4242)), FakeTelegram.user(4242)
                 asked = tg.say(chat, user, "hello")

@@ -1,13 +1,15 @@
 """The admin console in a real browser (Debian's chromium, driven by Playwright) against a real
 ``heedful run`` with the tiny model: sign in, see a correction taught in the console chat,
 forget it, approve one from the review queue, roll back a LoRA version, and check that a
-signed-out visitor and a manager of another space see nothing. Screenshots go to docs/admin/.
+signed-out visitor and a manager of another space see nothing. Screenshots go to a temporary
+directory, or to docs/admin/ (the README's pictures) with HEEDFUL_UPDATE_SCREENSHOTS=1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import socket
@@ -27,7 +29,7 @@ from tests.integration.serving import wait_until_ready
 from tests.integration.test_run_command import env_for
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = REPO / "docs" / "admin"
+DOCS_SHOTS = REPO / "docs" / "admin"
 OFFICE = ChannelKey("console", "office", space="local")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-sync"]
@@ -95,7 +97,9 @@ async def test_managers_steer_learning_in_a_browser(bot: dict[str, Any], tmp_pat
                                          "where is the exit?\n/good\n/stats\n")
     assert "Learned:" in chat.stdout and "answers from corrections: 1 of 2 (👍 1, 👎 0)" in chat.stdout
     base = bot["base"]
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    # A test run must not rewrite the repository's files; refreshing the README's pictures is asked for.
+    shots = DOCS_SHOTS if os.environ.get("HEEDFUL_UPDATE_SCREENSHOTS") else tmp_path / "shots"
+    shots.mkdir(parents=True, exist_ok=True)
 
     async def sign_in(page: Page, token: str) -> None:
         await page.goto(f"{base}/admin/")
@@ -115,11 +119,11 @@ async def test_managers_steer_learning_in_a_browser(bot: dict[str, Any], tmp_pat
             await page.goto(base + path)
             await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
             assert "office" not in await page.content()
-        await page.screenshot(path=str(SHOTS / "sign-in.png"))
+        await page.screenshot(path=str(shots / "sign-in.png"))
 
         await sign_in(page, bot["ops"])
         await expect(page.get_by_role("link", name="office")).to_be_visible()
-        await page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+        await page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
         # The correction taught in the console chat, with its author.
         await page.get_by_role("link", name="office").click()
@@ -128,7 +132,7 @@ async def test_managers_steer_learning_in_a_browser(bot: dict[str, Any], tmp_pat
         await page.get_by_label("Search corrections").fill("kitchen")
         await expect(row).to_be_visible()
         await page.get_by_label("Search corrections").fill("")
-        await page.screenshot(path=str(SHOTS / "channel.png"), full_page=True)
+        await page.screenshot(path=str(shots / "channel.png"), full_page=True)
 
         # Approve the correction waiting for review: it becomes a correction of the channel.
         await page.locator("#review").get_by_role("button", name="Approve").click()
@@ -151,7 +155,7 @@ async def test_managers_steer_learning_in_a_browser(bot: dict[str, Any], tmp_pat
         await page.get_by_role("button", name="Filter").click()
         for action in ("forget", "approve", "rollback"):
             await expect(page.locator("table")).to_contain_text(action)
-        await page.screenshot(path=str(SHOTS / "audit.png"), full_page=True)
+        await page.screenshot(path=str(shots / "audit.png"), full_page=True)
         await context.close()
 
         # A manager of another space sees no channel, and gets "not found" for this one.

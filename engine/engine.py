@@ -510,12 +510,14 @@ class Engine:
         return FeedbackReceipt(True, f"{'Approved' if approve else 'Rejected'} correction #{correction_id}.",
                                correction_id=correction_id)
 
-    async def audit(self, channel: ChannelKey | None = None, *, author_id: str | None = None,
+    async def audit(self, channel: ChannelKey | None = None, *, author_id: str | None = None, spaces: Spaces = None,
                     limit: int = 100) -> list[AuditEntry]:
         """Who changed what the bot learned (corrections, forgets, reviews, personas, rollbacks,
-        LoRA versions), newest first; of one channel's scope and/or one author."""
+        LoRA versions), newest first; of one channel's scope and/or one author, and with ``spaces``
+        only of channels in those (platform, space) pairs (None: everything)."""
         self._check_running()
-        entries = await self.store.audit(channel.scope if channel else None, author_id=author_id, limit=limit)
+        entries = await self.store.audit(channel.scope if channel else None, author_id=author_id, spaces=spaces,
+                                         limit=limit)
         return [AuditEntry(e.id, str(e.scope) if e.scope else "", e.author_id, e.action, e.detail, e.created_at)
                 for e in entries]
 
@@ -749,15 +751,6 @@ class Engine:
                 uses, last = raw["usage"].get(c["id"], (0, None))
                 rows.append({**c, "uses": uses, "last_used": last})
         return rows
-
-    async def audit_in(self, spaces: Spaces, *, channel: ChannelKey | None = None, author_id: str | None = None,
-                       limit: int = 100) -> list[AuditEntry]:
-        """As ``audit``, limited to the channels of ``spaces`` (None: everything)."""
-        self._check_running()
-        entries = await self.store.audit_in(spaces, key=channel.scope if channel else None, author_id=author_id,
-                                            limit=limit)
-        return [AuditEntry(e.id, str(e.scope) if e.scope else "", e.author_id, e.action, e.detail, e.created_at)
-                for e in entries]
 
     async def promote_lora(self, channel: ChannelKey, version: int, *, author_id: str = "") -> None:
         """Serve ``version`` of the channel's LoRA versions from its next reply (a manager

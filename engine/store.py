@@ -724,11 +724,14 @@ class Store:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def audit(self, key: ChannelKey | None = None, *, author_id: str | None = None,
+    async def audit(self, key: ChannelKey | None = None, *, author_id: str | None = None, spaces: Spaces = None,
                     limit: int = 100) -> list[StoredAudit]:
-        """The newest ``limit`` audit entries, of one scope and/or one author, newest first."""
+        """The newest ``limit`` audit entries, of one scope and/or one author, newest first; with
+        ``spaces``, only those of channels in them (None: every space, and entries of no channel too)."""
+        if spaces is not None and key is not None and (key.platform, key.space) not in set(spaces):
+            return []
         where: list[str] = []
-        args: list[int | str] = []
+        args: list[Any] = []
         async with self._read() as db:
             if key is not None:
                 cid = await self._scope_id(db, key)
@@ -736,6 +739,10 @@ class Store:
                     return []
                 where.append("a.channel_id = ?")
                 args.append(cid)
+            if spaces is not None:
+                in_spaces, space_args = _in_spaces(spaces)
+                where.append(in_spaces)
+                args += space_args
             if author_id is not None:
                 where.append("a.author_id = ?")
                 args.append(author_id)
@@ -1151,28 +1158,6 @@ class Store:
             "usage": {int(r[0]): (int(r[1]), float(r[2])) for r in usage if r[0] is not None},
             "lora": {str(r[0]): int(r[1]) for r in lora},
         }
-
-    async def audit_in(self, spaces: Spaces, *, key: ChannelKey | None = None, author_id: str | None = None,
-                       limit: int = 100) -> list[StoredAudit]:
-        """As ``audit``, limited to ``spaces`` (None: every space, and entries of no channel too)."""
-        if spaces is None:
-            return await self.audit(key, author_id=author_id, limit=limit)
-        if key is not None and (key.platform, key.space) not in set(spaces):
-            return []
-        where, args = _in_spaces(spaces)
-        if key is not None:
-            where += " AND c.channel = ? AND c.platform = ? AND c.space = ?"
-            args += [key.channel, key.platform, key.space]
-        if author_id is not None:
-            where += " AND a.author_id = ?"
-            args.append(author_id)
-        async with self._read() as db:
-            rows = await _rows(db, (
-                "SELECT a.id, c.platform, c.space, c.channel, a.author_id, a.action, a.detail, a.created_at"
-                f" FROM audit_log a JOIN channels c ON c.id = a.channel_id WHERE {where} ORDER BY a.id DESC LIMIT ?"),
-                [*args, limit])
-        return [StoredAudit(r[0], ChannelKey(r[1], r[3], space=r[2]), r[4], r[5], json.loads(r[6]), r[7])
-                for r in rows]
 
     async def promote_lora(self, key: ChannelKey, version: int, *, author_id: str = "") -> bool:
         """Serve ``version`` of ``key``'s scope (a manager overriding the gate); the active one is

@@ -205,8 +205,8 @@ def console_app(engine: Engine, ready: Callable[[], bool] = lambda: True, *,
     async def audit(request: Request, manager: Manager) -> Response:
         value, author = request.query_params.get("channel", ""), request.query_params.get("author", "")
         key = await channel_of(request, manager, value) if value else None
-        entries = [] if value and key is None else await engine.audit_in(
-            manager.spaces, channel=key, author_id=author or None, limit=200)
+        entries = [] if value and key is None else await engine.audit(
+            key, author_id=author or None, spaces=manager.spaces, limit=200)
         channels = await engine.channels(manager.spaces)
         return page(request, "audit.html", manager, entries=entries, channel=value, author=author,
                     channels=channels)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -147,6 +146,8 @@ async def run(*, channels: int = 1000, flood: int = 200, window: float = 30.0, t
 
 
 def main() -> None:
+    from report import print_result  # beside this script (benchmarks/ is on sys.path when run)
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=int, default=1000)
     parser.add_argument("--flood", type=int, default=200)
@@ -160,11 +161,7 @@ def main() -> None:
     _paths(args.code)
     result = asyncio.run(run(channels=args.channels, flood=args.flood, window=args.window, turn=args.turn,
                              seed=args.seed, concurrency=args.concurrency))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        print(json.dumps(result))
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":

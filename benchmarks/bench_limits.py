@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -47,16 +46,12 @@ from engine.offline import offline_environment
 offline_environment(force=False)
 
 import torch  # noqa: E402
+from bench_foundation import QUESTIONS  # noqa: E402  (beside this script: the same prompts as the foundation bench)
+from report import print_result  # noqa: E402
 
 from engine.generation.model_loader import LoadedModel, decoding, load_model  # noqa: E402
 from engine.generation.worker import ModelWorker  # noqa: E402
 from engine.settings import ModelSettings  # noqa: E402
-
-QUESTIONS = [
-    "What is the capital of France?", "How do I reset my password?", "Give me a tip for better sleep.",
-    "What is a prime number?", "Explain what an API is.", "How many days are in a leap year?",
-    "What does HTTP stand for?", "Suggest a name for a cat.", "Why is the sky blue?", "What is 12 times 12?",
-]
 
 
 def cpu_flags() -> set[str]:
@@ -211,10 +206,7 @@ def main() -> None:
     results |= asyncio.run(decode_rates(loaded, settings, args.tokens, args.repeat))
     results["single_stream_share"] = round(results["tokens_per_s_1"] / results["single_stream_limit_tokens_per_s"], 3)
     results["batch16_share"] = round(results["tokens_per_s_16"] / results["batch_limit_tokens_per_s"], 3)
-    for key, value in results.items():
-        print(f"{key:36s} {value}")
-    if args.json:
-        print(json.dumps(results))
+    print_result(results, args.json)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
-import json
 import os
 import random
 import statistics
@@ -140,6 +139,8 @@ async def run(*, replies: int = 1000, share: float = 0.5, cap: float = 5.0, long
 
 
 def main() -> None:
+    from report import print_result  # beside this script (benchmarks/ is on sys.path when run)
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replies", type=int, default=1000)
     parser.add_argument("--share", type=float, default=0.5, help="share of reply calls answered 429")
@@ -152,11 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(replies=args.replies, share=args.share, cap=args.cap, long=args.long, turn=args.turn,
                              concurrency=args.concurrency, seed=args.seed))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        print(json.dumps(result))
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":

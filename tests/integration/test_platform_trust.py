@@ -40,6 +40,7 @@ from engine import ChannelKey, Engine, Feedback, FeedbackKind
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
+from tests.integration.test_slack import settle
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*attribute `retry_after` will be of type `datetime.timedelta`:telegram.warnings.PTBDeprecationWarning"
@@ -70,22 +71,14 @@ async def slack_adapter(engine: Engine, slack: FakeSlack, **extra: Any) -> Async
     try:
         yield adapter
     finally:
-        await settle_slack(slack, adapter)
+        await settle(slack, adapter)
         await adapter.stop()
-
-
-async def settle_slack(slack: FakeSlack, adapter: SlackAdapter) -> None:
-    while True:
-        await slack.quiet()
-        await adapter.idle()
-        if not slack.echoing:
-            return
 
 
 async def slack_answer(slack: FakeSlack, adapter: SlackAdapter, channel: str, text: str) -> tuple[str, str]:
     """Ask with a mention; (the question's ts, the answer's ts)."""
     event = await slack.say(channel, f"<@{slack.bot_user_id}> {text}")
-    await settle_slack(slack, adapter)
+    await settle(slack, adapter)
     (answer,) = slack.thread(channel, event["ts"])
     return event["ts"], answer.ts
 
@@ -133,12 +126,12 @@ async def test_slack_a_correction_form_with_a_made_up_target_teaches_nothing(tin
         unsigned = {k: v for k, v in target.items() if k != "sig"} | {"channel": theirs, "ts": their_answer}
         await slack.submit_view(view | {"private_metadata": json.dumps(unsigned)}, {"better_answer": "Again."},
                                 user="U0MALLORY")
-        await settle_slack(slack, adapter)
+        await settle(slack, adapter)
         for channel in (mine, theirs):
             assert await tiny_engine.learned(ChannelKey("slack", channel, space=slack.team_id)) == []
 
         await slack.submit_view(view, {"better_answer": "The honest answer."}, user="U0MALLORY")
-        await settle_slack(slack, adapter)
+        await settle(slack, adapter)
         assert [c.answer for c in await tiny_engine.learned(ChannelKey("slack", mine, space=slack.team_id))] == [
             "The honest answer."]
 

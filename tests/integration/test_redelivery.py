@@ -28,7 +28,6 @@ import pytest
 
 from adapters.discord import create as create_discord
 from adapters.settings import DiscordSettings, SlackSettings, TelegramSettings
-from adapters.slack import SlackAdapter
 from adapters.slack import create as create_slack
 from adapters.telegram import TelegramAdapter
 from adapters.telegram import create as create_telegram
@@ -36,6 +35,7 @@ from engine import ChannelKey, Engine, Feedback, FeedbackReceipt
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
+from tests.integration.test_slack import settle
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*attribute `retry_after` will be of type `datetime.timedelta`:telegram.warnings.PTBDeprecationWarning"
@@ -135,14 +135,6 @@ async def test_telegram_a_fix_interrupted_by_kill_9_is_handled_after_the_restart
             assert [c.correction_id for c in learned] == stored, "the replay taught nothing twice"
 
 
-async def settle_slack(slack: FakeSlack, adapter: SlackAdapter) -> None:
-    while True:
-        await slack.quiet()
-        await adapter.idle()
-        if not slack.echoing:
-            return
-
-
 async def test_slack_a_correction_redelivered_after_a_restart_is_applied_once(tiny_engine: Engine) -> None:
     channel = "C" + uuid.uuid4().hex[:10].upper()
     key = ChannelKey("slack", channel, space="T0HEEDFUL")
@@ -152,19 +144,19 @@ async def test_slack_a_correction_redelivered_after_a_restart_is_applied_once(ti
         adapter = create_slack(tiny_engine, settings)
         await adapter.start()
         question = await slack.say(channel, f"<@{slack.bot_user_id}> {QUESTION}")
-        await settle_slack(slack, adapter)
+        await settle(slack, adapter)
         correction = {"type": "message", "user": "U0ALICE", "text": "correction: It is osprey-77.",
                       "ts": slack.new_ts(), "thread_ts": question["ts"], "channel": channel,
                       "channel_type": "channel", "parent_user_id": slack.bot_user_id}
         await slack.send_event(correction, event_id="Ev0CORRECTION1")
-        await settle_slack(slack, adapter)
+        await settle(slack, adapter)
         first = [c.correction_id for c in await tiny_engine.learned(key)]
         await adapter.stop()
 
         adapter = create_slack(tiny_engine, settings)  # a new process: nothing remembered in memory
         await adapter.start()
         await slack.send_event(correction, event_id="Ev0CORRECTION1", retry=3)
-        await settle_slack(slack, adapter)
+        await settle(slack, adapter)
         await adapter.stop()
     assert len(first) == 1 and [c.correction_id for c in await tiny_engine.learned(key)] == first
 

@@ -104,7 +104,8 @@ class GenerationStream:
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(self._request.out.get(), self._stall_s)
+                    async with asyncio.timeout(self._stall_s):  # no task per chunk, unlike wait_for
+                        item = await self._request.out.get()
                 except TimeoutError:
                     raise GenerationError(
                         f"the model produced nothing for {self._stall_s:g} s; try again shortly"
@@ -279,7 +280,7 @@ class ModelWorker:
                 self._finish_rows(batch)
             except Exception as err:  # the batch's shared cache is in an unknown state: end its rows
                 log.exception("decode step failed")
-                self._fail(batch.rows + joining, err)
+                self._fail(list(dict.fromkeys(batch.rows + joining)), err)  # admitted rows are in both
                 batch = _Batch()
             self.rows_in_flight = len(batch.rows)
             self._job_step()

@@ -493,17 +493,13 @@ class Engine:
         self._check_running()
         await self._sync_external()
         async with self._teach_locks(channel.scope):
-            waiting = {c.id: c for c in await self.store.pending(channel.scope)}
-            if correction_id not in waiting:
-                raise NotFound(f"no correction #{correction_id} waits for review here")
-            support = await self._support_set(channel)
-            same = [c.id for c in support if question_key(c.question) == question_key(waiting[correction_id].question)]
-            stored = await self.store.review(channel.scope, correction_id, approve=approve, author_id=author_id,
-                                             replaces=same)
+            # The store retires the active answers to the same question in the approving transaction.
+            stored = await self.store.review(channel.scope, correction_id, approve=approve, author_id=author_id)
             if stored is None:
                 raise NotFound(f"no correction #{correction_id} waits for review here")
             if approve:
-                support.remove(same)
+                support = await self._support_set(channel)
+                support.remove([c.id for c in support if question_key(c.question) == question_key(stored.question)])
                 support.add(stored)
         if approve and self.consolidator is not None:
             await self.consolidator.corrections_changed(channel)

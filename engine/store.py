@@ -689,10 +689,10 @@ class Store:
                                            " AND review = 'pending' ORDER BY id")
         return [_correction(r) for r in rows]
 
-    async def review(self, key: ChannelKey, correction_id: int, *, approve: bool, author_id: str = "",
-                     replaces: Sequence[int] | None = None) -> StoredCorrection | None:
-        """Approve (activate, retiring ``replaces``: by default the active answers to the same
-        question) or reject a pending correction; None if none waits."""
+    async def review(self, key: ChannelKey, correction_id: int, *, approve: bool,
+                     author_id: str = "") -> StoredCorrection | None:
+        """Approve (activate it, retiring the active answers to the same question) or reject a
+        pending correction; None if none waits."""
         async with self._write() as db:
             cid = await self._scope_id(db, key)
             if cid is None:
@@ -704,11 +704,12 @@ class Store:
                 row = await cur.fetchone()
             if row is None:
                 return None
-            if replaces is None:
+            replaced: list[int] = []
+            if approve:
                 async with db.execute("SELECT id, question FROM corrections WHERE channel_id = ? AND active = 1",
                                       (cid,)) as cur:
-                    replaces = [int(i) for i, q in await cur.fetchall() if question_key(q) == question_key(row[1])]
-            replaced = await self._deactivate(db, cid, replaces, time.time()) if approve else []
+                    same = [int(i) for i, q in await cur.fetchall() if question_key(q) == question_key(row[1])]
+                replaced = await self._deactivate(db, cid, same, time.time())
             await db.execute("UPDATE corrections SET active = ?, review = ? WHERE id = ?",
                              (int(approve), "approved" if approve else "rejected", correction_id))
             await self._audit(db, cid, author_id, "approve" if approve else "reject",

@@ -19,7 +19,7 @@ import typer
 
 from .admin_cli import audit, review, user_app
 from .admin_web.cli import admin_cli
-from .cli_common import ChannelArgument, ConfigOption, JsonOption, channel_key, emit, with_store
+from .cli_common import ChannelArgument, ConfigOption, JsonOption, channel_key, emit, fail, with_store
 from .config import ConfigError, settings_or_exit
 from .learning_cli import eval_app, meta_train_app
 
@@ -164,7 +164,6 @@ def _export_lora_version(channel: str, directory: Path, version: int | None, con
     from engine.nn.lora import weights_from_bytes
     from engine.nn.peft_format import save_peft
 
-    from .cli_common import fail
 
     settings = settings_or_exit(config)
     key = channel_key(channel)

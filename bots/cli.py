@@ -164,7 +164,6 @@ def _export_lora_version(channel: str, directory: Path, version: int | None, con
     from engine.nn.lora import weights_from_bytes
     from engine.nn.peft_format import save_peft
 
-
     settings = settings_or_exit(config)
     key = channel_key(channel)
     stored = asyncio.run(with_store(settings, lambda s: s.lora_versions(key, with_weights=True)))

@@ -552,7 +552,8 @@ class BaseAdapter(ABC, Generic[A]):
                        text: str = "", event_id: str = "") -> FeedbackReceipt:
         """Apply ``actor``'s feedback on the bot message ``message_id`` (empty: the last answer in ``channel``).
 
-        Thumbs are open to everyone; a correction needs ``may_teach``, forgetting
+        Thumbs are open to everyone (a 👍 teaches a confirmed paraphrase only from someone who
+        may teach); a correction needs ``may_teach``, forgetting
         ``may_manage``. ``event_id`` is the platform's stable id of the event that carried
         it (``event_key``): delivered again, it is applied once (the engine answers with
         the first receipt). Returns a refused receipt (never raises) for those rules and
@@ -563,6 +564,8 @@ class BaseAdapter(ABC, Generic[A]):
             if not self.policy_for(actor).reviewed:
                 return FeedbackReceipt(False, self.policy_for(actor).refusal)
             review = True  # ``teach = "review"``: it waits for a manager (``heedful review``, the admin console)
+        if kind is FeedbackKind.UP and not await self.may_teach(actor):
+            review = True  # counted as a thumb, but it cannot confirm a paraphrase (that would teach)
         if kind is FeedbackKind.FORGET and not await self.may_manage(actor):
             return FeedbackReceipt(False, self.manage_refusal("make me forget"))
         try:

@@ -35,20 +35,14 @@ def _plain(text: str) -> str:
 
 
 def explanation_lines(explanation: Explanation) -> str:
-    """What shaped a reply, as plain lines: model, LoRA version, route, the corrections used, the radii.
+    """What shaped a reply, as plain lines (``Explanation.summary``): model, LoRA version, route,
+    the corrections used and those the verifier turned away, each with its scores, the thresholds.
 
     The LoRA version is the channel's fine-tuned weights that generated the reply (none:
     the base model); the route says how the reply came about (``correction``,
     ``examples``, ``base``).
     """
-    version = explanation.lora_version
-    lora = f"LoRA version {version}" if version else "no LoRA version"
-    lines = [f"model {explanation.model}; {lora}; route {explanation.route.value}"]
-    lines += [f"  #{use.correction_id} score {use.score:.2f}: {use.question!r} -> {use.answer!r}"
-              for use in explanation.corrections] or ["no learned correction applied"]
-    lines.append(f"thresholds: answer >= {explanation.answer_threshold:.2f}, "
-                 f"example >= {explanation.example_threshold:.2f}")
-    return "\n".join(lines)
+    return explanation.summary()
 
 
 @dataclass(frozen=True)

@@ -112,13 +112,23 @@ def learned(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List a channel's active corrections."""
+    """List a channel's active corrections (taught, or paraphrases an asker confirmed), then its
+    negatives (phrasings an answer was corrected on: it does not apply to them)."""
     settings = settings_or_exit(config)
     key = channel_key(channel)
-    items = asyncio.run(with_store(settings, lambda s: s.corrections(key)))
+    items, negatives = asyncio.run(with_store(settings, lambda s: s.support_rows(key)))
     rows = [c.public().to_dict() for c in items]
-    text = "\n".join(f"#{r['correction_id']}: {r['question']!r} -> {r['answer']!r}" for r in rows) or "nothing learned"
-    emit({"channel": str(key), "corrections": rows}, as_json, text)
+    nots = [c.public().to_dict() for c in negatives]
+
+    def origin(r: dict[str, Any]) -> str:
+        return f" (confirmed paraphrase of #{r['source_id']})" if r["origin"] == "confirmed" else ""
+
+    lines = [f"#{r['correction_id']}: {r['question']!r} -> {r['answer']!r}{origin(r)}" for r in rows]
+    if nots:
+        lines += ["negatives (the answer does not apply):"]
+        lines += [f"  negative #{r['correction_id']}: {r['question']!r} -/-> {r['answer']!r} (of #{r['source_id']})"
+                  for r in nots]
+    emit({"channel": str(key), "corrections": rows, "negatives": nots}, as_json, "\n".join(lines) or "nothing learned")
 
 
 @app.command()

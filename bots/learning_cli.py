@@ -121,6 +121,53 @@ def metric(
     emit(result, as_json, json.dumps(result, indent=2))
 
 
+# -- meta-train verifier ---------------------------------------------------------------------
+
+
+@meta_train_app.command("verifier")
+def verifier(
+    data: Annotated[Path, typer.Option("--data", help="labelled utterances, JSON lines {text, label} with "
+                                       "domains (--domains)")],
+    holdout_domains: Annotated[str, typer.Option(help="comma-separated domains never seen")] = "",
+    val_domains: Annotated[str, typer.Option(help="comma-separated domains that select the step and calibrate "
+                                             "the thresholds")] = "",
+    domains: Annotated[Path | None, typer.Option(help="JSON {domain: [labels]} (default: domains.json beside "
+                                                 "--data)")] = None,
+    metric: Annotated[str, typer.Option(help="the metric whose space retrieves candidates: default | none | "
+                                        "a path")] = "default",
+    steps: Annotated[int, typer.Option(help="training steps")] = 1200,
+    batch: Annotated[int, typer.Option(help="pairs per step")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate on LoRA and head")] = 5e-4,
+    rank: Annotated[int, typer.Option(help="LoRA rank on every linear map")] = 16,
+    top_layers: Annotated[int, typer.Option(help="layers carrying LoRA, from the top")] = 6,
+    apply_rejection: Annotated[float, typer.Option(help="share of validation negatives below the apply "
+                                                   "threshold")] = 0.95,
+    related_rejection: Annotated[float, typer.Option(help="the same for the related threshold")] = 0.80,
+    eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
+    calib_episodes: Annotated[int, typer.Option(help="calibration episodes")] = 200,
+    minutes: Annotated[float, typer.Option(help="stop training after this many minutes (0: no limit)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="seed of episodes and weights")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="artifact path")] = Path("verifier.safetensors"),
+    cache_dir: Annotated[Path, typer.Option(help="cache of the metric's embeddings")] = Path(".cache/verifier"),
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default)")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Meta-train the verifier (a pair model that tells near misses from paraphrases) and calibrate it."""
+    _offline()
+    from engine.nn.pair_encoder import PairConfig
+    from engine.training.verifier_run import VerifierRunConfig, run_verifier_training
+    from engine.training.verifier_train import VerifierTrainConfig
+
+    run = VerifierRunConfig(
+        data=data, holdout_domains=tuple(csv(holdout_domains)), val_domains=tuple(csv(val_domains)), domains=domains,
+        metric=metric, pair=PairConfig(rank=rank, top_layers=top_layers),
+        train=VerifierTrainConfig(steps=steps, batch=batch, lr=lr, eval_every=eval_every, seed=seed,
+                                  apply_rejection=apply_rejection, related_rejection=related_rejection),
+        calib_episodes=calib_episodes, minutes=minutes, out=out, cache_dir=cache_dir, threads=threads)
+    result = _or_exit(lambda: run_verifier_training(run, stderr_bars))
+    emit(result, as_json, json.dumps(result, indent=2))
+
+
 # -- meta-train lora -------------------------------------------------------------------------
 
 
@@ -213,6 +260,9 @@ def intents(
     adapt_steps: Annotated[str, typer.Option(help="also sweep the channel encoder's inner loop, ungated, over these "
                                              "step counts, e.g. 50,100,150")] = "",
     adapt_lr: Annotated[float, typer.Option(help="its Adam learning rate")] = 1e-4,
+    rerank: Annotated[bool, typer.Option("--rerank", help="also rerank the metric's best labels with the verifier "
+                                         "(as the engine serves it), side by side")] = False,
+    verifier: Annotated[str, typer.Option(help="the verifier for --rerank: default | a path")] = "default",
     eval_domains: EvalDomainsOption = "",
     domains: DomainsOption = None,
     as_json: JsonOption = False,
@@ -224,7 +274,8 @@ def intents(
     after its channel encoder's background inner loop on the support set alone — if the
     candidate passes the engine's gate — with the instant path's numbers under ``instant``.
     ``--baseline`` is the frozen encoder, no meta-learning, no adaptation. ``--adapt-steps``
-    adds an ungated sweep of the inner loop under ``adaptation``.
+    adds an ungated sweep of the inner loop under ``adaptation``. ``--rerank`` adds the
+    verifier over the metric's best labels under ``rerank`` (and ``rerank_gain``).
     """
     _offline()
     try:
@@ -235,9 +286,10 @@ def intents(
 
     run = IntentsRunConfig(support=support, query=query, oos=oos, metric=metric_spec, baseline=baseline, adapt=adapt,
                            adapt_steps=steps_list, adapt_lr=adapt_lr, eval_domains=tuple(csv(eval_domains)),
-                           domains=domains)
+                           domains=domains, rerank=rerank, verifier=verifier)
     result = _or_exit(lambda: run_intents_eval(run, bars=stderr_bars, log=stderr_log))
-    lines = [f"{k}: {v}" for k, v in result.items() if k not in ("baseline", "adaptation", "instant")]
+    lines = [f"{k}: {v}" for k, v in result.items() if k not in ("baseline", "adaptation", "instant", "rerank")]
+    lines += [f"rerank {k}: {v}" for k, v in result.get("rerank", {}).items()]
     lines += [f"instant {k}: {v}" for k, v in result.get("instant", {}).items()]
     lines += [f"adapted {a['steps']} steps: {a}" for a in result.get("adaptation", [])]
     if baseline:
@@ -257,6 +309,8 @@ def corrections(
                                       "LoRA weights from the meta-learned init, with baselines) or "
                                       "both")] = "metric",
     metric_spec: MetricOption = "default",
+    verifier: Annotated[str, typer.Option(help="the verification stage: default (shipped) | none (the metric's "
+                                          "radius alone) | a path")] = "default",
     model: Annotated[str, typer.Option("--model", help="LLM id (default: the configured one)")] = "",
     lora_init: Annotated[Path | None, typer.Option("--lora-init", help="LoRA init artifact (default: the shipped "
                                                    "one)")] = None,
@@ -275,7 +329,15 @@ def corrections(
     concurrency: Annotated[int, typer.Option(help="replies in flight")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="reply length cap for generated replies")] = 32,
     seed: Annotated[int, typer.Option(help="seed of answers and samples")] = 0,
+    feedback_sim: Annotated[bool, typer.Option("--feedback-sim", help="then simulate askers: 👍 on right answers "
+                                               "from corrections, a correction on wrong codes; generality and "
+                                               "locality per round under feedback_sim")] = False,
+    feedback_rounds: Annotated[int, typer.Option(help="--feedback-sim: rounds of asking the feedback "
+                                                 "paraphrases")] = 2,
     plot: Annotated[Path | None, typer.Option("--plot", help="draw the curve into this PNG")] = None,
+    near_miss: Annotated[Path | None, typer.Option("--near-miss", help="JSON lines: questions one word away from "
+                                                   "a taught one (label: the one they mimic) that must not get its "
+                                                   "answer (near_miss_locality)")] = None,
     eval_domains: EvalDomainsOption = "",
     domains: DomainsOption = None,
     config: ConfigOption = None,
@@ -301,12 +363,13 @@ def corrections(
     from engine.training.corrections_run import CorrectionsRunConfig, run_corrections_eval
 
     run = CorrectionsRunConfig(
-        support=support, query=query, oos=oos, mode=mode, metric=metric_spec, model=model,
+        support=support, query=query, oos=oos, mode=mode, metric=metric_spec, verifier=verifier, model=model,
         bench=BenchConfig(channels=channels, limit=limit, uncorrected=uncorrected, curve=points,
-                          curve_queries=curve_queries, concurrency=concurrency, seed=seed),
+                          curve_queries=curve_queries, concurrency=concurrency, seed=seed,
+                          feedback_sim=max(0, feedback_rounds) if feedback_sim else 0),
         curve_support=curve_support, max_new_tokens=max_new_tokens, plot=plot, lora_init=lora_init, tasks=tasks,
         inner_steps=inner_steps, max_steps=max_steps, lora_curve=lora_points, eval_domains=tuple(csv(eval_domains)),
-        domains=domains, systems=SYSTEMS)
+        domains=domains, systems=SYSTEMS, near_miss=near_miss)
     result = _or_exit(lambda: run_corrections_eval(run, settings.engine_settings(), bars=stderr_bars,
                                                    log=stderr_log))
     emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items() if k != "side_by_side"))

@@ -140,7 +140,8 @@ class Feedback(_Serialisable):
     extra: dict[str, str] = field(default_factory=dict)
     needs_review: bool = False
     """For corrections from people who may not teach directly (``teach = "review"``): the
-    correction waits, inactive, until a manager approves it (``Engine.review``)."""
+    correction waits, inactive, until a manager approves it (``Engine.review``). On a 👍 it
+    means the person may not teach: the thumb counts, but confirms no paraphrase."""
     event_id: str = ""
     """The platform's id of the event that carried this feedback (e.g. a Telegram update
     id). Feedback with an event id is applied at most once per scope: the same event
@@ -174,7 +175,16 @@ class CorrectionUse(_Serialisable):
     correction_id: int
     question: str
     answer: str
-    score: float
+    score: float  # the metric's similarity
+    # The verifier's decision on it ("applies" | "related" | "none"; "" when no verifier ran)
+    # and its probability that the correction applies to the message.
+    verdict: str = ""
+    probability: float | None = None
+
+    def line(self) -> str:
+        """One line of ``/why``: the scores and the correction."""
+        checked = f", verifier {self.probability:.2f} -> {self.verdict}" if self.probability is not None else ""
+        return f"  #{self.correction_id} score {self.score:.2f}{checked}: {self.question!r} -> {self.answer!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +201,12 @@ class Explanation(_Serialisable):
     lora_version: str | None = None  # the channel's LoRA version that generated the reply (None: the base model)
     persona: str = ""
     notes: tuple[str, ...] = ()  # what else a user should know about this reply (e.g. LoRA is off with this backend)
+    # The verification stage (docs/LEARNING.md): its name, its two thresholds, and the
+    # candidates it turned away (verdict "none"), so /why shows every outcome with its score.
+    verifier: str = ""
+    apply_threshold: float | None = None
+    related_threshold: float | None = None
+    rejected: tuple[CorrectionUse, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -205,22 +221,35 @@ class Explanation(_Serialisable):
         lines = [f"model {self.model}; LoRA version {self.lora_version or 'none'}; route {self.route.value}"]
         if not self.corrections:
             lines.append("no learned correction applied")
-        for use in self.corrections:
-            lines.append(f"  #{use.correction_id} score {use.score:.2f}: {use.question!r} -> {use.answer!r}")
-        lines.append(f"thresholds: answer >= {self.answer_threshold:.2f}, example >= {self.example_threshold:.2f}")
+        lines += [use.line() for use in self.corrections]
+        if self.rejected:
+            lines.append("checked and turned away (a different question):")
+            lines += [use.line() for use in self.rejected]
+        if self.verifier:
+            lines.append(f"thresholds: {self.verifier} applies >= {self.apply_threshold:.2f}, "
+                         f"related >= {self.related_threshold:.2f}; retrieval >= {self.example_threshold:.2f}")
+        else:
+            lines.append(f"thresholds: answer >= {self.answer_threshold:.2f}, example >= {self.example_threshold:.2f}")
         lines += list(self.notes)
         return "\n".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
 class Correction(_Serialisable):
-    """A learned correction as listed by ``/learned``."""
+    """A learned correction as listed by ``/learned``.
+
+    ``origin``: ``taught`` (a person's correction), ``confirmed`` (the asker's 👍 on an answer
+    served from correction ``source_id`` made their question a member of that answer) or
+    ``negative`` (``Engine.negatives``: a phrasing ``answer``, the answer of correction
+    ``source_id``, was corrected on; it does not apply to messages like it)."""
 
     correction_id: int
     question: str
     answer: str
     author_id: str
     created_at: float
+    origin: str = "taught"
+    source_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

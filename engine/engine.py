@@ -39,13 +39,14 @@ from .generation.openai_compat import OpenAICompatible
 from .generation.worker import ModelWorker
 from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
-from .learning.matching import Matching
-from .learning.support_set import Match, SupportSet
+from .learning.matching import Check, Matching
+from .learning.support_set import Match, SupportSet, answer_key
 from .learning.support_sets import SupportSets
+from .learning.verifier import Verdict
 from .nn.lora import LoraWeights
 from .reply import Reply
 from .settings import EngineSettings
-from .store import AlreadyApplied, Spaces, Store, StoredMessage, question_key
+from .store import AlreadyApplied, Derived, Spaces, Store, StoredCorrection, StoredMessage, question_key
 from .understanding.encoder import Encoder
 
 __all__ = ["Engine"]
@@ -96,14 +97,14 @@ class Engine:
             if self.settings.model.backend == "local":
                 self._loaded = await asyncio.to_thread(load_model, self.settings.model,
                                                        self.settings.model_cache_dir)
-                await self.encoder.start()
+                await self.matching.start()
                 setup = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
                 self._worker = ModelWorker(self._loaded, self.settings.model)
                 self._worker.start()
             else:
                 self._remote = OpenAICompatible(self.settings.model)
                 await self._remote.start()
-                await self.encoder.start()
+                await self.matching.start()
                 log.info("replies come from %s at %s; %s", self._remote.model, self.settings.model.base_url,
                          self.lora_note)
             if setup is not None and self._worker is not None:
@@ -210,10 +211,10 @@ class Engine:
                 turn.channel, role="user", text=text, platform_message_id=turn.message_id,
                 reply_to=turn.reply_to, author_id=turn.author_id, author_name=turn.author_name,
             )
-            matches = await self._match(turn.channel, text)
+            matches, checks = await self._match(turn.channel, text)
             persona = await self._persona(turn.channel)
             lora = await self.consolidator.lora_for(turn.channel) if self.consolidator else None
-            explanation = self._explain(reply.reply_id, turn.channel, matches, persona, lora)
+            explanation = self._explain(reply.reply_id, turn.channel, matches, checks, persona, lora)
             if explanation.lora_version is None:
                 lora = None  # out of the LoRA's scope (``lora.scope``)
             reply.explanation = explanation
@@ -262,10 +263,11 @@ class Engine:
             return
         history = await self.store.history(channel, self.settings.dialog.history_turns, before_id=question_id)
         grounding = explanation.corrections[0].answer if explanation.route is Route.CORRECTION else ""
-        examples = [] if grounding else [(u.question, u.answer) for u in reversed(explanation.corrections)]
+        uses = [] if grounding else list(reversed(explanation.corrections))
         parts = PromptParts(
             persona=persona,
-            examples=examples,
+            examples=[(u.question, u.answer) for u in uses if u.verdict != Verdict.RELATED],
+            related=[(u.question, u.answer) for u in uses if u.verdict == Verdict.RELATED],
             history=[(m.role, m.text) for m in history if m.text],
             message=text,
             grounding=grounding,
@@ -316,7 +318,7 @@ class Engine:
         settled = True
         for scope, (count, newest, active) in (await self.store.fingerprints(scopes)).items():
             support = self._support.peek(scope)
-            if support is not None and (len(support), max((c.id for c in support), default=0)) != (count, newest):
+            if support is not None and support.fingerprint != (count, newest):  # negatives counted too
                 if self._teach_locks.busy(scope):
                     settled = False  # our own change in flight: look again next time
                 else:
@@ -329,19 +331,36 @@ class Engine:
         if settled:
             self._data_version = version
 
-    async def _match(self, channel: ChannelKey, text: str) -> list[Match]:
+    async def _match(self, channel: ChannelKey, text: str) -> tuple[list[Match], list[Check | None]]:
+        """The scope's matches for ``text``, best first, and the verifier's check of each (or None)."""
         support = await self._support_set(channel)
         if not len(support):
-            return []
-        return await self.matching.match(support, text)
+            return [], []
+        return await self.matching.check(support, text)
+
+    def _verified_route(self, matches: list[Match], checks: list[Check | None]
+                        ) -> tuple[Route, list[tuple[Match, Check]], list[tuple[Match, Check]]]:
+        """(route, corrections used, candidates turned away) when the verifier decided.
+
+        The candidate it is surest applies answers; failing that, related ones join the
+        prompt as context; a correction a user marked as not applying to such a phrasing
+        (``Match.blocked``) can only be related."""
+        checked = [(m, c) for m, c in zip(matches, checks, strict=True) if c is not None]
+        applies = [(m, c) for m, c in checked if c.verdict is Verdict.APPLIES and not m.blocked]
+        if applies:
+            best = max(applies, key=lambda mc: mc[1].probability)
+            return Route.CORRECTION, [best], [mc for mc in checked if mc is not best and mc[1].verdict is Verdict.NONE]
+        related = [(m, c) for m, c in checked if c.verdict is not Verdict.NONE][: self.settings.learning.max_examples]
+        rejected = [(m, c) for m, c in checked if c.verdict is Verdict.NONE]
+        return (Route.EXAMPLES if related else Route.BASE), related, rejected
 
     def _route(self, matches: list[Match]) -> tuple[Route, list[Match], float, float]:
-        """(route, corrections used, answer threshold, example threshold) for a message's matches."""
+        """(route, corrections used, answer threshold, example threshold) by the metric's radius alone."""
         # The metric's calibrated radius, unless thresholds were configured explicitly (learning/matching.py).
         answer_threshold, example_threshold = self.matching.answer_threshold, self.matching.example_threshold
         if matches:
             answer_threshold = self.matching.answer_threshold_for(matches[0].support)
-        if matches and matches[0].score >= answer_threshold:
+        if matches and matches[0].score >= answer_threshold and not matches[0].blocked:
             return Route.CORRECTION, matches[:1], answer_threshold, example_threshold
         used: list[Match] = []
         if self.settings.learning.max_examples:
@@ -361,10 +380,19 @@ class Engine:
         reply_id: str,
         channel: ChannelKey,
         matches: list[Match],
+        checks: list[Check | None],
         persona: str,
         lora: tuple[str, LoraWeights] | None = None,
     ) -> Explanation:
         route, used, answer_threshold, example_threshold = self._route(matches)
+        uses = tuple(_use(m) for m in used)
+        rejected: tuple[CorrectionUse, ...] = ()
+        verifier = self.matching.verifier
+        if verifier is not None:  # it decides; the metric only retrieved (from its floor up)
+            route, verified, turned_away = self._verified_route(matches, checks)
+            example_threshold = self.matching.floor
+            uses = tuple(_use(m, c) for m, c in verified)
+            rejected = tuple(_use(m, c) for m, c in turned_away)
         generated = route is not Route.CORRECTION or self.settings.learning.rephrase
         in_scope = route is not Route.BASE or self.settings.lora.scope == "all"
         if not (generated and in_scope):
@@ -374,15 +402,16 @@ class Engine:
             channel=channel,
             route=route,
             model=self.model_name,
-            corrections=tuple(
-                CorrectionUse(m.correction.id, m.correction.question, m.correction.answer, round(m.score, 4))
-                for m in used
-            ),
+            corrections=uses,
             answer_threshold=answer_threshold,
             example_threshold=example_threshold,
             lora_version=lora[0].rsplit("@", 1)[1] if lora else None,
             persona=persona,
             notes=(self.lora_note,) if self.lora_note else (),
+            verifier=verifier.name if verifier else "",
+            apply_threshold=verifier.artifact.apply_threshold if verifier else None,
+            related_threshold=verifier.artifact.related_threshold if verifier else None,
+            rejected=rejected,
         )
 
     async def feedback(self, feedback: Feedback) -> FeedbackReceipt:
@@ -416,9 +445,77 @@ class Engine:
             forgotten = (await self.forget(channel, used, author_id=feedback.author_id, event_id=feedback.event_id)
                          if used else 0)
             return _receipt(feedback.kind, {"forgotten": forgotten})
-        await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id,
-                                   event_id=feedback.event_id)
+        paraphrase = await self._confirmed(feedback, target) if feedback.kind is FeedbackKind.UP else None
+        if paraphrase is None:
+            await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id,
+                                       event_id=feedback.event_id)
+            return _receipt(feedback.kind, {"kind": feedback.kind.value})
+        async with self._teach_locks(channel.scope):  # the thumb and the new member land together
+            support = await self._support_set(channel)
+            added = await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id,
+                                               event_id=feedback.event_id, paraphrase=paraphrase)
+            if added is not None:
+                support.add(added)
+        if added is not None:
+            log.info("confirmed paraphrase #%d of #%s in %s", added.id, added.source_id, channel.scope)
+            if self.consolidator is not None:
+                await self.consolidator.corrections_changed(channel)
         return _receipt(feedback.kind, {"kind": feedback.kind.value})
+
+    async def _served(self, channel: ChannelKey, target: StoredMessage | None
+                      ) -> tuple[StoredMessage, StoredCorrection, SupportSet] | None:
+        """(its question, the active correction it was served from, the scope's set) of a reply
+        answered from a correction (route ``correction``); None for any other reply."""
+        explanation = target.explanation if target is not None else None
+        if target is None or not explanation or explanation.get("route") != Route.CORRECTION.value \
+                or not explanation.get("corrections") or target.question_id is None:
+            return None
+        used = explanation["corrections"][0].get("correction_id")
+        support = await self._support_set(channel)
+        correction = next((c for c in support if c.id == used), None)
+        asked = await self.store.message(target.question_id) if correction is not None else None
+        return (asked, correction, support) if asked is not None and correction is not None else None
+
+    @staticmethod
+    def _derivable(support: SupportSet, question: str, answer: str) -> bool:
+        """Neither a member of the set (any answer) nor already a negative of ``answer``."""
+        return not any(question_key(c.question) == question_key(question) for c in support) and not any(
+            question_key(n.question) == question_key(question) and answer_key(n.answer) == answer_key(answer)
+            for n in support.negatives)
+
+    async def _confirmed(self, feedback: Feedback, target: StoredMessage) -> Derived | None:
+        """The asker's 👍 on a reply served from a correction: their question, to become a confirmed
+        paraphrase (a member) of that correction's answer. None for anyone else's thumb, other
+        replies, and phrasings already a member or a negative (the store checks again)."""
+        served = await self._served(feedback.channel, target) if not feedback.needs_review else None
+        if served is None:
+            return None
+        asked, correction, support = served
+        if not asked.author_id or asked.author_id != feedback.author_id \
+                or not self._derivable(support, asked.text, correction.answer):
+            return None
+        (vector,) = await self.encoder.embed([asked.text])
+        return Derived(correction.source_id or correction.id, asked.text, vector, self.encoder.name, target.id)
+
+    async def _negative(self, feedback: Feedback, target: StoredMessage | None, question: str, answer: str,
+                        vector: Any) -> Derived | None:
+        """A correction of a reply served from a correction, on that reply's own question, with a
+        different answer: the question, to become a negative of the correction it was served from.
+        None otherwise, and when the question is that correction's own (it is replaced instead)."""
+        served = await self._served(feedback.channel, target)
+        if served is None:
+            return None
+        asked, correction, support = served
+        source = correction.source_id or correction.id
+        taught = next((c for c in support if c.id == source), correction)
+        if question_key(question) != question_key(asked.text) or answer_key(answer) == answer_key(correction.answer) \
+                or question_key(question) == question_key(taught.question):
+            return None
+        negatives = support.negatives
+        if any(question_key(n.question) == question_key(question) and answer_key(n.answer) == answer_key(
+                correction.answer) for n in negatives):
+            return None
+        return Derived(source, question, vector, self.encoder.name, target.id if target is not None else None)
 
     async def _target(self, feedback: Feedback) -> StoredMessage | None:
         target = await self.store.find_reply(
@@ -454,15 +551,21 @@ class Engine:
                                                       "answer": answer, "pending": True})
         async with self._teach_locks(feedback.channel.scope):  # one change of a scope's corrections at a time
             support = await self._support_set(feedback.channel)
+            # A served answer corrected on its own question: that question is a negative of the
+            # correction it was served from (in the same transaction).
+            negative = await self._negative(feedback, target, question, answer, vector)
             # A new answer to the very same question replaces the old one (in one transaction).
             same = [c.id for c in support if question_key(c.question) == question_key(question)]
-            stored = await self.store.add_correction(
+            stored, added = await self.store.add_correction_and_negative(
                 feedback.channel, question=question, answer=answer, author_id=feedback.author_id,
                 embedding=vector, encoder=self.encoder.name, message_id=target.id if target else None,
-                replaces=same, event_id=feedback.event_id,
+                replaces=same, event_id=feedback.event_id, negative=negative,
             )
             support.remove(same)
             support.add(stored)
+            if added is not None:
+                support.add_negative(added)
+                log.info("negative #%d of #%s in %s", added.id, added.source_id, feedback.channel.scope)
         if self.consolidator is not None:
             await self.consolidator.corrections_changed(feedback.channel)
         log.info("learned correction #%d in %s", stored.id, feedback.channel.scope)
@@ -537,8 +640,10 @@ class Engine:
     async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None, *,
                      author_id: str = "", of_author: str | None = None, event_id: str = "") -> int:
         """Forget all corrections of ``channel``'s scope (or only ``correction_ids``, or only those
-        ``of_author`` taught: undo by author); returns how many. The scope's LoRA versions stop
-        serving too (they may remember it). ``author_id``: who forgets, for the audit log.
+        ``of_author`` taught: undo by author); returns how many. What was derived from them goes
+        too, counted (confirmed paraphrases) or not (negatives; undo by author: the negatives their
+        corrections made as well). The scope's LoRA versions stop serving too (they may remember
+        it). ``author_id``: who forgets, for the audit log.
 
         With ``event_id`` (a platform event) it is applied at most once (``Feedback.event_id``):
         a repeat changes nothing and returns the first count."""
@@ -550,7 +655,10 @@ class Engine:
                                               by_author=of_author)
             except AlreadyApplied as done:
                 return int(done.result.get("forgotten", 0))
-            (await self._support_set(channel)).remove(ids)
+            support = await self._support_set(channel)
+            support.remove(ids)  # with what was derived from them, as the store did
+            if of_author is not None:
+                support.remove_negatives(lambda n: n.author_id == of_author)
         if ids and self.consolidator is not None:
             await self.consolidator.corrections_changed(channel, forgotten=True)
         return len(ids)
@@ -576,9 +684,16 @@ class Engine:
         return moved
 
     async def learned(self, channel: ChannelKey) -> list[Correction]:
-        """The active corrections of ``channel``'s scope, oldest first."""
+        """The active corrections of ``channel``'s scope, oldest first: ``origin`` ``taught``, or
+        ``confirmed`` (a paraphrase its asker confirmed, ``source_id`` the correction it came from)."""
         self._check_running()
         return [c.public() for c in await self.store.corrections(channel.scope)]
+
+    async def negatives(self, channel: ChannelKey) -> list[Correction]:
+        """The active negatives of ``channel``'s scope, oldest first (``origin`` ``negative``): phrasings
+        the answer of correction ``source_id`` (``answer``) was corrected on and does not apply to."""
+        self._check_running()
+        return [c.public() for c in await self.store.negatives(channel.scope)]
 
     async def explain(self, channel: ChannelKey, *, reply_id: str = "", message_id: str = "") -> Explanation:
         """What shaped a reply (the last one in the thread when no id is given)."""
@@ -798,3 +913,12 @@ def _receipt(kind: FeedbackKind, result: dict[str, Any]) -> FeedbackReceipt:
         return FeedbackReceipt(True, f"Forgot {forgotten} correction(s) behind that reply.", forgotten=forgotten)
     return FeedbackReceipt(True, "Thanks for the feedback." if kind is FeedbackKind.UP
                            else "Noted. Reply with a correction to teach me the better answer.")
+
+
+def _use(match: Match, check: Check | None = None) -> CorrectionUse:
+    """How a correction shaped (or, turned away, did not shape) a reply, for ``/why``."""
+    c = match.correction
+    if check is None:
+        return CorrectionUse(c.id, c.question, c.answer, round(match.score, 4))
+    return CorrectionUse(check.phrasing.id, check.phrasing.question, c.answer, round(match.score, 4),
+                         verdict=check.verdict.value, probability=round(check.probability, 4))

@@ -121,6 +121,13 @@ class LearningSettings(_Strict):
                                     "least recently used goes back to the shared metric until its next change")
     cached_scopes: int = Field(4096, ge=1, description="learning scopes whose corrections are held in memory "
                                "(about 1.5 KB a correction); the least recently used reload from the store")
+    # The verification stage (docs/LEARNING.md): a pair model reads the message with each
+    # retrieved candidate's taught question and decides applies / related / none.
+    verifier: str = Field("default", description="'default' (the shipped pair model that tells near misses from "
+                          "paraphrases), 'none' (the metric's radius decides alone), or a verifier artifact path")
+    verify_answers: int = Field(3, ge=1, le=20, description="best answers above the retrieval floor the verifier "
+                                "checks per message")
+    verify_members: int = Field(2, ge=1, le=10, description="taught phrasings checked per answer (its nearest)")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")

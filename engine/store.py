@@ -26,7 +26,7 @@ from .contract import ChannelKey, ChannelSettings, Correction
 from .errors import EngineClosed, NotFound
 
 __all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredLoraVersion", "StoredAudit", "AlreadyApplied",
-           "StoredAdminToken", "StoredAdminSession", "Spaces",
+           "StoredAdminToken", "StoredAdminSession", "Spaces", "Derived",
            "question_key", "MIGRATIONS"]
 
 CACHED_CHANNEL_IDS = 65536
@@ -165,6 +165,32 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX messages_channel_time ON messages (channel_id, created_at);
     """,
+    # 7: generality grows with use, reversibly. A correction is 'taught' (by a person) or
+    # 'confirmed' (an asker's 👍 on an answer served from correction ``source_id`` made their
+    # phrasing a member of that answer). Negatives: phrasings a served answer was corrected on,
+    # "correction ``source_id``'s answer does NOT apply to messages like this"; in their own
+    # table, so every query of active corrections stays as it was. Both go with their source.
+    """
+    ALTER TABLE corrections ADD COLUMN origin TEXT NOT NULL DEFAULT 'taught';
+    ALTER TABLE corrections ADD COLUMN source_id INTEGER REFERENCES corrections(id);
+    CREATE INDEX corrections_source ON corrections (source_id);
+    CREATE TABLE negatives (
+        id INTEGER PRIMARY KEY,
+        channel_id INTEGER NOT NULL REFERENCES channels(id),
+        source_id INTEGER NOT NULL REFERENCES corrections(id),
+        message_id INTEGER REFERENCES messages(id),
+        question TEXT NOT NULL,
+        author_id TEXT NOT NULL DEFAULT '',
+        embedding BLOB NOT NULL,
+        encoder TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        forgotten_at REAL
+    );
+    CREATE INDEX negatives_active ON negatives (channel_id, active);
+    CREATE INDEX negatives_source ON negatives (source_id);
+    CREATE INDEX negatives_author ON negatives (author_id);
+    """,
 )
 
 
@@ -190,9 +216,25 @@ class StoredCorrection:
     embedding: np.ndarray
     encoder: str
     created_at: float
+    origin: str = "taught"  # taught | confirmed (a paraphrase an asker confirmed) | negative
+    source_id: int | None = None  # the taught correction a confirmed paraphrase or a negative came from
 
     def public(self) -> Correction:
-        return Correction(self.id, self.question, self.answer, self.author_id, self.created_at)
+        return Correction(self.id, self.question, self.answer, self.author_id, self.created_at,
+                          origin=self.origin, source_id=self.source_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """A phrasing to derive from correction ``source_id``: a confirmed paraphrase or a negative.
+
+    ``message_id``: the reply whose question it is (its feedback made it)."""
+
+    source_id: int
+    question: str
+    embedding: np.ndarray
+    encoder: str
+    message_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +246,7 @@ class StoredMessage:
     text: str
     question_id: int | None
     explanation: dict[str, Any] | None
+    author_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +366,8 @@ class Store:
         return int(row[0]) if row else 0
 
     async def fingerprints(self, keys: Sequence[ChannelKey]) -> dict[ChannelKey, tuple[int, int, int | None]]:
-        """Per scope: (active corrections, newest active correction id, active LoRA version).
+        """Per scope: (active corrections and negatives, newest active correction id plus newest
+        active negative id, active LoRA version); ``SupportSet.fingerprint`` is the same pair.
 
         Cheap enough to compare with what is cached, to see which scopes another process changed.
         """
@@ -343,6 +387,13 @@ class Store:
                 ) as cur:
                     for cid, count, newest in await cur.fetchall():
                         found[ids[cid]] = (int(count), int(newest), None)
+                async with db.execute(
+                    f"SELECT channel_id, COUNT(*), MAX(id) FROM negatives WHERE active = 1"
+                    f" AND channel_id IN ({marks}) GROUP BY channel_id", chunk,
+                ) as cur:
+                    for cid, count, newest in await cur.fetchall():
+                        before, top, _ = found[ids[cid]]
+                        found[ids[cid]] = (before + int(count), top + int(newest), None)
                 async with db.execute(
                     f"SELECT channel_id, version FROM lora_versions WHERE status = 'active'"
                     f" AND channel_id IN ({marks})", chunk,
@@ -440,7 +491,7 @@ class Store:
                 await db.execute("UPDATE channels SET platform = ?, space = ?, channel = ? WHERE id = ?",
                                  (new.platform, new.space, new.channel, source))
             else:
-                for table in ("corrections", "messages", "thumbs"):
+                for table in ("corrections", "negatives", "messages", "thumbs"):
                     await db.execute(f"UPDATE {table} SET channel_id = ? WHERE channel_id = ?", (target, source))
                 await db.execute("UPDATE OR IGNORE message_links SET channel_id = ? WHERE channel_id = ?",
                                  (target, source))
@@ -594,12 +645,38 @@ class Store:
         scope with neither answer. ``event_id``: see ``_once``; raises ``AlreadyApplied``.
         ``pending``: stored for review, inactive until ``approve`` (``replaces`` waits too).
         """
+        stored, _ = await self.add_correction_and_negative(
+            key, question=question, answer=answer, author_id=author_id, embedding=embedding, encoder=encoder,
+            message_id=message_id, replaces=replaces, event_id=event_id, pending=pending)
+        return stored
+
+    async def add_correction_and_negative(
+        self,
+        key: ChannelKey,
+        *,
+        question: str,
+        answer: str,
+        author_id: str,
+        embedding: np.ndarray,
+        encoder: str,
+        message_id: int | None,
+        replaces: Sequence[int] = (),
+        event_id: str = "",
+        pending: bool = False,
+        negative: Derived | None = None,
+    ) -> tuple[StoredCorrection, StoredCorrection | None]:
+        """``add_correction``, and in the same transaction (unless ``pending``) the corrected
+        reply's question as a negative of the correction that reply was served from
+        (``negative``; see ``_add_negative``). Returns the correction and the negative (None
+        when none was added: already one, a member, or its source is gone)."""
         now = time.time()
         vector = np.asarray(embedding, dtype=np.float32)
         async with self._write() as db:
             cid = await self._new_scope_id(db, key)
             await self._once(db, cid, event_id)
             replaced = [] if pending else await self._deactivate(db, cid, replaces, now)
+            added = None if pending or negative is None else await self._add_negative(db, cid, author_id, negative,
+                                                                                      now)
             cur = await db.execute(
                 "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
                 " created_at, active, review) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -612,7 +689,89 @@ class Store:
             await self._audit(db, cid, author_id, "correction_pending" if pending else "correction",
                               {"correction_id": cur.lastrowid, "question": question, "answer": answer,
                                "replaces": replaced})
-        return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now)
+        return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now), added
+
+    @staticmethod
+    async def _source(db: aiosqlite.Connection, cid: int, correction_id: int) -> tuple[int, str] | None:
+        """Inside an operation: (id, answer) of the active taught correction that ``correction_id``
+        is or was derived from, in scope ``cid``; None when it is not active there."""
+        async with db.execute("SELECT id, answer, origin, source_id FROM corrections"
+                              " WHERE id = ? AND channel_id = ? AND active = 1", (correction_id, cid)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        if row[2] == "confirmed" and row[3] is not None:
+            return await Store._source(db, cid, int(row[3]))
+        return int(row[0]), str(row[1])
+
+    @staticmethod
+    async def _derivable(db: aiosqlite.Connection, cid: int, question: str, answer: str) -> bool:
+        """Inside an operation: is ``question`` neither an active member of the scope (any answer)
+        nor already an active negative of ``answer`` (both up to case and spacing)?"""
+        async with db.execute("SELECT question FROM corrections WHERE channel_id = ? AND active = 1", (cid,)) as cur:
+            if any(question_key(r[0]) == question_key(question) for r in await cur.fetchall()):
+                return False
+        async with db.execute(f"SELECT {_NEGATIVE} WHERE n.channel_id = ? AND n.active = 1", (cid,)) as cur:
+            return not any(question_key(r[1]) == question_key(question) and question_key(r[2]) == question_key(answer)
+                           for r in await cur.fetchall())
+
+    async def _add_negative(self, db: aiosqlite.Connection, cid: int, author_id: str, negative: Derived,
+                            now: float) -> StoredCorrection | None:
+        """Inside an operation: ``negative.question`` as a phrasing the answer of (the taught source of)
+        ``negative.source_id`` does not apply to; None when that source is not active, or the phrasing
+        is a member of the scope or already a negative of that answer."""
+        source = await self._source(db, cid, negative.source_id)
+        if source is None or not await self._derivable(db, cid, negative.question, source[1]):
+            return None
+        vector = np.asarray(negative.embedding, dtype=np.float32)
+        cur = await db.execute(
+            "INSERT INTO negatives (channel_id, source_id, message_id, question, author_id, embedding, encoder,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (cid, source[0], negative.message_id, negative.question, author_id, vector.tobytes(), negative.encoder,
+             now))
+        assert cur.lastrowid is not None
+        await self._audit(db, cid, author_id, "negative", {"negative_id": cur.lastrowid, "source_id": source[0],
+                                                           "question": negative.question, "answer": source[1]})
+        return StoredCorrection(cur.lastrowid, negative.question, source[1], author_id, vector, negative.encoder, now,
+                                "negative", source[0])
+
+    async def _add_paraphrase(self, db: aiosqlite.Connection, cid: int, author_id: str, paraphrase: Derived,
+                              now: float) -> StoredCorrection | None:
+        """Inside an operation: ``paraphrase.question`` as a confirmed member of the answer of (the taught
+        source of) ``paraphrase.source_id``; None when that source is not active, or the phrasing is a
+        member of the scope already or a negative of that answer."""
+        source = await self._source(db, cid, paraphrase.source_id)
+        if source is None or not await self._derivable(db, cid, paraphrase.question, source[1]):
+            return None
+        vector = np.asarray(paraphrase.embedding, dtype=np.float32)
+        cur = await db.execute(
+            "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
+            " created_at, origin, source_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'confirmed', ?)",
+            (cid, paraphrase.message_id, paraphrase.question, source[1], author_id, vector.tobytes(),
+             paraphrase.encoder, now, source[0]))
+        assert cur.lastrowid is not None
+        await self._audit(db, cid, author_id, "paraphrase", {"correction_id": cur.lastrowid, "source_id": source[0],
+                                                             "question": paraphrase.question, "answer": source[1]})
+        return StoredCorrection(cur.lastrowid, paraphrase.question, source[1], author_id, vector, paraphrase.encoder,
+                                now, "confirmed", source[0])
+
+    async def negatives(self, key: ChannelKey) -> list[StoredCorrection]:
+        """The active negatives of ``key``'s learning scope, oldest first (``origin`` 'negative',
+        ``answer``: the answer of their source, the one that does not apply to them)."""
+        rows = await self._scope_rows(key, f"SELECT {_NEGATIVE} WHERE n.channel_id = ? AND n.active = 1 ORDER BY n.id")
+        return [_correction(r) for r in rows]
+
+    async def support_rows(self, key: ChannelKey) -> tuple[list[StoredCorrection], list[StoredCorrection]]:
+        """(active corrections, active negatives) of ``key``'s scope, read together (one operation)."""
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return [], []
+            corrections = await _rows(db, f"SELECT {_CORRECTION} FROM corrections WHERE channel_id = ? AND active = 1"
+                                          " ORDER BY id", (cid,))
+            negatives = await _rows(db, f"SELECT {_NEGATIVE} WHERE n.channel_id = ? AND n.active = 1 ORDER BY n.id",
+                                    (cid,))
+        return [_correction(r) for r in corrections], [_correction(r) for r in negatives]
 
     async def corrections(self, key: ChannelKey) -> list[StoredCorrection]:
         """The active corrections of ``key``'s learning scope, oldest first."""
@@ -624,7 +783,9 @@ class Store:
                      author_id: str = "", event_id: str = "", by_author: str | None = None) -> list[int]:
         """Deactivate all (or the given, or ``by_author``'s) corrections of a scope; returns the ids.
 
-        LoRA versions of the scope stop serving in the same transaction: they may remember
+        What was derived from them goes too (``_deactivate``: their confirmed paraphrases, among
+        the ids returned, and their negatives; ``by_author``: also the negatives that author's
+        corrections made). LoRA versions of the scope stop serving in the same transaction: they may remember
         what was forgotten (the next consolidation trains a new one without it).
         ``author_id``: who forgot (the audit log). ``event_id``: see ``_once``; raises
         ``AlreadyApplied``."""
@@ -637,7 +798,11 @@ class Store:
                 async with db.execute("SELECT id FROM corrections WHERE channel_id = ? AND author_id = ?",
                                       (cid, by_author)) as cur:
                     correction_ids = [int(r[0]) for r in await cur.fetchall()]
-            ids = await self._deactivate(db, cid, correction_ids, time.time())
+            now = time.time()
+            ids = await self._deactivate(db, cid, correction_ids, now)
+            if by_author is not None:  # undo by author: the negatives their corrections made go too
+                await db.execute("UPDATE negatives SET active = 0, forgotten_at = ? WHERE channel_id = ?"
+                                 " AND author_id = ? AND active = 1", (now, cid, by_author))
             retired = await self._retire_lora_versions(db, cid) if ids else []
             await self._applied(db, cid, event_id, {"forgotten": len(ids)})
             if ids:
@@ -657,29 +822,42 @@ class Store:
 
     @staticmethod
     async def _deactivate(db: aiosqlite.Connection, cid: int, ids: Sequence[int] | None, now: float) -> list[int]:
-        """Inside an operation: deactivate the scope's active corrections among ``ids`` (None: all)."""
+        """Inside an operation: deactivate the scope's active corrections among ``ids`` (None: all),
+        with what was derived from them (confirmed paraphrases, negatives); returns the corrections'
+        ids, derived paraphrases included."""
         if ids is not None and not ids:
             return []
-        async with db.execute("SELECT id FROM corrections WHERE channel_id = ? AND active = 1", (cid,)) as cur:
-            active = {int(r[0]) for r in await cur.fetchall()}
-        chosen = sorted(active if ids is None else active.intersection(ids))
+        async with db.execute("SELECT id, source_id FROM corrections WHERE channel_id = ? AND active = 1",
+                              (cid,)) as cur:
+            active = {int(r[0]): r[1] for r in await cur.fetchall()}
+        chosen = set(active if ids is None else active.keys() & set(ids))
+        chosen |= {i for i, source in active.items() if source in chosen}  # sources are taught: one level
         await db.executemany("UPDATE corrections SET active = 0, forgotten_at = ? WHERE id = ?",
-                             [(now, i) for i in chosen])
-        return chosen
+                             [(now, i) for i in sorted(chosen)])
+        await db.executemany("UPDATE negatives SET active = 0, forgotten_at = ? WHERE source_id = ? AND active = 1",
+                             [(now, i) for i in sorted(chosen)])
+        return sorted(chosen)
 
     # -- thumbs -----------------------------------------------------------------------
 
     async def add_thumb(self, key: ChannelKey, message_id: int, kind: str, author_id: str, *,
-                        event_id: str = "") -> None:
-        """Record a 👍 / 👎 on a reply. ``event_id``: see ``_once``; raises ``AlreadyApplied``."""
+                        event_id: str = "", paraphrase: Derived | None = None) -> StoredCorrection | None:
+        """Record a 👍 / 👎 on a reply. ``event_id``: see ``_once``; raises ``AlreadyApplied``.
+
+        ``paraphrase`` (the asker's 👍 on an answer served from a correction): in the same
+        transaction, their question becomes a confirmed member of that answer
+        (``_add_paraphrase``); returns it, or None when none was added."""
         async with self._write() as db:
             cid = await self._new_scope_id(db, key)
             await self._once(db, cid, event_id)
+            now = time.time()
             await db.execute(
                 "INSERT INTO thumbs (channel_id, message_id, kind, author_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                (cid, message_id, kind, author_id, time.time()),
+                (cid, message_id, kind, author_id, now),
             )
-            await self._applied(db, cid, event_id, {"kind": kind})
+            added = None if paraphrase is None else await self._add_paraphrase(db, cid, author_id, paraphrase, now)
+            await self._applied(db, cid, event_id, {"kind": kind, **({"paraphrase_id": added.id} if added else {})})
+        return added
 
     # -- review, audit, authors ----------------------------------------------------------
 
@@ -717,10 +895,12 @@ class Store:
         return _correction(row)
 
     async def taught_since(self, platform: str, author_id: str, since: float) -> int:
-        """Corrections (active, pending or not) ``author_id`` of ``platform`` taught since ``since``."""
+        """Corrections (active, pending or not) ``author_id`` of ``platform`` taught since ``since``
+        (a 👍 that confirmed a paraphrase is not teaching)."""
         async with self._read() as db, db.execute(
             "SELECT COUNT(*) FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
-            " WHERE c.author_id = ? AND ch.platform = ? AND c.created_at >= ?", (author_id, platform, since),
+            " WHERE c.author_id = ? AND ch.platform = ? AND c.created_at >= ? AND c.origin = 'taught'",
+            (author_id, platform, since),
         ) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
@@ -772,8 +952,14 @@ class Store:
         async with self._read() as db:
             corrections = await _rows(db, (
                 "SELECT c.id, ch.platform, ch.space, ch.channel, c.question, c.answer, c.active, c.review,"
-                " c.created_at FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
+                " c.created_at, c.origin, c.source_id FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
                 " WHERE ch.platform = ? AND c.author_id = ? ORDER BY c.id"), person)
+            negatives = await _rows(db, (  # made by their correction, or their words (the question corrected)
+                "SELECT n.id, ch.platform, ch.space, ch.channel, n.question, k.answer, n.source_id, n.active,"
+                " n.created_at, n.author_id FROM negatives n JOIN channels ch ON ch.id = n.channel_id"
+                " JOIN corrections k ON k.id = n.source_id LEFT JOIN messages r ON r.id = n.message_id"
+                " LEFT JOIN messages q ON q.id = r.question_id"
+                " WHERE ch.platform = ? AND (n.author_id = ? OR q.author_id = ?) ORDER BY n.id"), (*person, user_id))
             messages = await _rows(db, (
                 "SELECT m.id, ch.platform, ch.space, ch.channel, m.thread, m.text, m.created_at FROM messages m"
                 " JOIN channels ch ON ch.id = m.channel_id WHERE ch.platform = ? AND m.author_id = ? ORDER BY m.id"),
@@ -793,7 +979,10 @@ class Store:
         return {
             "user": f"{platform}:{user_id}",
             "corrections": [{"id": r[0], "channel": where(r), "question": r[4], "answer": r[5],
-                             "active": bool(r[6]), "review": r[7], "created_at": r[8]} for r in corrections],
+                             "active": bool(r[6]), "review": r[7], "created_at": r[8], "origin": r[9],
+                             "source_id": r[10]} for r in corrections],
+            "negatives": [{"id": r[0], "channel": where(r), "question": r[4], "answer": r[5], "source_id": r[6],
+                           "active": bool(r[7]), "created_at": r[8], "author_id": r[9]} for r in negatives],
             "messages": [{"id": r[0], "channel": where(r), "thread": r[4], "text": r[5], "created_at": r[6]}
                          for r in messages],
             "thumbs": [{"message_id": r[0], "channel": where(r), "kind": r[4], "created_at": r[5]} for r in thumbs],
@@ -805,9 +994,11 @@ class Store:
         """Remove one person of ``platform`` from the database file, not just from view.
 
         Their corrections (any status), messages and the bot's replies to them, thumbs and
-        audit entries are deleted; explanations and audit entries of others no longer quote
-        their corrections; LoRA versions of the scopes they taught are deleted (they were
-        trained on their corrections: a consolidation is requested to train anew); then the
+        audit entries are deleted, with the paraphrases and negatives derived from their
+        corrections and the negatives they made or that quote their words; explanations and
+        audit entries of others no longer quote their corrections; LoRA versions of the scopes
+        they taught are deleted (they were trained on their corrections: a consolidation is
+        requested to train anew); then the
         file is vacuumed so that freed pages keep nothing.
         """
         person = (platform, user_id)
@@ -815,6 +1006,10 @@ class Store:
             corrections = await _rows(db, (
                 "SELECT c.id, c.channel_id FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
                 " WHERE ch.platform = ? AND c.author_id = ?"), person)
+            if corrections:  # confirmed paraphrases of their corrections quote their answers
+                corrections += await _rows(db, (
+                    f"SELECT id, channel_id FROM corrections WHERE source_id IN ({_marks(corrections)})"),
+                    [r[0] for r in corrections])
             gone = {int(r[0]) for r in corrections}
             scopes = {int(r[1]) for r in corrections}
             said = [int(r[0]) for r in await _rows(db, (
@@ -823,6 +1018,16 @@ class Store:
             replies = [int(r[0]) for r in await _rows(db, (
                 f"SELECT id FROM messages WHERE question_id IN ({_marks(said)})"), said)] if said else []
             messages = sorted(set(said) | set(replies))
+            negatives = {int(r[0]) for r in await _rows(db, (
+                "SELECT n.id FROM negatives n JOIN channels ch ON ch.id = n.channel_id WHERE ch.platform = ?"
+                " AND n.author_id = ?"), person)}
+            for start in range(0, max(len(gone), len(messages)), 400):  # SQLite's bound-parameter limit
+                sources, quoted = sorted(gone)[start:start + 400], messages[start:start + 400]
+                negatives |= {int(r[0]) for r in await _rows(db, (
+                    f"SELECT id FROM negatives WHERE source_id IN ({_marks(sources)})"
+                    f" OR message_id IN ({_marks(quoted)})"), [*sources, *quoted])}
+            if negatives:
+                await db.execute(f"DELETE FROM negatives WHERE id IN ({_marks(sorted(negatives))})", sorted(negatives))
             await self._delete_messages(db, messages)
             thumbs = await db.execute("DELETE FROM thumbs WHERE author_id = ? AND channel_id IN"
                                       " (SELECT id FROM channels WHERE platform = ?)", (user_id, platform))
@@ -834,7 +1039,7 @@ class Store:
                 await self._scrub_explanations(db, gone)
             await db.execute("DELETE FROM audit_log WHERE author_id = ? AND channel_id IN"
                              " (SELECT id FROM channels WHERE platform = ?)", (user_id, platform))
-            await self._scrub_audit(db, gone, user_id)
+            await self._scrub_audit(db, gone, user_id, negatives)
             versions = 0
             for cid in sorted(scopes):
                 cur = await db.execute("DELETE FROM lora_versions WHERE channel_id = ?", (cid,))
@@ -843,7 +1048,7 @@ class Store:
                                  " ON CONFLICT (channel_id) DO UPDATE SET requested_at = excluded.requested_at",
                                  (cid, time.time()))
             counts = {"corrections": len(gone), "messages": len(messages), "thumbs": thumbs.rowcount,
-                      "lora_versions": versions}
+                      "lora_versions": versions, "negatives": len(negatives)}
             await self._audit(db, None, author_id, "delete_user", counts)  # who, not whose words
         await self._vacuum()
         return counts
@@ -864,6 +1069,7 @@ class Store:
             await db.execute(f"DELETE FROM message_links WHERE message_id IN ({marks})", chunk)
             await db.execute(f"DELETE FROM thumbs WHERE message_id IN ({marks})", chunk)
             await db.execute(f"UPDATE corrections SET message_id = NULL WHERE message_id IN ({marks})", chunk)
+            await db.execute(f"UPDATE negatives SET message_id = NULL WHERE message_id IN ({marks})", chunk)
             await db.execute(f"UPDATE messages SET question_id = NULL WHERE question_id IN ({marks})", chunk)
             await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
 
@@ -882,13 +1088,16 @@ class Store:
                                  (json.dumps(explanation), message_id))
 
     @staticmethod
-    async def _scrub_audit(db: aiosqlite.Connection, gone: set[int], user_id: str) -> None:
-        """Inside an operation: others' audit entries about the person's corrections keep no text of them."""
+    async def _scrub_audit(db: aiosqlite.Connection, gone: set[int], user_id: str,
+                           negatives: set[int] | None = None) -> None:
+        """Inside an operation: others' audit entries about the person's corrections (and the
+        negatives ``negatives`` deleted with them) keep no text of them."""
         async with db.execute("SELECT id, detail FROM audit_log") as cur:
             rows = await cur.fetchall()
         for entry_id, text in rows:
             detail = json.loads(text)
-            if detail.get("correction_id") in gone or detail.get("by") == user_id:
+            if detail.get("correction_id") in gone or detail.get("by") == user_id \
+                    or detail.get("negative_id") in (negatives or set()):
                 await db.execute("UPDATE audit_log SET detail = ? WHERE id = ?",
                                  (json.dumps({"redacted": "the author's data was deleted"}), entry_id))
 
@@ -1203,12 +1412,17 @@ def _in_spaces(spaces: Spaces) -> tuple[str, list[Any]]:
     return "(" + " OR ".join("(c.platform = ? AND c.space = ?)" for _ in pairs) + ")", [x for p in pairs for x in p]
 
 
-_CORRECTION = "id, question, answer, author_id, embedding, encoder, created_at"
+_CORRECTION = "id, question, answer, author_id, embedding, encoder, created_at, origin, source_id"
 """The columns ``_correction`` reads, in its order."""
+
+_NEGATIVE = ("n.id, n.question, k.answer, n.author_id, n.embedding, n.encoder, n.created_at, 'negative',"
+             " n.source_id FROM negatives n JOIN corrections k ON k.id = n.source_id")
+"""A negative as ``_correction`` reads it (its answer: the source's, the one that does not apply)."""
 
 
 def _correction(r: Any) -> StoredCorrection:
-    return StoredCorrection(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32).copy(), r[5], r[6])
+    return StoredCorrection(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32).copy(), r[5], r[6],
+                            r[7], r[8])
 
 
 def _message(row: aiosqlite.Row) -> StoredMessage:
@@ -1220,4 +1434,5 @@ def _message(row: aiosqlite.Row) -> StoredMessage:
         text=row["text"],
         question_id=row["question_id"],
         explanation=json.loads(row["explanation"]) if row["explanation"] else None,
+        author_id=row["author_id"],
     )

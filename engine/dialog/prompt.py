@@ -17,6 +17,8 @@ class PromptParts:
     history: Sequence[tuple[str, str]]  # (role, text), oldest first
     message: str
     grounding: str = ""  # a verified answer the reply must convey (rephrase mode)
+    # (question, answer) taught for a *related* question: context, not an answer to copy
+    related: Sequence[tuple[str, str]] = ()
 
 
 def assemble(parts: PromptParts, count_tokens: Callable[[list[ChatMessage]], int], budget: int) -> list[ChatMessage]:
@@ -28,6 +30,11 @@ def assemble(parts: PromptParts, count_tokens: Callable[[list[ChatMessage]], int
     system = parts.persona.strip()
     if parts.examples:
         system += "\nThis channel's users taught you these answers; reuse them when a question matches."
+    if parts.related:
+        system += ("\nNotes this channel taught for related but different questions. Do not carry over a "
+                   "detail (a day, number, name, place or product) that differs from the user's question:")
+        for question, answer in parts.related:
+            system += f"\n- Q: {question}\n  A: {answer}"
     if parts.grounding:
         system += f"\nThe verified answer to the user's question is: {parts.grounding}\nRestate it faithfully."
     head: list[ChatMessage] = [{"role": "system", "content": system}]

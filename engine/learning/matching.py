@@ -16,17 +16,29 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..settings import EncoderSettings, LearningSettings
 from ..store import StoredCorrection
 from ..understanding.encoder import Encoder
 from .adaptation import Adaptation, AdaptConfig
 from .channel_encoder import ChannelEncoder
 from .metric import MetricArtifact, MetricEncoder, resolve_artifact, shot_threshold
-from .support_set import Match, SupportSet
+from .support_set import Match, SupportSet, answer_key
+from .verifier import Verdict, Verifier, VerifierArtifact, resolve_verifier
 
-__all__ = ["Matching"]
+__all__ = ["Matching", "Check"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Check:
+    """The verifier's decision on one candidate answer, against its best-fitting taught phrasing."""
+
+    probability: float
+    verdict: Verdict
+    phrasing: StoredCorrection
 
 
 class Matching:
@@ -58,21 +70,49 @@ class Matching:
                                      self.channel_encoder) if self.channel_encoder else None
         if learning.adapt and self.adaptation is None:
             log.warning("learning.adapt needs a metric (learning.metric); channels will not adapt")
+        self.verifier = self._load_verifier(learning, encoder)
+        self.verify_answers, self.verify_members = learning.verify_answers, learning.verify_members
+        # The verifier checks answers from this metric score up (measured with the metric
+        # it was trained beside; with another space, the example threshold).
+        self.floor = self.example_threshold
+        space = self.artifact.digest if self.artifact else ""
+        if self.verifier is not None and self.verifier.artifact.metric == space:
+            self.floor = self.verifier.artifact.floor
+
+    def _load_verifier(self, learning: LearningSettings, encoder: EncoderSettings) -> Verifier | None:
+        path = resolve_verifier(learning.verifier)
+        if path is None:
+            return None
+        artifact = VerifierArtifact.load(path)
+        if artifact.config.encoder != encoder.id:
+            log.warning("verifier %s starts from %s, not from the configured encoder %s: not verifying",
+                        path, artifact.config.encoder, encoder.id)
+            return None
+        return Verifier(artifact, self.encoder)
+
+    async def start(self) -> None:
+        """Load the encoder and the verifier, in the encoder's thread."""
+        await self.encoder.start()
+        if self.verifier is not None:
+            await self.verifier.start()
 
     def answer_threshold_for(self, support: int) -> float:
         """The radius for an answer taught by ``support`` corrections (calibrated per size)."""
         return shot_threshold(self._answer_thresholds, support, self.answer_threshold)
 
-    async def support_set(self, corrections: Sequence[StoredCorrection]) -> SupportSet:
-        """A scope's support set; corrections embedded by another encoder (or metric) are re-embedded once."""
-        stale = [i for i, c in enumerate(corrections) if c.encoder != self.encoder.name]
-        fresh = list(corrections)
+    async def support_set(self, corrections: Sequence[StoredCorrection],
+                          negatives: Sequence[StoredCorrection] = ()) -> SupportSet:
+        """A scope's support set; corrections (and negatives) embedded by another encoder (or metric)
+        are re-embedded once."""
+        rows = [*corrections, *negatives]
+        stale = [i for i, c in enumerate(rows) if c.encoder != self.encoder.name]
+        fresh = list(rows)
         if stale:
-            vectors = await self.encoder.embed([corrections[i].question for i in stale])
+            vectors = await self.encoder.embed([rows[i].question for i in stale])
             for row, i in enumerate(stale):
-                fresh[i] = dataclasses.replace(corrections[i], embedding=vectors[row], encoder=self.encoder.name)
+                fresh[i] = dataclasses.replace(rows[i], embedding=vectors[row], encoder=self.encoder.name)
             log.info("re-embedded %d correction(s) for %s", len(stale), self.encoder.name)
-        support = SupportSet(fresh)
+        support = SupportSet(fresh[:len(corrections)], negatives=fresh[len(corrections):])
         if self.adaptation is not None:
             self.adaptation.watch(support)
         return support
@@ -87,14 +127,54 @@ class Matching:
         """``match`` for several texts, embedded in one batch."""
         if not texts:
             return []
+        space, vectors = await self._embed(support, texts)
+        return [space.match(v) for v in vectors]
+
+    async def _embed(self, support: SupportSet, texts: Sequence[str]) -> tuple[SupportSet, np.ndarray]:
+        """(the set in the space that serves, the texts' vectors in that space)."""
         adapted = support.adapted
         if self.channel_encoder is not None and adapted is not None and adapted.version == support.version:
             if self.adaptation is not None:
                 self.adaptation.used(support)
-            vectors = await self.channel_encoder.embed(list(texts), adapted.tensors)
-            return [adapted.support.match(v) for v in vectors]
-        vectors = await self.encoder.embed(list(texts))
-        return [support.match(v) for v in vectors]
+            if adapted.support.negatives_version != support.negatives_version:  # negatives changed: re-embed
+                version, negatives = support.negatives_version, support.negatives
+                embedded = await self.channel_encoder.embed([n.question for n in negatives], adapted.tensors) \
+                    if negatives else np.zeros((0, 0), np.float32)
+                adapted.support.replace_negatives(
+                    [dataclasses.replace(n, embedding=v) for n, v in zip(negatives, embedded, strict=True)], version)
+            return adapted.support, await self.channel_encoder.embed(list(texts), adapted.tensors)
+        return support, await self.encoder.embed(list(texts))
+
+    async def check(self, support: SupportSet, text: str) -> tuple[list[Match], list[Check | None]]:
+        """``match``, then the verifier's decision on the best candidates (aligned with the
+        matches; ``None`` for matches it did not check: below the floor, or beyond the top
+        ``verify_answers``). Without a verifier every entry is ``None``."""
+        space, vectors = await self._embed(support, [text])
+        matches = space.match(vectors[0])
+        checks: list[Check | None] = [None] * len(matches)
+        if self.verifier is None or not matches:
+            return matches, checks
+        candidates = [i for i, m in enumerate(matches[: self.verify_answers]) if m.score >= self.floor]
+        if not candidates:
+            return matches, checks
+        similarity = space.matrix @ vectors[0]                                      # (n,) to every phrasing
+        items, keys = list(space), [answer_key(c.answer) for c in space]
+        pairs: list[tuple[int, StoredCorrection]] = []                              # (match index, phrasing)
+        for i in candidates:
+            key = answer_key(matches[i].correction.answer)
+            members = sorted((j for j, k in enumerate(keys) if k == key), key=lambda j: -similarity[j])
+            pairs += [(i, items[j]) for j in members[: self.verify_members]]
+        asked = " ".join(text.split()).casefold()
+        probs = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
+        artifact = self.verifier.artifact
+        for (i, phrasing), p in zip(pairs, probs, strict=True):
+            if " ".join(phrasing.question.split()).casefold() == asked:
+                p = np.float32(1.0)  # the taught question itself, asked again
+            found = checks[i]
+            if found is None or p > found.probability:
+                inside = matches[i].score >= self.answer_threshold_for(matches[i].support)
+                checks[i] = Check(float(p), artifact.verdict(float(p), inside), phrasing)
+        return matches, checks
 
     def release(self, support: SupportSet) -> None:
         """The engine no longer holds ``support`` (evicted from its cache): drop its adaptation state."""

@@ -17,13 +17,20 @@ A message is scored against every answer at once (``answer_scores``)::
 
 Prototypes classify paraphrases better than the nearest single correction (5 points
 on held-out CLINC150 domains, docs/LEARNING.md); the ``exact`` clause keeps a corrected
-question itself (or a near copy of it) answered by its own correction. Background
+question itself (or a near copy of it) answered by its own correction.
+
+The set also keeps *negatives*: phrasings an answer was served for and then corrected on
+("this answer does not apply to messages like this"), embedded in the same space but
+never part of a prototype. ``match`` reports, per answer, the message's best similarity
+to one of that answer's negatives (``Match.negative``) next to its best similarity to a
+member (``Match.nearest``); ``Match.blocked`` says the negative is at least as close. Background
 adaptation (``adaptation.py``) may attach the same corrections embedded in the channel's
 own encoder space as ``adapted``, valid while ``version`` is unchanged.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,10 +39,15 @@ import numpy as np
 
 from ..store import StoredCorrection
 
-__all__ = ["EXACT", "Match", "Scorer", "CosineScorer", "answer_key", "answer_scores", "SupportSet"]
+__all__ = ["EXACT", "NEGATIVE", "Match", "Scorer", "CosineScorer", "answer_key", "answer_scores", "SupportSet"]
 
 EXACT = 0.95
 """Member similarity from which a correction counts as asked again (its own question)."""
+
+NEGATIVE = 0.5
+"""Similarity to a negative phrasing below which it never blocks its answer."""
+
+_TAGS = itertools.count(1)  # ``negatives_version`` values: unique across support sets
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,15 @@ class Match:
     correction: StoredCorrection
     score: float
     support: int = 1  # corrections teaching this answer (its prototype's size)
+    negative: float = -1.0  # best similarity of the message to a negative phrasing of this answer (-1: none)
+    nearest: float | None = None  # best similarity to a member of this answer (None: ``score``)
+
+    @property
+    def blocked(self) -> bool:
+        """The message is at least as close to a phrasing this answer was corrected on as to the
+        answer's nearest member, and that close (``NEGATIVE``): the answer does not apply to it."""
+        nearest = self.score if self.nearest is None else self.nearest
+        return self.negative >= NEGATIVE and self.negative >= nearest
 
 
 class Scorer(Protocol):
@@ -83,10 +104,12 @@ class SupportSet:
 
     ``version`` counts changes, so background work can tell whether what it
     computed still describes the set. ``on_change`` (if set) is called after each change.
+    Negatives (``negatives``) change neither: their own ``negatives_version`` (unique across
+    sets) changes with them, so an adapted space re-embeds them without retraining.
     """
 
     def __init__(self, corrections: Iterable[StoredCorrection] = (), scorer: Scorer | None = None,
-                 exact: float = EXACT) -> None:
+                 exact: float = EXACT, negatives: Iterable[StoredCorrection] = ()) -> None:
         self.scorer: Scorer = scorer or CosineScorer()
         # The channel's adapted encoder space (``adaptation.AdaptedSpace``), valid for one ``version``.
         self.adapted: Any = None
@@ -100,8 +123,13 @@ class SupportSet:
         self._sums = np.zeros((0, 0), dtype=np.float64)   # (slots, dim) running sums
         self._counts = np.zeros(0, dtype=np.int64)        # (slots,) corrections per slot
         self._matrix: np.ndarray | None = None            # (n, dim) cache of the stacked vectors
+        self._negatives: list[StoredCorrection] = []      # never in a prototype
+        self._negative_vectors: list[np.ndarray] = []
+        self.negatives_version = next(_TAGS)
         for correction in corrections:
             self._add(correction)
+        for negative in negatives:
+            self._add_negative(negative)
         self._changed(notify=False)
 
     def __len__(self) -> int:
@@ -114,6 +142,17 @@ class SupportSet:
     def answers(self) -> int:
         """Distinct answers taught (prototypes)."""
         return int((self._counts > 0).sum())
+
+    @property
+    def negatives(self) -> tuple[StoredCorrection, ...]:
+        """The negative phrasings, in arrival order (``answer``: the answer they block)."""
+        return tuple(self._negatives)
+
+    @property
+    def fingerprint(self) -> tuple[int, int]:
+        """(corrections + negatives, newest correction id + newest negative id), as ``Store.fingerprints``."""
+        return (len(self._items) + len(self._negatives),
+                max((c.id for c in self._items), default=0) + max((n.id for n in self._negatives), default=0))
 
     # -- changes ----------------------------------------------------------------------
 
@@ -138,8 +177,39 @@ class SupportSet:
         self._vectors.append(vector)
         self._rows.append(slot)
 
+    def add_negative(self, negative: StoredCorrection) -> None:
+        """A phrasing ``negative.answer`` does not apply to (it never enters a prototype)."""
+        self._add_negative(negative)
+        self.negatives_version = next(_TAGS)
+
+    def _add_negative(self, negative: StoredCorrection) -> None:
+        vector = np.asarray(negative.embedding, dtype=np.float32).reshape(-1)
+        assert self._sums.shape[1] in (0, vector.shape[0]), "negatives share the corrections' embedding space"
+        self._negatives.append(negative)
+        self._negative_vectors.append(vector)
+
+    def remove_negatives(self, where: Callable[[StoredCorrection], bool]) -> None:
+        """Drop the negatives ``where`` is true of."""
+        keep = [i for i, n in enumerate(self._negatives) if not where(n)]
+        if len(keep) == len(self._negatives):
+            return
+        self._negatives = [self._negatives[i] for i in keep]
+        self._negative_vectors = [self._negative_vectors[i] for i in keep]
+        self.negatives_version = next(_TAGS)
+
+    def replace_negatives(self, negatives: Iterable[StoredCorrection], version: int) -> None:
+        """All negatives at once, as of another set's ``negatives_version`` (an adapted space's copy)."""
+        self._negatives, self._negative_vectors = [], []
+        for negative in negatives:
+            self._add_negative(negative)
+        self.negatives_version = version
+
     def remove(self, ids: Iterable[int]) -> None:
+        """Forget corrections ``ids``, with what was derived from them (as ``Store.forget`` does):
+        the confirmed paraphrases and the negatives whose ``source_id`` is among them."""
         drop = set(ids)
+        self.remove_negatives(lambda n: n.source_id in drop)
+        drop |= {c.id for c in self._items if c.source_id in drop}
         if not any(c.id in drop for c in self._items):
             return
         keep = []
@@ -208,7 +278,21 @@ class SupportSet:
             j = best_member.get(slot)
             if j is None or member[i] >= member[j]:
                 best_member[slot] = i
-        matches = [Match(self._items[best_member[int(slot)]], float(scores[0, a]), int(self._counts[slot]))
+        negative = self._negative_scores(q[0])
+        matches = [Match(self._items[best_member[int(slot)]], float(scores[0, a]), int(self._counts[slot]),
+                         negative.get(int(slot), -1.0), float(member[best_member[int(slot)]]))
                    for a, slot in enumerate(live)]
         return sorted(matches, key=lambda m: (m.score, m.correction.id), reverse=True)
+
+    def _negative_scores(self, query: np.ndarray) -> dict[int, float]:
+        """Answer slot -> the best similarity of ``query`` to one of that answer's negatives."""
+        if not self._negatives:
+            return {}
+        similarity = self.scorer.scores(query, np.stack(self._negative_vectors))
+        best: dict[int, float] = {}
+        for negative, value in zip(self._negatives, similarity, strict=True):
+            slot = self._slots.get(answer_key(negative.answer))
+            if slot is not None:
+                best[slot] = max(best.get(slot, -1.0), float(value))
+        return best
 

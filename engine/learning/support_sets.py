@@ -1,7 +1,7 @@
 """The support sets of recently used learning scopes, held in memory.
 
-A scope's support set is built from its stored corrections on first use (their stored
-embeddings: nothing is re-embedded unless the encoder changed) and then kept up to date
+A scope's support set is built from its stored corrections and negatives on first use (their
+stored embeddings: nothing is re-embedded unless the encoder changed) and then kept up to date
 in place as corrections arrive or are forgotten. At most ``capacity`` sets are held
 (about 1.5 KB a correction); the least recently used is dropped and reloads from the
 store when next asked. A scope that ``busy`` says is being changed is never dropped, so
@@ -45,7 +45,7 @@ class SupportSets:
         if scope not in self._sets:
             async with self._loading:
                 if scope not in self._sets:
-                    self._sets[scope] = await self.matching.support_set(await self.store.corrections(scope))
+                    self._sets[scope] = await self.matching.support_set(*await self.store.support_rows(scope))
                     self._evict()
         self._sets.move_to_end(scope)
         return self._sets[scope]

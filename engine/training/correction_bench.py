@@ -9,7 +9,12 @@ when it contains the code its own channel taught:
 - ``reliability``: the corrected questions themselves, asked again;
 - ``generality``: other phrasings (the query file) of corrected labels;
 - ``locality``: out-of-scope questions and labels never corrected get no taught code;
-- ``isolation_violations``: replies carrying a code another channel taught;
+- ``near_miss_locality`` (with near misses given): questions that differ from a taught one
+  in one meaningful word ("... on Sundays" for "... on Saturdays"), asked in the channels
+  that taught the label they mimic, get no taught code; ``near_miss_n`` replies judged,
+  ``near_miss_skipped`` lines whose label was not taught, ``near_miss_by_kind`` per kind
+  of change (lines with a ``kind``);
+- ``isolation_violations``: replies carrying a code another channel taught (near misses included);
 - ``correction_to_effect_ms``: from the ``feedback`` call to the first chunk of a reply
   to a paraphrase that uses the new correction (only corrections that took effect);
 - ``curve``: generality, reliability and locality after 1, 10, 100, 1000 sequential
@@ -19,7 +24,9 @@ when it contains the code its own channel taught:
   ``lora_versions``: the channels' LoRA versions by status, and
   ``channel_adaptations``: the reports of the channels' channel-encoder adaptation jobs.
   For one release the two LoRA counts are also under their old names, ``routes.with_adapter``
-  and ``adapters``.
+  and ``adapters``;
+- ``feedback_sim`` (with ``BenchConfig.feedback_sim`` rounds, last): simulated askers' 👍 and
+  corrections, with generality and locality after each round (``feedback_sim.py``).
 
 With LoRA consolidation on, the benchmark waits (``Engine.settle``) for the channels'
 consolidation jobs after teaching and before each curve point, so it measures both paths
@@ -47,7 +54,8 @@ from ..contract import ChannelKey, Feedback, FeedbackKind, Route, Turn
 from ..engine import Engine
 from .episodes import OOS, Utterance
 
-__all__ = ["BenchConfig", "run_benchmark", "planned_questions", "code_in", "split_labels", "curve_sequence"]
+__all__ = ["BenchConfig", "NearMiss", "run_benchmark", "planned_questions", "code_in", "split_labels",
+           "curve_sequence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,17 @@ class BenchConfig:
     curve_queries: int = 100               # questions per set at each curve point
     concurrency: int = 16                  # replies in flight (the model worker batches them)
     seed: int = 0
+    feedback_sim: int = 0                  # rounds of simulated askers' 👍 / corrections at the end (0: none)
+
+
+@dataclass(frozen=True, slots=True)
+class NearMiss:
+    """A question one meaningful word away from a taught one: ``label`` is the taught label it
+    mimics, whose answer would be wrong for it; ``kind`` says what was changed (may be empty)."""
+
+    text: str
+    label: str
+    kind: str = ""
 
 
 def _code(rng: random.Random, used: set[str]) -> str:
@@ -127,9 +146,9 @@ class _Bench:
         receipt = await self.engine.feedback(Feedback(channel, FeedbackKind.CORRECTION, text=answer, question=question))
         assert receipt.accepted, receipt.message
 
-    def sample(self, items: Sequence[Any], n: int) -> list[Any]:
+    def sample(self, items: Sequence[Any], n: int, rng: random.Random | None = None) -> list[Any]:
         items = list(items)
-        return items if n <= 0 or len(items) <= n else self.rng.sample(items, n)
+        return items if n <= 0 or len(items) <= n else (rng or self.rng).sample(items, n)
 
 
 def _rate(flags: Sequence[bool]) -> float | None:
@@ -144,14 +163,19 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def planned_questions(support: Sequence[Utterance], query: Sequence[Utterance], oos: Sequence[Utterance],
-                      curve_support: Sequence[Utterance], config: BenchConfig) -> int:
+                      curve_support: Sequence[Utterance], config: BenchConfig, near_miss: Sequence[NearMiss] = ()
+                      ) -> int:
     """About how many replies a run asks for (the progress bar's total)."""
     def lim(n: int) -> int:
         return n if config.limit <= 0 else min(n, config.limit)
 
     top = min(max(config.curve, default=0), len([u for u in curve_support if u.label != OOS]))
     points = len({p for p in config.curve if p <= top} | ({top} if top else set()))
-    asked = config.channels * (lim(len(support)) + lim(len(query)) + lim(len(oos)))
+    asked = config.channels * (lim(len(support)) + lim(len(query)) + lim(len(oos)) + lim(len(near_miss)))
+    if config.feedback_sim:
+        from .feedback_sim import planned_feedback_questions
+
+        asked += planned_feedback_questions(len(query), len(oos), config.channels, config.feedback_sim, config.limit)
     return asked + top + points * 3 * config.curve_queries
 
 
@@ -189,8 +213,10 @@ async def run_benchmark(
     curve_support: Sequence[Utterance] = (),
     config: BenchConfig = BenchConfig(),
     progress: Callable[[int], None] | None = None,
+    near_miss: Sequence[NearMiss] | None = None,
 ) -> dict[str, Any]:
-    """Teach, ask, judge. Returns the benchmark's measures (see the module docstring)."""
+    """Teach, ask, judge. Returns the benchmark's measures (see the module docstring); the
+    ``near_miss_*`` ones only when ``near_miss`` is given."""
     bench = _Bench(engine, config, progress)
     rng = bench.rng
     labels, taught, untaught = split_labels(support, config.uncorrected, rng)
@@ -209,6 +235,10 @@ async def run_benchmark(
     reliability: list[bool] = []
     generality: list[bool] = []
     locality: list[bool] = []
+    near_local: list[bool] = []
+    near_by_kind: dict[str, list[bool]] = defaultdict(list)
+    near_asked = [m for m in near_miss or () if m.label in taught]  # taught in every channel
+    near_rng = random.Random(f"{config.seed}-near-miss")  # the other sets' samples stay as without near misses
     violations = 0
     for i, channel in enumerate(channels):
         others = [code for j, table in enumerate(codes) if j != i for code in table.values()]
@@ -219,19 +249,39 @@ async def run_benchmark(
             "locality": bench.sample([(u.text, None) for u in oos] + [(u.text, None) for u in query
                                                                         if u.label in untaught], config.limit),
         }
+        if near_miss is not None:  # asked last; the label's code (or any of the channel's) is a miss
+            sets["near_miss"] = bench.sample([(m.text, m.kind) for m in near_asked], config.limit, near_rng)
         for name, items in sets.items():
             asked = await bench.ask_all(channel, i, [t for t, _ in items])
             for (_, label), a in zip(items, asked, strict=True):
                 violations += any(code_in(c, a.reply) for c in others)
                 if name == "locality":
                     locality.append(not any(code_in(c, a.reply) for c in own))
+                elif name == "near_miss":
+                    kept = not any(code_in(c, a.reply) for c in own)
+                    near_local.append(kept)
+                    if label:
+                        near_by_kind[label].append(kept)
                 else:
                     (reliability if name == "reliability" else generality).append(code_in(codes[i][label], a.reply))
 
     # -- the sequential curve, and correction-to-effect, in one fresh channel ---------------------
     curve, effect_ms = await _curve(bench, curve_support, query, oos, config)
+    feedback_sim = None
+    if config.feedback_sim:  # last: it changes what the channels learned (feedback_sim.py)
+        from .feedback_sim import simulate_feedback
+
+        feedback_sim = await simulate_feedback(bench, channels, codes, query, oos, taught, untaught,
+                                               config.feedback_sim, answer=_answer, code_in=code_in)
     lora_versions = await _lora_version_counts(engine, [*channels, bench.key("curve")])
 
+    near: dict[str, Any] = {} if near_miss is None else {
+        "near_miss_locality": _rate(near_local),
+        "near_miss_n": len(near_local),
+        "near_miss_skipped": len(near_miss) - len(near_asked),
+        **({"near_miss_by_kind": {kind: {"locality": _rate(flags), "n": len(flags)}
+                                  for kind, flags in sorted(near_by_kind.items())}} if near_by_kind else {}),
+    }
     return {
         "labels": len(labels),
         "taught_labels": len(taught),
@@ -244,6 +294,7 @@ async def run_benchmark(
         "n_reliability": len(reliability),
         "n_generality": len(generality),
         "n_locality": len(locality),
+        **near,
         "correction_to_effect_ms": {
             "p50": round(statistics.median(effect_ms), 1) if effect_ms else None,
             "p99": round(_percentile(effect_ms, 0.99) or 0.0, 1) if effect_ms else None,
@@ -254,6 +305,7 @@ async def run_benchmark(
         "lora_versions": lora_versions,
         "adapters": dict(lora_versions),  # the old name, kept for one release
         "channel_adaptations": _adaptation_reports(engine),
+        **({"feedback_sim": feedback_sim} if feedback_sim is not None else {}),
     }
 
 

@@ -15,15 +15,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..learning.support_set import answer_scores
 from .episodes import OOS, Utterance
 
-__all__ = ["label_prototypes", "classify", "evaluate_intents"]
+__all__ = ["label_prototypes", "classify", "evaluate_intents", "Rerank", "rerank"]
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, D) unit vectors
+Verify = Callable[[list[str], list[str]], np.ndarray]  # (messages, taught questions) -> (n,) P(applies)
+
+
+@dataclass(frozen=True, slots=True)
+class Rerank:
+    """The verifier over the metric's best labels, as the engine serves it (``learning/matching.py``)."""
+
+    verify: Verify
+    answers: int        # best labels checked per query (``learning.verify_answers``)
+    members: int        # each against its nearest support utterances (``learning.verify_members``)
+    threshold: float    # P(applies) from which a query is in scope (the verifier's apply threshold)
+    floor: float        # metric score from which a label is checked at all
 
 
 def label_prototypes(vectors: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -47,9 +60,37 @@ def classify(support: np.ndarray, rows: np.ndarray, protos: np.ndarray, queries:
     return np.concatenate(best), np.concatenate(score)
 
 
+def rerank(check: Rerank, texts: Sequence[str], vectors: np.ndarray, support_texts: Sequence[str],
+           support: np.ndarray, rows: np.ndarray, protos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best label (Q,) and its P(applies) (Q,) after the verifier: each query's best
+    ``answers`` labels above the floor, each against its ``members`` nearest support
+    utterances; a query with no candidate keeps the metric's label with probability 0."""
+    scores = answer_scores(vectors @ support.T, rows, vectors @ protos.T)          # (Q, A)
+    member = vectors @ support.T                                                   # (Q, n)
+    messages, questions, owner = [], [], []                                        # one entry per pair
+    for qi in range(len(texts)):
+        for label in np.argsort(-scores[qi])[: check.answers]:
+            if scores[qi, label] < check.floor:
+                break
+            nearest = np.flatnonzero(rows == label)[np.argsort(-member[qi, rows == label])][: check.members]
+            for j in nearest:
+                messages.append(texts[qi])
+                questions.append(support_texts[int(j)])
+                owner.append((qi, int(label)))
+    probs = check.verify(messages, questions) if messages else np.zeros(0, dtype=np.float32)
+    pred, best = scores.argmax(1), np.zeros(len(texts), dtype=np.float32)
+    for (qi, label), p in zip(owner, probs, strict=True):
+        if p > best[qi]:
+            pred[qi], best[qi] = label, p
+    return pred, best
+
+
 def evaluate_intents(embed: Embed, support: Sequence[Utterance], query: Sequence[Utterance],
-                     oos: Sequence[Utterance] = (), threshold: float | None = None) -> dict[str, float | int | None]:
-    """Run the benchmark with one embedding function; ``threshold`` is needed for the recalls."""
+                     oos: Sequence[Utterance] = (), threshold: float | None = None,
+                     check: Rerank | None = None) -> dict[str, float | int | None]:
+    """Run the benchmark with one embedding function; ``threshold`` is needed for the recalls.
+    With ``check``, the verifier reranks the metric's best labels and its apply threshold
+    decides scope (the metric's ``threshold`` is then unused)."""
     support = [u for u in support if u.label != OOS]
     if not support:
         raise ValueError("the support file has no in-scope lines")
@@ -64,6 +105,10 @@ def evaluate_intents(embed: Embed, support: Sequence[Utterance], query: Sequence
     started = time.perf_counter()
     q_vectors = embed([u.text for u in in_scope + outside])
     pred, best = classify(support_vectors, rows, protos, q_vectors)
+    if check is not None:
+        pred, best = rerank(check, [u.text for u in in_scope + outside], q_vectors, [u.text for u in support],
+                            support_vectors, rows, protos)
+        threshold = check.threshold
     seconds = time.perf_counter() - started
     n_in = len(in_scope)
     truth = np.asarray([names.index(u.label) for u in in_scope], dtype=np.int64)

@@ -25,11 +25,12 @@ import torch
 from ..learning.adaptation import Adaptation, AdaptConfig, eligible
 from ..learning.channel_encoder import ChannelEncoder, EncoderAdaptConfig, Tensors, nbytes
 from ..learning.metric import MetricArtifact, MetricEncoder, resolve_artifact
-from ..settings import EncoderSettings
+from ..learning.verifier import Verifier, VerifierArtifact, resolve_verifier
+from ..settings import EncoderSettings, LearningSettings
 from ..understanding.encoder import Encoder
 from .episodes import OOS, BadLine, Utterance
 from .eval_sets import load_eval_sets, skipped_report
-from .intent_eval import Embed, evaluate_intents
+from .intent_eval import Embed, Rerank, evaluate_intents
 from .runs import Bars, Log, RunError, silent_bars, silent_log
 
 __all__ = ["IntentsRunConfig", "run_intents_eval"]
@@ -49,6 +50,8 @@ class IntentsRunConfig:
     adapt_lr: float = 1e-4               # the sweep's Adam rate
     eval_domains: tuple[str, ...] = ()   # keep only these domains' labels in support and query
     domains: Path | None = None          # {domain: [labels]}; default: domains.json beside ``support``
+    rerank: bool = False                 # also the verifier over the metric's best labels, side by side
+    verifier: str = "default"            # 'default' (shipped) or a verifier artifact path
 
 
 def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Log = silent_log) -> dict[str, Any]:
@@ -85,6 +88,10 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
         if run.adapt_steps:
             result["adaptation"] = _adaptation_sweep(channel, s, q, o, threshold, run.adapt_steps, run.adapt_lr,
                                                      bars)
+    if run.rerank:
+        result["rerank"] = _reranked(run.verifier, encoder, artifact, s, q, o, bars)
+        if result["rerank"].get("accuracy") is not None and instant.get("accuracy") is not None:
+            result["rerank_gain"] = round(result["rerank"]["accuracy"] - instant["accuracy"], 4)
     if run.baseline:
         plain = Encoder(EncoderSettings())
         plain.load()
@@ -96,6 +103,37 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
             result["accuracy_gain"] = round(result["accuracy"] - base["accuracy"], 4)
             result["accuracy_ratio"] = round(result["accuracy"] / base["accuracy"], 4)
     return result
+
+
+def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, s: Sequence[Utterance],
+              q: Sequence[Utterance], o: Sequence[Utterance], bars: Bars) -> dict[str, Any]:
+    """The benchmark with the verifier reranking the metric's best labels, as the engine serves it."""
+    try:
+        path = resolve_verifier(spec)
+    except FileNotFoundError as err:
+        raise RunError(str(err)) from None
+    if path is None:
+        raise RunError("--rerank needs a verifier artifact (none is shipped in this checkout: run "
+                       "`heedful meta-train verifier`, then pass --verifier PATH)")
+    artifact = VerifierArtifact.load(path)
+    verifier = Verifier(artifact, encoder)
+    verifier.load()
+    settings = LearningSettings()
+    floor = artifact.floor if artifact.metric == (metric.digest if metric else "") else -1.0
+
+    def verify(messages: list[str], questions: list[str]) -> np.ndarray:
+        out = []
+        with bars(total=len(messages), desc="verify", unit="pair", leave=False) as bar:
+            for start in range(0, len(messages), 256):
+                out.append(verifier.probabilities_blocking(messages[start:start + 256], questions[start:start + 256]))
+                bar.update(len(out[-1]))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    check = Rerank(verify, settings.verify_answers, settings.verify_members, artifact.apply_threshold, floor)
+    started = time.perf_counter()
+    found = evaluate_intents(_embedder(encoder, "embed", bars), s, q, o, None, check)
+    return {"verifier": verifier.name, "answers": check.answers, "members": check.members, "floor": floor,
+            **found, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _metric_encoder(spec: str) -> tuple[Encoder, MetricArtifact | None]:

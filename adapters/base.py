@@ -549,18 +549,19 @@ class BaseAdapter(ABC, Generic[A]):
     # -- feedback ---------------------------------------------------------------------
 
     async def feedback(self, channel: ChannelKey, actor: A, kind: FeedbackKind, *, message_id: str = "",
-                       text: str = "", event_id: str = "") -> FeedbackReceipt:
+                       text: str = "", event_id: str = "", personal: bool = False) -> FeedbackReceipt:
         """Apply ``actor``'s feedback on the bot message ``message_id`` (empty: the last answer in ``channel``).
 
         Thumbs are open to everyone (a 👍 teaches a confirmed paraphrase only from someone who
         may teach); a correction needs ``may_teach``, forgetting
-        ``may_manage``. ``event_id`` is the platform's stable id of the event that carried
-        it (``event_key``): delivered again, it is applied once (the engine answers with
-        the first receipt). Returns a refused receipt (never raises) for those rules and
-        for input problems.
+        ``may_manage``. A correction ``personal`` ("just for me", ``Feedback.personal``) is open to
+        everyone and waits for no review: it shapes only the replies to ``actor``. ``event_id`` is
+        the platform's stable id of the event that carried it (``event_key``): delivered again, it
+        is applied once (the engine answers with the first receipt). Returns a refused receipt
+        (never raises) for those rules and for input problems.
         """
         review = False
-        if kind is FeedbackKind.CORRECTION and not await self.may_teach(actor):
+        if kind is FeedbackKind.CORRECTION and not personal and not await self.may_teach(actor):
             if not self.policy_for(actor).reviewed:
                 return FeedbackReceipt(False, self.policy_for(actor).refusal)
             review = True  # ``teach = "review"``: it waits for a manager (``heedful review``, the admin console)
@@ -571,7 +572,7 @@ class BaseAdapter(ABC, Generic[A]):
         try:
             return await self.engine.feedback(
                 Feedback(channel=channel, kind=kind, author_id=actor.user_id, message_id=message_id, text=text,
-                         event_id=event_id, needs_review=review)
+                         event_id=event_id, needs_review=review, personal=personal)
             )
         except HeedfulError as err:
             return FeedbackReceipt(False, str(err))

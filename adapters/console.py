@@ -19,16 +19,19 @@ from engine import (
     Turn,
 )
 
-from .texts import explanation_lines, stats_text
+from .texts import explanation_lines, personal_text, stats_text
 
 __all__ = ["HELP", "ConsoleAdapter"]
 
 HELP = """commands:
   /fix <better answer>   correct my last reply (I learn it for this channel)
+  /fixme <better answer> correct my last reply just for you (only replies to you use it)
+  /personal [text]       tell me something about yourself (only replies to you use it); alone: list it
   /good, /bad            rate my last reply
   /why                   what shaped my last reply
-  /learned               what this channel taught me
+  /learned               what this channel taught me (and, just for you, what you taught me)
   /forget                forget everything this channel taught me
+  /forget me             forget what you told me about yourself and your corrections just for you
   /persona [preset|text] show or set the persona (presets: {presets})
   /lora                  this channel's LoRA versions (also /adapters, its former name)
   /rollback              go back to the previous LoRA version
@@ -101,12 +104,18 @@ class ConsoleAdapter:
     async def _command(self, text: str) -> None:
         name, _, arg = text.partition(" ")
         arg = arg.strip()
-        if name == "/fix":
-            await self._feedback(FeedbackKind.CORRECTION, arg)
+        if name in ("/fix", "/fixme"):
+            await self._feedback(FeedbackKind.CORRECTION, arg, personal=name == "/fixme")
+        elif name == "/personal":
+            if arg:
+                fact = await self.engine.remember(self.key, self.user, arg)
+                self._write(f"Noted, just for you (#{fact.fact_id}): {fact.text!r}. /forget me removes it.")
+            else:
+                self._write(personal_text(await self.engine.personal(self.key, self.user)))
         elif name in ("/good", "/bad"):
             await self._feedback(FeedbackKind.UP if name == "/good" else FeedbackKind.DOWN, "")
         elif name == "/why":
-            explanation = await self.engine.explain(self.key, reply_id=self.last_reply_id)
+            explanation = await self.engine.explain(self.key, reply_id=self.last_reply_id, viewer=self.user)
             self._write(explanation_lines(explanation))
         elif name == "/learned":
             learned = await self.engine.learned(self.key)
@@ -114,6 +123,13 @@ class ConsoleAdapter:
                 self._write("Nothing learned in this channel yet.")
             for c in learned:
                 self._write(f"#{c.correction_id}: {c.question!r} -> {c.answer!r}")
+            mine = await self.engine.personal(self.key, self.user)
+            if len(mine):  # the console is one person's terminal: their own items are theirs to see
+                self._write(personal_text(mine))
+        elif name == "/forget" and arg == "me":
+            counts = await self.engine.forget_person(self.key, self.user)
+            self._write(f"Forgot {counts['facts']} thing(s) you told me about yourself and {counts['corrections']} "
+                        "correction(s) just for you in this channel.")
         elif name == "/forget":
             count = await self.engine.forget(self.key, author_id=self.user)
             self._write(f"Forgot {count} correction(s) in this channel.")
@@ -140,11 +156,12 @@ class ConsoleAdapter:
         else:
             self._write(f"Unknown command {name!r}; /help lists the commands.")
 
-    async def _feedback(self, kind: FeedbackKind, text: str) -> None:
+    async def _feedback(self, kind: FeedbackKind, text: str, *, personal: bool = False) -> None:
         if kind is FeedbackKind.CORRECTION and not text:
-            self._write("Usage: /fix <the better answer>")
+            self._write(f"Usage: /{'fixme' if personal else 'fix'} <the better answer>")
             return
         receipt = await self.engine.feedback(
-            Feedback(channel=self.key, kind=kind, author_id=self.user, reply_id=self.last_reply_id, text=text)
+            Feedback(channel=self.key, kind=kind, author_id=self.user, reply_id=self.last_reply_id, text=text,
+                     personal=personal)
         )
         self._write(receipt.message)

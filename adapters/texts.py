@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine import Correction, Explanation
+from engine import Correction, Explanation, PersonalProfile
 
-__all__ = ["Texts", "clip", "explanation_lines", "one_line", "stats_text"]
+__all__ = ["Texts", "clip", "explanation_lines", "one_line", "personal_text", "stats_text"]
 
 Markup = Callable[[str], str]
 
@@ -130,3 +130,16 @@ def stats_text(stats: dict[str, Any]) -> str:
         f"  LoRA versions: {sum(lora.values())} trained, {lora.get('active', 0)} serving, "
         f"{lora.get('rejected', 0)} rejected",
     ])
+
+
+def personal_text(profile: PersonalProfile, inline: Markup = one_line) -> str:
+    """A person's own personal scope in a channel, for them alone (``/personal``, the console's
+    ``/learned``): what they told about themselves and their corrections just for them."""
+    if not len(profile):
+        return ("You have told me nothing about yourself here. /personal <something about you> tells me; "
+                "only replies to you use it.")
+    lines = ["Just for you (only replies to you use these; /forget me removes them):"]
+    lines += [f"  fact #{f.fact_id}: {inline(clip(f.text, 200))}" for f in profile.facts]
+    lines += [f"  #{c.correction_id}: {inline(clip(c.question, 120))} -> {inline(clip(c.answer, 160))}"
+              for c in profile.corrections]
+    return "\n".join(lines)

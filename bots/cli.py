@@ -61,6 +61,8 @@ def run(config: ConfigOption = None) -> None:
 @app.command()
 def chat(
     channel: Annotated[str | None, typer.Option("--channel", help="local channel name; each is its own scope")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="speak as this person (their personal scope: "
+                                             "/personal, /fixme, /forget me); default: console.user")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Talk to the bot in the terminal (also reads piped stdin, one message a line)."""
@@ -68,7 +70,7 @@ def chat(
 
     settings = settings_or_exit(config)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(chat_loop(settings, channel))
+        asyncio.run(chat_loop(settings, channel, user=user))
 
 
 @app.command("config")
@@ -109,14 +111,22 @@ def prepare(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 @app.command()
 def learned(
     channel: ChannelArgument,
+    personal: Annotated[bool, typer.Option("--personal", help="also every person's personal scope there (facts "
+                                           "they told, corrections just for them): for managers only")] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List a channel's active corrections (taught, or paraphrases an asker confirmed), then its
-    negatives (phrasings an answer was corrected on: it does not apply to them)."""
+    negatives (phrasings an answer was corrected on: it does not apply to them). People's personal
+    items are not the channel's: only with ``--personal``."""
     settings = settings_or_exit(config)
     key = channel_key(channel)
-    items, negatives = asyncio.run(with_store(settings, lambda s: s.support_rows(key)))
+
+    async def read(store: Store) -> tuple[list[Any], list[Any], dict[str, Any]]:
+        items, negatives = await store.support_rows(key)
+        return items, negatives, (await store.personal_profiles(key) if personal else {})
+
+    items, negatives, profiles = asyncio.run(with_store(settings, read))
     rows = [c.public().to_dict() for c in items]
     nots = [c.public().to_dict() for c in negatives]
 
@@ -128,7 +138,16 @@ def learned(
         lines += ["negatives (the answer does not apply):"]
         lines += [f"  negative #{r['correction_id']}: {r['question']!r} -/-> {r['answer']!r} (of #{r['source_id']})"
                   for r in nots]
-    emit({"channel": str(key), "corrections": rows, "negatives": nots}, as_json, "\n".join(lines) or "nothing learned")
+    data: dict[str, Any] = {"channel": str(key), "corrections": rows, "negatives": nots}
+    if personal:
+        data["personal"] = [{"person": who, "facts": [f.public().to_dict() for f in facts],
+                             "corrections": [c.public().to_dict() for c in mine]}
+                            for who, (mine, facts) in sorted(profiles.items())]
+        for scope in data["personal"]:
+            lines += [f"personal scope of {scope['person']}:"]
+            lines += [f"  fact #{f['fact_id']}: {f['text']!r}" for f in scope["facts"]]
+            lines += [f"  #{c['correction_id']}: {c['question']!r} -> {c['answer']!r}" for c in scope["corrections"]]
+    emit(data, as_json, "\n".join(lines) or "nothing learned")
 
 
 @app.command()

@@ -4,7 +4,9 @@
 - ``meta-train lora``: meta-learning the LoRA initialisation consolidation starts from;
 - ``eval intents``: few-shot intent classification with prototypes, optionally side by
   side with the plain encoder (``--baseline``);
-- ``eval corrections``: learning from corrections through the whole engine.
+- ``eval corrections``: learning from corrections through the whole engine;
+- ``eval personal``: the personal scope: recall and isolation of what people tell about
+  themselves, and its cost (``engine.training.personal_eval``).
 
 Each command parses its options and makes one call into ``engine.training`` (``metric_run``,
 ``lora_run``, ``intents_run``, ``corrections_run``), then prints the result. With
@@ -32,7 +34,8 @@ __all__ = ["eval_app", "meta_train_app"]
 
 meta_train_app = typer.Typer(help="Meta-train the learned artifacts (metric, LoRA initialisation).",
                              no_args_is_help=True)
-eval_app = typer.Typer(help="The two benchmarks: few-shot intents and learning from corrections.", no_args_is_help=True)
+eval_app = typer.Typer(help="The benchmarks: few-shot intents, learning from corrections, the personal scope.",
+                       no_args_is_help=True)
 
 MetricOption = Annotated[str, typer.Option("--metric", help="'default' (shipped), 'none' (plain cosine) or a path")]
 EvalDomainsOption = Annotated[str, typer.Option(
@@ -373,3 +376,33 @@ def corrections(
     result = _or_exit(lambda: run_corrections_eval(run, settings.engine_settings(), bars=stderr_bars,
                                                    log=stderr_log))
     emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items() if k != "side_by_side"))
+
+
+# -- eval personal ---------------------------------------------------------------------------
+
+
+@eval_app.command("personal")
+def personal(
+    model: Annotated[str, typer.Option("--model", help="LLM id (default: the configured one)")] = "",
+    channels: Annotated[int, typer.Option(help="shared channels")] = 4,
+    people: Annotated[int, typer.Option(help="people per channel")] = 4,
+    facts: Annotated[int, typer.Option(help="facts each person tells about themselves")] = 2,
+    others: Annotated[int, typer.Option(help="other people of the channel who ask each question too")] = 2,
+    latency_turns: Annotated[int, typer.Option(help="turns timed one at a time, with and without facts each")] = 20,
+    max_new_tokens: Annotated[int, typer.Option(help="reply length cap")] = 32,
+    seed: Annotated[int, typer.Option(help="seed of codes and who asks what")] = 0,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The personal scope: simulated people tell facts with invented codes (``Engine.remember``), then
+    ask about them through the engine; ``personal_recall`` (their replies carrying the code),
+    ``personal_leaks`` (other people's replies in the same channel carrying it: must be 0), the
+    latency it adds and the memory per person."""
+    _offline()
+    settings = settings_or_exit(config)
+    from engine.training.personal_eval import PersonalEvalConfig, run_personal_eval
+
+    run = PersonalEvalConfig(channels=channels, people=people, facts=facts, others=others,
+                             latency_turns=latency_turns, max_new_tokens=max_new_tokens, seed=seed, model=model)
+    result = _or_exit(lambda: run_personal_eval(run, settings.engine_settings(), bars=stderr_bars))
+    emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))

@@ -49,13 +49,15 @@ def configured_platforms(settings: Settings) -> list[str]:
 
 
 async def chat(
-    settings: Settings, channel: str | None = None, *, stdin: BinaryIO | None = None, stdout: TextIO | None = None
+    settings: Settings, channel: str | None = None, *, stdin: BinaryIO | None = None, stdout: TextIO | None = None,
+    user: str | None = None,
 ) -> None:
-    """A console conversation in ``channel`` until end of input."""
+    """A console conversation in ``channel`` until end of input, as ``user`` (default: ``console.user``)."""
     prepare_environment(settings)
     async with Engine(settings.engine_settings()) as engine:
         console = ConsoleAdapter(
-            engine, channel or settings.console.channel, user=settings.console.user, stdin=stdin, stdout=stdout
+            engine, channel or settings.console.channel, user=user or settings.console.user, stdin=stdin,
+            stdout=stdout,
         )
         await console.run()
 

@@ -23,8 +23,11 @@ __all__ = [
     "FeedbackReceipt",
     "CorrectionUse",
     "Route",
+    "FactUse",
     "Explanation",
     "Correction",
+    "PersonalFact",
+    "PersonalProfile",
     "ChannelSettings",
     "LoraVersion",
     "AuditEntry",
@@ -147,6 +150,10 @@ class Feedback(_Serialisable):
     id). Feedback with an event id is applied at most once per scope: the same event
     delivered again (a platform retry, a restart before the adapter recorded it) gets
     the first delivery's receipt and changes nothing."""
+    personal: bool = False
+    """For corrections: "just for me". The correction joins its author's personal scope in this
+    channel (``author_id`` required) and shapes only the replies to that person, never anyone
+    else's; it needs no review (``needs_review`` is ignored) and trains no channel LoRA."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +187,26 @@ class CorrectionUse(_Serialisable):
     # and its probability that the correction applies to the message.
     verdict: str = ""
     probability: float | None = None
+    personal: bool = False  # from the asker's personal scope ("just for me"), not the channel's
 
     def line(self) -> str:
         """One line of ``/why``: the scores and the correction."""
         checked = f", verifier {self.probability:.2f} -> {self.verdict}" if self.probability is not None else ""
-        return f"  #{self.correction_id} score {self.score:.2f}{checked}: {self.question!r} -> {self.answer!r}"
+        mine = " (just for you)" if self.personal else ""
+        return f"  #{self.correction_id}{mine} score {self.score:.2f}{checked}: {self.question!r} -> {self.answer!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class FactUse(_Serialisable):
+    """One fact the asker told the bot about themselves that went into the prompt of a reply."""
+
+    fact_id: int
+    text: str
+    score: float  # similarity of the message to the fact
+
+    def line(self) -> str:
+        """One line of ``/why``."""
+        return f"  fact #{self.fact_id} score {self.score:.2f}: {self.text!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +229,11 @@ class Explanation(_Serialisable):
     apply_threshold: float | None = None
     related_threshold: float | None = None
     rejected: tuple[CorrectionUse, ...] = ()
+    # The asker's personal scope (docs/LEARNING.md, "Personal scope"): whose it is ("" when none
+    # of it shaped the reply) and the facts they told about themselves that joined the prompt; their
+    # personal corrections are among ``corrections`` with ``personal`` set.
+    person: str = ""
+    facts: tuple[FactUse, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -230,8 +257,24 @@ class Explanation(_Serialisable):
                          f"related >= {self.related_threshold:.2f}; retrieval >= {self.example_threshold:.2f}")
         else:
             lines.append(f"thresholds: answer >= {self.answer_threshold:.2f}, example >= {self.example_threshold:.2f}")
+        if self.facts:
+            lines.append(f"what {self.person or 'the asker'} told me about themselves (just for them):")
+            lines += [fact.line() for fact in self.facts]
         lines += list(self.notes)
         return "\n".join(lines)
+
+    def for_viewer(self, viewer: str | None) -> Explanation:
+        """This explanation as ``viewer`` may see it: whole for the person it answered (and for
+        ``None``, a trusted caller such as a manager's CLI); for anyone else without the
+        person's personal corrections and facts, only a note that some shaped the reply."""
+        if viewer is None or not self.person or viewer == self.person:
+            return self
+        hidden = sum(use.personal for use in self.corrections) + len(self.facts)
+        if not hidden:
+            return self
+        note = f"shaped by {hidden} item(s) of the asker's personal profile (only they can see which)"
+        return dataclasses.replace(self, corrections=tuple(u for u in self.corrections if not u.personal),
+                                   facts=(), notes=(*self.notes, note))
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +293,29 @@ class Correction(_Serialisable):
     created_at: float
     origin: str = "taught"
     source_id: int | None = None
+    person: str = ""  # a personal correction ("just for me") of this person; "" for the channel's
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalFact(_Serialisable):
+    """Something a person told the bot about themselves in one channel (``Engine.remember``)."""
+
+    fact_id: int
+    text: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalProfile(_Serialisable):
+    """One person's personal scope in one channel: their facts and their "just for me" corrections."""
+
+    channel: ChannelKey
+    person: str
+    facts: tuple[PersonalFact, ...] = ()
+    corrections: tuple[Correction, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.facts) + len(self.corrections)
 
 
 @dataclass(frozen=True, slots=True)

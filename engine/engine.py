@@ -9,6 +9,7 @@ served one at a time; different channels run concurrently and share model batche
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -16,7 +17,7 @@ from contextlib import aclosing, suppress
 from typing import Any
 
 from . import metrics
-from .chat_template import render_chat
+from .chat_template import plain_ids, render_chat
 from .contract import (
     AuditEntry,
     ChannelKey,
@@ -24,14 +25,17 @@ from .contract import (
     Correction,
     CorrectionUse,
     Explanation,
+    FactUse,
     Feedback,
     FeedbackKind,
     FeedbackReceipt,
     LoraVersion,
+    PersonalFact,
+    PersonalProfile,
     Route,
     Turn,
 )
-from .dialog.prompt import PromptParts, assemble
+from .dialog.prompt import PromptParts, assemble, second_person
 from .dialog.sanitize import MentionGuard, clean_text
 from .errors import EngineClosed, InputError, NotFound
 from .generation.model_loader import LoadedModel, load_model
@@ -40,6 +44,7 @@ from .generation.worker import ModelWorker
 from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
 from .learning.matching import Check, Matching
+from .learning.personal import Profiles, visible_history
 from .learning.support_set import Match, SupportSet, answer_key
 from .learning.support_sets import SupportSets
 from .learning.verifier import Verdict
@@ -74,6 +79,10 @@ class Engine:
         # Support sets of recently used learning scopes; the rest reload from the store when asked.
         self._support = SupportSets(self.store, self.matching, settings.learning.cached_scopes,
                                     busy=self._teach_locks.busy)
+        # People's personal scopes inside channels (learning/personal.py), looked up only by their own turns;
+        # public for what measures them (``Profile.nbytes``), changed only through the engine's methods.
+        self.profiles = Profiles(self.store, self.encoder, settings.learning.cached_profiles,
+                                  busy=self._teach_locks.busy)
         self._started = False
         self._data_version = 0  # the store's PRAGMA data_version when caches were last checked
         self.consolidator: Consolidator | None = None
@@ -215,6 +224,7 @@ class Engine:
             persona = await self._persona(turn.channel)
             lora = await self.consolidator.lora_for(turn.channel) if self.consolidator else None
             explanation = self._explain(reply.reply_id, turn.channel, matches, checks, persona, lora)
+            explanation = await self._personalise(turn, text, explanation)
             if explanation.lora_version is None:
                 lora = None  # out of the LoRA's scope (``lora.scope``)
             reply.explanation = explanation
@@ -226,7 +236,8 @@ class Engine:
             produced: list[str] = []
             guard = MentionGuard()
             try:
-                chunks = self._produce(turn.channel, text, question_id, explanation, persona, lora)
+                chunks = self._produce(turn.channel, text, question_id, explanation, persona, lora,
+                                       asker=turn.author_id)
                 async with aclosing(chunks):
                     async for chunk in chunks:
                         safe = guard.feed(chunk)
@@ -254,6 +265,7 @@ class Engine:
         explanation: Explanation,
         persona: str,
         lora: tuple[str, LoraWeights] | None,
+        asker: str = "",
     ) -> AsyncGenerator[str, None]:
         learned = self.settings.learning
         if explanation.route is Route.CORRECTION and not learned.rephrase:
@@ -261,7 +273,8 @@ class Engine:
             for word in _words(answer):  # stream it like generated text, so platform adapters need one path
                 yield word
             return
-        history = await self.store.history(channel, self.settings.dialog.history_turns, before_id=question_id)
+        history = visible_history(
+            await self.store.history(channel, self.settings.dialog.history_turns, before_id=question_id), asker)
         grounding = explanation.corrections[0].answer if explanation.route is Route.CORRECTION else ""
         uses = [] if grounding else list(reversed(explanation.corrections))
         parts = PromptParts(
@@ -271,6 +284,7 @@ class Engine:
             history=[(m.role, m.text) for m in history if m.text],
             message=text,
             grounding=grounding,
+            profile=[f.text for f in reversed(explanation.facts)],  # the closest fact nearest the question
         )
         if self._remote is not None:
             model = self.settings.model
@@ -282,7 +296,8 @@ class Engine:
             return
         assert self._worker is not None and self._loaded is not None
         prompt = await asyncio.to_thread(self._render, parts)
-        stream = self._worker.submit(prompt, lora=lora)
+        exempt = await asyncio.to_thread(self._unpenalised, parts.profile) if parts.profile else frozenset()
+        stream = self._worker.submit(prompt, lora=lora, exempt=exempt)
         try:
             async for delta in stream:
                 yield delta
@@ -301,6 +316,14 @@ class Engine:
 
         return ids(assemble(parts, lambda m: len(ids(m)), budget))
 
+    def _unpenalised(self, facts: Sequence[str]) -> frozenset[int]:
+        """The token ids of the asker's facts as the prompt shows them: a reply that carries a fact
+        repeats them, which the repetition penalty must not punish (runs in a thread)."""
+        assert self._loaded is not None
+        texts = [t for f in facts for t in (f, second_person(f))]
+        return frozenset(i for t in texts for i in (*plain_ids(self._loaded.tokenizer, t),
+                                                    *plain_ids(self._loaded.tokenizer, " " + t)))
+
     # -- learning ---------------------------------------------------------------------
 
     async def _support_set(self, channel: ChannelKey) -> SupportSet:
@@ -313,6 +336,8 @@ class Engine:
         version = await self.store.data_version()
         if version == self._data_version:
             return
+        # Personal scopes are small: reload them rather than compare (those our own change holds: next time).
+        profiles_settled = self.profiles.clear()
         loras = self.consolidator.cached() if self.consolidator is not None else {}
         scopes = list(dict.fromkeys([*self._support.scopes(), *loras]))
         settled = True
@@ -328,7 +353,7 @@ class Engine:
                 assert self.consolidator is not None
                 self.consolidator.drop_cached(scope)
                 log.info("active LoRA of %s changed elsewhere: v%s", scope, active)
-        if settled:
+        if settled and profiles_settled:
             self._data_version = version
 
     async def _match(self, channel: ChannelKey, text: str) -> tuple[list[Match], list[Check | None]]:
@@ -413,6 +438,44 @@ class Engine:
             related_threshold=verifier.artifact.related_threshold if verifier else None,
             rejected=rejected,
         )
+
+    async def _personalise(self, turn: Turn, text: str, explanation: Explanation) -> Explanation:
+        """The asker's personal scope on top of the channel's (DESIGN.md, "Scopes").
+
+        Their personal corrections are consulted first, by the same rule as the channel's: one
+        that applies answers (whatever the channel's would have), related ones join the prompt
+        ahead of the channel's examples. Then the facts they told about themselves that the
+        message relates to (``learning.personal_fact_threshold``) join the prompt of a generated
+        reply. Only the asker's own profile is read; a turn without an author has none."""
+        if not turn.author_id:
+            return explanation
+        profile = await self.profiles.get(turn.channel, turn.author_id)
+        if profile.empty:
+            return explanation
+        learned = self.settings.learning
+        if len(profile.support):
+            matches, checks = await self.matching.check(profile.support, text)
+            mine = self._explain(explanation.reply_id, turn.channel, matches, checks, explanation.persona)
+            uses = tuple(dataclasses.replace(u, personal=True) for u in mine.corrections)
+            turned_away = tuple(dataclasses.replace(u, personal=True) for u in mine.rejected)
+            if mine.route is Route.CORRECTION:
+                explanation = dataclasses.replace(explanation, route=Route.CORRECTION, corrections=uses,
+                                                  rejected=turned_away, lora_version=None,
+                                                  answer_threshold=mine.answer_threshold)
+            elif mine.route is Route.EXAMPLES and explanation.route is not Route.CORRECTION:
+                explanation = dataclasses.replace(explanation, route=Route.EXAMPLES,
+                                                  corrections=(*uses, *explanation.corrections)[: learned.max_examples],
+                                                  rejected=(*explanation.rejected, *turned_away))
+            else:
+                explanation = dataclasses.replace(explanation, rejected=(*explanation.rejected, *turned_away))
+        facts: list[FactUse] = []
+        if profile.facts and (explanation.route is not Route.CORRECTION or learned.rephrase):  # a generated reply
+            (vector,) = await self.encoder.embed([text])
+            related = profile.related(vector, learned.personal_fact_threshold, learned.personal_max_facts)
+            facts = [FactUse(f.id, f.text, round(score, 4)) for f, score in related]
+        if not facts and not any(u.personal for u in (*explanation.corrections, *explanation.rejected)):
+            return explanation
+        return dataclasses.replace(explanation, person=turn.author_id, facts=tuple(facts))
 
     async def feedback(self, feedback: Feedback) -> FeedbackReceipt:
         """Apply a user's feedback. A returned receipt with ``accepted`` is durable.
@@ -540,6 +603,8 @@ class Engine:
         refused = await self._over_rate(feedback)
         if refused is not None:
             return refused
+        if feedback.personal:
+            return await self._correct_personal(feedback, target, question, answer)
         (vector,) = await self.encoder.embed([question])
         if feedback.needs_review:  # waits, inactive, for a manager (``review``): nothing changes now
             stored = await self.store.add_correction(
@@ -570,6 +635,29 @@ class Engine:
             await self.consolidator.corrections_changed(feedback.channel)
         log.info("learned correction #%d in %s", stored.id, feedback.channel.scope)
         return _receipt(FeedbackKind.CORRECTION, {"correction_id": stored.id, "question": question, "answer": answer})
+
+    async def _correct_personal(self, feedback: Feedback, target: StoredMessage | None, question: str,
+                                answer: str) -> FeedbackReceipt:
+        """A "just for me" correction: it joins its author's personal scope in this channel, where a
+        newer answer to the same question replaces the older. It shapes nobody else's replies, so it
+        waits for no review, makes no negative of the channel's answers and trains no channel LoRA."""
+        person = feedback.author_id
+        if not person:
+            raise InputError("A correction just for you needs to know who you are.")
+        (vector,) = await self.encoder.embed([question])
+        scope = feedback.channel.scope
+        async with self._teach_locks(scope):
+            profile = await self.profiles.get(scope, person)
+            same = [c.id for c in profile.support if question_key(c.question) == question_key(question)]
+            stored, _ = await self.store.add_correction_and_negative(
+                scope, question=question, answer=answer, author_id=person, embedding=vector,
+                encoder=self.encoder.name, message_id=target.id if target else None, replaces=same,
+                event_id=feedback.event_id, person=person)
+            profile.support.remove(same)
+            profile.support.add(stored)
+        log.info("learned personal correction #%d in %s", stored.id, scope)
+        return _receipt(FeedbackKind.CORRECTION, {"correction_id": stored.id, "question": question, "answer": answer,
+                                                  "personal": True})
 
     async def _over_rate(self, feedback: Feedback) -> FeedbackReceipt | None:
         """A refusal when the author taught more than ``teach.rate`` allows (counted in the store,
@@ -630,6 +718,7 @@ class Engine:
         is cached of the scopes they taught reloads."""
         self._check_running()
         counts = await self.store.delete_user(platform, user_id, author_id=author_id)
+        self.profiles.clear()
         for scope in self._support.scopes():
             self._support.drop(scope)
         if self.consolidator is not None:
@@ -657,6 +746,8 @@ class Engine:
                 return int(done.result.get("forgotten", 0))
             support = await self._support_set(channel)
             support.remove(ids)  # with what was derived from them, as the store did
+            if ids:  # a forget gesture on a reply a personal correction shaped forgets that one
+                self.profiles.drop(channel)
             if of_author is not None:
                 support.remove_negatives(lambda n: n.author_id == of_author)
         if ids and self.consolidator is not None:
@@ -674,6 +765,7 @@ class Engine:
             moved = await self.store.move_channel(old, new)
             for scope in (old, new):
                 self._support.drop(scope)
+                self.profiles.drop(scope)
         if self.consolidator is not None:
             self.consolidator.forget_scope(old)
             self.consolidator.drop_cached(new)
@@ -685,9 +777,54 @@ class Engine:
 
     async def learned(self, channel: ChannelKey) -> list[Correction]:
         """The active corrections of ``channel``'s scope, oldest first: ``origin`` ``taught``, or
-        ``confirmed`` (a paraphrase its asker confirmed, ``source_id`` the correction it came from)."""
+        ``confirmed`` (a paraphrase its asker confirmed, ``source_id`` the correction it came from).
+        The channel's only: a person's personal items are listed by ``personal``, for them."""
         self._check_running()
         return [c.public() for c in await self.store.corrections(channel.scope)]
+
+    # -- the personal scope ----------------------------------------------------------------
+
+    async def remember(self, channel: ChannelKey, author_id: str, text: str) -> PersonalFact:
+        """Remember something ``author_id`` tells about themselves ("my plan is Pro") in ``channel``'s
+        scope: from their next related question there on, it joins the prompt of the replies to
+        them (as data, never as template), and never of anyone else's. The same text again replaces
+        the older copy; past ``learning.personal_facts_kept`` the oldest goes. Durable once returned.
+
+        Raises ``InputError`` without an author, or for an empty or too long text."""
+        self._check_running()
+        if not author_id:
+            raise InputError("I can only remember something about you when I know who you are.")
+        learned = self.settings.learning
+        fact = clean_text(text, limit=learned.max_fact_chars, what="fact")
+        await self._sync_external()
+        (vector,) = await self.encoder.embed([fact])
+        scope = channel.scope
+        async with self._teach_locks(scope):
+            profile = await self.profiles.get(scope, author_id)
+            stored = await self.store.add_fact(scope, author_id, fact, vector, self.encoder.name,
+                                               limit=learned.personal_facts_kept)
+            profile.add_fact(stored, learned.personal_facts_kept)
+        log.info("remembered personal fact #%d in %s", stored.id, scope)
+        return stored.public()
+
+    async def personal(self, channel: ChannelKey, author_id: str) -> PersonalProfile:
+        """``author_id``'s personal scope in ``channel``'s: the facts they told, their "just for me"
+        corrections; for them (``/learned``), or a manager."""
+        self._check_running()
+        corrections, facts = await self.store.personal_rows(channel.scope, author_id)
+        return PersonalProfile(channel.scope, author_id, tuple(f.public() for f in facts),
+                               tuple(c.public() for c in corrections))
+
+    async def forget_person(self, channel: ChannelKey, author_id: str, *, by: str = "") -> dict[str, int]:
+        """``/forget me``: delete ``author_id``'s personal scope in ``channel``'s scope (their facts and
+        personal corrections; ``Store.forget_person``); returns ``{"facts": n, "corrections": m}``.
+        ``by``: who asked, for the audit log (default: the person)."""
+        self._check_running()
+        await self._sync_external()
+        async with self._teach_locks(channel.scope):
+            counts = await self.store.forget_person(channel.scope, author_id, author_id=by or author_id)
+            self.profiles.drop(channel, author_id)
+        return counts
 
     async def negatives(self, channel: ChannelKey) -> list[Correction]:
         """The active negatives of ``channel``'s scope, oldest first (``origin`` ``negative``): phrasings
@@ -695,13 +832,18 @@ class Engine:
         self._check_running()
         return [c.public() for c in await self.store.negatives(channel.scope)]
 
-    async def explain(self, channel: ChannelKey, *, reply_id: str = "", message_id: str = "") -> Explanation:
-        """What shaped a reply (the last one in the thread when no id is given)."""
+    async def explain(self, channel: ChannelKey, *, reply_id: str = "", message_id: str = "",
+                      viewer: str | None = None) -> Explanation:
+        """What shaped a reply (the last one in the thread when no id is given).
+
+        ``viewer``: who asks. Anyone but the person the reply answered sees no item of that
+        person's personal scope, only that some shaped it (``Explanation.for_viewer``); None (a
+        trusted caller: the CLI, a manager's console) sees everything."""
         self._check_running()
         target = await self.store.find_reply(channel, reply_id=reply_id, message_id=message_id)
         if target is None or target.explanation is None:
             raise NotFound("there is no finished reply of mine to explain")
-        return Explanation.from_dict(target.explanation)
+        return Explanation.from_dict(target.explanation).for_viewer(viewer)
 
     async def link_message(self, channel: ChannelKey, reply_id: str, platform_message_id: str) -> None:
         """Record that a platform message shows (part of) a reply, so feedback on it finds the reply."""
@@ -906,6 +1048,9 @@ def _receipt(kind: FeedbackKind, result: dict[str, Any]) -> FeedbackReceipt:
         if result.get("pending"):
             return FeedbackReceipt(True, f"Thanks: a manager will review your answer to {_short(question)!r} "
                                          "before I use it.", correction_id=int(result["correction_id"]), pending=True)
+        if result.get("personal"):
+            return FeedbackReceipt(True, f"Learned, just for you: when you ask {_short(question)!r}, I answer "
+                                         f"{_short(answer)!r}.", correction_id=int(result["correction_id"]))
         return FeedbackReceipt(True, f"Learned: when asked {_short(question)!r}, answer {_short(answer)!r}.",
                                correction_id=int(result["correction_id"]))
     if kind is FeedbackKind.FORGET:

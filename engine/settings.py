@@ -131,6 +131,17 @@ class LearningSettings(_Strict):
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")
+    # The personal scope (docs/LEARNING.md, "Personal scope"): facts a person told about themselves
+    # and their "just for me" corrections, consulted for that person's own turns only.
+    personal_fact_threshold: float = Field(
+        0.45, ge=-1.0, le=1.0, description="similarity of a message to a fact its asker told about themselves "
+        "from which the fact joins the prompt (hand-written pairs: related questions 0.58-0.74, others <= 0.37)")
+    personal_max_facts: int = Field(3, ge=0, le=20, description="most facts in one prompt (the most similar)")
+    personal_facts_kept: int = Field(100, ge=1, description="facts kept per person and channel; past it the "
+                                     "oldest goes")
+    max_fact_chars: int = Field(1000, ge=1, description="longer personal facts are refused")
+    cached_profiles: int = Field(4096, ge=1, description="people's personal scopes held in memory (about 2 KB a "
+                                 "fact or personal correction); the least recently used reload from the store")
 
 
 class LoraSettings(_Strict):

@@ -22,11 +22,11 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
-from .contract import ChannelKey, ChannelSettings, Correction
+from .contract import ChannelKey, ChannelSettings, Correction, PersonalFact
 from .errors import EngineClosed, NotFound
 
-__all__ = ["Store", "StoredCorrection", "StoredMessage", "StoredLoraVersion", "StoredAudit", "AlreadyApplied",
-           "StoredAdminToken", "StoredAdminSession", "Spaces", "Derived",
+__all__ = ["Store", "StoredCorrection", "StoredFact", "StoredMessage", "StoredLoraVersion", "StoredAudit",
+           "AlreadyApplied", "StoredAdminToken", "StoredAdminSession", "Spaces", "Derived",
            "question_key", "MIGRATIONS"]
 
 CACHED_CHANNEL_IDS = 65536
@@ -191,6 +191,25 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX negatives_source ON negatives (source_id);
     CREATE INDEX negatives_author ON negatives (author_id);
     """,
+    # 8: the personal scope, narrower than the channel's (DESIGN.md, "Scopes"): a correction with a
+    # ``person`` is that person's "just for me" correction and shapes only the replies to them (every
+    # channel-wide query keeps to ``person = ''``); facts a person told about themselves, per channel.
+    # Both are deleted, not deactivated, when the person asks to be forgotten.
+    """
+    ALTER TABLE corrections ADD COLUMN person TEXT NOT NULL DEFAULT '';
+    CREATE INDEX corrections_person ON corrections (channel_id, person, active);
+    CREATE TABLE personal_facts (
+        id INTEGER PRIMARY KEY,
+        channel_id INTEGER NOT NULL REFERENCES channels(id),
+        person TEXT NOT NULL,
+        text TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        encoder TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX personal_facts_person ON personal_facts (channel_id, person);
+    CREATE INDEX personal_facts_by ON personal_facts (person);
+    """,
 )
 
 
@@ -218,10 +237,26 @@ class StoredCorrection:
     created_at: float
     origin: str = "taught"  # taught | confirmed (a paraphrase an asker confirmed) | negative
     source_id: int | None = None  # the taught correction a confirmed paraphrase or a negative came from
+    person: str = ""  # whose personal ("just for me") correction it is; "" for the channel's
 
     def public(self) -> Correction:
         return Correction(self.id, self.question, self.answer, self.author_id, self.created_at,
-                          origin=self.origin, source_id=self.source_id)
+                          origin=self.origin, source_id=self.source_id, person=self.person)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFact:
+    """Something ``person`` told the bot about themselves in one scope, embedded to find related questions."""
+
+    id: int
+    person: str
+    text: str
+    embedding: np.ndarray
+    encoder: str
+    created_at: float
+
+    def public(self) -> PersonalFact:
+        return PersonalFact(self.id, self.text, self.created_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +417,7 @@ class Store:
                 chunk = list(ids)[start:start + 500]
                 marks = ",".join("?" * len(chunk))
                 async with db.execute(
-                    f"SELECT channel_id, COUNT(*), MAX(id) FROM corrections WHERE active = 1"
+                    f"SELECT channel_id, COUNT(*), MAX(id) FROM corrections WHERE active = 1 AND person = ''"
                     f" AND channel_id IN ({marks}) GROUP BY channel_id", chunk,
                 ) as cur:
                     for cid, count, newest in await cur.fetchall():
@@ -491,7 +526,7 @@ class Store:
                 await db.execute("UPDATE channels SET platform = ?, space = ?, channel = ? WHERE id = ?",
                                  (new.platform, new.space, new.channel, source))
             else:
-                for table in ("corrections", "negatives", "messages", "thumbs"):
+                for table in ("corrections", "negatives", "messages", "thumbs", "personal_facts"):
                     await db.execute(f"UPDATE {table} SET channel_id = ? WHERE channel_id = ?", (target, source))
                 await db.execute("UPDATE OR IGNORE message_links SET channel_id = ? WHERE channel_id = ?",
                                  (target, source))
@@ -664,11 +699,15 @@ class Store:
         event_id: str = "",
         pending: bool = False,
         negative: Derived | None = None,
+        person: str = "",
     ) -> tuple[StoredCorrection, StoredCorrection | None]:
         """``add_correction``, and in the same transaction (unless ``pending``) the corrected
         reply's question as a negative of the correction that reply was served from
         (``negative``; see ``_add_negative``). Returns the correction and the negative (None
-        when none was added: already one, a member, or its source is gone)."""
+        when none was added: already one, a member, or its source is gone).
+
+        ``person``: a personal ("just for me") correction of that person; its audit entry keeps
+        no text (the audit log is read by managers; the text stays the person's)."""
         now = time.time()
         vector = np.asarray(embedding, dtype=np.float32)
         async with self._write() as db:
@@ -679,24 +718,31 @@ class Store:
                                                                                       now)
             cur = await db.execute(
                 "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
-                " created_at, active, review) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, active, review, person) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, message_id, question, answer, author_id, vector.tobytes(), encoder, now, int(not pending),
-                 "pending" if pending else ""),
+                 "pending" if pending else "", person),
             )
             assert cur.lastrowid is not None
             await self._applied(db, cid, event_id, {"correction_id": cur.lastrowid, "question": question,
-                                                    "answer": answer, "pending": pending})
-            await self._audit(db, cid, author_id, "correction_pending" if pending else "correction",
-                              {"correction_id": cur.lastrowid, "question": question, "answer": answer,
-                               "replaces": replaced})
-        return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now), added
+                                                    "answer": answer, "pending": pending,
+                                                    **({"personal": True} if person else {})})
+            if person:
+                await self._audit(db, cid, author_id, "personal_correction",
+                                  {"correction_id": cur.lastrowid, "replaces": replaced})
+            else:
+                await self._audit(db, cid, author_id, "correction_pending" if pending else "correction",
+                                  {"correction_id": cur.lastrowid, "question": question, "answer": answer,
+                                   "replaces": replaced})
+        return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now,
+                                person=person), added
 
     @staticmethod
     async def _source(db: aiosqlite.Connection, cid: int, correction_id: int) -> tuple[int, str] | None:
         """Inside an operation: (id, answer) of the active taught correction that ``correction_id``
         is or was derived from, in scope ``cid``; None when it is not active there."""
         async with db.execute("SELECT id, answer, origin, source_id FROM corrections"
-                              " WHERE id = ? AND channel_id = ? AND active = 1", (correction_id, cid)) as cur:
+                              " WHERE id = ? AND channel_id = ? AND active = 1 AND person = ''",
+                              (correction_id, cid)) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
@@ -708,7 +754,8 @@ class Store:
     async def _derivable(db: aiosqlite.Connection, cid: int, question: str, answer: str) -> bool:
         """Inside an operation: is ``question`` neither an active member of the scope (any answer)
         nor already an active negative of ``answer`` (both up to case and spacing)?"""
-        async with db.execute("SELECT question FROM corrections WHERE channel_id = ? AND active = 1", (cid,)) as cur:
+        async with db.execute("SELECT question FROM corrections WHERE channel_id = ? AND active = 1"
+                              " AND person = ''", (cid,)) as cur:
             if any(question_key(r[0]) == question_key(question) for r in await cur.fetchall()):
                 return False
         async with db.execute(f"SELECT {_NEGATIVE} WHERE n.channel_id = ? AND n.active = 1", (cid,)) as cur:
@@ -768,15 +815,16 @@ class Store:
             if cid is None:
                 return [], []
             corrections = await _rows(db, f"SELECT {_CORRECTION} FROM corrections WHERE channel_id = ? AND active = 1"
-                                          " ORDER BY id", (cid,))
+                                          " AND person = '' ORDER BY id", (cid,))
             negatives = await _rows(db, f"SELECT {_NEGATIVE} WHERE n.channel_id = ? AND n.active = 1 ORDER BY n.id",
                                     (cid,))
         return [_correction(r) for r in corrections], [_correction(r) for r in negatives]
 
     async def corrections(self, key: ChannelKey) -> list[StoredCorrection]:
-        """The active corrections of ``key``'s learning scope, oldest first."""
+        """The active corrections of ``key``'s learning scope, oldest first (the channel's: no
+        personal ones)."""
         rows = await self._scope_rows(key, f"SELECT {_CORRECTION} FROM corrections WHERE channel_id = ? AND active = 1"
-                                           " ORDER BY id")
+                                           " AND person = '' ORDER BY id")
         return [_correction(r) for r in rows]
 
     async def forget(self, key: ChannelKey, correction_ids: Sequence[int] | None = None, *,
@@ -795,15 +843,18 @@ class Store:
                 return []
             await self._once(db, cid, event_id)
             if by_author is not None:
-                async with db.execute("SELECT id FROM corrections WHERE channel_id = ? AND author_id = ?",
-                                      (cid, by_author)) as cur:
+                async with db.execute("SELECT id FROM corrections WHERE channel_id = ? AND author_id = ?"
+                                      " AND person = ''", (cid, by_author)) as cur:
                     correction_ids = [int(r[0]) for r in await cur.fetchall()]
             now = time.time()
             ids = await self._deactivate(db, cid, correction_ids, now)
             if by_author is not None:  # undo by author: the negatives their corrections made go too
                 await db.execute("UPDATE negatives SET active = 0, forgotten_at = ? WHERE channel_id = ?"
                                  " AND author_id = ? AND active = 1", (now, cid, by_author))
-            retired = await self._retire_lora_versions(db, cid) if ids else []
+            # A personal correction never trained the channel's LoRA: forgetting only those keeps it.
+            channel_wide = bool(ids) and bool(await _rows(
+                db, f"SELECT 1 FROM corrections WHERE id IN ({_marks(ids)}) AND person = '' LIMIT 1", ids))
+            retired = await self._retire_lora_versions(db, cid) if channel_wide else []
             await self._applied(db, cid, event_id, {"forgotten": len(ids)})
             if ids:
                 await self._audit(db, cid, author_id, "forget", {"correction_ids": ids, "lora_retired": retired,
@@ -822,15 +873,16 @@ class Store:
 
     @staticmethod
     async def _deactivate(db: aiosqlite.Connection, cid: int, ids: Sequence[int] | None, now: float) -> list[int]:
-        """Inside an operation: deactivate the scope's active corrections among ``ids`` (None: all),
-        with what was derived from them (confirmed paraphrases, negatives); returns the corrections'
-        ids, derived paraphrases included."""
+        """Inside an operation: deactivate the scope's active corrections among ``ids`` (None: all
+        the channel's, none of the personal ones), with what was derived from them (confirmed
+        paraphrases, negatives); returns the corrections' ids, derived paraphrases included."""
         if ids is not None and not ids:
             return []
-        async with db.execute("SELECT id, source_id FROM corrections WHERE channel_id = ? AND active = 1",
+        async with db.execute("SELECT id, source_id, person FROM corrections WHERE channel_id = ? AND active = 1",
                               (cid,)) as cur:
-            active = {int(r[0]): r[1] for r in await cur.fetchall()}
-        chosen = set(active if ids is None else active.keys() & set(ids))
+            rows = await cur.fetchall()
+        active = {int(r[0]): r[1] for r in rows}
+        chosen = {int(r[0]) for r in rows if not r[2]} if ids is None else active.keys() & set(ids)
         chosen |= {i for i, source in active.items() if source in chosen}  # sources are taught: one level
         await db.executemany("UPDATE corrections SET active = 0, forgotten_at = ? WHERE id = ?",
                              [(now, i) for i in sorted(chosen)])
@@ -884,8 +936,8 @@ class Store:
                 return None
             replaced: list[int] = []
             if approve:
-                async with db.execute("SELECT id, question FROM corrections WHERE channel_id = ? AND active = 1",
-                                      (cid,)) as cur:
+                async with db.execute("SELECT id, question FROM corrections WHERE channel_id = ? AND active = 1"
+                                      " AND person = ''", (cid,)) as cur:
                     same = [int(i) for i, q in await cur.fetchall() if question_key(q) == question_key(row[1])]
                 replaced = await self._deactivate(db, cid, same, time.time())
             await db.execute("UPDATE corrections SET active = ?, review = ? WHERE id = ?",
@@ -947,13 +999,19 @@ class Store:
     # -- people -------------------------------------------------------------------------
 
     async def user_data(self, platform: str, user_id: str) -> dict[str, Any]:
-        """Everything stored about one person of ``platform``: what they taught, said, rated and changed."""
+        """Everything stored about one person of ``platform``: what they taught (personal corrections
+        marked ``personal``), told about themselves (``personal_facts``), said, rated and changed."""
         person = (platform, user_id)
         async with self._read() as db:
             corrections = await _rows(db, (
                 "SELECT c.id, ch.platform, ch.space, ch.channel, c.question, c.answer, c.active, c.review,"
-                " c.created_at, c.origin, c.source_id FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
-                " WHERE ch.platform = ? AND c.author_id = ? ORDER BY c.id"), person)
+                " c.created_at, c.origin, c.source_id, c.person FROM corrections c"
+                " JOIN channels ch ON ch.id = c.channel_id WHERE ch.platform = ? AND c.author_id = ? ORDER BY c.id"),
+                person)
+            facts = await _rows(db, (
+                "SELECT f.id, ch.platform, ch.space, ch.channel, f.text, f.created_at FROM personal_facts f"
+                " JOIN channels ch ON ch.id = f.channel_id WHERE ch.platform = ? AND f.person = ? ORDER BY f.id"),
+                person)
             negatives = await _rows(db, (  # made by their correction, or their words (the question corrected)
                 "SELECT n.id, ch.platform, ch.space, ch.channel, n.question, k.answer, n.source_id, n.active,"
                 " n.created_at, n.author_id FROM negatives n JOIN channels ch ON ch.id = n.channel_id"
@@ -980,7 +1038,8 @@ class Store:
             "user": f"{platform}:{user_id}",
             "corrections": [{"id": r[0], "channel": where(r), "question": r[4], "answer": r[5],
                              "active": bool(r[6]), "review": r[7], "created_at": r[8], "origin": r[9],
-                             "source_id": r[10]} for r in corrections],
+                             "source_id": r[10], "personal": bool(r[11])} for r in corrections],
+            "personal_facts": [{"id": r[0], "channel": where(r), "text": r[4], "created_at": r[5]} for r in facts],
             "negatives": [{"id": r[0], "channel": where(r), "question": r[4], "answer": r[5], "source_id": r[6],
                            "active": bool(r[7]), "created_at": r[8], "author_id": r[9]} for r in negatives],
             "messages": [{"id": r[0], "channel": where(r), "thread": r[4], "text": r[5], "created_at": r[6]}
@@ -1004,14 +1063,16 @@ class Store:
         person = (platform, user_id)
         async with self._write() as db:
             corrections = await _rows(db, (
-                "SELECT c.id, c.channel_id FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
+                "SELECT c.id, c.channel_id, c.person FROM corrections c JOIN channels ch ON ch.id = c.channel_id"
                 " WHERE ch.platform = ? AND c.author_id = ?"), person)
             if corrections:  # confirmed paraphrases of their corrections quote their answers
                 corrections += await _rows(db, (
-                    f"SELECT id, channel_id FROM corrections WHERE source_id IN ({_marks(corrections)})"),
+                    f"SELECT id, channel_id, person FROM corrections WHERE source_id IN ({_marks(corrections)})"),
                     [r[0] for r in corrections])
             gone = {int(r[0]) for r in corrections}
-            scopes = {int(r[1]) for r in corrections}
+            scopes = {int(r[1]) for r in corrections if not r[2]}  # personal ones never trained a channel LoRA
+            facts = await db.execute("DELETE FROM personal_facts WHERE person = ? AND channel_id IN"
+                                     " (SELECT id FROM channels WHERE platform = ?)", (user_id, platform))
             said = [int(r[0]) for r in await _rows(db, (
                 "SELECT m.id FROM messages m JOIN channels ch ON ch.id = m.channel_id"
                 " WHERE ch.platform = ? AND m.author_id = ?"), person)]
@@ -1048,7 +1109,7 @@ class Store:
                                  " ON CONFLICT (channel_id) DO UPDATE SET requested_at = excluded.requested_at",
                                  (cid, time.time()))
             counts = {"corrections": len(gone), "messages": len(messages), "thumbs": thumbs.rowcount,
-                      "lora_versions": versions, "negatives": len(negatives)}
+                      "lora_versions": versions, "negatives": len(negatives), "personal_facts": facts.rowcount}
             await self._audit(db, None, author_id, "delete_user", counts)  # who, not whose words
         await self._vacuum()
         return counts
@@ -1105,6 +1166,107 @@ class Store:
         async with self._lock:
             await self.db.execute("VACUUM")
             await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old pages leave the WAL file too
+
+    # -- the personal scope --------------------------------------------------------------
+
+    async def add_fact(self, key: ChannelKey, person: str, text: str, embedding: np.ndarray, encoder: str, *,
+                       limit: int) -> StoredFact:
+        """Store what ``person`` told about themselves in ``key``'s scope. The same text again (up to
+        case and spacing) replaces the older copy; past ``limit`` facts the oldest goes. The audit
+        entry keeps no text (managers read the audit log; the text stays the person's)."""
+        now = time.time()
+        vector = np.asarray(embedding, dtype=np.float32)
+        async with self._write() as db:
+            cid = await self._new_scope_id(db, key)
+            rows = await _rows(db, "SELECT id, text FROM personal_facts WHERE channel_id = ? AND person = ?"
+                                   " ORDER BY id", (cid, person))
+            drop = [int(r[0]) for r in rows if question_key(r[1]) == question_key(text)]
+            kept = [int(r[0]) for r in rows if int(r[0]) not in drop]
+            drop += kept[: max(0, len(kept) - limit + 1)]
+            if drop:
+                await db.execute(f"DELETE FROM personal_facts WHERE id IN ({_marks(drop)})", drop)
+                await self._scrub_personal(db, cid, set(), set(drop))
+            cur = await db.execute(
+                "INSERT INTO personal_facts (channel_id, person, text, embedding, encoder, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (cid, person, text, vector.tobytes(), encoder, now))
+            assert cur.lastrowid is not None
+            await self._audit(db, cid, person, "personal_fact", {"fact_id": cur.lastrowid, "replaces": drop})
+        return StoredFact(cur.lastrowid, person, text, vector, encoder, now)
+
+    async def personal_rows(self, key: ChannelKey, person: str) -> tuple[list[StoredCorrection], list[StoredFact]]:
+        """(active personal corrections, facts) of ``person`` in ``key``'s scope, oldest first."""
+        profiles = await self.personal_profiles(key, person)
+        return profiles.get(person, ([], []))
+
+    async def personal_profiles(self, key: ChannelKey, person: str | None = None
+                                ) -> dict[str, tuple[list[StoredCorrection], list[StoredFact]]]:
+        """Per person with a personal scope in ``key``'s scope (or only ``person``): (active personal
+        corrections, facts), oldest first. One read operation."""
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return {}
+            who: tuple[str, ...] = () if person is None else (person,)
+            corrections = await _rows(db, f"SELECT {_CORRECTION} FROM corrections WHERE channel_id = ? AND active = 1"
+                                          f" AND {'person = ?' if who else _PERSONAL} ORDER BY id", (cid, *who))
+            facts = await _rows(db, "SELECT id, person, text, embedding, encoder, created_at FROM personal_facts"
+                                    f" WHERE channel_id = ? {'AND person = ?' if who else ''} ORDER BY id",
+                                (cid, *who))
+        found: dict[str, tuple[list[StoredCorrection], list[StoredFact]]] = {}
+        for r in corrections:
+            found.setdefault(r[9], ([], []))[0].append(_correction(r))
+        for r in facts:
+            found.setdefault(r[1], ([], []))[1].append(
+                StoredFact(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32).copy(), r[4], r[5]))
+        return found
+
+    async def forget_person(self, key: ChannelKey, person: str, *, author_id: str = "") -> dict[str, int]:
+        """Delete ``person``'s personal scope in ``key``'s scope: their facts and their personal
+        corrections (any state), not just from view (``secure_delete`` zeroes the rows; the WAL is
+        checkpointed so that its old copies go too); the explanations of replies stop quoting them.
+        Returns ``{"facts": n, "corrections": m}``. ``author_id``: who asked (the person, or a
+        manager), for the audit log."""
+        async with self._write() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return {"facts": 0, "corrections": 0}
+            facts = {int(r[0]) for r in await _rows(
+                db, "SELECT id FROM personal_facts WHERE channel_id = ? AND person = ?", (cid, person))}
+            gone = {int(r[0]) for r in await _rows(
+                db, "SELECT id FROM corrections WHERE channel_id = ? AND person = ?", (cid, person))}
+            if facts:
+                await db.execute(f"DELETE FROM personal_facts WHERE id IN ({_marks(sorted(facts))})", sorted(facts))
+            if gone:
+                marks = _marks(sorted(gone))
+                await db.execute(f"DELETE FROM applied_events WHERE channel_id = ? AND"
+                                 f" json_extract(result, '$.correction_id') IN ({marks})", [cid, *sorted(gone)])
+                await db.execute(f"DELETE FROM corrections WHERE id IN ({marks})", sorted(gone))
+            await self._scrub_personal(db, cid, gone, facts)
+            counts = {"facts": len(facts), "corrections": len(gone)}
+            if facts or gone:
+                await self._audit(db, cid, author_id, "forget_person", {"person": person, **counts})
+        if facts or gone:
+            async with self._lock:  # no VACUUM: a chat command must not stall every channel on a big file
+                await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return counts
+
+    @staticmethod
+    async def _scrub_personal(db: aiosqlite.Connection, cid: int, corrections: set[int], facts: set[int]) -> None:
+        """Inside an operation: the explanations of the scope's replies stop quoting the personal
+        ``corrections`` and ``facts`` deleted (only replies a personal scope shaped can)."""
+        if not corrections and not facts:
+            return
+        async with db.execute("SELECT id, explanation FROM messages WHERE channel_id = ? AND explanation IS NOT NULL"
+                              " AND COALESCE(json_extract(explanation, '$.person'), '') != ''", (cid,)) as cur:
+            rows = await cur.fetchall()
+        for message_id, text in rows:
+            explanation = json.loads(text)
+            uses = [u for u in explanation.get("corrections", []) if u.get("correction_id") not in corrections]
+            told = [f for f in explanation.get("facts", []) if f.get("fact_id") not in facts]
+            if len(uses) != len(explanation.get("corrections", [])) or len(told) != len(explanation.get("facts", [])):
+                explanation["corrections"], explanation["facts"] = uses, told
+                await db.execute("UPDATE messages SET explanation = ? WHERE id = ?",
+                                 (json.dumps(explanation), message_id))
 
     # -- applied events ---------------------------------------------------------------
 
@@ -1321,7 +1483,7 @@ class Store:
                 "SELECT c.platform, c.space, c.channel,"
                 " (SELECT COUNT(*) FROM messages m WHERE m.channel_id = c.id),"
                 " (SELECT MAX(created_at) FROM messages m WHERE m.channel_id = c.id),"
-                " (SELECT COUNT(*) FROM corrections k WHERE k.channel_id = c.id AND k.active = 1),"
+                " (SELECT COUNT(*) FROM corrections k WHERE k.channel_id = c.id AND k.active = 1 AND k.person = ''),"
                 " (SELECT COUNT(*) FROM corrections k WHERE k.channel_id = c.id AND k.review = 'pending'),"
                 " (SELECT version FROM lora_versions v WHERE v.channel_id = c.id AND v.status = 'active')"
                 f" FROM channels c WHERE {where}"), args)
@@ -1341,7 +1503,8 @@ class Store:
                 where, args = "c.id = ?", [cid if cid is not None else -1]
             corrections = await _rows(db, (
                 "SELECT k.id, k.question, k.answer, k.author_id, k.created_at, k.active, k.review, k.forgotten_at"
-                f" FROM corrections k JOIN channels c ON c.id = k.channel_id WHERE {where} ORDER BY k.id"), args)
+                f" FROM corrections k JOIN channels c ON c.id = k.channel_id WHERE {where} AND k.person = ''"
+                " ORDER BY k.id"), args)
             replies = await _rows(db, (
                 "SELECT m.id, m.created_at, m.explanation, q.text FROM messages m"
                 " JOIN channels c ON c.id = m.channel_id LEFT JOIN messages q ON q.id = m.question_id"
@@ -1412,17 +1575,20 @@ def _in_spaces(spaces: Spaces) -> tuple[str, list[Any]]:
     return "(" + " OR ".join("(c.platform = ? AND c.space = ?)" for _ in pairs) + ")", [x for p in pairs for x in p]
 
 
-_CORRECTION = "id, question, answer, author_id, embedding, encoder, created_at, origin, source_id"
+_CORRECTION = "id, question, answer, author_id, embedding, encoder, created_at, origin, source_id, person"
 """The columns ``_correction`` reads, in its order."""
 
+_PERSONAL = "person != ''"
+"""A WHERE term: personal corrections (of anyone)."""
+
 _NEGATIVE = ("n.id, n.question, k.answer, n.author_id, n.embedding, n.encoder, n.created_at, 'negative',"
-             " n.source_id FROM negatives n JOIN corrections k ON k.id = n.source_id")
+             " n.source_id, '' FROM negatives n JOIN corrections k ON k.id = n.source_id")
 """A negative as ``_correction`` reads it (its answer: the source's, the one that does not apply)."""
 
 
 def _correction(r: Any) -> StoredCorrection:
     return StoredCorrection(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32).copy(), r[5], r[6],
-                            r[7], r[8])
+                            r[7], r[8], r[9])
 
 
 def _message(row: aiosqlite.Row) -> StoredMessage:

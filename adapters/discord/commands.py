@@ -1,6 +1,8 @@
 """heedful's application commands in Discord: slash commands, context menus, the correction modal.
 
 - ``/why [message]``, ``/learned``, ``/help``: anyone, answered ephemerally.
+- ``/personal [about_you]``, ``/forget corrections:me``, "Correct just for me": the person's own
+  personal scope (DESIGN.md, "Scopes"), open to everyone, answered ephemerally.
 - ``/forget [corrections]``, ``/persona [persona]``: reading the persona is open; forgetting
   and setting it need Manage Server (or Administrator, or a ``manager_roles`` role), and
   are announced in the channel (without pinging anyone).
@@ -31,15 +33,16 @@ from discord import app_commands
 from engine import ChannelKey, Engine, FeedbackKind, FeedbackReceipt, HeedfulError, InputError, NotFound
 
 from ..policy import TeachPolicy
-from ..texts import clip, stats_text
+from ..texts import clip, personal_text, stats_text
 from .members import NO_PINGS, Member
-from .texts import CORRECT_PREFIX, MESSAGE_LIMIT, MODAL_INPUT_LIMIT, TEXTS, message_link, parse_ids
+from .texts import CORRECT_ME_PREFIX, CORRECT_PREFIX, MESSAGE_LIMIT, MODAL_INPUT_LIMIT, TEXTS, message_link, parse_ids
 
-__all__ = ["CORRECT_MENU", "WHY_MENU", "Commands", "Host"]
+__all__ = ["CORRECT_MENU", "CORRECT_ME_MENU", "WHY_MENU", "Commands", "Host"]
 
 log = logging.getLogger(__name__)
 
 CORRECT_MENU = "Correct this answer"
+CORRECT_ME_MENU = "Correct just for me"
 WHY_MENU = "Why this answer?"
 _NOT_MINE = "I can only learn from corrections to my own answers: use this on one of my messages."
 _NO_RECORD = ("I have no record of that answer (or I am still writing it), so there is nothing to correct. "
@@ -74,7 +77,7 @@ class Host(Protocol):
                          author_id: str = "", event_id: str = "") -> int: ...
 
     async def feedback(self, channel: ChannelKey, actor: Member, kind: FeedbackKind, *, message_id: str = "",
-                       text: str = "", event_id: str = "") -> FeedbackReceipt: ...
+                       text: str = "", event_id: str = "", personal: bool = False) -> FeedbackReceipt: ...
 
 
 def _well_formed_command(data: object) -> bool:
@@ -114,13 +117,16 @@ class _Tree(app_commands.CommandTree):
 class _CorrectionModal(discord.ui.Modal):
     """The "Correct this answer" form; its submission is read from the raw interaction."""
 
-    def __init__(self, channel_id: int, target_id: int, answer: str) -> None:
-        super().__init__(title=CORRECT_MENU, custom_id=f"{CORRECT_PREFIX}{channel_id}:{target_id}", timeout=900)
+    def __init__(self, channel_id: int, target_id: int, answer: str, *, personal: bool = False) -> None:
+        prefix, title = (CORRECT_ME_PREFIX, CORRECT_ME_MENU) if personal else (CORRECT_PREFIX, CORRECT_MENU)
+        super().__init__(title=title, custom_id=f"{prefix}{channel_id}:{target_id}", timeout=900)
         quoted = "\n".join("> " + line for line in clip(answer or "…", 1500).splitlines())
         self.add_item(discord.ui.TextDisplay("**My answer**\n" + quoted))
         self.add_item(discord.ui.Label(
             text="The better answer",
-            description="I will give it to this question and its paraphrases, in this channel only.",
+            description=("I will give it to you for this question and its paraphrases, in this channel only."
+                         if personal else
+                         "I will give it to this question and its paraphrases, in this channel only."),
             component=discord.ui.TextInput(style=discord.TextStyle.paragraph, custom_id="answer",
                                            placeholder="What I should have said", max_length=MODAL_INPUT_LIMIT),
         ))
@@ -171,8 +177,14 @@ class Commands:
         async def stats(interaction: discord.Interaction) -> None:
             await self._reply(interaction, self._stats(interaction))
 
+        @tree.command(name="personal", description="Tell me something about you; only my answers to you use it")
+        @app_commands.describe(about_you="e.g. 'my plan is Pro'; leave out to see what you told me here")
+        async def personal(interaction: discord.Interaction, about_you: str | None = None) -> None:
+            await self._reply(interaction, self._personal(interaction, about_you or ""))
+
         @tree.command(name="forget", description="Forget what this channel taught me (managers)")
-        @app_commands.describe(corrections="Only these corrections, e.g. #12 #15 (see /learned); default: all")
+        @app_commands.describe(corrections="Only these corrections, e.g. #12 #15 (see /learned); 'me': what you "
+                                           "told me about yourself; default: all")
         async def forget(interaction: discord.Interaction, corrections: str | None = None) -> None:
             await self._reply(interaction, self._forget(interaction, corrections or ""))
 
@@ -193,6 +205,10 @@ class Commands:
         @tree.context_menu(name=CORRECT_MENU)
         async def correct(interaction: discord.Interaction, message: discord.Message) -> None:
             await self._open_correction(interaction, message)
+
+        @tree.context_menu(name=CORRECT_ME_MENU)
+        async def correct_me(interaction: discord.Interaction, message: discord.Message) -> None:
+            await self._open_correction(interaction, message, personal=True)
 
         @tree.context_menu(name=WHY_MENU)
         async def why_this(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -289,7 +305,7 @@ class Commands:
                 str(getattr(getattr(message, "author", None), "id", "")) != self.host.own_id:
             return "That is not one of my answers."
         try:
-            explanation = await self.engine.explain(key, message_id=message_id)
+            explanation = await self.engine.explain(key, message_id=message_id, viewer=str(interaction.user.id))
         except NotFound:
             return "I have not answered anything here yet (or that is not one of my answers)."
         return TEXTS.explanation_text(explanation)
@@ -300,7 +316,18 @@ class Commands:
     async def _learned(self, interaction: discord.Interaction) -> str:
         return TEXTS.learned_text(await self.engine.learned(await self._key(interaction)))
 
+    async def _personal(self, interaction: discord.Interaction, about_you: str) -> str:
+        key, person = await self._key(interaction), str(interaction.user.id)
+        if not about_you.strip():
+            return personal_text(await self.engine.personal(key, person), TEXTS.inline)
+        await self.engine.remember(key, person, about_you)
+        return "Noted, just for you: only my answers to you use it. `/forget corrections:me` removes it."
+
     async def _forget(self, interaction: discord.Interaction, corrections: str) -> str | tuple[str, bool]:
+        if corrections.strip().lower() == "me":  # their own personal scope: theirs to forget
+            counts = await self.engine.forget_person(await self._key(interaction), str(interaction.user.id))
+            return (f"Forgot {counts['facts']} thing(s) you told me about yourself and {counts['corrections']} "
+                    "correction(s) just for you in this channel.")
         if not await self.host.may_manage(self._member(interaction)):
             return self.host.manage_refusal("make me forget")
         ids = parse_ids(corrections) if corrections else None
@@ -324,11 +351,13 @@ class Commands:
 
     # -- correcting -------------------------------------------------------------------
 
-    async def _open_correction(self, interaction: discord.Interaction, message: discord.Message) -> None:
+    async def _open_correction(self, interaction: discord.Interaction, message: discord.Message, *,
+                               personal: bool = False) -> None:
+        """The correction form for ``message``; ``personal``: just for the one correcting (open to everyone)."""
         if str(getattr(getattr(message, "author", None), "id", "")) != self.host.own_id:
             await self._reply(interaction, _NOT_MINE)
             return
-        if not await self.host.may_correct(self._member(interaction)):
+        if not personal and not await self.host.may_correct(self._member(interaction)):
             await self._reply(interaction, TeachPolicy.refusal)
             return
         try:
@@ -340,27 +369,31 @@ class Commands:
             await self._reply(interaction, str(err))
             return
         await interaction.response.send_modal(_CorrectionModal(interaction.channel_id or 0, message.id,
-                                                               message.content))
+                                                               message.content, personal=personal))
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Modal submissions and component presses (the command tree answers commands)."""
         data: dict[str, Any] = dict(interaction.data) if isinstance(interaction.data, dict) else {}
         custom_id = str(data.get("custom_id", ""))
-        if interaction.type is discord.InteractionType.modal_submit and custom_id.startswith(CORRECT_PREFIX):
-            channel, _, target = custom_id[len(CORRECT_PREFIX):].rpartition(":")  # channel: empty in older forms
+        prefix = next((p for p in (CORRECT_PREFIX, CORRECT_ME_PREFIX) if custom_id.startswith(p)), None)
+        if interaction.type is discord.InteractionType.modal_submit and prefix is not None:
+            channel, _, target = custom_id[len(prefix):].rpartition(":")  # channel: empty in older forms
             if target.isdigit() and (channel == "" or channel.isdigit()):
                 if channel and int(channel) != interaction.channel_id:
                     await self._reply(interaction, TEXTS.elsewhere_text())  # the form was opened elsewhere
                     return
-                await self._reply(interaction, self._correction_submitted(interaction, target, _submitted_text(data)))
+                await self._reply(interaction, self._correction_submitted(interaction, target, _submitted_text(data),
+                                                                          personal=prefix == CORRECT_ME_PREFIX))
                 return
         log.info("an interaction heedful did not expect (%s %r)", interaction.type, custom_id[:100])
         await self._reply(interaction, "That form or button is no longer active.")
 
-    async def _correction_submitted(self, interaction: discord.Interaction, target: str, better: str) -> str:
+    async def _correction_submitted(self, interaction: discord.Interaction, target: str, better: str, *,
+                                    personal: bool = False) -> str:
         if not better.strip():
             return "Write the better answer in the form."
         receipt = await self.host.feedback(await self._key(interaction), self._member(interaction),
                                            FeedbackKind.CORRECTION, message_id=target, text=better.strip(),
-                                           event_id=self.host.event_key("interaction", interaction.id))
+                                           event_id=self.host.event_key("interaction", interaction.id),
+                                           personal=personal)
         return receipt.message

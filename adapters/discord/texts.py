@@ -14,6 +14,7 @@ from ..texts import Texts, clip, one_line
 
 __all__ = [
     "CORRECT_PREFIX",
+    "CORRECT_ME_PREFIX",
     "MESSAGE_LIMIT",
     "MODAL_INPUT_LIMIT",
     "TEXTS",
@@ -32,6 +33,8 @@ MESSAGE_LIMIT = 2000
 MODAL_INPUT_LIMIT = 4000
 CORRECT_PREFIX = "heedful:correct:"
 """custom_id prefix of the correction modal; the target message id follows."""
+CORRECT_ME_PREFIX = "heedful:correctme:"
+"""custom_id prefix of the "just for me" correction modal (``CORRECT_PREFIX``'s layout)."""
 
 _USER = re.compile(r"<@!?(\d+)>")
 _ROLE = re.compile(r"<@&(\d+)>")
@@ -106,13 +109,17 @@ TEXTS = Texts(
     help_teach=(
         "right-click one of my answers → *Apps* → **Correct this answer**",
         "or reply to my answer with `correction: <the better answer>`",
+        "*Apps* → **Correct just for me**: the better answer for the answers to you only",
         "react 👍 or 👎 on an answer to rate it",
     ),
     help_commands=(
         ("/why [message]", "what shaped my last answer here (or the linked one)"),
         ("/learned", "what this channel taught me"),
+        ("/personal [about_you]", "tell me something about you (only my answers to you use it); alone: what you "
+                                  "told me, shown to you only"),
         ("/stats", "whether learning works here: this channel's numbers"),
-        ("/forget [corrections]", "forget everything this channel taught me (or `#12 #15`) — managers"),
+        ("/forget [corrections]", "forget everything this channel taught me (or `#12 #15`) — managers; "
+                                  "`me`: what you told me about yourself, and your corrections just for you"),
         ("/persona [persona]", "show my persona, or set it (managers; presets: {presets})"),
     ),
     forget_hint="`/forget corrections:#id` removes one.",

@@ -457,7 +457,8 @@ class SlackAdapter(BaseAdapter[Actor]):
         if not (channel and ts):
             return
         try:
-            explanation = await self.engine.explain(ChannelKey(self.platform, channel, space=team), message_id=ts)
+            explanation = await self.engine.explain(ChannelKey(self.platform, channel, space=team), message_id=ts,
+                                                    viewer=_str(_dict(shortcut, "user"), "id"))
             text = TEXTS.explanation_text(explanation)
         except NotFound:
             text = "That is not one of my answers (or I no longer have it on record)."
@@ -483,7 +484,10 @@ class SlackAdapter(BaseAdapter[Actor]):
             forget_answer=lambda where, ts: self.feedback(where, actor, FeedbackKind.FORGET, message_id=ts,
                                                           event_id=event_id),
             forget_all=lambda where, ids: self.forget_all(where, ids, author_id=user, event_id=event_id),
-            refusal=self.manage_refusal, last_reply=self._last_reply.get(channel, ""))
+            refusal=self.manage_refusal, last_reply=self._last_reply.get(channel, ""),
+            correct_me=lambda where, text: self.feedback(where, actor, FeedbackKind.CORRECTION,
+                                                         message_id=self._last_reply.get(channel, ""), text=text,
+                                                         event_id=event_id, personal=True))
         await respond(text=text, response_type="in_channel" if public else "ephemeral")
 
     # -- small Slack calls ------------------------------------------------------------

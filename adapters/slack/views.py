@@ -139,6 +139,10 @@ TEXTS = Texts(
     help_commands=(
         ("/heedful why [message link]", "what shaped my last answer here (or the linked one)"),
         ("/heedful learned", "what this channel taught me"),
+        ("/heedful personal [text]", "tell me something about you (only my replies to you use it); alone: what "
+                                     "you told me, shown to you only"),
+        ("/heedful fixme <better answer>", "correct my last answer here just for you"),
+        ("/heedful forget me", "forget what you told me about yourself and your corrections just for you"),
         ("/heedful stats", "whether learning works here: this channel's numbers"),
         ("/heedful forget [#id … | message link]", "forget everything this channel taught me "
          "(or the listed corrections, or those behind the linked answer)"),

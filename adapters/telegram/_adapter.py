@@ -179,6 +179,7 @@ class TelegramAdapter(BaseAdapter[Author]):
         on = self.handlers
         for name, callback in (
             ("start", on.cmd_start), ("help", on.cmd_help), ("ask", on.cmd_ask), ("fix", on.cmd_fix),
+            ("fixme", on.cmd_fixme), ("personal", on.cmd_personal),
             ("why", on.cmd_why), ("learned", on.cmd_learned), ("stats", on.cmd_stats), ("forget", on.cmd_forget),
             ("persona", on.cmd_persona), ("cancel", on.cmd_cancel),
         ):

@@ -230,17 +230,18 @@ class TelegramCore:
     # -- teaching --------------------------------------------------------------------------
 
     async def correct(self, message: Message, where: Where, target: int | None, better: str, *,
-                      event_id: str = "") -> None:
+                      event_id: str = "", personal: bool = False) -> None:
         """Teach ``better`` as the answer behind ``target`` (None: the last answer here), and say how that
-        went. ``event_id``: the update's (``BaseAdapter.feedback``)."""
+        went. ``event_id``: the update's (``BaseAdapter.feedback``); ``personal``: just for its author."""
         if not better.strip():
-            await self.say(where, "Usage: reply to my answer with /fix <the better answer>.",
+            command = "/fixme" if personal else "/fix"
+            await self.say(where, f"Usage: reply to my answer with {command} <the better answer>.",
                            reply_to=message.message_id)
             return
         author_id, _ = author_of(message) or ("", "")
         receipt = await self.runtime.feedback(where.key, Author(author_id, where, message), FeedbackKind.CORRECTION,
                                               message_id=str(target) if target else "", text=better,
-                                              event_id=event_id)
+                                              event_id=event_id, personal=personal)
         await self.say(where, receipt.message, reply_to=message.message_id)
 
     async def answer_prompt(self, message: Message, where: Where, text: str, *, event_id: str = "") -> bool:

@@ -22,7 +22,7 @@ from telegram.ext import ContextTypes
 from engine import FeedbackKind, InputError, NotFound
 
 from ..policy import parse_correction
-from ..texts import stats_text
+from ..texts import personal_text, stats_text
 from ._core import Author, TelegramCore, Where, author_of, chat_key, is_topic_header, where_in, where_of
 from ._texts import GROUP_HINT, NOT_TEXT, START, TEXTS
 
@@ -177,19 +177,46 @@ class Handlers:
             return
         await self.core.ask(message, where_of(message), question)
 
-    async def cmd_fix(self, update: Update, context: Context) -> None:
+    async def cmd_fix(self, update: Update, context: Context, *, personal: bool = False) -> None:
         if (message := update.message) is None or author_of(message) is None:
             return
         where = where_of(message)
         replied = message.reply_to_message if not is_topic_header(message) else None
         if replied is not None and not self.core.replies_to_me(message):
-            await self.core.say(where, "Reply to one of my answers with /fix <the better answer>.",
+            command = "/fixme" if personal else "/fix"
+            await self.core.say(where, f"Reply to one of my answers with {command} <the better answer>.",
                            reply_to=message.message_id)
             return
         if await self.elsewhere(message, where):
             return
         await self.core.correct(message, where, replied.message_id if replied else None, command_text(message),
-                                event_id=self.event_id(update))
+                                event_id=self.event_id(update), personal=personal)
+
+    async def cmd_fixme(self, update: Update, context: Context) -> None:
+        """``/fixme <better answer>``: a correction just for its author (``Feedback.personal``)."""
+        await self.cmd_fix(update, context, personal=True)
+
+    async def cmd_personal(self, update: Update, context: Context) -> None:
+        """``/personal <text>``: remember something about its author, for the replies to them in this chat
+        only; alone, what they told (listed in a private chat; in a group only counted, as the group
+        would see the list)."""
+        if (message := update.message) is None or (author := author_of(message)) is None:
+            return
+        where = where_of(message)
+        told = command_text(message)
+        if told:
+            try:
+                await self.engine.remember(where.key, author[0], told)
+                text = "Noted, just for you: only my replies to you use it. /forget me removes what you told me."
+            except InputError as err:
+                text = str(err)
+        else:
+            profile = await self.engine.personal(where.key, author[0])
+            text = personal_text(profile) if where.private or not len(profile) else (
+                f"You have told me {len(profile.facts)} thing(s) about yourself here and taught me "
+                f"{len(profile.corrections)} correction(s) just for you; in a group I don't list them. "
+                "/forget me removes them.")
+        await self.core.say(where, text, reply_to=message.message_id)
 
     async def cmd_why(self, update: Update, context: Context) -> None:
         if (message := update.message) is None:
@@ -199,8 +226,9 @@ class Handlers:
             return
         replied = message.reply_to_message
         target = str(replied.message_id) if replied is not None and self.core.replies_to_me(message) else ""
+        asker, _ = author_of(message) or ("", "")
         try:
-            text = TEXTS.explanation_text(await self.engine.explain(where.key, message_id=target))
+            text = TEXTS.explanation_text(await self.engine.explain(where.key, message_id=target, viewer=asker))
         except NotFound as err:
             text = f"{err}."
         await self.core.say(where, text, reply_to=message.message_id)
@@ -226,6 +254,12 @@ class Handlers:
         if await self.elsewhere(message, where):
             return
         actor = Author(author[0], where, message)
+        if command_text(message).lower() == "me":  # their own personal scope: theirs to forget
+            counts = await self.engine.forget_person(where.key, author[0])
+            await self.core.say(where, f"Forgot {counts['facts']} thing(s) you told me about yourself and "
+                                       f"{counts['corrections']} correction(s) just for you in this chat.",
+                                reply_to=message.message_id)
+            return
         if not await self.runtime.may_manage(actor):
             await self.core.say(where, self.runtime.manage_refusal("make me forget what this chat taught me"),
                            reply_to=message.message_id)

@@ -79,6 +79,7 @@ class _Request:
     cancelled: bool = False
     generated: list[int] = field(default_factory=list)
     sent_chars: int = 0
+    exempt: frozenset[int] = frozenset()  # tokens the repetition penalty spares (see ModelWorker.submit)
 
     def emit(self, item: object) -> None:
         try:
@@ -173,8 +174,13 @@ class ModelWorker:
         prompt: Sequence[int],
         max_new_tokens: int | None = None,
         lora: tuple[str, LoraWeights] | None = None,
+        exempt: frozenset[int] = frozenset(),
     ) -> GenerationStream:
         """Queue a generation for ``prompt`` (token ids), optionally under LoRA weights.
+
+        ``exempt``: token ids the repetition penalty spares in this row: the prompt's words the
+        reply is meant to repeat (a person's facts about themselves), which the penalty on every
+        prompt token would otherwise push the model to misspell.
 
         ``lora`` is ``(key, weights)``; the key names this exact version (e.g.
         ``"slack:T1:C1@3"``) so the worker can keep it resident. Raises ``Overloaded``
@@ -188,7 +194,8 @@ class ModelWorker:
         if lora is not None and self.has_lora:
             key, weights = lora[0], self._make_resident(*lora)
         request = _Request(
-            list(prompt), limit, asyncio.get_running_loop(), asyncio.Queue(), lora=key, weights=weights
+            list(prompt), limit, asyncio.get_running_loop(), asyncio.Queue(), lora=key, weights=weights,
+            exempt=exempt,
         )
         try:
             self._inbox.put_nowait(request)
@@ -416,7 +423,8 @@ class ModelWorker:
         s = self.settings
         if s.repetition_penalty != 1.0:
             for i, req in enumerate(batch.rows):
-                seen = torch.tensor(sorted(set(req.prompt[-256:] + req.generated)), device=logits.device)
+                seen = torch.tensor(sorted(set(req.prompt[-256:] + req.generated) - req.exempt),
+                                    device=logits.device)
                 row = logits[i, seen]
                 logits[i, seen] = torch.where(row > 0, row / s.repetition_penalty, row * s.repetition_penalty)
         if s.temperature <= 0:

@@ -545,6 +545,46 @@ async def test_forget_and_setting_the_persona_need_a_manager(
         assert (await tiny_engine.channel_settings(key_of(owned))).persona == "tutor"
 
 
+async def test_personal_commands_and_corrections_just_for_me_shape_only_their_users_answers(
+    running: Running, fake: FakeDiscord, guild: FakeGuild, ann: dict[str, Any], tiny_engine: Engine
+) -> None:
+    """``/personal``, "Correct just for me" and ``/forget corrections:me``: open to everyone (only listed
+    teachers teach here), answered ephemerally; ``/why`` shows the personal items to their owner only."""
+    bob = fake.user("Bob")
+    channel = fake.text_channel(guild, "personal")
+    plan = f"Zorvex-{next(_ids):05d}"
+    async with running(teach="listed") as bot:
+        told = await fake.response(fake.slash(channel, ann, "personal", about_you=f"My plan is the {plan} plan."))
+        assert told.ephemeral and "Noted, just for you" in told.text
+        await ask(fake, bot, channel, ann, "which plan am I on?")
+        mine = await fake.response(fake.slash(channel, ann, "why"))
+        assert mine.ephemeral and plan in mine.text
+        theirs = await fake.response(fake.slash(channel, bob, "why"))
+        assert plan not in theirs.text and "personal profile" in theirs.text
+
+        question, _ = await ask(fake, bot, channel, ann, QUESTION)
+        (answer,) = fake.answer_to(question)
+        refused = await fake.response(fake.context_menu(channel, ann, "Correct this answer",
+                                                        fake.message(channel["id"], answer.id)))
+        assert refused.modal is None and "allowed to teach" in refused.text  # not for the channel...
+        opened = await fake.response(fake.context_menu(channel, ann, "Correct just for me",
+                                                       fake.message(channel["id"], answer.id)))
+        assert opened.modal is not None and opened.modal["title"] == "Correct just for me"  # ...but for her
+        better = fact()
+        submitted = await fake.response(fake.submit_modal(opened, better))
+        assert submitted.ephemeral and "Learned, just for you" in submitted.text
+        assert (await ask(fake, bot, channel, ann, PARAPHRASE))[1] == better
+        assert better not in (await ask(fake, bot, channel, bob, PARAPHRASE))[1]
+        assert await tiny_engine.learned(key_of(channel)) == []
+        listed = await fake.response(fake.slash(channel, ann, "personal"))
+        assert listed.ephemeral and plan in listed.text and better in listed.text
+        assert "told me nothing" in (await fake.response(fake.slash(channel, bob, "personal"))).text
+
+        forgot = await fake.response(fake.slash(channel, ann, "forget", corrections="me"))
+        assert forgot.ephemeral and "Forgot 1 thing(s)" in forgot.text and "1 correction(s)" in forgot.text
+        assert better not in (await ask(fake, bot, channel, ann, PARAPHRASE))[1]
+
+
 async def test_why_explains_the_last_answer_a_linked_one_or_the_one_picked(
     bot: DiscordAdapter, fake: FakeDiscord, guild: FakeGuild, ann: dict[str, Any], tiny_engine: Engine
 ) -> None:
@@ -583,8 +623,8 @@ async def test_slow_command_work_is_deferred_then_edited(
 async def test_commands_are_registered_globally_by_default(bot: DiscordAdapter, fake: FakeDiscord) -> None:
     await bot.commands_synced.wait()
     names = {(c["name"], c["type"]) for c in fake.commands[None]}
-    assert names == {("why", 1), ("learned", 1), ("stats", 1), ("forget", 1), ("persona", 1), ("help", 1),
-                     ("Correct this answer", 3), ("Why this answer?", 3)}
+    assert names == {("why", 1), ("learned", 1), ("stats", 1), ("personal", 1), ("forget", 1), ("persona", 1),
+                     ("help", 1), ("Correct this answer", 3), ("Correct just for me", 3), ("Why this answer?", 3)}
     assert all(c["contexts"] == [0, 1] for c in fake.commands[None])  # guilds and the bot's DMs
 
 
@@ -593,7 +633,7 @@ async def test_commands_can_be_registered_per_guild_or_not_at_all(
 ) -> None:
     async with running(command_sync="guilds", command_guilds=[guild.id]) as bot:
         await bot.commands_synced.wait()
-        assert None not in fake.commands and len(fake.commands[guild.id]) == 8
+        assert None not in fake.commands and len(fake.commands[guild.id]) == 10
         assert "Nothing learned" in (await fake.response(fake.slash(guild.general, ann, "learned"))).text
     fake.commands.clear()
     async with running(command_sync="off") as bot:

@@ -308,6 +308,49 @@ async def test_slash_command(tiny_engine: Engine, slack: FakeSlack) -> None:
         assert paraphrased and plain(paraphrased) == WIFI_A
 
 
+async def test_personal_subcommands_shape_only_their_users_answers(tiny_engine: Engine, slack: FakeSlack) -> None:
+    """``/heedful personal``, ``fixme`` and ``forget me``: open to everyone (only admins teach here),
+    answered to that user only; ``why`` shows the personal items to their owner only."""
+    channel = new_channel()
+    slack.add_user("U0ANN")
+    slack.add_user("U0BOB")
+    plan = f"Zorvex-{uuid.uuid4().hex[:6]}"
+    key = ChannelKey("slack", channel, space=slack.team_id)
+    async with running(tiny_engine, slack, teach="admins") as adapter:
+
+        async def command(text: str, user: str) -> dict[str, Any]:
+            seen = len(slack.responses)
+            await slack.send_command(text, channel=channel, user=user)
+            return (await slack.wait_for(lambda: slack.responses[seen:]))[0]
+
+        told = await command(f"personal My plan is the {plan} plan.", "U0ANN")
+        assert "Noted, just for you" in told["text"] and told["response_type"] == "ephemeral"
+        await ask(slack, adapter, channel, "which plan am I on?", user="U0ANN")
+        assert plan in (await command("why", "U0ANN"))["text"]
+        theirs = (await command("why", "U0BOB"))["text"]
+        assert plan not in theirs and "personal profile" in theirs
+
+        await ask(slack, adapter, channel, WIFI_Q, user="U0ANN")
+        fixed = await command(f"fixme {WIFI_A}", "U0ANN")
+        assert "Learned, just for you" in fixed["text"] and fixed["response_type"] == "ephemeral"
+        _, mine = await ask(slack, adapter, channel, WIFI_PARAPHRASE, user="U0ANN")
+        assert plain(mine) == WIFI_A
+        _, others = await ask(slack, adapter, channel, WIFI_PARAPHRASE, user="U0BOB")
+        assert "purple-otter" not in plain(others)
+        assert "Nothing learned" in (await command("learned", "U0ANN"))["text"]
+        assert await tiny_engine.learned(key) == []
+        listed = await command("personal", "U0ANN")
+        assert plan in listed["text"] and "purple-otter-42" in listed["text"] and listed["response_type"] == "ephemeral"
+        assert "told me nothing" in (await command("personal", "U0BOB"))["text"]
+        assert "Usage" in (await command("fixme", "U0ANN"))["text"]
+
+        forgot = await command("forget me", "U0ANN")
+        assert "Forgot 1 thing(s)" in forgot["text"] and "1 correction(s)" in forgot["text"]
+        assert forgot["response_type"] == "ephemeral"
+        _, after = await ask(slack, adapter, channel, WIFI_PARAPHRASE, user="U0ANN")
+        assert "purple-otter" not in plain(after)
+
+
 # -- who may teach -------------------------------------------------------------------------
 
 

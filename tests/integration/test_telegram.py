@@ -438,6 +438,55 @@ async def test_who_may_teach_can_be_set_per_chat(running: Running, tg: FakeTeleg
         await tg.said(open_["id"], "Learned", after=fix["message_id"])
 
 
+async def test_personal_facts_and_corrections_just_for_me_shape_only_their_authors_answers(
+    running: Running, tg: FakeTelegram
+) -> None:
+    """``/personal``, ``/fixme`` and ``/forget me`` in a group where only admins may teach: open to
+    everyone, as they shape only the replies to their author; ``/why`` shows them to that person only."""
+    admin, ann, bob = new_user("Ada"), new_user("Ann"), new_user("Bob")
+    group = new_group(tg, admins=(admin["id"],))
+    plan = f"Zorvex-{next(_ids):05d}"
+    async with running(teach="admins"):
+        told = tg.say(group, ann, f"/personal My plan is the {plan} plan.")
+        noted = await tg.said(group["id"], "Noted, just for you", after=told["message_id"])
+        assert plan not in noted.text  # not repeated to the group
+        asked = tg.say(group, ann, "/ask which plan am I on?")
+        (answer,) = await tg.answer(group["id"], asked["message_id"])
+        mine = tg.say(group, ann, "/why", reply_to=answer.message_id)
+        assert plan in (await tg.said(group["id"], "route", after=mine["message_id"])).text
+        theirs = tg.say(group, bob, "/why", reply_to=answer.message_id)
+        shown = (await tg.said(group["id"], "route", after=theirs["message_id"])).text
+        assert plan not in shown and "personal profile" in shown
+        asked = tg.say(group, bob, "/ask which plan am I on?")
+        (answer,) = await tg.answer(group["id"], asked["message_id"])
+        why = tg.say(group, bob, "/why", reply_to=answer.message_id)
+        assert "told me about themselves" not in (await tg.said(group["id"], "route", after=why["message_id"])).text
+
+        asked = tg.say(group, ann, f"/ask {QUESTION}")
+        (answer,) = await tg.answer(group["id"], asked["message_id"])
+        better = fact()
+        fix = tg.say(group, ann, f"/fixme {better}", reply_to=answer.message_id)
+        assert better in (await tg.said(group["id"], "Learned, just for you", after=fix["message_id"])).text
+        assert await ask(tg, group, ann, f"/ask {PARAPHRASE}") == better
+        assert better not in await ask(tg, group, bob, f"/ask {PARAPHRASE}")
+        listed = tg.say(group, ann, "/learned")
+        assert better not in (await tg.said(group["id"], "Nothing learned", after=listed["message_id"])).text
+        counted = tg.say(group, ann, "/personal")
+        text = (await tg.said(group["id"], "in a group I don't list them", after=counted["message_id"])).text
+        assert "1 thing(s)" in text and "1 correction(s)" in text and plan not in text
+
+        forgot = tg.say(group, ann, "/forget me")
+        assert "Forgot 1 thing(s) you told me about yourself and 1 correction(s)" in (
+            await tg.said(group["id"], "Forgot", after=forgot["message_id"])).text
+        assert better not in await ask(tg, group, ann, f"/ask {PARAPHRASE}")
+
+        chat = tg.private(ann)  # a private chat is a scope of its own, and there the list is shown
+        told = tg.say(chat, ann, f"/personal I'm in level {plan}.")
+        await tg.said(chat["id"], "Noted", after=told["message_id"])
+        listed = tg.say(chat, ann, "/personal")
+        assert plan in (await tg.said(chat["id"], "Just for you", after=listed["message_id"])).text
+
+
 # -- buttons, reactions, commands -----------------------------------------------------------
 
 
@@ -457,8 +506,8 @@ async def test_thumbs_by_button_and_reaction_are_recorded(bot: TelegramAdapter, 
 
 
 async def test_commands_are_registered_and_answered(bot: TelegramAdapter, tg: FakeTelegram) -> None:
-    assert [c["command"] for c in tg.commands] == ["ask", "fix", "why", "learned", "stats", "forget", "persona",
-                                                   "cancel", "help", "start"]
+    assert [c["command"] for c in tg.commands] == ["ask", "fix", "fixme", "personal", "why", "learned", "stats",
+                                                   "forget", "persona", "cancel", "help", "start"]
     ann = new_user()
     chat = tg.private(ann)
     start = tg.say(chat, ann, "/start")

@@ -1,0 +1,141 @@
+"""The personal scope in memory: one person's facts and "just for me" corrections in one channel.
+
+DESIGN.md, "Scopes": learning is keyed narrowest first, a person inside a channel before the
+channel. A ``Profile`` is one person's part of one channel's scope: their personal corrections
+as a support set of their own (matched exactly as the channel's is, and before it) and the facts
+they told about themselves, embedded in the same space as messages, so that a message finds the
+facts related to it by similarity. ``Profiles`` keeps the recently used ones (LRU) and loads the
+others from the store on first use. A profile is only ever looked up by the person a turn comes
+from: nobody else's reply can use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..contract import ChannelKey
+from ..store import Store, StoredCorrection, StoredFact, StoredMessage, question_key
+from ..understanding.encoder import Encoder
+from .support_set import SupportSet
+
+__all__ = ["Profile", "Profiles", "visible_history"]
+
+
+class Profile:
+    """One person's personal scope in one channel: ``support`` (their personal corrections) and ``facts``."""
+
+    def __init__(self, scope: ChannelKey, person: str, support: SupportSet, facts: Sequence[StoredFact]) -> None:
+        self.scope, self.person, self.support = scope, person, support
+        self.facts: list[StoredFact] = list(facts)
+        self._matrix: np.ndarray | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.facts and not len(self.support)
+
+    def related(self, vector: np.ndarray, threshold: float, limit: int) -> list[tuple[StoredFact, float]]:
+        """The facts a message (its unit ``vector``) relates to: at least ``threshold`` similar, at
+        most ``limit`` of them, most similar first."""
+        if not self.facts or limit <= 0:
+            return []
+        if self._matrix is None:
+            self._matrix = np.stack([f.embedding for f in self.facts]).astype(np.float32)
+        scores = self._matrix @ np.asarray(vector, dtype=np.float32).reshape(-1)
+        order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= threshold]
+        return [(self.facts[i], float(scores[i])) for i in order[:limit]]
+
+    def add_fact(self, fact: StoredFact, kept: int) -> None:
+        """``fact`` as ``Store.add_fact`` stored it: the same text replaced, past ``kept`` the oldest gone."""
+        others = [f for f in self.facts if question_key(f.text) != question_key(fact.text)]
+        self.facts = [*others[max(0, len(others) - kept + 1):], fact]
+        self._matrix = None
+
+    @property
+    def nbytes(self) -> int:
+        """What the profile holds in memory, roughly: embeddings and texts."""
+        facts = sum(f.embedding.nbytes + len(f.text.encode()) for f in self.facts)
+        corrections = sum(c.embedding.nbytes + len(c.question.encode()) + len(c.answer.encode())
+                          for c in self.support)
+        return facts + corrections
+
+
+class Profiles:
+    """``await profiles.get(scope, person)``: that person's profile there, loaded once and cached (LRU).
+
+    A profile ``busy`` says is being changed (its scope's teach lock is held) is never evicted, so an
+    acknowledged change always lands in the profile that serves."""
+
+    def __init__(self, store: Store, encoder: Encoder, capacity: int, busy: Callable[[ChannelKey], bool]) -> None:
+        self.store, self.encoder, self.capacity, self.busy = store, encoder, capacity, busy
+        self._profiles: OrderedDict[tuple[ChannelKey, str], Profile] = OrderedDict()
+        self._loading = asyncio.Lock()
+
+    def __len__(self) -> int:
+        return len(self._profiles)
+
+    async def get(self, scope: ChannelKey, person: str) -> Profile:
+        key = (scope.scope, person)
+        if key not in self._profiles:
+            async with self._loading:
+                if key not in self._profiles:
+                    corrections, facts = await self.store.personal_rows(scope.scope, person)
+                    corrections, facts = await self._fresh(corrections, facts)
+                    self._profiles[key] = Profile(scope.scope, person, SupportSet(corrections), facts)
+                    self._evict()
+        self._profiles.move_to_end(key)
+        return self._profiles[key]
+
+    async def _fresh(self, corrections: list[StoredCorrection], facts: list[StoredFact]
+                     ) -> tuple[list[StoredCorrection], list[StoredFact]]:
+        """Rows embedded by another encoder (or metric) re-embedded in the one that serves."""
+        name = self.encoder.name
+        stale = [c.question for c in corrections if c.encoder != name] + [f.text for f in facts if f.encoder != name]
+        if not stale:
+            return corrections, facts
+        vectors = iter(await self.encoder.embed(stale))
+        corrections = [c if c.encoder == name else dataclasses.replace(c, embedding=next(vectors), encoder=name)
+                       for c in corrections]
+        facts = [f if f.encoder == name else dataclasses.replace(f, embedding=next(vectors), encoder=name)
+                 for f in facts]
+        return corrections, facts
+
+    def peek(self, scope: ChannelKey, person: str) -> Profile | None:
+        """The held profile, if any, without loading it or touching its recency."""
+        return self._profiles.get((scope.scope, person))
+
+    def drop(self, scope: ChannelKey, person: str | None = None) -> None:
+        """Forget the held profile of ``person`` in ``scope`` (None: everyone's there); reloads when next asked."""
+        for key in [k for k in self._profiles if k[0] == scope.scope and (person is None or k[1] == person)]:
+            del self._profiles[key]
+
+    def clear(self) -> bool:
+        """Forget every held profile (another process changed the store), except those ``busy`` says
+        are being changed (an acknowledged change must land in the profile that serves); True when
+        none was kept."""
+        kept = [k for k in self._profiles if self.busy(k[0])]
+        self._profiles = OrderedDict((k, self._profiles[k]) for k in kept)
+        return not kept
+
+    def _evict(self) -> None:
+        excess = len(self._profiles) - self.capacity
+        for key in list(self._profiles):
+            if excess <= 0:
+                break
+            if not self.busy(key[0]):
+                del self._profiles[key]
+                excess -= 1
+
+
+def visible_history(history: Sequence[StoredMessage], asker: str) -> list[StoredMessage]:
+    """A thread's history as the prompt of a reply to ``asker`` may show it: without the replies
+    someone else's personal scope shaped, nor the questions they answered (a reply that carried
+    another person's fact would otherwise be copied into this one)."""
+    hidden = {m.id for m in history if m.role == "assistant" and m.explanation
+              and m.explanation.get("person", "") not in ("", asker)}
+    asked = {m.question_id for m in history if m.id in hidden}
+    return [m for m in history if m.id not in hidden and m.id not in asked]

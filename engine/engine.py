@@ -367,13 +367,13 @@ class Engine:
                         ) -> tuple[Route, list[tuple[Match, Check]], list[tuple[Match, Check]]]:
         """(route, corrections used, candidates turned away) when the verifier decided.
 
-        The candidate it is surest applies answers; failing that, related ones join the
+        The metric's best candidate that applies answers; failing that, related ones join the
         prompt as context; a correction a user marked as not applying to such a phrasing
         (``Match.blocked``) can only be related."""
         checked = [(m, c) for m, c in zip(matches, checks, strict=True) if c is not None]
         applies = [(m, c) for m, c in checked if c.verdict is Verdict.APPLIES and not m.blocked]
-        if applies:
-            best = max(applies, key=lambda mc: mc[1].probability)
+        if applies:  # the metric ranks better than the pair model (docs/BENCHMARKS.md): its best that applies
+            best = applies[0]
             return Route.CORRECTION, [best], [mc for mc in checked if mc is not best and mc[1].verdict is Verdict.NONE]
         related = [(m, c) for m, c in checked if c.verdict is not Verdict.NONE][: self.settings.learning.max_examples]
         rejected = [(m, c) for m, c in checked if c.verdict is Verdict.NONE]

@@ -45,8 +45,8 @@ def assemble(parts: PromptParts, count_tokens: Callable[[list[ChatMessage]], int
     more reliably than they follow an instruction to use it. So do the asker's facts about
     themselves (``profile``): each as the user's own message and the bot saying it back,
     right before the question, after the history (SmolLM2-135M carried 7 of 8 invented codes
-    so, at most 5 of 8 from the system prompt; placed before a channel's history, whose
-    replies it copies instead, 58 % of 64 against 88 % of 24 right before the question).
+    so, at most 5 of 8 from the system prompt; ``eval personal`` recall 0.58 placed before a
+    channel's history, whose replies it copies instead, 0.91 right before the question).
     """
     system = parts.persona.strip()
     if parts.examples:

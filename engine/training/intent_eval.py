@@ -35,7 +35,9 @@ class Rerank:
     verify: Verify
     answers: int        # best labels checked per query (``learning.verify_answers``)
     members: int        # each against its nearest support utterances (``learning.verify_members``)
-    threshold: float    # P(applies) from which a query is in scope (the verifier's apply threshold)
+    apply: float        # the verifier's thresholds (``VerifierArtifact``)
+    related: float
+    radius: float       # the metric's threshold: inside it, the verifier only vetoes
     floor: float        # metric score from which a label is checked at all
 
 
@@ -62,9 +64,11 @@ def classify(support: np.ndarray, rows: np.ndarray, protos: np.ndarray, queries:
 
 def rerank(check: Rerank, texts: Sequence[str], vectors: np.ndarray, support_texts: Sequence[str],
            support: np.ndarray, rows: np.ndarray, protos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best label (Q,) and its P(applies) (Q,) after the verifier: each query's best
-    ``answers`` labels above the floor, each against its ``members`` nearest support
-    utterances; a query with no candidate keeps the metric's label with probability 0."""
+    """Best label (Q,) and whether it applies (Q,) as the engine decides (``Engine._verified_route``):
+    each query's best ``answers`` labels above the floor, each against its ``members`` nearest
+    support utterances; a label applies when its metric score clears the radius and P ≥
+    related (the verifier vetoes); the metric's best label that applies wins. A query where
+    nothing applies keeps the metric's best label, out of scope (1.0 / 0.0 in the second array)."""
     scores = answer_scores(vectors @ support.T, rows, vectors @ protos.T)          # (Q, A)
     member = vectors @ support.T                                                   # (Q, n)
     messages, questions, owner = [], [], []                                        # one entry per pair
@@ -78,19 +82,23 @@ def rerank(check: Rerank, texts: Sequence[str], vectors: np.ndarray, support_tex
                 questions.append(support_texts[int(j)])
                 owner.append((qi, int(label)))
     probs = check.verify(messages, questions) if messages else np.zeros(0, dtype=np.float32)
-    pred, best = scores.argmax(1), np.zeros(len(texts), dtype=np.float32)
-    for (qi, label), p in zip(owner, probs, strict=True):
-        if p > best[qi]:
-            pred[qi], best[qi] = label, p
-    return pred, best
+    best_p: dict[tuple[int, int], float] = {}
+    for key, p in zip(owner, probs, strict=True):
+        best_p[key] = max(best_p.get(key, 0.0), float(p))
+    pred, applies = scores.argmax(1), np.zeros(len(texts), dtype=np.float32)
+    for (qi, label), p in best_p.items():  # in the metric's order: the first label that applies wins
+        inside = scores[qi, label] >= check.radius
+        if inside and p >= check.related and not applies[qi]:
+            pred[qi], applies[qi] = label, 1.0
+    return pred, applies
 
 
 def evaluate_intents(embed: Embed, support: Sequence[Utterance], query: Sequence[Utterance],
                      oos: Sequence[Utterance] = (), threshold: float | None = None,
                      check: Rerank | None = None) -> dict[str, float | int | None]:
     """Run the benchmark with one embedding function; ``threshold`` is needed for the recalls.
-    With ``check``, the verifier reranks the metric's best labels and its apply threshold
-    decides scope (the metric's ``threshold`` is then unused)."""
+    With ``check``, the verifier decides among the metric's best labels and whether one applies,
+    as the engine serves (``rerank``)."""
     support = [u for u in support if u.label != OOS]
     if not support:
         raise ValueError("the support file has no in-scope lines")
@@ -108,7 +116,7 @@ def evaluate_intents(embed: Embed, support: Sequence[Utterance], query: Sequence
     if check is not None:
         pred, best = rerank(check, [u.text for u in in_scope + outside], q_vectors, [u.text for u in support],
                             support_vectors, rows, protos)
-        threshold = check.threshold
+        threshold = 0.5  # ``best`` is 1 where a label applies
     seconds = time.perf_counter() - started
     n_in = len(in_scope)
     truth = np.asarray([names.index(u.label) for u in in_scope], dtype=np.int64)

@@ -89,7 +89,7 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
             result["adaptation"] = _adaptation_sweep(channel, s, q, o, threshold, run.adapt_steps, run.adapt_lr,
                                                      bars)
     if run.rerank:
-        result["rerank"] = _reranked(run.verifier, encoder, artifact, s, q, o, bars)
+        result["rerank"] = _reranked(run.verifier, encoder, artifact, threshold, s, q, o, bars)
         if result["rerank"].get("accuracy") is not None and instant.get("accuracy") is not None:
             result["rerank_gain"] = round(result["rerank"]["accuracy"] - instant["accuracy"], 4)
     if run.baseline:
@@ -105,8 +105,8 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
     return result
 
 
-def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, s: Sequence[Utterance],
-              q: Sequence[Utterance], o: Sequence[Utterance], bars: Bars) -> dict[str, Any]:
+def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, radius: float | None,
+              s: Sequence[Utterance], q: Sequence[Utterance], o: Sequence[Utterance], bars: Bars) -> dict[str, Any]:
     """The benchmark with the verifier reranking the metric's best labels, as the engine serves it."""
     try:
         path = resolve_verifier(spec)
@@ -116,6 +116,8 @@ def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, s: Seq
         raise RunError("--rerank needs a verifier artifact (none is shipped in this checkout: run "
                        "`heedful meta-train verifier`, then pass --verifier PATH)")
     artifact = VerifierArtifact.load(path)
+    if radius is None:
+        raise RunError("--rerank needs the metric's calibrated scope threshold (a metric artifact)")
     verifier = Verifier(artifact, encoder)
     verifier.load()
     settings = LearningSettings()
@@ -129,10 +131,14 @@ def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, s: Seq
                 bar.update(len(out[-1]))
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
-    check = Rerank(verify, settings.verify_answers, settings.verify_members, artifact.apply_threshold, floor)
+    check = Rerank(verify, settings.verify_answers, settings.verify_members, artifact.apply_threshold,
+                   artifact.related_threshold, radius, floor)
     started = time.perf_counter()
     found = evaluate_intents(_embedder(encoder, "embed", bars), s, q, o, None, check)
+    found.pop("threshold", None)
     return {"verifier": verifier.name, "answers": check.answers, "members": check.members, "floor": floor,
+            "apply_threshold": round(check.apply, 4), "related_threshold": round(check.related, 4),
+            "radius": round(radius, 4),
             **found, "seconds": round(time.perf_counter() - started, 1)}
 
 

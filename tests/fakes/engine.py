@@ -2,13 +2,14 @@
 
 ``StandInEngine`` offers the part of ``engine.Engine`` the adapters call (``reply``,
 ``link_message``, ``feedback``, ``explain``, ``learned``, ``forget``, ``set_persona``,
-``channel_settings``, ``personas``, ``move_channel``) with none of its cost: a reply
+``channel_settings``, ``personas``, ``move_channel``, and the personal scope's ``remember``,
+``personal``, ``forget_person``) with none of its cost: a reply
 is a fixed text streamed in ``chunks`` pieces over ``turn_seconds``. Like the real
 engine it holds a lock per thread while it writes a reply (and records how long:
 ``lock_holds``), and applies feedback carrying an event id at most once per scope.
 
 ``writes`` lists every call that would have changed what the real engine stores (a
-turn, a link, feedback, a forget, a persona, a move): what the fuzz tests check stays
+turn, a link, feedback, a forget, a persona, a move, a fact): what the fuzz tests check stays
 empty after malformed events.
 """
 
@@ -32,6 +33,8 @@ from engine import (
     FeedbackReceipt,
     InputError,
     NotFound,
+    PersonalFact,
+    PersonalProfile,
     Reply,
     Route,
     Turn,
@@ -66,6 +69,7 @@ class StandInEngine:
         self.links: dict[tuple[ChannelKey, str], str] = {}  # (scope, platform message id) -> reply id
         self.replies: dict[str, TurnRecord] = {}
         self.corrections: dict[ChannelKey, list[Correction]] = defaultdict(list)
+        self.facts: dict[tuple[ChannelKey, str], list[PersonalFact]] = defaultdict(list)
         self.personas_set: dict[ChannelKey, str] = {}
         self.applied: dict[tuple[ChannelKey, str], FeedbackReceipt] = {}
         self._locks: dict[ChannelKey, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -141,7 +145,8 @@ class StandInEngine:
             self.applied[once] = receipt
         return receipt
 
-    async def explain(self, channel: ChannelKey, *, reply_id: str = "", message_id: str = "") -> Explanation:
+    async def explain(self, channel: ChannelKey, *, reply_id: str = "", message_id: str = "",
+                      viewer: str | None = None) -> Explanation:
         record = self.replies.get(reply_id) if reply_id else self._target(channel, message_id)
         if record is None or record.channel.scope != channel.scope:
             raise NotFound("there is no finished reply of mine to explain")
@@ -151,12 +156,27 @@ class StandInEngine:
         return list(self.corrections[channel.scope])
 
     async def forget(self, channel: ChannelKey, correction_ids: Sequence[int] | None = None, *,
-                     event_id: str = "") -> int:
+                     author_id: str = "", event_id: str = "") -> int:
         kept = self.corrections[channel.scope]
         gone = [c for c in kept if correction_ids is None or c.correction_id in correction_ids]
         self.corrections[channel.scope] = [c for c in kept if c not in gone]
         self.writes.append(("forget", (channel, correction_ids)))
         return len(gone)
+
+    async def remember(self, channel: ChannelKey, author_id: str, text: str) -> PersonalFact:
+        if not author_id or not text.strip():
+            raise InputError("The fact is empty.")
+        self.writes.append(("fact", (channel, author_id, text)))
+        fact = PersonalFact(next(self._ids), text, time.time())
+        self.facts[(channel.scope, author_id)].append(fact)
+        return fact
+
+    async def personal(self, channel: ChannelKey, author_id: str) -> PersonalProfile:
+        return PersonalProfile(channel.scope, author_id, tuple(self.facts[(channel.scope, author_id)]))
+
+    async def forget_person(self, channel: ChannelKey, author_id: str, *, by: str = "") -> dict[str, int]:
+        self.writes.append(("forget_person", (channel, author_id)))
+        return {"facts": len(self.facts.pop((channel.scope, author_id), [])), "corrections": 0}
 
     async def move_channel(self, old: ChannelKey, new: ChannelKey) -> int:
         self.writes.append(("move", (old, new)))
@@ -167,7 +187,7 @@ class StandInEngine:
     async def channel_settings(self, channel: ChannelKey) -> ChannelSettings:
         return ChannelSettings(persona=self.personas_set.get(channel.scope, ""))
 
-    async def set_persona(self, channel: ChannelKey, persona: str) -> ChannelSettings:
+    async def set_persona(self, channel: ChannelKey, persona: str, *, author_id: str = "") -> ChannelSettings:
         self.writes.append(("persona", (channel, persona)))
         self.personas_set[channel.scope] = persona
         return ChannelSettings(persona=persona)

@@ -157,6 +157,7 @@ _slack_reaction = st.fixed_dictionaries({
 })
 _slack_command_text = st.one_of(
     st.sampled_from(["why", "learned", "forget", "forget #1 #2", "persona", "persona tutor", "help", "",
+                     "personal", "personal my plan is Pro", "fixme", "fixme it is 4", "forget me",
                      "why https://x.slack.com/archives/C0FUZZ0002/p1700000000000001",
                      "forget https://x.slack.com/archives/C0FUZZ0001/p1700000000000001"]), TEXT)
 
@@ -220,7 +221,8 @@ _tg_chat = st.sampled_from([
     {"id": -900_004, "type": "group", "title": "old"},
 ])
 _tg_command = st.sampled_from(["/fix", "/why", "/learned", "/forget", "/persona", "/ask", "/cancel", "/help",
-                               "/start", "/frobnicate", "/fix@heedful_test_bot", "/ask@other_bot"])
+                               "/start", "/frobnicate", "/fix@heedful_test_bot", "/ask@other_bot", "/fixme",
+                               "/personal", "/forget me"])
 
 
 def _tg_text() -> st.SearchStrategy[tuple[str, list[dict[str, Any]]]]:
@@ -335,16 +337,20 @@ def discord_cases(bot_id: str, guild_id: str, channel_id: str) -> st.SearchStrat
                               "emoji": {"id": None, "name": t[3]}, "burst": False, "type": 0,
                               **({"guild_id": guild_id} if t[4] else {}),
                               **({"message_author_id": bot_id} if t[5] else {})})
-    options = st.lists(st.fixed_dictionaries({"name": st.sampled_from(["message", "corrections", "persona"]),
+    options = st.lists(st.fixed_dictionaries({"name": st.sampled_from(["message", "corrections", "persona",
+                                                                       "about_you"]),
                                               "type": st.just(3), "value": st.one_of(TEXT, st.just("#1"))}),
                        max_size=2, unique_by=lambda o: o["name"])
-    slash = st.tuples(st.sampled_from(["why", "learned", "forget", "persona", "help", "nope"]), options).map(
+    slash = st.tuples(st.sampled_from(["why", "learned", "forget", "persona", "help", "personal", "nope"]),
+                      options).map(
         lambda t: (2, {"id": "900000000000000500", "name": t[0], "type": 1, "options": t[1]}))
-    menu = st.tuples(st.sampled_from(["Correct this answer", "Why this answer?"]), messages).map(
+    menu = st.tuples(st.sampled_from(["Correct this answer", "Correct just for me", "Why this answer?"]),
+                     messages).map(
         lambda t: (2, {"id": "900000000000000501", "name": t[0], "type": 3, "target_id": t[1]["id"],
                        "resolved": {"messages": {t[1]["id"]: t[1]}}}))
     component = st.text(max_size=30).map(lambda c: (3, {"custom_id": c, "component_type": 2}))
     modal = st.tuples(st.one_of(st.just(f"heedful:correct:{channel_id}:"), st.just("heedful:correct:"),
+                                st.just(f"heedful:correctme:{channel_id}:"),
                                 st.text(max_size=20)), st.one_of(snowflakes, st.text(max_size=5)), TEXT).map(
         lambda t: (5, {"custom_id": t[0] + t[1], "components": [
             {"type": 18, "component": {"type": 4, "custom_id": "answer", "value": t[2]}}]}))

@@ -68,8 +68,10 @@ def test_artifact_round_trip_and_verdicts(tmp_path: Path) -> None:
     loaded = VerifierArtifact.load(path)
     assert (loaded.apply_threshold, loaded.related_threshold, loaded.floor) == (0.7, 0.3, -1.0)
     assert loaded.meta == {"test": True} and loaded.config == PairConfig(rank=2)
-    assert [loaded.verdict(p) for p in (0.9, 0.7, 0.5, 0.3, 0.1)] == [
-        Verdict.APPLIES, Verdict.APPLIES, Verdict.RELATED, Verdict.RELATED, Verdict.NONE]
+    # Inside the metric's radius the verifier can only veto; outside it, it never accepts.
+    assert [loaded.verdict(p, within_radius=True) for p in (0.9, 0.3, 0.1)] == [
+        Verdict.APPLIES, Verdict.APPLIES, Verdict.NONE]
+    assert [loaded.verdict(p) for p in (0.9, 0.3, 0.1)] == [Verdict.RELATED, Verdict.RELATED, Verdict.NONE]
     verifier = Verifier(loaded, Encoder(EncoderSettings()))
     probs = verifier.probabilities_blocking(["a", "b c"], ["d", "e"])
     assert np.allclose(probs, 1 / (1 + np.exp(-5.0)), atol=2e-3)
@@ -141,9 +143,10 @@ FAR = "Tell me a joke about penguins."        # outside it (the test verifier's 
 
 
 @pytest.mark.parametrize(("bias", "message", "route", "verdict"), [
-    (5.0, NEAR, Route.CORRECTION, "applies"),   # sure: applies
+    (5.0, NEAR, Route.CORRECTION, "applies"),   # inside the radius, no objection: applies
     (0.0, NEAR, Route.CORRECTION, "applies"),   # not sure, but inside the radius and no objection
-    (0.0, FAR, Route.EXAMPLES, "related"),      # not sure, outside the radius: context only
+    (5.0, FAR, Route.EXAMPLES, "related"),      # outside the radius the verifier never accepts: context
+    (0.0, FAR, Route.EXAMPLES, "related"),
     (-5.0, NEAR, Route.BASE, "none"),           # sure it asks something else: vetoed despite the radius
 ])
 async def test_the_engine_routes_by_the_verifiers_verdict(make_engine: EngineFactory, tmp_path: Path, bias: float,

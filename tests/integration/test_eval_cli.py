@@ -71,6 +71,24 @@ def test_eval_intents_json_side_by_side(files: dict[str, Path]) -> None:
     assert five["adapter_bytes"] < 1_000_000
 
 
+def test_eval_intents_rerank_decides_as_the_engine_serves(files: dict[str, Path]) -> None:
+    result = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
+                                      str(files["query"]), "--oos", str(files["oos"]), "--no-adapt", "--rerank",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    data = last_json(result.stdout)
+    rerank = data["rerank"]
+    assert rerank["verifier"].startswith("verifier:") and (rerank["answers"], rerank["members"]) == (3, 2)
+    assert rerank["n_query"] == data["n_query"] and rerank["n_oos"] == data["n_oos"]
+    assert rerank["radius"] == data["threshold"]  # the same scope as the metric's row
+    # The verifier only vetoes inside the radius: it cannot accept a question the metric turned away.
+    assert rerank["in_scope_recall"] <= data["in_scope_recall"] and rerank["oos_recall"] >= data["oos_recall"]
+    assert data["rerank_gain"] == round(rerank["accuracy"] - data["accuracy"], 4)
+    bad = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
+                                   str(files["query"]), "--no-adapt", "--rerank", "--verifier", "/nope"])
+    assert bad.exit_code == 2 and "no verifier artifact" in bad.output
+
+
 def test_eval_intents_keeps_only_the_eval_domains(files: dict[str, Path]) -> None:
     domains = json.loads((CLINC / "domains.json").read_text())
     wanted = next(d for d, labels in domains.items() if "translate" in labels)

@@ -20,7 +20,6 @@ data hash, hyperparameters and metrics of the run that produced it.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..nn.artifact_file import load_artifact, save_artifact
 from ..nn.digests import tensors_digest
 from ..nn.encoder_top import MetricConfig, merge_into
 from ..settings import EncoderSettings
@@ -81,10 +81,7 @@ class MetricArtifact:
         return tensors_digest(self.tensors)
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         header = {
-            "format": FORMAT,
             "config": asdict(self.config),
             "answer_threshold": self.answer_threshold,
             "example_threshold": self.example_threshold,
@@ -96,24 +93,11 @@ class MetricArtifact:
             "cosine_answer_thresholds": self.cosine_answer_thresholds,
             "meta": self.meta,
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in self.tensors.items()}
-        save_file(tensors, str(path), metadata={"heedful": json.dumps(header)})
-        return path
+        return save_artifact(path, FORMAT, header, self.tensors)
 
     @classmethod
     def load(cls, path: str | Path) -> MetricArtifact:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("heedful")
-            if raw is None:
-                raise ValueError(f"{path} is not a heedful metric artifact")
-            header = json.loads(raw)
-            if header.get("format") != FORMAT:
-                raise ValueError(f"{path}: unsupported metric format {header.get('format')!r}")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        header, tensors = load_artifact(path, FORMAT, "metric")
         return cls(
             config=MetricConfig(**header["config"]),
             tensors=tensors,

@@ -34,7 +34,6 @@ encoder's thread (never on the event loop).
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..nn.artifact_file import load_artifact, save_artifact
 from ..nn.digests import tensors_digest
 from ..nn.pair_encoder import PairConfig, PairModel, encode_pairs, load_bert
 from ..understanding.encoder import Encoder
@@ -88,27 +88,14 @@ class VerifierArtifact:
         return Verdict.APPLIES if within_radius else Verdict.RELATED
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        header = {"format": FORMAT, "config": asdict(self.config), "apply_threshold": self.apply_threshold,
+        header = {"config": asdict(self.config), "apply_threshold": self.apply_threshold,
                   "related_threshold": self.related_threshold, "floor": self.floor, "metric": self.metric,
                   "meta": self.meta}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in self.tensors.items()}
-        save_file(tensors, str(path), metadata={"heedful": json.dumps(header)})
-        return path
+        return save_artifact(path, FORMAT, header, self.tensors)
 
     @classmethod
     def load(cls, path: str | Path) -> VerifierArtifact:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("heedful")
-            header = json.loads(raw) if raw else {}
-            if header.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a heedful verifier artifact ({FORMAT})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        header, tensors = load_artifact(path, FORMAT, "verifier")
         return cls(config=PairConfig(**header["config"]), tensors=tensors,
                    apply_threshold=float(header["apply_threshold"]),
                    related_threshold=float(header["related_threshold"]),

@@ -18,20 +18,17 @@ file's near misses (``load_near_misses``) and report ``near_miss_locality``.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..dialog.sanitize import clean_text
 from ..engine import Engine
-from ..errors import InputError
 from ..settings import EngineSettings, ModelSettings
 from .correction_bench import BenchConfig, NearMiss, planned_questions, run_benchmark
 from .curve_plot import plot_correction_curve
-from .episodes import DEFAULT_MAX_CHARS, BadLine, Utterance
+from .episodes import BadLine, Utterance, labelled_row, read_json_lines
 from .eval_sets import load_eval_sets, skipped_report
 from .lora_bench import SideBySideConfig, eval_corrections_lora
 from .runs import Bars, Log, RunError, silent_bars, silent_log
@@ -71,33 +68,13 @@ def load_near_misses(path: Path, skipped: list[BadLine] | None = None) -> list[N
     """The near-miss lines of a JSON-lines file: ``text``, ``label`` (the taught label each
     mimics), optionally ``kind``; a line with ``"near_miss": false`` is not one. Unusable lines
     go to ``skipped`` when it is given (else ``ValueError`` naming the file and line)."""
-    out: list[NearMiss] = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(_near_miss(line))
-            except ValueError as err:
-                if skipped is None:
-                    raise ValueError(f"{path}:{n}: {err}") from None
-                skipped.append(BadLine(n, str(err)))
-    return out
+    return read_json_lines(path, _near_miss, skipped)
 
 
 def _near_miss(line: str) -> NearMiss:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        raise ValueError("not JSON") from None
-    if not isinstance(row, dict) or "text" not in row or "label" not in row:
-        raise ValueError("each line must be an object with 'text' and 'label'")
+    row, text = labelled_row(line)
     if row.get("near_miss", True) is False:
         raise ValueError("'near_miss' is false: not a near miss")
-    try:
-        text = clean_text(str(row["text"]), limit=DEFAULT_MAX_CHARS, what="text")
-    except InputError as err:
-        raise ValueError(str(err)) from None
     return NearMiss(text, str(row["label"]), str(row.get("kind") or ""))
 
 

@@ -19,15 +19,18 @@ measurement: ``split_by_domain`` keeps held-out domains' labels out entirely.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..dialog.sanitize import clean_text
 from ..errors import InputError
 from ..settings import DialogSettings
+
+T = TypeVar("T")
 
 DEFAULT_MAX_CHARS = DialogSettings().max_input_chars
 """The longest text the engine accepts by default: longer lines could not be asked."""
@@ -37,6 +40,8 @@ __all__ = [
     "Utterance",
     "BadLine",
     "load_utterances",
+    "read_json_lines",
+    "labelled_row",
     "load_domains",
     "split_by_domain",
     "UtterancePool",
@@ -82,13 +87,19 @@ def load_utterances(path: str | Path, skipped: list[BadLine] | None = None,
             raise ValueError(f"{path}: expected JSON lines, or a CLINC150-style object with a 'train' split")
         return [Utterance(str(t), str(label)) for t, label in data["train"]] + [
             Utterance(str(t), OOS) for t, _ in data.get("oos_train", [])]
-    out: list[Utterance] = []
+    return read_json_lines(path, lambda line: _utterance(line, max_chars), skipped)
+
+
+def read_json_lines(path: str | Path, parse: Callable[[str], T], skipped: list[BadLine] | None = None) -> list[T]:
+    """``parse`` of every non-blank line of ``path``. A line it refuses (``ValueError``) goes to
+    ``skipped`` when that is given, and otherwise raises ``ValueError`` naming the file and line."""
+    out: list[T] = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                out.append(_utterance(line, max_chars))
+                out.append(parse(line))
             except ValueError as err:
                 if skipped is None:
                     raise ValueError(f"{path}:{n}: {err}") from None
@@ -96,7 +107,9 @@ def load_utterances(path: str | Path, skipped: list[BadLine] | None = None,
     return out
 
 
-def _utterance(line: str, max_chars: int) -> Utterance:
+def labelled_row(line: str, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[dict[str, Any], str]:
+    """(the JSON object of a ``{text, label}`` line, its text cleaned as the engine would);
+    ``ValueError`` for a line that is not such an object or whose text the engine would refuse."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError:
@@ -107,6 +120,11 @@ def _utterance(line: str, max_chars: int) -> Utterance:
         text = clean_text(str(row["text"]), limit=max_chars, what="text")
     except InputError as err:
         raise ValueError(str(err)) from None
+    return row, text
+
+
+def _utterance(line: str, max_chars: int) -> Utterance:
+    row, text = labelled_row(line, max_chars)
     return Utterance(text, str(row["label"]))
 
 

@@ -54,7 +54,7 @@ from ..contract import ChannelKey, Feedback, FeedbackKind, Route, Turn
 from ..engine import Engine
 from .episodes import OOS, Utterance
 
-__all__ = ["BenchConfig", "NearMiss", "run_benchmark", "planned_questions", "code_in", "split_labels",
+__all__ = ["BenchConfig", "NearMiss", "run_benchmark", "planned_questions", "code_in", "invented_code", "split_labels",
            "curve_sequence"]
 
 
@@ -80,7 +80,9 @@ class NearMiss:
     kind: str = ""
 
 
-def _code(rng: random.Random, used: set[str]) -> str:
+def invented_code(rng: random.Random, used: set[str]) -> str:
+    """An invented token no model could know, unique in ``used`` (added to it): two capitals,
+    a dash, four digits ("KD-4821"); a reply carries it or it does not."""
     while True:
         code = "".join(rng.choices(string.ascii_uppercase, k=2)) + "-" + "".join(rng.choices(string.digits, k=4))
         if code not in used:
@@ -221,7 +223,7 @@ async def run_benchmark(
     rng = bench.rng
     labels, taught, untaught = split_labels(support, config.uncorrected, rng)
     used: set[str] = set()
-    codes = [{label: _code(rng, used) for label in sorted(labels)} for _ in range(config.channels)]
+    codes = [{label: invented_code(rng, used) for label in sorted(labels)} for _ in range(config.channels)]
     channels = [bench.key(f"channel-{i + 1}") for i in range(config.channels)]
 
     # -- teach: every support line of a taught label, in every channel ----------------------------
@@ -333,7 +335,7 @@ async def _curve(bench: _Bench, curve_support: Sequence[Utterance], query: Seque
     top = min(max(config.curve, default=0), len(sequence))
     points = sorted({p for p in config.curve if p <= top} | ({top} if top else set()))
     used: set[str] = set()
-    codes = {label: _code(rng, used) for label in dict.fromkeys(label for _, label in sequence)}
+    codes = {label: invented_code(rng, used) for label in dict.fromkeys(label for _, label in sequence)}
     paraphrases: dict[str, list[str]] = defaultdict(list)
     for u in query:
         paraphrases[u.label].append(u.text)

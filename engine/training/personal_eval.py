@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import string
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ import numpy as np
 from ..contract import ChannelKey, Turn
 from ..engine import Engine
 from ..settings import EngineSettings
+from .correction_bench import invented_code
 from .runs import Bar, Bars, RunError, silent_bars
 
 __all__ = ["FACTS", "PersonalEvalConfig", "Told", "plan", "run_personal_eval"]
@@ -119,19 +119,10 @@ def plan(config: PersonalEvalConfig) -> list[Told]:
         people = [f"c{c}-p{p}" for p in range(config.people)]
         for person in people:
             for statement, *asked in rng.sample(FACTS, config.facts):
-                code = _code(rng, codes)
+                code = invented_code(rng, codes)
                 others = tuple(rng.sample([p for p in people if p != person], config.others))
                 told.append(Told(channel, person, statement.format(code=code), (asked[0], asked[1]), code, others))
     return told
-
-
-def _code(rng: random.Random, taken: set[str]) -> str:
-    """An invented token, unique in the run: two capitals, a dash, four digits ("KD-4821")."""
-    while True:
-        code = "".join(rng.choices(string.ascii_uppercase, k=2)) + "-" + "".join(rng.choices(string.digits, k=4))
-        if code not in taken:
-            taken.add(code)
-            return code
 
 
 def _carries(text: str, code: str) -> bool:

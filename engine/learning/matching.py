@@ -24,7 +24,7 @@ from ..understanding.encoder import Encoder
 from .adaptation import Adaptation, AdaptConfig
 from .channel_encoder import ChannelEncoder
 from .metric import MetricArtifact, MetricEncoder, resolve_artifact, shot_threshold
-from .support_set import Match, SupportSet, answer_key
+from .support_set import Match, SupportSet
 from .verifier import Verdict, Verifier, VerifierArtifact, resolve_verifier
 
 __all__ = ["Matching", "Check"]
@@ -158,12 +158,12 @@ class Matching:
         if not candidates:
             return matches, checks
         similarity = space.matrix @ vectors[0]                                      # (n,) to every phrasing
-        items, keys = list(space), [answer_key(c.answer) for c in space]
+        items = list(space)
         pairs: list[tuple[int, StoredCorrection]] = []                              # (match index, phrasing)
         for i in candidates:
-            key = answer_key(matches[i].correction.answer)
-            members = sorted((j for j, k in enumerate(keys) if k == key), key=lambda j: -similarity[j])
-            pairs += [(i, items[j]) for j in members[: self.verify_members]]
+            members = space.members(matches[i].correction.answer)
+            nearest = members[np.argsort(-similarity[members], kind="stable")][: self.verify_members]
+            pairs += [(i, items[int(j)]) for j in nearest]
         asked = " ".join(text.split()).casefold()
         probs = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
         artifact = self.verifier.artifact

@@ -241,6 +241,11 @@ class SupportSet:
             self._matrix = np.stack(self._vectors) if self._vectors else np.zeros((0, self._sums.shape[1]), np.float32)
         return self._matrix
 
+    def members(self, answer: str) -> np.ndarray:
+        """Indices (in order) of the corrections that teach ``answer`` (compared as ``answer_key``)."""
+        slot = self._slots.get(answer_key(answer))
+        return np.empty(0, dtype=np.int64) if slot is None else np.flatnonzero(self.answer_rows() == slot)
+
     def answer_rows(self) -> np.ndarray:
         """(n,) the answer slot of each correction."""
         return np.asarray(self._rows, dtype=np.int64)

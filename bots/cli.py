@@ -12,8 +12,9 @@ import contextlib
 import json
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
@@ -43,14 +44,64 @@ app.command()(review)
 RollbackOption = Annotated[bool, typer.Option("--rollback", help="serve the previous LoRA version instead")]
 
 
+class PlatformName(StrEnum):
+    """``heedful run --platform``: the names of ``bots.runner.PLATFORMS``."""
+
+    discord = "discord"
+    slack = "slack"
+    telegram = "telegram"
+
+
+class ShardSlice(NamedTuple):
+    """``--shards IDS/COUNT``: the shard ids one process connects, of the bot's ``total`` (COUNT)."""
+
+    ids: list[int]
+    total: int
+
+
+def parse_shard_slice(value: str | ShardSlice) -> ShardSlice:
+    """``"0,1/4"`` -> ``ShardSlice([0, 1], 4)``; a ``ValueError`` says what is wrong."""
+    from adapters.settings import check_shards, parse_shard_ids
+
+    if isinstance(value, ShardSlice):
+        return value
+    ids_text, slash, count_text = value.partition("/")
+    try:
+        if not slash or not count_text.strip().isdigit():
+            raise ValueError("expected IDS/COUNT: the shard ids this process connects, then the bot's shard count, "
+                             "e.g. 0,1/4")
+        ids, count = parse_shard_ids(ids_text), int(count_text)
+        check_shards(ids, count)
+    except ValueError as err:
+        raise typer.BadParameter(f"{value!r}: {err}") from None
+    return ShardSlice(ids, count)
+
+
 @app.command()
-def run(config: ConfigOption = None) -> None:
-    """Run the bot: every platform with a token configured, else the console chat."""
+def run(
+    platform: Annotated[list[PlatformName] | None, typer.Option(
+        "--platform", metavar="discord|slack|telegram",
+        help="serve only this platform (repeat for several); it must be configured. Default: every platform "
+        "with a token")] = None,
+    shards: Annotated[ShardSlice | None, typer.Option(
+        "--shards", metavar="IDS/COUNT", parser=parse_shard_slice,
+        help="Discord: connect only these shards of the bot's COUNT, e.g. 0,1/4 (the other processes run the "
+        "rest; HEEDFUL_DISCORD_SHARD_IDS and HEEDFUL_DISCORD_SHARD_COUNT)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the bot: every platform with a token configured (or those of --platform), else the console chat."""
+    from .runner import configured_platforms
     from .runner import run as run_bot
 
-    settings = settings_or_exit(config)
+    overrides = {"discord": {"shard_ids": shards.ids, "shard_count": shards.total}} if shards else {}
+    settings = settings_or_exit(config, **overrides)
+    names = [p.value for p in platform or []]
+    if shards and "discord" not in (names or configured_platforms(settings)):
+        typer.echo("error: --shards applies to Discord, which this run does not serve "
+                   "(set HEEDFUL_DISCORD_TOKEN, or add --platform discord)", err=True)
+        raise typer.Exit(2)
     try:
-        asyncio.run(run_bot(settings))
+        asyncio.run(run_bot(settings, names))
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -35,10 +35,10 @@ def channel_key(channel: str) -> ChannelKey:
 
 async def with_store(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T:
     """Run ``action`` on the configured database (no model loaded); a running bot sees the change
-    from its next message (SQLite's ``data_version``)."""
+    from its next message (SQLite's ``data_version``, PostgreSQL's NOTIFY)."""
     from engine.store import Store
 
-    store = Store(settings.engine_settings().database_path)
+    store = Store(settings.engine_settings().store_location)
     await store.open()
     try:
         return await action(store)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,6 +34,7 @@ from engine.settings import (
     StoreSettings,
     TeachLimitSettings,
 )
+from engine.store import redact_url
 
 from .logs import setup_logging
 from .presets import PRESETS
@@ -114,12 +116,19 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every configured secret value, for log redaction."""
         values = [self.telegram.token, self.telegram.webhook_secret, self.slack.bot_token, self.slack.app_token,
-                  self.slack.signing_secret, self.discord.token, self.model.api_key]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+                  self.slack.signing_secret, self.discord.token, self.model.api_key, self.store.url]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.store.url is not None:  # the URL's password on its own, wherever a library quotes it
+            found += [p for p in [urlsplit(self.store.url.get_secret_value()).password] if p]
+        return found
 
     def redacted(self) -> dict[str, Any]:
-        """The settings as JSON-ready data, secrets shown as ``**********``."""
-        return self.model_dump(mode="json")
+        """The settings as JSON-ready data, secrets shown as ``**********`` (the store's URL with
+        only its password hidden, so that one can see which database it is)."""
+        data = self.model_dump(mode="json")
+        if self.store.url is not None:
+            data["store"]["url"] = redact_url(self.store.url.get_secret_value())
+        return data
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

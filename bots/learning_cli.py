@@ -5,8 +5,11 @@
 - ``eval intents``: few-shot intent classification with prototypes, optionally side by
   side with the plain encoder (``--baseline``);
 - ``eval corrections``: learning from corrections through the whole engine;
+- ``meta-train preference``: meta-learning the taste prior across simulated people
+  (``engine.training.preference_train``);
 - ``eval personal``: the personal scope: recall and isolation of what people tell about
-  themselves, and its cost (``engine.training.personal_eval``).
+  themselves, taste learned from 👍/👎 (``preference_match``), and their cost
+  (``engine.training.personal_eval``, ``engine.training.preference_eval``).
 
 Each command parses its options and makes one call into ``engine.training`` (``metric_run``,
 ``lora_run``, ``intents_run``, ``corrections_run``), then prints the result. With
@@ -32,7 +35,8 @@ from .presets import PRESETS
 
 __all__ = ["eval_app", "meta_train_app"]
 
-meta_train_app = typer.Typer(help="Meta-train the learned artifacts (metric, LoRA initialisation).",
+meta_train_app = typer.Typer(help="Meta-train the learned artifacts (metric, verifier, LoRA initialisation, "
+                             "taste prior).",
                              no_args_is_help=True)
 eval_app = typer.Typer(help="The benchmarks: few-shot intents, learning from corrections, the personal scope.",
                        no_args_is_help=True)
@@ -169,6 +173,37 @@ def verifier(
         calib_episodes=calib_episodes, minutes=minutes, out=out, cache_dir=cache_dir, threads=threads)
     result = _or_exit(lambda: run_verifier_training(run, stderr_bars))
     emit(result, as_json, json.dumps(result, indent=2))
+
+
+# -- meta-train preference -------------------------------------------------------------------
+
+
+@meta_train_app.command("preference")
+def preference(
+    steps: Annotated[int, typer.Option(help="outer steps")] = 2000,
+    batch: Annotated[int, typer.Option(help="simulated people per step")] = 64,
+    turns: Annotated[int, typer.Option(help="on-policy signals per person's episode")] = 10,
+    lr: Annotated[float, typer.Option(help="Adam learning rate on the prior")] = 0.02,
+    explore: Annotated[float, typer.Option(help="random pick rate of the episodes' policy (half the people)")] = 0.3,
+    eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
+    val_people: Annotated[int, typer.Option(help="validation people (validation combinations)")] = 400,
+    minutes: Annotated[float, typer.Option(help="stop after this many minutes (0: no limit)")] = 0.0,
+    split_seed: Annotated[int, typer.Option(help="which preference combinations are held out (the benchmark "
+                                            "must use the same)")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of people, renderings and the episodes")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="artifact path")] = Path("preference.safetensors"),
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default)")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Meta-train the taste prior across simulated people (docs/LEARNING.md, "Taste")."""
+    _offline()
+    from engine.training.preference_train import PreferenceTrainConfig, run_preference_training
+
+    run = PreferenceTrainConfig(steps=steps, batch=batch, turns=turns, lr=lr, explore=explore, eval_every=eval_every,
+                                val_people=val_people, minutes=minutes, split_seed=split_seed, seed=seed, out=out,
+                                threads=threads)
+    result = _or_exit(lambda: run_preference_training(run, stderr_bars, stderr_log))
+    emit(result, as_json, json.dumps(result, indent=2, ensure_ascii=False))
 
 
 # -- meta-train lora -------------------------------------------------------------------------
@@ -391,18 +426,27 @@ def personal(
     latency_turns: Annotated[int, typer.Option(help="turns timed one at a time, with and without facts each")] = 20,
     max_new_tokens: Annotated[int, typer.Option(help="reply length cap")] = 32,
     seed: Annotated[int, typer.Option(help="seed of codes and who asks what")] = 0,
+    preference_people: Annotated[int, typer.Option(help="simulated people of the taste benchmark "
+                                                   "(preference_match; 0: skip it)")] = 1000,
+    preference_prior: Annotated[str, typer.Option(help="the taste prior: default (shipped) | a path")] = "default",
+    preference_only: Annotated[bool, typer.Option("--preference-only", help="only the taste benchmark (no LLM: "
+                                                  "seconds)")] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The personal scope: simulated people tell facts with invented codes (``Engine.remember``), then
     ask about them through the engine; ``personal_recall`` (their replies carrying the code),
     ``personal_leaks`` (other people's replies in the same channel carrying it: must be 0), the
-    latency it adds and the memory per person."""
+    latency it adds and the memory per person. Then taste: ``preference_match`` after 0, 1, 3, 5, 10
+    👍/👎 of simulated people with hidden preferences, against a scorer learned from zero and the base
+    model (``engine.training.preference_eval``), and what the candidates cost through the engine."""
     _offline()
     settings = settings_or_exit(config)
     from engine.training.personal_eval import PersonalEvalConfig, run_personal_eval
 
     run = PersonalEvalConfig(channels=channels, people=people, facts=facts, others=others,
-                             latency_turns=latency_turns, max_new_tokens=max_new_tokens, seed=seed, model=model)
+                             latency_turns=latency_turns, max_new_tokens=max_new_tokens, seed=seed, model=model,
+                             preference_people=preference_people, preference_prior=preference_prior,
+                             preference_only=preference_only)
     result = _or_exit(lambda: run_personal_eval(run, settings.engine_settings(), bars=stderr_bars))
     emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))

@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
 from adapters.console import ConsoleAdapter
@@ -16,7 +17,7 @@ from engine.offline import offline_environment
 from .config import ConfigError, Settings
 from .http_server import HealthServer
 
-__all__ = ["prepare_environment", "configured_platforms", "run", "chat", "PLATFORMS"]
+__all__ = ["prepare_environment", "configured_platforms", "select_platforms", "run", "chat", "PLATFORMS"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,24 @@ def configured_platforms(settings: Settings) -> list[str]:
     return found
 
 
+_TOKENS = {"telegram": "HEEDFUL_TELEGRAM_TOKEN", "slack": "HEEDFUL_SLACK_BOT_TOKEN", "discord": "HEEDFUL_DISCORD_TOKEN"}
+
+
+def select_platforms(settings: Settings, wanted: Sequence[str] | None = None) -> list[str]:
+    """The platforms ``run`` serves: ``wanted`` (``heedful run --platform``; each must be configured),
+    or, when none is named, every configured one. Raises ``ConfigError`` naming what is wrong."""
+    configured = configured_platforms(settings)
+    if not wanted:
+        return configured
+    unknown = sorted({name for name in wanted if name not in PLATFORMS})
+    if unknown:
+        raise ConfigError(f"unknown platform {', '.join(map(repr, unknown))}: choose from {', '.join(PLATFORMS)}")
+    for name in wanted:
+        if name not in configured:
+            raise ConfigError(f"--platform {name}: {name} is not configured ({_TOKENS[name]} is not set)")
+    return [name for name in PLATFORMS if name in wanted]
+
+
 async def chat(
     settings: Settings, channel: str | None = None, *, stdin: BinaryIO | None = None, stdout: TextIO | None = None,
     user: str | None = None,
@@ -62,9 +81,10 @@ async def chat(
         await console.run()
 
 
-async def run(settings: Settings) -> None:
-    """Run every configured platform adapter until SIGINT/SIGTERM; the console when none is configured."""
-    platforms = configured_platforms(settings)
+async def run(settings: Settings, platforms: Sequence[str] | None = None) -> None:
+    """Run the platform adapters until SIGINT/SIGTERM: those named in ``platforms`` (each must be
+    configured), else every configured one; the console when none is named or configured."""
+    platforms = select_platforms(settings, platforms)
     if not platforms:
         await chat(settings)
         return

@@ -67,7 +67,7 @@ class Engine:
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
-        self.store = Store(settings.database_path)
+        self.store = Store(settings.store_location)
         # Matching (learning/matching.py): the meta-learned metric's encoder, its calibrated radius
         # (the thresholds) and per-answer prototype support sets; plain cosine with learning.metric=none.
         self.matching = Matching(settings.learning, settings.encoder)

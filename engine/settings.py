@@ -167,6 +167,9 @@ class LoraSettings(_Strict):
         "related", description="'related': a channel's LoRA serves only messages its corrections relate to "
         "(not the base route), so unrelated messages get the base model; 'all': every generated reply")
     max_attempts: int = Field(3, ge=1, description="failed jobs are retried this often, then dropped")
+    job_lease_s: float = Field(900.0, gt=0.0, description="a process claims a job for this long; if it has not "
+                               "finished by then (it died), another process takes the job over")
+    job_sweep_s: float = Field(60.0, gt=0.0, description="how often to look for jobs no process is training")
     cached_loras: int = Field(4096, ge=1, description="channels' decoded LoRA versions kept in host memory (LRU)")
 
     renamed: ClassVar[dict[str, str]] = {"cached_adapters": "cached_loras"}
@@ -198,6 +201,9 @@ class TeachLimitSettings(_Strict):
 class StoreSettings(_Strict):
     """What is kept, and for how long (env prefix ``HEEDFUL_STORE_``)."""
 
+    url: SecretStr | None = Field(None, description="the database: a postgresql://user:password@host:port/db URL "
+                                  "for several processes on one PostgreSQL (a secret); unset: the SQLite file "
+                                  "<data_dir>/heedful.sqlite3")
     retention_days: float = Field(0.0, ge=0.0, description="message history older than this is deleted "
                                   "(corrections are kept); 0 keeps it forever")
 
@@ -226,6 +232,12 @@ class EngineSettings(_Strict):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "heedful.sqlite3"
+
+    @property
+    def store_location(self) -> Path | str:
+        """Where the store lives: ``store.url`` when set, else the SQLite file in the data directory."""
+        url = self.store.url.get_secret_value() if self.store.url is not None else ""
+        return url or self.database_path
 
     @property
     def model_cache_dir(self) -> Path:

@@ -4,6 +4,9 @@
   randomly initialised LLM (``tiny:0``), for fast tests. Use a distinct channel per test.
 - ``real_engine`` (session): the embedded SmolLM2 end to end; mark tests ``real_model``.
 - ``make_engine``: a factory for tests that need their own data directory or settings.
+- ``postgres_server`` (session) / ``postgres_url``: a real PostgreSQL started by the tests, and
+  a fresh database on it per test; ``store_location``: each store backend in turn (the store's
+  contract tests run against both).
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ def models_dir() -> Path:
     return MODELS_DIR
 
 
+_POSTGRES_DATABASES: dict[Path, str] = {}
+
+sqlite_only = pytest.mark.skipif(os.environ.get("HEEDFUL_TEST_STORE") == "postgresql",
+                                 reason="about the SQLite file itself (HEEDFUL_TEST_STORE=postgresql)")
+
+
 def engine_settings(
     data_dir: Path, models_dir: Path, model: str = "tiny:0", lora: dict[str, Any] | None = None,
     learning: dict[str, Any] | None = None, **model_fields: Any
@@ -77,6 +86,14 @@ def engine_settings(
         lora=LoraSettings(**(lora or {})), learning=LearningSettings(**(learning or {})),
     )
     settings.dialog.personas.update(PRESETS)
+    if os.environ.get("HEEDFUL_TEST_STORE") == "postgresql":  # the whole suite on PostgreSQL
+        from pydantic import SecretStr
+
+        from tests.postgres import create_database_sync, shared_server
+
+        if data_dir not in _POSTGRES_DATABASES:  # the same data directory: the same database (restarts)
+            _POSTGRES_DATABASES[data_dir] = create_database_sync(shared_server())
+        settings.store = settings.store.model_copy(update={"url": SecretStr(_POSTGRES_DATABASES[data_dir])})
     return settings
 
 
@@ -109,3 +126,29 @@ async def real_engine(tmp_path_factory: pytest.TempPathFactory, models_dir: Path
     settings = engine_settings(tmp_path_factory.mktemp("real"), models_dir, EMBEDDED_MODEL, max_new_tokens=48)
     async with Engine(settings) as engine:
         yield engine
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of a PostgreSQL server the tests started (``tests/postgres.py``)."""
+    from tests.postgres import shared_server
+
+    return shared_server()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one test."""
+    from tests.postgres import create_database, drop_database
+
+    url = await create_database(postgres_server)
+    yield url
+    await drop_database(postgres_server, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a test's store lives: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "db.sqlite3"
+    return str(request.getfixturevalue("postgres_url"))

@@ -10,12 +10,20 @@ and the channel's current LoRA there, and keeps base behaviour on unrelated
 probe prompts (locality). With ``lora.scope = "related"`` (the default) LoRA weights only
 ever serves messages the channel's corrections relate to, so the probes it is judged on
 are those it would serve. Otherwise the current LoRA keeps serving.
+
+Several processes may share one database (PostgreSQL): a job is claimed before it is trained
+(``Store.claim_job``, a lease), so each is trained exactly once; a process that finds a job
+claimed leaves it to its claimant, and a periodic sweep takes over jobs whose claimant died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -69,24 +77,28 @@ class Consolidator:
         self._queue: asyncio.Queue[ChannelKey] = asyncio.Queue()
         self._queued: set[ChannelKey] = set()
         self._runner: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this process, in job claims
         self._cache: OrderedDict[ChannelKey, tuple[str, LoraWeights] | None] = OrderedDict()
         self.idle = asyncio.Event()
         self.idle.set()
 
     async def start(self) -> None:
-        """Start the queue and re-queue the jobs a previous run left behind."""
+        """Start the queue, re-queue the jobs a previous run left behind, and sweep for jobs
+        nobody is training (their process died) from then on."""
         self._runner = asyncio.create_task(self._serve(), name="heedful-consolidation")
-        for key, _, _ in await self.store.pending_jobs():
-            self._enqueue(key)
+        await self._sweep_once(settled_before=float("inf"))
+        self._sweeper = asyncio.create_task(self._sweep(), name="heedful-consolidation-sweep")
 
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-            self._runner = None
+        for task in (self._runner, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._runner = self._sweeper = None
 
     async def corrections_changed(self, channel: ChannelKey, *, forgotten: bool = False) -> None:
         """Note a change in ``channel``'s corrections; a job follows after the debounce.
@@ -144,6 +156,21 @@ class Consolidator:
             self._cache.popitem(last=False)
         return entry
 
+    async def _sweep_once(self, settled_before: float) -> None:
+        for scope in await self.store.claimable_jobs(self.owner, settled_before):
+            if scope not in self._timers:  # a debounce in progress enqueues it anyway
+                self._enqueue(scope)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_sweep_s)
+            try:
+                await self._sweep_once(settled_before=time.time() - self.settings.debounce_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the database is away for a moment: sweep next time
+                log.warning("consolidation sweep failed: %s", err)
+
     def backlog(self) -> int:
         """Consolidations queued or waiting for their debounce."""
         return self._queue.qsize() + len(self._timers)
@@ -174,13 +201,12 @@ class Consolidator:
                     await self.store.finish_job(scope, float("inf"))
 
     async def _consolidate(self, scope: ChannelKey) -> None:
-        pending = {key: at for key, at, _ in await self.store.pending_jobs()}
-        requested_at = pending.get(scope)
+        requested_at = await self.store.claim_job(scope, self.owner, self.settings.job_lease_s)
         if requested_at is None:
-            return
+            return  # done already, or another process is training it
         corrections = await self.store.corrections(scope)
         if len(corrections) < self.settings.min_corrections:
-            await self.store.finish_job(scope, requested_at)
+            await self._finish(scope, requested_at)
             return
         support, held_out = split(corrections, self.settings.held_out_every)
         current = await self.lora_for(scope)
@@ -214,7 +240,11 @@ class Consolidator:
                 self._cache.pop(scope, None)
             log.info("%s LoRA v%d for %s: %s", "promoted" if ok else "rejected", version, scope, why)
             metrics.LORA_JOBS.labels("promoted" if ok else "rejected").inc()
-        await self.store.finish_job(scope, requested_at)
+        await self._finish(scope, requested_at)
+
+    async def _finish(self, scope: ChannelKey, requested_at: float) -> None:
+        if not await self.store.finish_job(scope, requested_at):
+            self._enqueue(scope)  # re-requested while it trained (maybe by another process): train again
 
     def _steps(self) -> int:
         """Inner steps: as configured, else Adam's count (0 lets the job use the init's own count)."""

@@ -20,6 +20,7 @@ from bots.cli import app
 from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route, Turn
 from engine.reply import Reply
 from engine.store import MIGRATIONS, Derived, Store
+from tests.conftest import sqlite_only
 
 WIFI_Q = "What is the wifi password at the office?"
 WIFI_A = "The office wifi password is pelican-4417."
@@ -172,6 +173,7 @@ async def test_forget_undoes_what_was_derived(tiny_engine: Engine) -> None:
     assert "pelican-4417" not in text
 
 
+@sqlite_only
 async def test_a_database_of_the_previous_schema_keeps_its_corrections(
         tmp_path: Path, make_engine: Callable[..., AbstractAsyncContextManager[Engine]]) -> None:
     data = tmp_path / "data"

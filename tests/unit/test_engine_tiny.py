@@ -248,7 +248,6 @@ async def test_undo_by_author_through_the_engine(tiny_engine: Engine) -> None:
 
 
 async def test_retention_prunes_old_history_in_the_background(tmp_path: Path, models_dir: Path) -> None:
-    from engine.settings import StoreSettings
     from tests.conftest import engine_settings
 
     key = ChannelKey("test", "retention", space="s")
@@ -256,7 +255,7 @@ async def test_retention_prunes_old_history_in_the_background(tmp_path: Path, mo
     async with Engine(settings) as engine:
         await teach(engine, key, "What is the door code?", "The door code is 7731.")
         assert await engine.store.history(key, 10)
-    keep = settings.model_copy(update={"store": StoreSettings(retention_days=1e-9)})
+    keep = settings.model_copy(update={"store": settings.store.model_copy(update={"retention_days": 1e-9})})
     async with Engine(keep) as engine:
         for _ in range(100):
             if not await engine.store.history(key, 10):

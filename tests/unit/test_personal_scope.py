@@ -24,6 +24,7 @@ from engine.dialog.prompt import PromptParts, assemble, second_person
 from engine.learning.personal import visible_history
 from engine.reply import Reply
 from engine.store import MIGRATIONS, Store
+from tests.conftest import sqlite_only
 
 CODE_Q = "What is my locker code?"
 CODE_A = "Your locker code is 8812-PB."
@@ -136,6 +137,7 @@ async def test_replies_shaped_by_someone_elses_scope_leave_the_history_of_the_ot
     assert explained(hers).person == "ana"
 
 
+@sqlite_only
 async def test_forget_me_deletes_the_personal_scope_and_what_quotes_it(tiny_engine: Engine) -> None:
     key = ChannelKey("test", "pf-forget", space="s")
     fact, answer = "My account number is QF-9090.", "Your locker code is 7301-QF."  # in no other test
@@ -217,6 +219,7 @@ def test_the_prompt_carries_facts_as_the_users_own_words() -> None:
     assert second_person("I'm in level 3 and my dog likes me") == "You're in level 3 and your dog likes you"
 
 
+@sqlite_only
 async def test_a_database_of_schema_7_keeps_its_corrections_channel_wide(
         tmp_path: Path, make_engine: Callable[..., AbstractAsyncContextManager[Engine]]) -> None:
     data = tmp_path / "data"
@@ -231,7 +234,7 @@ async def test_a_database_of_schema_7_keeps_its_corrections_channel_wide(
                     (CODE_Q, CODE_A, np.zeros(384, dtype=np.float32).tobytes()))
     key = ChannelKey("test", "old", space="s")
     async with make_engine(data_dir=data) as engine:
-        assert await engine.store.schema_version() == len(MIGRATIONS) == 8
+        assert await engine.store.schema_version() == len(MIGRATIONS) >= 8
         assert [(c.answer, c.person) for c in await engine.learned(key)] == [(CODE_A, "")]
         assert "8812-PB" in (await ask(engine, key, CODE_Q, "anyone"))[0]
 

@@ -1,3 +1,6 @@
+"""The store's contract: every test taking ``store_location`` runs against SQLite and against a
+real PostgreSQL (``tests/postgres.py``); the few about one backend's files say so in their name."""
+
 import asyncio
 import sqlite3
 import time
@@ -10,7 +13,34 @@ from engine import ChannelKey, ChannelSettings
 from engine.store import MIGRATIONS, Store
 
 
-async def test_schema_is_migrated_and_versioned(tmp_path: Path) -> None:
+async def raw_execute(location: Path | str, sql_sqlite: str, sql_postgres: str) -> None:
+    """Run a statement on the database behind the store's back (another tool, a crash)."""
+    if isinstance(location, Path):
+        with sqlite3.connect(location) as raw:
+            raw.executescript(sql_sqlite)
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(location)
+    try:
+        await conn.execute(sql_postgres)
+    finally:
+        await conn.close()
+
+
+async def fail_on(location: Path | str, table: str, event: str) -> None:
+    """Make the next ``event`` (INSERT / UPDATE) on ``table`` fail, as a crash between statements would."""
+    await raw_execute(
+        location, f"CREATE TRIGGER crash BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, 'crash'); END",
+        "CREATE OR REPLACE FUNCTION crash() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'crash'; END $$"
+        f" LANGUAGE plpgsql; CREATE TRIGGER crash BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION crash()")
+
+
+async def heal(location: Path | str, table: str) -> None:
+    await raw_execute(location, "DROP TRIGGER crash", f"DROP TRIGGER crash ON {table}")
+
+
+async def test_a_sqlite_schema_is_migrated_and_versioned_in_wal_mode(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite3")
     await store.open()
     assert await store.schema_version() == len(MIGRATIONS)
@@ -22,9 +52,9 @@ async def test_schema_is_migrated_and_versioned(tmp_path: Path) -> None:
         await Store(tmp_path / "db.sqlite3").open()
 
 
-async def test_corrections_are_scoped_and_survive_reopen(tmp_path: Path) -> None:
+async def test_corrections_are_scoped_and_survive_reopen(store_location: Path | str) -> None:
     a, b = ChannelKey("t", "a", space="s", thread="th"), ChannelKey("t", "b", space="s")
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     vector = np.ones(4, dtype=np.float32)
     saved = await store.add_correction(a, question="q", answer="ans", author_id="u", embedding=vector,
@@ -32,7 +62,7 @@ async def test_corrections_are_scoped_and_survive_reopen(tmp_path: Path) -> None
     await store.set_channel_settings(a, ChannelSettings(persona="tutor"))
     await store.close()
 
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     (loaded,) = await store.corrections(a.scope)  # thread-less scope sees the thread's correction
     assert loaded.id == saved.id and loaded.answer == "ans" and np.array_equal(loaded.embedding, vector)
@@ -44,9 +74,9 @@ async def test_corrections_are_scoped_and_survive_reopen(tmp_path: Path) -> None
     await store.close()
 
 
-async def test_platform_message_links_find_the_reply(tmp_path: Path) -> None:
+async def test_platform_message_links_find_the_reply(store_location: Path | str) -> None:
     key = ChannelKey("t", "c", space="s")
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     q = await store.add_message(key, role="user", text="question")
     await store.add_message(key, role="assistant", text="answer", reply_id="r1", question_id=q)
@@ -57,9 +87,9 @@ async def test_platform_message_links_find_the_reply(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_lora_versions_promote_and_roll_back(tmp_path: Path) -> None:
+async def test_lora_versions_promote_and_roll_back(store_location: Path | str) -> None:
     key = ChannelKey("t", "lora", space="s")
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     assert await store.active_lora_version(key) is None
     v1 = await store.add_lora_version(key, b"one", {"loss": 1.0}, "active")
@@ -76,13 +106,13 @@ async def test_lora_versions_promote_and_roll_back(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_consolidation_jobs_survive_reopen(tmp_path: Path) -> None:
+async def test_consolidation_jobs_survive_reopen(store_location: Path | str) -> None:
     key = ChannelKey("t", "jobs", space="s")
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     await store.request_job(key)
     await store.close()
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     [(found, requested_at, attempts)] = await store.pending_jobs()
     assert found == key and attempts == 0
@@ -92,8 +122,8 @@ async def test_consolidation_jobs_survive_reopen(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_a_channel_moves_to_a_new_id_whole_or_into_an_existing_one(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db.sqlite3")
+async def test_a_channel_moves_to_a_new_id_whole_or_into_an_existing_one(store_location: Path | str) -> None:
+    store = Store(store_location)
     await store.open()
     vector = np.ones(4, dtype=np.float32)
 
@@ -124,7 +154,7 @@ async def test_a_channel_moves_to_a_new_id_whole_or_into_an_existing_one(tmp_pat
     await store.close()
 
 
-async def test_a_database_from_before_the_rename_keeps_its_lora_versions(tmp_path: Path) -> None:
+async def test_a_sqlite_database_from_before_the_rename_keeps_its_lora_versions(tmp_path: Path) -> None:
     """Schema 2 called them ``adapter_versions``; migration 3 renames the table and keeps every row."""
     path = tmp_path / "db.sqlite3"
     with sqlite3.connect(path) as raw:
@@ -143,39 +173,28 @@ async def test_a_database_from_before_the_rename_keeps_its_lora_versions(tmp_pat
         await store.close()
 
 
-def fail_on(path: Path, table: str, event: str) -> None:
-    """Make the next ``event`` (INSERT / UPDATE) on ``table`` fail, as a crash between statements would."""
-    with sqlite3.connect(path) as raw:
-        raw.execute(f"CREATE TRIGGER crash BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, 'crash'); END")
-
-
-def heal(path: Path) -> None:
-    with sqlite3.connect(path) as raw:
-        raw.execute("DROP TRIGGER crash")
-
-
-async def test_a_replacing_correction_lands_whole_or_not_at_all(tmp_path: Path) -> None:
+async def test_a_replacing_correction_lands_whole_or_not_at_all(store_location: Path | str) -> None:
     """The old answer is retired in the same transaction that stores the new one."""
-    path, key = tmp_path / "db.sqlite3", ChannelKey("t", "c")
+    path, key = store_location, ChannelKey("t", "c")
     store = Store(path)
     await store.open()
     try:
         old = await store.add_correction(key, question="q", answer="old", author_id="u", embedding=np.ones(4),
                                          encoder="e", message_id=None)
-        fail_on(path, "corrections", "INSERT")
-        with pytest.raises(sqlite3.IntegrityError, match="crash"):
+        await fail_on(path, "corrections", "INSERT")
+        with pytest.raises(Exception, match="crash"):
             await store.add_correction(key, question="q", answer="new", author_id="u", embedding=np.ones(4),
                                        encoder="e", message_id=None, replaces=[old.id])
-        heal(path)
+        await heal(path, "corrections")
         await store.add_message(key, role="user", text="later work commits")
         assert [c.answer for c in await store.corrections(key)] == ["old"]
     finally:
         await store.close()
 
 
-async def test_a_failed_move_leaves_the_channel_whole(tmp_path: Path) -> None:
+async def test_a_failed_move_leaves_the_channel_whole(store_location: Path | str) -> None:
     """Merging a scope into another moves corrections, history and thumbs together or not at all."""
-    path = tmp_path / "db.sqlite3"
+    path = store_location
     old, new = ChannelKey("telegram", "-1", space="g"), ChannelKey("telegram", "-100", space="g")
     store = Store(path)
     await store.open()
@@ -184,10 +203,10 @@ async def test_a_failed_move_leaves_the_channel_whole(tmp_path: Path) -> None:
                                    message_id=None)
         await store.add_message(old, role="user", text="hello")
         await store.add_message(new, role="user", text="the new id spoke first")
-        fail_on(path, "messages", "UPDATE")
-        with pytest.raises(sqlite3.IntegrityError, match="crash"):
+        await fail_on(path, "messages", "UPDATE")
+        with pytest.raises(Exception, match="crash"):
             await store.move_channel(old, new)
-        heal(path)
+        await heal(path, "messages")
         await store.add_message(new, role="user", text="later work commits")
         assert [c.answer for c in await store.corrections(old)] == ["a"]
         assert await store.corrections(new) == []
@@ -195,16 +214,16 @@ async def test_a_failed_move_leaves_the_channel_whole(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_promoting_a_lora_version_keeps_exactly_one_active(tmp_path: Path) -> None:
-    path, key = tmp_path / "db.sqlite3", ChannelKey("t", "c")
+async def test_promoting_a_lora_version_keeps_exactly_one_active(store_location: Path | str) -> None:
+    path, key = store_location, ChannelKey("t", "c")
     store = Store(path)
     await store.open()
     try:
         v1 = await store.add_lora_version(key, b"one", {}, "active")
-        fail_on(path, "lora_versions", "INSERT")
-        with pytest.raises(sqlite3.IntegrityError, match="crash"):
+        await fail_on(path, "lora_versions", "INSERT")
+        with pytest.raises(Exception, match="crash"):
             await store.add_lora_version(key, b"two", {}, "active")
-        heal(path)
+        await heal(path, "lora_versions")
         await store.add_message(key, role="user", text="later work commits")
         active = await store.active_lora_version(key)
         assert active is not None and active.version == v1
@@ -212,9 +231,9 @@ async def test_promoting_a_lora_version_keeps_exactly_one_active(tmp_path: Path)
         await store.close()
 
 
-async def test_every_change_is_in_the_audit_log_with_its_author(tmp_path: Path) -> None:
+async def test_every_change_is_in_the_audit_log_with_its_author(store_location: Path | str) -> None:
     key = ChannelKey("slack", "C1", space="T1")
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     try:
         first = await store.add_correction(key, question="q", answer="a", author_id="U1", embedding=np.ones(4),
@@ -238,9 +257,10 @@ async def test_every_change_is_in_the_audit_log_with_its_author(tmp_path: Path) 
         await store.close()
 
 
-async def test_undo_by_author_forgets_one_persons_corrections_and_retires_lora_versions(tmp_path: Path) -> None:
+async def test_undo_by_author_forgets_one_persons_corrections_and_retires_lora_versions(
+        store_location: Path | str) -> None:
     key = ChannelKey("t", "c")
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     try:
         for n, author in enumerate(["good", "spammer", "spammer", "good"]):
@@ -255,8 +275,8 @@ async def test_undo_by_author_forgets_one_persons_corrections_and_retires_lora_v
         await store.close()
 
 
-async def test_deleting_a_user_removes_them_from_the_file(tmp_path: Path) -> None:
-    path, key = tmp_path / "db.sqlite3", ChannelKey("telegram", "-100", space="g")
+async def test_deleting_a_user_removes_them_from_the_database(store_location: Path | str) -> None:
+    path, key = store_location, ChannelKey("telegram", "-100", space="g")
     other = ChannelKey("telegram", "-200", space="g")
     store = Store(path)
     await store.open()
@@ -287,13 +307,14 @@ async def test_deleting_a_user_removes_them_from_the_file(tmp_path: Path) -> Non
         assert (await store.user_data("telegram", "42"))["corrections"] == []
     finally:
         await store.close()
-    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("db.sqlite3"))
-    assert b"zebra" not in on_disk and b"pelican" in on_disk
+    if isinstance(store_location, Path):  # SQLite's secure_delete: not even the file's free pages keep them
+        on_disk = b"".join(p.read_bytes() for p in store_location.parent.iterdir() if p.name.startswith("db.sqlite3"))
+        assert b"zebra" not in on_disk and b"pelican" in on_disk
 
 
-async def test_history_older_than_the_retention_is_pruned_corrections_stay(tmp_path: Path) -> None:
+async def test_history_older_than_the_retention_is_pruned_corrections_stay(store_location: Path | str) -> None:
     key = ChannelKey("t", "c")
-    store = Store(tmp_path / "db.sqlite3")
+    store = Store(store_location)
     await store.open()
     try:
         old = await store.add_message(key, role="user", text="old")

@@ -1,10 +1,10 @@
-"""Everything that must survive a restart, in one SQLite file (via aiosqlite).
+"""Everything that must survive a restart: one ``Store`` over SQLite (the default, one file)
+or PostgreSQL (several processes or machines), chosen by ``HEEDFUL_STORE_URL``.
 
-The database runs in WAL mode with ``synchronous=FULL``: once a write coroutine
-returns, the row is on disk and survives ``kill -9`` (and a power cut). Each store
-operation is one transaction, so what one operation writes lands whole or not at all. Schema
-changes are numbered migrations applied in order and recorded in
-``PRAGMA user_version``.
+Each store operation is one transaction, so what one operation writes lands whole or not at
+all; a write operation has returned only once it is durable. Schema changes are numbered
+migrations (``schema.MIGRATIONS``), the same on both. What differs between the two lives in
+``sqlite.py`` and ``postgres.py`` behind ``database.Database``.
 """
 
 from __future__ import annotations
@@ -19,198 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import numpy as np
 
-from .contract import ChannelKey, ChannelSettings, Correction, PersonalFact
-from .errors import EngineClosed, NotFound
+from ..contract import ChannelKey, ChannelSettings, Correction, PersonalFact
+from ..errors import NotFound
+from .backends import connect
+from .database import Database, Transaction, redact_url
+from .schema import MIGRATIONS
 
 __all__ = ["Store", "StoredCorrection", "StoredFact", "StoredMessage", "StoredLoraVersion", "StoredAudit",
            "AlreadyApplied", "StoredAdminToken", "StoredAdminSession", "Spaces", "Derived",
-           "question_key", "MIGRATIONS"]
+           "question_key"]
 
 CACHED_CHANNEL_IDS = 65536
 """Scope -> row id lookups kept in memory (a few MB at most); older ones are read again."""
 
-MIGRATIONS: Sequence[str] = (
-    # 1: the foundation schema.
-    """
-    CREATE TABLE channels (
-        id INTEGER PRIMARY KEY,
-        platform TEXT NOT NULL,
-        space TEXT NOT NULL,
-        channel TEXT NOT NULL,
-        settings TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL,
-        UNIQUE (platform, space, channel)
-    );
-    CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        channel_id INTEGER NOT NULL REFERENCES channels(id),
-        thread TEXT NOT NULL DEFAULT '',
-        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-        reply_id TEXT UNIQUE,
-        platform_message_id TEXT NOT NULL DEFAULT '',
-        reply_to TEXT NOT NULL DEFAULT '',
-        question_id INTEGER REFERENCES messages(id),
-        author_id TEXT NOT NULL DEFAULT '',
-        author_name TEXT NOT NULL DEFAULT '',
-        text TEXT NOT NULL,
-        explanation TEXT,
-        complete INTEGER NOT NULL DEFAULT 1,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX messages_history ON messages (channel_id, thread, id);
-    CREATE INDEX messages_platform ON messages (channel_id, platform_message_id);
-    CREATE TABLE message_links (
-        channel_id INTEGER NOT NULL REFERENCES channels(id),
-        platform_message_id TEXT NOT NULL,
-        message_id INTEGER NOT NULL REFERENCES messages(id),
-        PRIMARY KEY (channel_id, platform_message_id)
-    );
-    CREATE TABLE corrections (
-        id INTEGER PRIMARY KEY,
-        channel_id INTEGER NOT NULL REFERENCES channels(id),
-        message_id INTEGER REFERENCES messages(id),
-        question TEXT NOT NULL,
-        answer TEXT NOT NULL,
-        author_id TEXT NOT NULL DEFAULT '',
-        embedding BLOB NOT NULL,
-        encoder TEXT NOT NULL,
-        active INTEGER NOT NULL DEFAULT 1,
-        created_at REAL NOT NULL,
-        forgotten_at REAL
-    );
-    CREATE INDEX corrections_active ON corrections (channel_id, active);
-    CREATE TABLE thumbs (
-        id INTEGER PRIMARY KEY,
-        channel_id INTEGER NOT NULL REFERENCES channels(id),
-        message_id INTEGER NOT NULL REFERENCES messages(id),
-        kind TEXT NOT NULL CHECK (kind IN ('up', 'down')),
-        author_id TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE adapter_versions (
-        id INTEGER PRIMARY KEY,
-        channel_id INTEGER NOT NULL REFERENCES channels(id),
-        version INTEGER NOT NULL,
-        status TEXT NOT NULL DEFAULT 'candidate',
-        weights BLOB,
-        metrics TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL,
-        UNIQUE (channel_id, version)
-    );
-    """,
-    # 2: background consolidation jobs survive restarts.
-    """
-    CREATE TABLE consolidation_jobs (
-        channel_id INTEGER PRIMARY KEY REFERENCES channels(id),
-        requested_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX adapter_versions_status ON adapter_versions (channel_id, status);
-    """,
-    # 3: "adapter" means a platform adapter only; a channel's trained LoRA weights are LoRA versions.
-    """
-    ALTER TABLE adapter_versions RENAME TO lora_versions;
-    DROP INDEX adapter_versions_status;
-    CREATE INDEX lora_versions_status ON lora_versions (channel_id, status);
-    """,
-    # 4: platform events whose feedback was applied, recorded in the same transaction as the
-    # effect, so a redelivered event is recognised and applied at most once.
-    """
-    CREATE TABLE applied_events (
-        channel_id INTEGER NOT NULL REFERENCES channels(id),
-        event_id TEXT NOT NULL,
-        result TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (channel_id, event_id)
-    );
-    """,
-    # 5: who changed what the bot learned (the audit log); corrections by author (undo by
-    # author, rate limits, per-user export and delete); corrections waiting for review.
-    """
-    CREATE TABLE audit_log (
-        id INTEGER PRIMARY KEY,
-        channel_id INTEGER REFERENCES channels(id),
-        author_id TEXT NOT NULL DEFAULT '',
-        action TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX audit_log_channel ON audit_log (channel_id, id);
-    CREATE INDEX audit_log_author ON audit_log (author_id, id);
-    CREATE INDEX corrections_author ON corrections (author_id, created_at);
-    CREATE INDEX messages_author ON messages (author_id);
-    ALTER TABLE corrections ADD COLUMN review TEXT NOT NULL DEFAULT '';
-    """,
-    # 6: the admin console: managers' sign-in tokens (salted hashes only, each limited to one
-    # space or, with scope '', to every space) and their sessions (hashes of the cookie's id).
-    """
-    CREATE TABLE admin_tokens (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        scope TEXT NOT NULL DEFAULT '',
-        salt BLOB NOT NULL,
-        digest BLOB NOT NULL,
-        created_at REAL NOT NULL,
-        revoked_at REAL
-    );
-    CREATE TABLE admin_sessions (
-        id_digest BLOB PRIMARY KEY,
-        token_id INTEGER NOT NULL REFERENCES admin_tokens(id),
-        csrf TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    );
-    CREATE INDEX messages_channel_time ON messages (channel_id, created_at);
-    """,
-    # 7: generality grows with use, reversibly. A correction is 'taught' (by a person) or
-    # 'confirmed' (an asker's 👍 on an answer served from correction ``source_id`` made their
-    # phrasing a member of that answer). Negatives: phrasings a served answer was corrected on,
-    # "correction ``source_id``'s answer does NOT apply to messages like this"; in their own
-    # table, so every query of active corrections stays as it was. Both go with their source.
-    """
-    ALTER TABLE corrections ADD COLUMN origin TEXT NOT NULL DEFAULT 'taught';
-    ALTER TABLE corrections ADD COLUMN source_id INTEGER REFERENCES corrections(id);
-    CREATE INDEX corrections_source ON corrections (source_id);
-    CREATE TABLE negatives (
-        id INTEGER PRIMARY KEY,
-        channel_id INTEGER NOT NULL REFERENCES channels(id),
-        source_id INTEGER NOT NULL REFERENCES corrections(id),
-        message_id INTEGER REFERENCES messages(id),
-        question TEXT NOT NULL,
-        author_id TEXT NOT NULL DEFAULT '',
-        embedding BLOB NOT NULL,
-        encoder TEXT NOT NULL,
-        active INTEGER NOT NULL DEFAULT 1,
-        created_at REAL NOT NULL,
-        forgotten_at REAL
-    );
-    CREATE INDEX negatives_active ON negatives (channel_id, active);
-    CREATE INDEX negatives_source ON negatives (source_id);
-    CREATE INDEX negatives_author ON negatives (author_id);
-    """,
-    # 8: the personal scope, narrower than the channel's (DESIGN.md, "Scopes"): a correction with a
-    # ``person`` is that person's "just for me" correction and shapes only the replies to them (every
-    # channel-wide query keeps to ``person = ''``); facts a person told about themselves, per channel.
-    # Both are deleted, not deactivated, when the person asks to be forgotten.
-    """
-    ALTER TABLE corrections ADD COLUMN person TEXT NOT NULL DEFAULT '';
-    CREATE INDEX corrections_person ON corrections (channel_id, person, active);
-    CREATE TABLE personal_facts (
-        id INTEGER PRIMARY KEY,
-        channel_id INTEGER NOT NULL REFERENCES channels(id),
-        person TEXT NOT NULL,
-        text TEXT NOT NULL,
-        embedding BLOB NOT NULL,
-        encoder TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX personal_facts_person ON personal_facts (channel_id, person);
-    CREATE INDEX personal_facts_by ON personal_facts (person);
-    """,
-)
 
 
 def question_key(question: str) -> str:
@@ -328,77 +151,62 @@ Spaces = Sequence[tuple[str, str]] | None
 class Store:
     """Async access to the heedful database. One instance per process.
 
-    Every operation is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``): an operation
-    that writes several rows lands whole or not at all, even under ``kill -9``. The
-    connection is shared by every coroutine of the process, so a lock keeps one
-    operation's statements from interleaving with another's (and one operation's
-    ``COMMIT`` from committing half of another). The connection runs in autocommit
-    mode: no statement opens a transaction behind an operation's back.
+    Every operation is one transaction: an operation that writes several rows lands whole or
+    not at all, even under ``kill -9``. The connection is shared by every coroutine of the
+    process, so a lock keeps one operation's statements from interleaving with another's (and
+    one operation's commit from committing half of another). Across processes, writers of one
+    learning scope are serialised by the database (``Transaction.lock``).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
+    def __init__(self, location: Path | str) -> None:
+        """``location``: a SQLite file's path, or a ``postgresql://`` URL."""
+        self.location = location
+        self._database: Database = connect(location)
         self._lock = asyncio.Lock()
+        self._writing = False  # inside a write operation: scope lookups take the scope's writer lock
         self._created: list[tuple[ChannelKey, int]] = []  # scopes the operation in progress created
         self._channel_ids: OrderedDict[ChannelKey, int] = OrderedDict()  # row ids of recently used scopes
 
-    async def open(self) -> None:
-        """Open (creating if needed) and migrate the database."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
-            await db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
-            await self._migrate(db)
-        except BaseException:
-            await db.close()
-            raise
-        self._db = db
-
-    async def close(self) -> None:
-        if self._db is not None:
-            async with self._lock:
-                await self._db.close()
-            self._db = None
+    def __repr__(self) -> str:
+        return f"Store({redact_url(self.location)!r})"
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise EngineClosed("store is not open")
-        return self._db
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._database.name
+
+    async def open(self) -> None:
+        """Connect to (creating if needed) and migrate the database."""
+        await self._database.open(MIGRATIONS)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._database.close()
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One operation that writes: its statements commit together or not at all."""
-        async with self._lock:
-            db = self.db
-            await db.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock with another process
+    async def _write(self, *, notify: bool = True) -> AsyncIterator[Transaction]:
+        """One operation that writes: its statements commit together or not at all. ``notify``:
+        it changes what was learned (other processes reload it); False for history and sessions."""
+        async with self._lock, self._database.transaction(write=True, notify=notify) as db:
             created: list[tuple[ChannelKey, int]] = []
-            self._created = created
+            self._created, self._writing = created, True
             try:
                 yield db
-            except BaseException:
-                await db.rollback()
-                raise
-            await db.commit()
-            for scope, row_id in created:  # only rows that exist now may be cached
-                self._remember(scope, row_id)
+            finally:
+                self._writing = False
+        for scope, row_id in created:  # only rows that exist now (committed) may be cached
+            self._remember(scope, row_id)
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _read(self) -> AsyncIterator[Transaction]:
         """One operation that only reads: never sees another operation half done."""
-        async with self._lock:
-            yield self.db
+        async with self._lock, self._database.transaction(write=False) as db:
+            yield db
 
     async def data_version(self) -> int:
-        """Changes when *another* connection (another process: the ``heedful`` CLI) commits."""
-        async with self._read() as db, db.execute("PRAGMA data_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        """Changes when *another* process (another bot process, the ``heedful`` CLI) commits a change."""
+        async with self._lock:
+            return await self._database.data_version()
 
     async def fingerprints(self, keys: Sequence[ChannelKey]) -> dict[ChannelKey, tuple[int, int, int | None]]:
         """Per scope: (active corrections and negatives, newest active correction id plus newest
@@ -439,22 +247,8 @@ class Store:
         return found
 
     async def schema_version(self) -> int:
-        async with self._read() as db, db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    @staticmethod
-    async def _migrate(db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        current = int(row[0]) if row else 0
-        if current > len(MIGRATIONS):
-            raise RuntimeError(
-                f"database schema version {current} is newer than this heedful ({len(MIGRATIONS)}); upgrade heedful"
-            )
-        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            # One script: each migration and its version bump land together.
-            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+        async with self._lock:
+            return await self._database.schema_version()
 
     # -- channels ---------------------------------------------------------------------
 
@@ -464,15 +258,18 @@ class Store:
         if len(self._channel_ids) > CACHED_CHANNEL_IDS:
             self._channel_ids.popitem(last=False)
 
-    async def _scope_id(self, db: aiosqlite.Connection, key: ChannelKey, *, create: bool = False) -> int | None:
+    async def _scope_id(self, db: Transaction, key: ChannelKey, *, create: bool = False) -> int | None:
         """The row id of ``key``'s learning scope (inside an operation); created when asked."""
         scope = key.scope
         if scope in self._channel_ids:
             self._channel_ids.move_to_end(scope)
+            if self._writing:
+                await db.lock(self._channel_ids[scope])
             return self._channel_ids[scope]
         if create:
             await db.execute(
-                "INSERT OR IGNORE INTO channels (platform, space, channel, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO channels (platform, space, channel, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (platform, space, channel) DO NOTHING",
                 (scope.platform, scope.space, scope.channel, time.time()),
             )
         async with db.execute(
@@ -486,9 +283,11 @@ class Store:
             self._created.append((scope, int(row[0])))  # cached once the operation commits
         else:
             self._remember(scope, int(row[0]))
+        if self._writing:
+            await db.lock(int(row[0]))
         return int(row[0])
 
-    async def _new_scope_id(self, db: aiosqlite.Connection, key: ChannelKey) -> int:
+    async def _new_scope_id(self, db: Transaction, key: ChannelKey) -> int:
         row_id = await self._scope_id(db, key, create=True)
         assert row_id is not None
         return row_id
@@ -528,8 +327,9 @@ class Store:
             else:
                 for table in ("corrections", "negatives", "messages", "thumbs", "personal_facts"):
                     await db.execute(f"UPDATE {table} SET channel_id = ? WHERE channel_id = ?", (target, source))
-                await db.execute("UPDATE OR IGNORE message_links SET channel_id = ? WHERE channel_id = ?",
-                                 (target, source))
+                await db.execute("UPDATE message_links SET channel_id = ? WHERE channel_id = ? AND platform_message_id"
+                                 " NOT IN (SELECT platform_message_id FROM message_links WHERE channel_id = ?)",
+                                 (target, source, target))
                 await db.execute("DELETE FROM message_links WHERE channel_id = ?", (source,))
                 await db.execute("DELETE FROM consolidation_jobs WHERE channel_id = ?", (source,))
                 await db.execute(
@@ -572,19 +372,18 @@ class Store:
         author_name: str = "",
         complete: bool = True,
     ) -> int:
-        async with self._write() as db:
+        async with self._write(notify=False) as db:
             cid = await self._new_scope_id(db, key)
-            cur = await db.execute(
-                "INSERT INTO messages (channel_id, thread, role, reply_id, platform_message_id, reply_to, question_id,"
-                " author_id, author_name, text, complete, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            return await _insert(
+                db, "INSERT INTO messages (channel_id, thread, role, reply_id, platform_message_id, reply_to,"
+                " question_id, author_id, author_name, text, complete, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, key.thread, role, reply_id, platform_message_id, reply_to, question_id, author_id, author_name,
                  text, int(complete), time.time()),
             )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
     async def finish_message(self, message_id: int, text: str, explanation: dict[str, Any]) -> None:
-        async with self._write() as db:
+        async with self._write(notify=False) as db:
             await db.execute(
                 "UPDATE messages SET text = ?, explanation = ?, complete = 1 WHERE id = ?",
                 (text, json.dumps(explanation), message_id),
@@ -592,7 +391,7 @@ class Store:
 
     async def link_message(self, key: ChannelKey, reply_id: str, platform_message_id: str) -> None:
         """Record that the platform message ``platform_message_id`` shows (part of) ``reply_id``."""
-        async with self._write() as db:
+        async with self._write(notify=False) as db:
             cid = await self._scope_id(db, key)
             row = None
             if cid is not None:
@@ -603,7 +402,8 @@ class Store:
             if row is None:
                 raise NotFound(f"no reply {reply_id!r} in {key.scope}")
             await db.execute(
-                "INSERT OR REPLACE INTO message_links (channel_id, platform_message_id, message_id) VALUES (?, ?, ?)",
+                "INSERT INTO message_links (channel_id, platform_message_id, message_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (channel_id, platform_message_id) DO UPDATE SET message_id = excluded.message_id",
                 (cid, platform_message_id, row[0]),
             )
 
@@ -628,13 +428,11 @@ class Store:
                 )
                 args = (cid, key.thread)
             async with db.execute(query, args) as cur:
-                cur.row_factory = aiosqlite.Row
                 row = await cur.fetchone()
         return _message(row) if row else None
 
     async def message(self, message_id: int) -> StoredMessage | None:
         async with self._read() as db, db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)) as cur:
-            cur.row_factory = aiosqlite.Row
             row = await cur.fetchone()
         return _message(row) if row else None
 
@@ -642,19 +440,17 @@ class Store:
         """The last ``limit`` complete messages of ``key``'s thread, oldest first."""
         rows = await self._scope_rows(
             key, "SELECT * FROM messages WHERE channel_id = ? AND thread = ? AND complete = 1 AND id < ?"
-            " ORDER BY id DESC LIMIT ?", key.thread, before_id if before_id is not None else 2**62, limit, named=True)
+            " ORDER BY id DESC LIMIT ?", key.thread, before_id if before_id is not None else 2**62, limit)
         return [_message(r) for r in reversed(rows)]
 
-    async def _scope_rows(self, key: ChannelKey, query: str, *args: Any, named: bool = False) -> list[Any]:
+    async def _scope_rows(self, key: ChannelKey, query: str, *args: Any) -> list[Any]:
         """The rows of ``query`` (its first parameter: the row id of ``key``'s scope, then ``args``);
-        none for a scope that was never stored. ``named``: rows addressable by column name."""
+        none for a scope that was never stored."""
         async with self._read() as db:
             cid = await self._scope_id(db, key)
             if cid is None:
                 return []
             async with db.execute(query, (cid, *args)) as cur:
-                if named:
-                    cur.row_factory = aiosqlite.Row
                 return list(await cur.fetchall())
 
     # -- corrections ------------------------------------------------------------------
@@ -716,28 +512,27 @@ class Store:
             replaced = [] if pending else await self._deactivate(db, cid, replaces, now)
             added = None if pending or negative is None else await self._add_negative(db, cid, author_id, negative,
                                                                                       now)
-            cur = await db.execute(
-                "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
+            correction_id = await _insert(
+                db, "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
                 " created_at, active, review, person) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, message_id, question, answer, author_id, vector.tobytes(), encoder, now, int(not pending),
                  "pending" if pending else "", person),
             )
-            assert cur.lastrowid is not None
-            await self._applied(db, cid, event_id, {"correction_id": cur.lastrowid, "question": question,
+            await self._applied(db, cid, event_id, {"correction_id": correction_id, "question": question,
                                                     "answer": answer, "pending": pending,
                                                     **({"personal": True} if person else {})})
             if person:
                 await self._audit(db, cid, author_id, "personal_correction",
-                                  {"correction_id": cur.lastrowid, "replaces": replaced})
+                                  {"correction_id": correction_id, "replaces": replaced})
             else:
                 await self._audit(db, cid, author_id, "correction_pending" if pending else "correction",
-                                  {"correction_id": cur.lastrowid, "question": question, "answer": answer,
+                                  {"correction_id": correction_id, "question": question, "answer": answer,
                                    "replaces": replaced})
-        return StoredCorrection(cur.lastrowid, question, answer, author_id, vector, encoder, now,
+        return StoredCorrection(correction_id, question, answer, author_id, vector, encoder, now,
                                 person=person), added
 
     @staticmethod
-    async def _source(db: aiosqlite.Connection, cid: int, correction_id: int) -> tuple[int, str] | None:
+    async def _source(db: Transaction, cid: int, correction_id: int) -> tuple[int, str] | None:
         """Inside an operation: (id, answer) of the active taught correction that ``correction_id``
         is or was derived from, in scope ``cid``; None when it is not active there."""
         async with db.execute("SELECT id, answer, origin, source_id FROM corrections"
@@ -751,7 +546,7 @@ class Store:
         return int(row[0]), str(row[1])
 
     @staticmethod
-    async def _derivable(db: aiosqlite.Connection, cid: int, question: str, answer: str) -> bool:
+    async def _derivable(db: Transaction, cid: int, question: str, answer: str) -> bool:
         """Inside an operation: is ``question`` neither an active member of the scope (any answer)
         nor already an active negative of ``answer`` (both up to case and spacing)?"""
         async with db.execute("SELECT question FROM corrections WHERE channel_id = ? AND active = 1"
@@ -762,7 +557,7 @@ class Store:
             return not any(question_key(r[1]) == question_key(question) and question_key(r[2]) == question_key(answer)
                            for r in await cur.fetchall())
 
-    async def _add_negative(self, db: aiosqlite.Connection, cid: int, author_id: str, negative: Derived,
+    async def _add_negative(self, db: Transaction, cid: int, author_id: str, negative: Derived,
                             now: float) -> StoredCorrection | None:
         """Inside an operation: ``negative.question`` as a phrasing the answer of (the taught source of)
         ``negative.source_id`` does not apply to; None when that source is not active, or the phrasing
@@ -771,18 +566,17 @@ class Store:
         if source is None or not await self._derivable(db, cid, negative.question, source[1]):
             return None
         vector = np.asarray(negative.embedding, dtype=np.float32)
-        cur = await db.execute(
-            "INSERT INTO negatives (channel_id, source_id, message_id, question, author_id, embedding, encoder,"
+        negative_id = await _insert(
+            db, "INSERT INTO negatives (channel_id, source_id, message_id, question, author_id, embedding, encoder,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (cid, source[0], negative.message_id, negative.question, author_id, vector.tobytes(), negative.encoder,
              now))
-        assert cur.lastrowid is not None
-        await self._audit(db, cid, author_id, "negative", {"negative_id": cur.lastrowid, "source_id": source[0],
+        await self._audit(db, cid, author_id, "negative", {"negative_id": negative_id, "source_id": source[0],
                                                            "question": negative.question, "answer": source[1]})
-        return StoredCorrection(cur.lastrowid, negative.question, source[1], author_id, vector, negative.encoder, now,
+        return StoredCorrection(negative_id, negative.question, source[1], author_id, vector, negative.encoder, now,
                                 "negative", source[0])
 
-    async def _add_paraphrase(self, db: aiosqlite.Connection, cid: int, author_id: str, paraphrase: Derived,
+    async def _add_paraphrase(self, db: Transaction, cid: int, author_id: str, paraphrase: Derived,
                               now: float) -> StoredCorrection | None:
         """Inside an operation: ``paraphrase.question`` as a confirmed member of the answer of (the taught
         source of) ``paraphrase.source_id``; None when that source is not active, or the phrasing is a
@@ -791,15 +585,14 @@ class Store:
         if source is None or not await self._derivable(db, cid, paraphrase.question, source[1]):
             return None
         vector = np.asarray(paraphrase.embedding, dtype=np.float32)
-        cur = await db.execute(
-            "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
+        paraphrase_id = await _insert(
+            db, "INSERT INTO corrections (channel_id, message_id, question, answer, author_id, embedding, encoder,"
             " created_at, origin, source_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'confirmed', ?)",
             (cid, paraphrase.message_id, paraphrase.question, source[1], author_id, vector.tobytes(),
              paraphrase.encoder, now, source[0]))
-        assert cur.lastrowid is not None
-        await self._audit(db, cid, author_id, "paraphrase", {"correction_id": cur.lastrowid, "source_id": source[0],
+        await self._audit(db, cid, author_id, "paraphrase", {"correction_id": paraphrase_id, "source_id": source[0],
                                                              "question": paraphrase.question, "answer": source[1]})
-        return StoredCorrection(cur.lastrowid, paraphrase.question, source[1], author_id, vector, paraphrase.encoder,
+        return StoredCorrection(paraphrase_id, paraphrase.question, source[1], author_id, vector, paraphrase.encoder,
                                 now, "confirmed", source[0])
 
     async def negatives(self, key: ChannelKey) -> list[StoredCorrection]:
@@ -862,7 +655,7 @@ class Store:
             return ids
 
     @staticmethod
-    async def _retire_lora_versions(db: aiosqlite.Connection, cid: int) -> list[int]:
+    async def _retire_lora_versions(db: Transaction, cid: int) -> list[int]:
         """Inside an operation: the scope's active and fallback LoRA versions stop serving for good."""
         async with db.execute("SELECT version FROM lora_versions WHERE channel_id = ? AND status IN"
                               " ('active', 'retired')", (cid,)) as cur:
@@ -872,7 +665,7 @@ class Store:
         return versions
 
     @staticmethod
-    async def _deactivate(db: aiosqlite.Connection, cid: int, ids: Sequence[int] | None, now: float) -> list[int]:
+    async def _deactivate(db: Transaction, cid: int, ids: Sequence[int] | None, now: float) -> list[int]:
         """Inside an operation: deactivate the scope's active corrections among ``ids`` (None: all
         the channel's, none of the personal ones), with what was derived from them (confirmed
         paraphrases, negatives); returns the corrections' ids, derived paraphrases included."""
@@ -990,7 +783,7 @@ class Store:
                             r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
 
     @staticmethod
-    async def _audit(db: aiosqlite.Connection, cid: int | None, author_id: str, action: str,
+    async def _audit(db: Transaction, cid: int | None, author_id: str, action: str,
                      detail: dict[str, Any]) -> None:
         """Inside an operation: record who changed what, in the same transaction as the change."""
         await db.execute("INSERT INTO audit_log (channel_id, author_id, action, detail, created_at)"
@@ -1095,8 +888,8 @@ class Store:
             if gone:
                 marks = _marks(sorted(gone))
                 await db.execute(f"DELETE FROM corrections WHERE id IN ({marks})", sorted(gone))
-                await db.execute(f"DELETE FROM applied_events WHERE json_extract(result, '$.correction_id')"
-                                 f" IN ({marks})", sorted(gone))
+                applied = self._database.json_int("result", "correction_id")
+                await db.execute(f"DELETE FROM applied_events WHERE {applied} IN ({marks})", sorted(gone))
                 await self._scrub_explanations(db, gone)
             await db.execute("DELETE FROM audit_log WHERE author_id = ? AND channel_id IN"
                              " (SELECT id FROM channels WHERE platform = ?)", (user_id, platform))
@@ -1111,7 +904,8 @@ class Store:
             counts = {"corrections": len(gone), "messages": len(messages), "thumbs": thumbs.rowcount,
                       "lora_versions": versions, "negatives": len(negatives), "personal_facts": facts.rowcount}
             await self._audit(db, None, author_id, "delete_user", counts)  # who, not whose words
-        await self._vacuum()
+        async with self._lock:
+            await self._database.purge(thorough=True)
         return counts
 
     async def prune_messages(self, before: float) -> int:
@@ -1122,7 +916,7 @@ class Store:
         return len(old)
 
     @staticmethod
-    async def _delete_messages(db: aiosqlite.Connection, ids: Sequence[int]) -> None:
+    async def _delete_messages(db: Transaction, ids: Sequence[int]) -> None:
         """Inside an operation: delete messages with their links and thumbs; what pointed at them no longer does."""
         for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
             chunk = list(ids[start:start + 500])
@@ -1135,7 +929,7 @@ class Store:
             await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
 
     @staticmethod
-    async def _scrub_explanations(db: aiosqlite.Connection, gone: set[int]) -> None:
+    async def _scrub_explanations(db: Transaction, gone: set[int]) -> None:
         """Inside an operation: explanations stop quoting the corrections ``gone``."""
         async with db.execute("SELECT id, explanation FROM messages WHERE explanation IS NOT NULL") as cur:
             rows = await cur.fetchall()
@@ -1149,7 +943,7 @@ class Store:
                                  (json.dumps(explanation), message_id))
 
     @staticmethod
-    async def _scrub_audit(db: aiosqlite.Connection, gone: set[int], user_id: str,
+    async def _scrub_audit(db: Transaction, gone: set[int], user_id: str,
                            negatives: set[int] | None = None) -> None:
         """Inside an operation: others' audit entries about the person's corrections (and the
         negatives ``negatives`` deleted with them) keep no text of them."""
@@ -1161,11 +955,6 @@ class Store:
                     or detail.get("negative_id") in (negatives or set()):
                 await db.execute("UPDATE audit_log SET detail = ? WHERE id = ?",
                                  (json.dumps({"redacted": "the author's data was deleted"}), entry_id))
-
-    async def _vacuum(self) -> None:
-        async with self._lock:
-            await self.db.execute("VACUUM")
-            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old pages leave the WAL file too
 
     # -- the personal scope --------------------------------------------------------------
 
@@ -1186,12 +975,11 @@ class Store:
             if drop:
                 await db.execute(f"DELETE FROM personal_facts WHERE id IN ({_marks(drop)})", drop)
                 await self._scrub_personal(db, cid, set(), set(drop))
-            cur = await db.execute(
-                "INSERT INTO personal_facts (channel_id, person, text, embedding, encoder, created_at)"
+            fact_id = await _insert(
+                db, "INSERT INTO personal_facts (channel_id, person, text, embedding, encoder, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)", (cid, person, text, vector.tobytes(), encoder, now))
-            assert cur.lastrowid is not None
-            await self._audit(db, cid, person, "personal_fact", {"fact_id": cur.lastrowid, "replaces": drop})
-        return StoredFact(cur.lastrowid, person, text, vector, encoder, now)
+            await self._audit(db, cid, person, "personal_fact", {"fact_id": fact_id, "replaces": drop})
+        return StoredFact(fact_id, person, text, vector, encoder, now)
 
     async def personal_rows(self, key: ChannelKey, person: str) -> tuple[list[StoredCorrection], list[StoredFact]]:
         """(active personal corrections, facts) of ``person`` in ``key``'s scope, oldest first."""
@@ -1239,25 +1027,26 @@ class Store:
             if gone:
                 marks = _marks(sorted(gone))
                 await db.execute(f"DELETE FROM applied_events WHERE channel_id = ? AND"
-                                 f" json_extract(result, '$.correction_id') IN ({marks})", [cid, *sorted(gone)])
+                                 f" {self._database.json_int('result', 'correction_id')} IN ({marks})",
+                                 [cid, *sorted(gone)])
                 await db.execute(f"DELETE FROM corrections WHERE id IN ({marks})", sorted(gone))
             await self._scrub_personal(db, cid, gone, facts)
             counts = {"facts": len(facts), "corrections": len(gone)}
             if facts or gone:
                 await self._audit(db, cid, author_id, "forget_person", {"person": person, **counts})
         if facts or gone:
-            async with self._lock:  # no VACUUM: a chat command must not stall every channel on a big file
-                await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            async with self._lock:  # not thorough: a chat command must not stall every channel on a big file
+                await self._database.purge(thorough=False)
         return counts
 
-    @staticmethod
-    async def _scrub_personal(db: aiosqlite.Connection, cid: int, corrections: set[int], facts: set[int]) -> None:
+    async def _scrub_personal(self, db: Transaction, cid: int, corrections: set[int], facts: set[int]) -> None:
         """Inside an operation: the explanations of the scope's replies stop quoting the personal
         ``corrections`` and ``facts`` deleted (only replies a personal scope shaped can)."""
         if not corrections and not facts:
             return
         async with db.execute("SELECT id, explanation FROM messages WHERE channel_id = ? AND explanation IS NOT NULL"
-                              " AND COALESCE(json_extract(explanation, '$.person'), '') != ''", (cid,)) as cur:
+                              f" AND COALESCE({self._database.json_text('explanation', 'person')}, '') != ''",
+                              (cid,)) as cur:
             rows = await cur.fetchall()
         for message_id, text in rows:
             explanation = json.loads(text)
@@ -1271,7 +1060,7 @@ class Store:
     # -- applied events ---------------------------------------------------------------
 
     @staticmethod
-    async def _once(db: aiosqlite.Connection, cid: int, event_id: str) -> None:
+    async def _once(db: Transaction, cid: int, event_id: str) -> None:
         """Inside an operation: raise ``AlreadyApplied`` if ``event_id`` was applied in this scope.
 
         Operations are serialised (and ``BEGIN IMMEDIATE`` across processes), so checking
@@ -1287,7 +1076,7 @@ class Store:
             raise AlreadyApplied(json.loads(row[0]))
 
     @staticmethod
-    async def _applied(db: aiosqlite.Connection, cid: int, event_id: str, result: dict[str, Any]) -> None:
+    async def _applied(db: Transaction, cid: int, event_id: str, result: dict[str, Any]) -> None:
         if event_id:
             await db.execute(
                 "INSERT INTO applied_events (channel_id, event_id, result, created_at) VALUES (?, ?, ?, ?)",
@@ -1338,7 +1127,7 @@ class Store:
         async with self._read() as db:
             return await self._active_lora_version(db, key)
 
-    async def _active_lora_version(self, db: aiosqlite.Connection, key: ChannelKey) -> StoredLoraVersion | None:
+    async def _active_lora_version(self, db: Transaction, key: ChannelKey) -> StoredLoraVersion | None:
         cid = await self._scope_id(db, key)
         if cid is None:
             return None
@@ -1378,7 +1167,7 @@ class Store:
 
     async def request_job(self, key: ChannelKey) -> None:
         """Ask for a consolidation of ``key``'s scope (durably; survives restarts)."""
-        async with self._write() as db:
+        async with self._write(notify=False) as db:
             cid = await self._new_scope_id(db, key)
             await db.execute(
                 "INSERT INTO consolidation_jobs (channel_id, requested_at) VALUES (?, ?)"
@@ -1387,6 +1176,7 @@ class Store:
             )
 
     async def pending_jobs(self) -> list[tuple[ChannelKey, float, int]]:
+        """Every requested consolidation (claimed or not): (scope, requested at, failed attempts), oldest first."""
         async with self._read() as db, db.execute(
             "SELECT c.platform, c.space, c.channel, j.requested_at, j.attempts FROM consolidation_jobs j"
             " JOIN channels c ON c.id = j.channel_id ORDER BY j.requested_at"
@@ -1394,38 +1184,73 @@ class Store:
             rows = await cur.fetchall()
         return [(ChannelKey(platform=r[0], space=r[1], channel=r[2]), r[3], r[4]) for r in rows]
 
-    async def finish_job(self, key: ChannelKey, requested_at: float) -> None:
-        """Drop the job unless it was re-requested after ``requested_at``."""
-        async with self._write() as db:
+    async def claimable_jobs(self, owner: str, settled_before: float) -> list[ChannelKey]:
+        """Scopes whose job ``owner`` may claim now (unclaimed, its own, or the claim's lease ran
+        out: the process that held it died) and that were last requested before ``settled_before``."""
+        async with self._read() as db, db.execute(
+            "SELECT c.platform, c.space, c.channel FROM consolidation_jobs j JOIN channels c ON c.id = j.channel_id"
+            " WHERE (j.claimed_by = ? OR j.claimed_until < ?) AND j.requested_at < ? ORDER BY j.requested_at",
+            (owner, time.time(), settled_before),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [ChannelKey(platform=r[0], space=r[1], channel=r[2]) for r in rows]
+
+    async def claim_job(self, key: ChannelKey, owner: str, lease_s: float) -> float | None:
+        """Claim ``key``'s job for ``owner`` (a process) for ``lease_s`` seconds, so that no other
+        process trains it meanwhile; returns when it was requested, or None when there is no job or
+        another process holds it (a row another transaction is claiming is skipped, not waited for)."""
+        async with self._write(notify=False) as db:
             cid = await self._scope_id(db, key)
-            if cid is not None:
-                await db.execute(
-                    "DELETE FROM consolidation_jobs WHERE channel_id = ? AND requested_at <= ?", (cid, requested_at)
-                )
+            if cid is None:
+                return None
+            now = time.time()
+            rows = await _rows(db, "SELECT requested_at FROM consolidation_jobs WHERE channel_id = ?"
+                                   f" AND (claimed_by = ? OR claimed_until < ?){self._database.skip_locked}",
+                               (cid, owner, now))
+            if not rows:
+                return None
+            await db.execute("UPDATE consolidation_jobs SET claimed_by = ?, claimed_until = ? WHERE channel_id = ?",
+                             (owner, now + lease_s, cid))
+        return float(rows[0][0])
+
+    async def finish_job(self, key: ChannelKey, requested_at: float) -> bool:
+        """Drop the job unless it was re-requested after ``requested_at`` (then release its claim, so
+        that it is trained again); True when it was dropped or is gone."""
+        async with self._write(notify=False) as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return True
+            await db.execute(
+                "DELETE FROM consolidation_jobs WHERE channel_id = ? AND requested_at <= ?", (cid, requested_at)
+            )
+            left = await _rows(db, "SELECT 1 FROM consolidation_jobs WHERE channel_id = ?", (cid,))
+            if left:
+                await db.execute("UPDATE consolidation_jobs SET claimed_by = '', claimed_until = 0"
+                                 " WHERE channel_id = ?", (cid,))
+        return not left
 
     async def fail_job(self, key: ChannelKey) -> int:
-        """Count a failed attempt of ``key``'s job; returns the attempts so far."""
-        async with self._write() as db:
+        """Count a failed attempt of ``key``'s job and release its claim; returns the attempts so far."""
+        async with self._write(notify=False) as db:
             cid = await self._scope_id(db, key)
             if cid is None:
                 return 0
-            await db.execute("UPDATE consolidation_jobs SET attempts = attempts + 1 WHERE channel_id = ?", (cid,))
+            await db.execute("UPDATE consolidation_jobs SET attempts = attempts + 1, claimed_by = '',"
+                             " claimed_until = 0 WHERE channel_id = ?", (cid,))
             async with db.execute("SELECT attempts FROM consolidation_jobs WHERE channel_id = ?", (cid,)) as cur:
                 row = await cur.fetchone()
         return int(row[0]) if row else 0
-
 
     # -- admin console: tokens, sessions, and what its pages read -----------------------
 
     async def add_admin_token(self, name: str, scope: str, salt: bytes, digest: bytes) -> int:
         """Record a manager's sign-in token (its salted hash only); returns its id."""
         async with self._write() as db:
-            cur = await db.execute("INSERT INTO admin_tokens (name, scope, salt, digest, created_at)"
-                                   " VALUES (?, ?, ?, ?, ?)", (name, scope, salt, digest, time.time()))
-            assert cur.lastrowid is not None
-            await self._audit(db, None, "admin", "admin_token", {"token_id": cur.lastrowid, "name": name,
+            token_id = await _insert(db, "INSERT INTO admin_tokens (name, scope, salt, digest, created_at)"
+                                     " VALUES (?, ?, ?, ?, ?)", (name, scope, salt, digest, time.time()))
+            await self._audit(db, None, "admin", "admin_token", {"token_id": token_id, "name": name,
                                                                  "scope": scope})
-        return cur.lastrowid
+        return token_id
 
     async def admin_tokens(self) -> list[StoredAdminToken]:
         """Every sign-in token, revoked ones included, oldest first."""
@@ -1497,6 +1322,7 @@ class Store:
         corrections (all, with author, time, state), replies (time, route, corrections used,
         the question asked), thumbs on replies, and LoRA versions by status."""
         where, args = _in_spaces(spaces)
+        used = self._database.json_int("j.value", "correction_id")  # a reply's use of one correction
         async with self._read() as db:
             if key is not None:
                 cid = await self._scope_id(db, key)
@@ -1514,11 +1340,11 @@ class Store:
                 "SELECT t.message_id, t.kind, t.created_at FROM thumbs t JOIN channels c ON c.id = t.channel_id"
                 f" WHERE {where} AND t.created_at >= ?"), [*args, since])
             usage = await _rows(db, (
-                "SELECT json_extract(j.value, '$.correction_id'), COUNT(*), MAX(m.created_at)"
+                f"SELECT {used}, COUNT(*), MAX(m.created_at)"
                 " FROM messages m JOIN channels c ON c.id = m.channel_id,"
-                " json_each(m.explanation, '$.corrections') j"
+                f" {self._database.json_elements('m.explanation', 'corrections', 'j')}"
                 f" WHERE {where} AND m.role = 'assistant' AND m.explanation IS NOT NULL"
-                " GROUP BY json_extract(j.value, '$.correction_id')"), args)
+                f" GROUP BY {used}"), args)
             lora = await _rows(db, (
                 "SELECT v.status, COUNT(*) FROM lora_versions v JOIN channels c ON c.id = v.channel_id"
                 f" WHERE {where} GROUP BY v.status"), args)
@@ -1552,7 +1378,14 @@ class Store:
         return True
 
 
-async def _rows(db: aiosqlite.Connection, query: str, args: Sequence[Any]) -> list[Any]:
+async def _insert(db: Transaction, query: str, args: Sequence[Any]) -> int:
+    """Run an INSERT of one row; returns the new row's id."""
+    async with db.execute(query + " RETURNING id", args) as cur:
+        row = await cur.fetchone()
+    return int(row[0])
+
+
+async def _rows(db: Transaction, query: str, args: Sequence[Any]) -> list[Any]:
     async with db.execute(query, args) as cur:
         return list(await cur.fetchall())
 
@@ -1591,7 +1424,7 @@ def _correction(r: Any) -> StoredCorrection:
                             r[7], r[8], r[9])
 
 
-def _message(row: aiosqlite.Row) -> StoredMessage:
+def _message(row: Any) -> StoredMessage:
     return StoredMessage(
         id=row["id"],
         thread=row["thread"],

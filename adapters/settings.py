@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 __all__ = [
     "ConsoleSettings",
@@ -19,6 +20,8 @@ __all__ = [
     "SlackSettings",
     "TeachSettings",
     "TelegramSettings",
+    "check_shards",
+    "parse_shard_ids",
 ]
 
 
@@ -146,6 +149,35 @@ class SlackSettings(PlatformSettings):
         return self.mode
 
 
+def parse_shard_ids(text: str) -> list[int]:
+    """``"0,1"`` (or ``"[0, 1]"``) -> ``[0, 1]``; raises ``ValueError`` naming what is wrong."""
+    parts = [p.strip() for p in text.strip().removeprefix("[").removesuffix("]").split(",")]
+    bad = [p for p in parts if not (p.isascii() and p.isdigit())]
+    if bad:
+        raise ValueError(f"shard ids must be numbers separated by commas, not {', '.join(map(repr, bad))}")
+    return [int(p) for p in parts]
+
+
+def check_shards(ids: list[int] | None, count: int | None) -> None:
+    """Raises ``ValueError`` unless ``ids`` (None: all) is a slice of ``count`` shards."""
+    if count is None:
+        if ids is not None:
+            raise ValueError("shard ids need a shard count (HEEDFUL_DISCORD_SHARD_COUNT)")
+        return
+    if count < 1:
+        raise ValueError(f"the shard count must be at least 1, not {count}")
+    if ids is None:
+        return
+    if not ids:
+        raise ValueError("name at least one shard id")
+    outside = [i for i in ids if not 0 <= i < count]
+    if outside:
+        raise ValueError(f"shard ids must be within 0..{count - 1} for {count} shard(s), not "
+                         f"{', '.join(map(str, outside))}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("a shard id is named twice")
+
+
 class DiscordSettings(PlatformSettings):
     """The Discord adapter (``adapters.discord``); set-up in ``docs/discord.md``.
 
@@ -176,6 +208,11 @@ class DiscordSettings(PlatformSettings):
     edit_interval: float = Field(1.0, ge=0.0, description="seconds between edits while a reply streams")
     guild_ready_timeout: float = Field(2.0, ge=0.0, description="seconds to wait for guild data when connecting")
     start_timeout: float = Field(60.0, gt=0.0, description="seconds start() waits for the gateway to be ready")
+    shard_count: int | None = Field(
+        None, description="Discord shards the bot has in all (every process the same); unset: one connection, "
+        "no sharding. Set: this process runs shard_ids (all when unset) with discord.py's AutoShardedClient")
+    shard_ids: Annotated[list[int] | None, NoDecode] = Field(
+        None, description='the shards this process connects, e.g. "0,1" (each within 0..shard_count-1)')
 
     @field_validator("manager_roles", "command_guilds", "teachers", mode="before")
     @classmethod
@@ -197,8 +234,22 @@ class DiscordSettings(PlatformSettings):
             raise ValueError(f"keys must be guild ids (digits only), not {', '.join(map(repr, bad))}")
         return {str(k).strip(): v for k, v in value.items()}
 
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_id_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_shard_ids(value)  # the environment's "0,1"
+        if isinstance(value, int):
+            return [value]
+        return value
+
     @model_validator(mode="after")
     def _sync_has_guilds(self) -> DiscordSettings:
         if self.command_sync == "guilds" and not self.command_guilds:
             raise ValueError("command_sync = guilds needs command_guilds (the guild ids to register commands in)")
+        return self
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> DiscordSettings:
+        check_shards(self.shard_ids, self.shard_count)
         return self

@@ -106,6 +106,10 @@ class _Client(discord.Client):
         self._adapter._on_event(event, args)
 
 
+class _ShardedClient(_Client, discord.AutoShardedClient):
+    """The same, as discord.py's ``AutoShardedClient``: one gateway connection per shard of ``shard_ids``."""
+
+
 def _retry_after(err: discord.HTTPException) -> float:
     headers = err.response.headers if err.response is not None else {}
     for name in ("X-RateLimit-Reset-After", "Retry-After"):  # the first is precise, the second whole seconds
@@ -162,12 +166,17 @@ class DiscordAdapter(BaseAdapter[Member]):
         # discord.py reads both from class attributes: one Discord connection per process.
         discord.http.Route.BASE = self.settings.api_url.rstrip("/")
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
-        self.client = client = _Client(
-            self, intents=INTENTS, allowed_mentions=NO_PINGS, chunk_guilds_at_startup=False,
+        options: dict[str, Any] = dict(
+            intents=INTENTS, allowed_mentions=NO_PINGS, chunk_guilds_at_startup=False,
             guild_ready_timeout=self.settings.guild_ready_timeout, max_messages=1000,
             # discord.py waits out 429s itself; past this it raises instead (30 s is its least).
             max_ratelimit_timeout=max(30.0, self.settings.rate_limit_cap),
         )
+        if self.settings.shard_count is None:
+            self.client = client = _Client(self, **options)
+        else:  # this process's slice of the bot's shards (HEEDFUL_DISCORD_SHARD_IDS / _COUNT, `run --shards`)
+            self.client = client = _ShardedClient(self, shard_count=self.settings.shard_count,
+                                                  shard_ids=self.settings.shard_ids, **options)
         guard(client._connection.parsers)  # malformed gateway payloads are dropped before discord.py parses them
         self.commands.attach(client)
         try:
@@ -194,7 +203,9 @@ class DiscordAdapter(BaseAdapter[Member]):
         self.own_id = str(self.me.id)
         self._runner.add_done_callback(self._gateway_ended)
         self.spawn(self._sync_commands())
-        log.info("discord adapter serving as %s in %d guild(s)", self.me, len(client.guilds))
+        log.info("discord adapter serving as %s in %d guild(s)%s", self.me, len(client.guilds),
+                 f" on shard(s) {client.shard_ids or 'all'} of {client.shard_count}"
+                 if isinstance(client, _ShardedClient) else "")
 
     async def _connect(self, client: _Client) -> None:
         """Run the gateway (reconnecting and resuming by itself) until closed."""

@@ -4,9 +4,10 @@ It speaks the wire protocol: REST under ``/api/v10`` (``Authorization: Bot <toke
 JSON answers with ``Content-Type: application/json``, Discord's error codes, the
 2,000-character limit, ``X-RateLimit-*`` headers, 429s with ``retry_after`` and a
 ``Via`` header) and the gateway over a websocket (HELLO, heartbeats and their ACKs,
-IDENTIFY -> READY and GUILD_CREATE, dispatches with sequence numbers, RESUME with
-replay -> RESUMED, INVALID_SESSION, RECONNECT, the 4014 close for a privileged intent
-the application lacks). It keeps guilds, channels, threads and messages as Discord
+IDENTIFY (a shard's too: each payload is kept in ``identifies``) -> READY and
+GUILD_CREATE, dispatches with sequence numbers, RESUME with replay -> RESUMED,
+INVALID_SESSION, RECONNECT, the 4014 close for a privileged intent the application
+lacks). It keeps guilds, channels, threads and messages as Discord
 would, records every request and every payload the bot sent, and answers interactions
 (``/interactions/{id}/{token}/callback``, ``/webhooks/{app}/{token}/messages/@original``).
 
@@ -255,6 +256,7 @@ class FakeDiscord:
         self.typing: list[str] = []  # channel ids the bot showed "typing" in
         self.bot_reactions: list[tuple[str, str, str]] = []  # (channel, message, emoji)
         self.identified_intents: int | None = None
+        self.identifies: list[dict[str, Any]] = []  # every IDENTIFY's payload, the token left out (``shard``: [id, n])
         self.connections: list[tuple[str, str]] = []  # (path, "identify" | "resume") per gateway connection
         self.heartbeats: list[Any] = []
         self.replay_overlap = 0  # on RESUME, also re-send this many events the bot already acknowledged
@@ -748,6 +750,7 @@ class FakeDiscord:
             return
         intents = int(data.get("intents", 0))
         self.identified_intents = intents
+        self.identifies.append({k: v for k, v in data.items() if k != "token"})
         if intents & Intent.PRIVILEGED and not self.privileged_intents:
             await ws.close(code=4014, message=b"Disallowed intent(s).")
             return
@@ -759,6 +762,8 @@ class FakeDiscord:
                  "session_id": session.id, "resume_gateway_url": self.resume_url, "session_type": "normal",
                  "application": {"id": self.app_id, "flags": 0}, "private_channels": [], "relationships": [],
                  "user_settings": {}, "geo_ordered_rtc_regions": [], "_trace": ["fake-discord"]}
+        if data.get("shard") is not None:
+            ready["shard"] = data["shard"]  # as Discord echoes it; every shard is sent every guild here
         session.events.append((1, "READY", ready))
         for guild in self.guilds.values():
             session.events.append((session.seq + 1, "GUILD_CREATE", guild))

@@ -44,7 +44,8 @@ from .generation.worker import ModelWorker
 from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
 from .learning.matching import Check, Matching
-from .learning.personal import Profiles, visible_history
+from .learning.personal import Profiles, forget_taste, visible_history
+from .learning.preference import Signal, Taste, TastePrior, features, load_prior
 from .learning.support_set import Match, SupportSet, answer_key
 from .learning.support_sets import SupportSets
 from .learning.verifier import Verdict
@@ -81,8 +82,11 @@ class Engine:
                                     busy=self._teach_locks.busy)
         # People's personal scopes inside channels (learning/personal.py), looked up only by their own turns;
         # public for what measures them (``Profile.nbytes``), changed only through the engine's methods.
+        # The taste prior (learning/preference.py): with it, a person's 👍/👎 teach which of several
+        # candidates to send them (``dialog.preference_candidates``; docs/LEARNING.md, "Taste").
+        self.taste_prior: TastePrior | None = _taste_prior(settings.dialog.preference_candidates)
         self.profiles = Profiles(self.store, self.encoder, settings.learning.cached_profiles,
-                                  busy=self._teach_locks.busy)
+                                  busy=self._teach_locks.busy, prior=self.taste_prior)
         self._started = False
         self._data_version = 0  # the store's PRAGMA data_version when caches were last checked
         self.consolidator: Consolidator | None = None
@@ -97,6 +101,7 @@ class Engine:
             return
         try:
             await self.store.open()
+            log.info("store: %s on %s", self.store.backend, self.store.where)
             self._data_version = await self.store.data_version()
             # One load at a time: transformers' lazy imports and its meta-device initialisation
             # (from_pretrained patches module construction process-wide) are not thread-safe, and
@@ -225,6 +230,7 @@ class Engine:
             lora = await self.consolidator.lora_for(turn.channel) if self.consolidator else None
             explanation = self._explain(reply.reply_id, turn.channel, matches, checks, persona, lora)
             explanation = await self._personalise(turn, text, explanation)
+            taste = await self._taste(turn, explanation)
             if explanation.lora_version is None:
                 lora = None  # out of the LoRA's scope (``lora.scope``)
             reply.explanation = explanation
@@ -236,8 +242,10 @@ class Engine:
             produced: list[str] = []
             guard = MentionGuard()
             try:
-                chunks = self._produce(turn.channel, text, question_id, explanation, persona, lora,
-                                       asker=turn.author_id)
+                chunks = (self._produce_preferred(turn, text, question_id, explanation, persona, lora, taste, reply)
+                          if taste is not None else
+                          self._produce(turn.channel, text, question_id, explanation, persona, lora,
+                                        asker=turn.author_id))
                 async with aclosing(chunks):
                     async for chunk in chunks:
                         safe = guard.feed(chunk)
@@ -253,7 +261,8 @@ class Engine:
             finally:
                 # Store what was produced even when the consumer went away mid-reply.
                 await asyncio.shield(
-                    self.store.finish_message(answer_id, "".join(produced), explanation.to_dict())
+                    self.store.finish_message(answer_id, "".join(produced),
+                                              (reply.explanation or explanation).to_dict())
                 )
                 metrics.TURN_SECONDS.observe(time.perf_counter() - started)
 
@@ -303,6 +312,63 @@ class Engine:
                 yield delta
         finally:
             stream.cancel()  # frees the batch slot if the reader left early
+
+    async def _taste(self, turn: Turn, explanation: Explanation) -> Taste | None:
+        """The asker's taste, when it should choose among candidates for this reply: a generated reply
+        (not one quoted from a correction), ``dialog.preference_candidates`` above 1, and at least one
+        signal of theirs in this channel."""
+        if self.taste_prior is None or not turn.author_id or self.settings.dialog.preference_candidates < 2:
+            return None
+        if explanation.route is Route.CORRECTION and not self.settings.learning.rephrase:
+            return None
+        taste = await self.profiles.taste(turn.channel, turn.author_id)
+        return taste if taste is not None and len(taste) else None
+
+    async def _produce_preferred(
+        self,
+        turn: Turn,
+        text: str,
+        question_id: int,
+        explanation: Explanation,
+        persona: str,
+        lora: tuple[str, LoraWeights] | None,
+        taste: Taste,
+        reply: Reply,
+    ) -> AsyncGenerator[str, None]:
+        """A reply chosen by the asker's taste (docs/LEARNING.md, "Taste"): ``dialog.preference_candidates``
+        candidates generated at once (so they share model batches): the plain prompt, and the same with
+        each of the styles the taste ranks best asked for in the system prompt. The one the taste scores
+        highest is sent, streamed once all are done, and ``reply.explanation`` says why. A candidate that
+        fails (an overloaded queue) is left out; when all fail, the first error is raised."""
+        styles = taste.styles(text, self.settings.dialog.preference_candidates - 1)
+        personas = [persona, *(f"{persona}\n{style.hint()}" for style, _ in styles)]
+
+        async def one(system: str) -> str:
+            parts: list[str] = []
+            async with aclosing(self._produce(turn.channel, text, question_id, explanation, system, lora,
+                                              asker=turn.author_id)) as chunks:
+                async for chunk in chunks:
+                    parts.append(chunk)
+            return "".join(parts)
+
+        results = await asyncio.gather(*(one(system) for system in personas), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation and the like
+        done = [(i, r) for i, r in enumerate(results) if isinstance(r, str)]
+        if not done:
+            first = results[0]
+            assert isinstance(first, Exception)
+            raise first
+        scores = taste.scores([r for _, r in done], text)
+        best = max(range(len(done)), key=lambda j: (bool(done[j][1].strip()), scores[j]))
+        labels = ["plain", *(style.label() for style, _ in styles)]
+        reply.explanation = dataclasses.replace(explanation, preference={
+            "person": turn.author_id, **taste.summary(text),
+            "candidates": [{"style": labels[i], "score": round(scores[j], 3)} for j, (i, _) in enumerate(done)],
+            "chosen": best})
+        for word in _words(done[best][1]):
+            yield word
 
     def _render(self, parts: PromptParts) -> list[int]:
         """Token ids of the prompt (runs in a thread: tokenising is CPU work)."""
@@ -512,6 +578,7 @@ class Engine:
         if paraphrase is None:
             await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id,
                                        event_id=feedback.event_id)
+            await self._learn_taste(feedback, target)
             return _receipt(feedback.kind, {"kind": feedback.kind.value})
         async with self._teach_locks(channel.scope):  # the thumb and the new member land together
             support = await self._support_set(channel)
@@ -523,7 +590,22 @@ class Engine:
             log.info("confirmed paraphrase #%d of #%s in %s", added.id, added.source_id, channel.scope)
             if self.consolidator is not None:
                 await self.consolidator.corrections_changed(channel)
+        await self._learn_taste(feedback, target)
         return _receipt(feedback.kind, {"kind": feedback.kind.value})
+
+    async def _learn_taste(self, feedback: Feedback, target: StoredMessage) -> None:
+        """A 👍 / 👎 of the person a reply answered joins their taste in that channel, if it is held (a
+        taste not yet loaded reads it from the store with the others)."""
+        if self.taste_prior is None or not feedback.author_id or target.question_id is None or not target.text:
+            return
+        if self.profiles.peek(feedback.channel, feedback.author_id) is None:
+            return
+        asked = await self.store.message(target.question_id)
+        if asked is None or asked.author_id != feedback.author_id:
+            return  # someone else's reply: not their taste
+        signal = Signal(f"thumb:{target.id}", feedback.kind is FeedbackKind.UP, features(target.text, asked.text),
+                        time.time())
+        await self.profiles.learn(feedback.channel, feedback.author_id, signal)
 
     async def _served(self, channel: ChannelKey, target: StoredMessage | None
                       ) -> tuple[StoredMessage, StoredCorrection, SupportSet] | None:
@@ -655,6 +737,8 @@ class Engine:
                 event_id=feedback.event_id, person=person)
             profile.support.remove(same)
             profile.support.add(stored)
+        await self.profiles.learn(scope, person, Signal(f"correction:{stored.id}", True, features(answer, question),
+                                                        stored.created_at), replaces=[f"correction:{i}" for i in same])
         log.info("learned personal correction #%d in %s", stored.id, scope)
         return _receipt(FeedbackKind.CORRECTION, {"correction_id": stored.id, "question": question, "answer": answer,
                                                   "personal": True})
@@ -817,12 +901,14 @@ class Engine:
 
     async def forget_person(self, channel: ChannelKey, author_id: str, *, by: str = "") -> dict[str, int]:
         """``/forget me``: delete ``author_id``'s personal scope in ``channel``'s scope (their facts and
-        personal corrections; ``Store.forget_person``); returns ``{"facts": n, "corrections": m}``.
+        personal corrections; ``Store.forget_person``), and their taste there: their 👍/👎 so far no
+        longer teach it (``forget_taste``); returns ``{"facts": n, "corrections": m}``.
         ``by``: who asked, for the audit log (default: the person)."""
         self._check_running()
         await self._sync_external()
         async with self._teach_locks(channel.scope):
             counts = await self.store.forget_person(channel.scope, author_id, author_id=by or author_id)
+            await forget_taste(self.store, channel.scope, author_id)  # their 👍/👎 no longer teach their taste
             self.profiles.drop(channel, author_id)
         return counts
 
@@ -1013,6 +1099,18 @@ class Engine:
             raise NotFound(f"{channel.scope} has no LoRA version {version} with weights")
         if self.consolidator is not None:
             self.consolidator.drop_cached(channel.scope)
+
+
+def _taste_prior(candidates: int) -> TastePrior | None:
+    """The shipped taste prior when candidates are on (``dialog.preference_candidates`` > 1); None, with a
+    warning, when its artifact cannot be read (replies are then never chosen by taste)."""
+    if candidates < 2:
+        return None
+    try:
+        return load_prior()
+    except (OSError, ValueError) as err:
+        log.warning("taste is off: %s", err)
+        return None
 
 
 def _import_model_libraries() -> None:

@@ -168,7 +168,12 @@ class Store:
         self._channel_ids: OrderedDict[ChannelKey, int] = OrderedDict()  # row ids of recently used scopes
 
     def __repr__(self) -> str:
-        return f"Store({redact_url(self.location)!r})"
+        return f"Store({self.where!r})"
+
+    @property
+    def where(self) -> str:
+        """The location, fit for logs: a URL's password hidden."""
+        return redact_url(self.location)
 
     @property
     def backend(self) -> str:

@@ -328,3 +328,67 @@ async def test_history_older_than_the_retention_is_pruned_corrections_stay(store
         assert [c.answer for c in await store.corrections(key)] == ["kept"]
     finally:
         await store.close()
+
+
+async def test_each_consolidation_job_is_claimed_by_exactly_one_process(store_location: Path | str) -> None:
+    """Two processes (two stores on one database) race for the same jobs: each job goes to one of
+    them; a claim of a process that died is taken over once its lease runs out."""
+    keys = [ChannelKey("t", f"job-{n}", space="s") for n in range(8)]
+    one, two = Store(store_location), Store(store_location)
+    await one.open()
+    await two.open()
+    try:
+        for key in keys:
+            await one.request_job(key)
+        claims = await asyncio.gather(*(store.claim_job(key, owner, 60.0) for key in keys
+                                        for store, owner in ((one, "one"), (two, "two"))))
+        for n in range(len(keys)):
+            assert sum(c is not None for c in claims[2 * n:2 * n + 2]) == 1
+        assert await one.claimable_jobs("three", settled_before=time.time() + 1) == []  # all are claimed
+
+        # A job re-requested while it trained is not dropped: its claim is released, to train again.
+        winner = one if claims[0] is not None else two
+        requested_at = claims[0] if claims[0] is not None else claims[1]
+        assert requested_at is not None
+        await asyncio.sleep(0.01)
+        await two.request_job(keys[0])
+        assert await winner.finish_job(keys[0], requested_at) is False
+        assert keys[0] in await two.claimable_jobs("two", settled_before=time.time() + 1)
+        assert (again := await two.claim_job(keys[0], "two", 60.0)) is not None
+        assert await two.finish_job(keys[0], again) is True
+
+        # A process dies holding a claim: after its lease, another takes the job over.
+        dying = keys[1]
+        holder, other = ("one", "two") if claims[2] is not None else ("two", "one")
+        assert await one.claim_job(dying, other, 60.0) is None
+        await one.fail_job(dying)  # as if the holder's job failed: released, one attempt counted
+        assert await one.claim_job(dying, other, 0.001) is not None
+        await asyncio.sleep(0.01)
+        assert dying in await two.claimable_jobs(holder, settled_before=time.time() + 1)
+        assert await two.claim_job(dying, holder, 60.0) is not None
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_another_process_changing_what_was_learned_shows_in_data_version(store_location: Path | str) -> None:
+    key = ChannelKey("t", "shared", space="s")
+    mine, theirs = Store(store_location), Store(store_location)
+    await mine.open()
+    await theirs.open()
+    try:
+        start = await mine.data_version()
+        await mine.add_correction(key, question="q", answer="a", author_id="u", embedding=np.ones(4), encoder="e",
+                                  message_id=None)
+        assert await mine.data_version() == start  # its own change: it knows already
+        await theirs.add_correction(key, question="q2", answer="b", author_id="u", embedding=np.ones(4),
+                                    encoder="e", message_id=None)
+        for _ in range(500):  # PostgreSQL's NOTIFY arrives on its own connection, a moment after the commit
+            if await mine.data_version() != start:
+                break
+            await asyncio.sleep(0.01)
+        assert await mine.data_version() != start
+        assert [c.answer for c in await mine.corrections(key)] == ["a", "b"]
+    finally:
+        await mine.close()
+        await theirs.close()

@@ -802,6 +802,7 @@ class Engine:
         is cached of the scopes they taught reloads."""
         self._check_running()
         counts = await self.store.delete_user(platform, user_id, author_id=author_id)
+        self.encoder.forget_recent()  # vectors of their messages, even by digest, go too
         self.profiles.clear()
         for scope in self._support.scopes():
             self._support.drop(scope)

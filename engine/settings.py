@@ -97,6 +97,8 @@ class EncoderSettings(_Strict):
 
     id: str = Field(EMBEDDED_ENCODER, description="embedded default, a sentence-transformers id or local path")
     device: str = "cpu"
+    cache_texts: int = Field(4096, ge=0, description="vectors of this many recently embedded texts kept in memory "
+                             "(a correction of a question just asked needs no new embedding); 0: none")
 
 
 class LearningSettings(_Strict):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +40,9 @@ class Encoder:
         self.name = settings.id
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heedful-encoder")
         self._model: Any = None
+        # Recently embedded texts (by a digest: no text is kept), so that a question corrected
+        # right after it was asked, or asked again, is not embedded twice. Touched only on the loop.
+        self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     def load(self) -> None:
         """Load the model (blocking; ``start`` runs it in the encoder thread)."""
@@ -62,8 +67,29 @@ class Encoder:
         return np.asarray(vectors, dtype=np.float32)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` in the encoder thread; safe to cancel (the result is dropped)."""
-        return await self.run(self.encode_blocking, texts)
+        """Embed ``texts`` in the encoder thread (those embedded recently come from memory); safe
+        to cancel (the result is dropped)."""
+        keep = self.settings.cache_texts
+        if not keep or not texts:
+            return await self.run(self.encode_blocking, texts)
+        keys = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._recent))
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            fresh = await self.run(self.encode_blocking, [texts[first[k]] for k in missing])
+            for key, vector in zip(missing, fresh, strict=True):
+                vector.setflags(write=False)
+                self._recent[key] = vector
+        found = np.stack([self._recent[k] for k in keys])
+        for key in keys:
+            self._recent.move_to_end(key)
+        while len(self._recent) > keep:
+            self._recent.popitem(last=False)
+        return found
+
+    def forget_recent(self) -> None:
+        """Drop the recently embedded texts' vectors (a person's data was deleted)."""
+        self._recent.clear()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the encoder thread (the one thread that touches the model)."""

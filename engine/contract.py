@@ -234,6 +234,11 @@ class Explanation(_Serialisable):
     # personal corrections are among ``corrections`` with ``personal`` set.
     person: str = ""
     facts: tuple[FactUse, ...] = ()
+    # The asker's taste (docs/LEARNING.md, "Taste"), when candidates were generated for them: whose
+    # it is ("person"), the signals seen ("signals", "up", "down"), what they taught per dimension
+    # ("leanings": {dimension: {"prefers", "margin"}}), every candidate's style and score and the
+    # index of the one sent ("candidates", "chosen"). Empty when no taste chose the reply.
+    preference: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -260,21 +265,46 @@ class Explanation(_Serialisable):
         if self.facts:
             lines.append(f"what {self.person or 'the asker'} told me about themselves (just for them):")
             lines += [fact.line() for fact in self.facts]
+        if self.preference:
+            lines += _taste_lines(self.preference)
         lines += list(self.notes)
         return "\n".join(lines)
 
     def for_viewer(self, viewer: str | None) -> Explanation:
         """This explanation as ``viewer`` may see it: whole for the person it answered (and for
         ``None``, a trusted caller such as a manager's CLI); for anyone else without the
-        person's personal corrections and facts, only a note that some shaped the reply."""
-        if viewer is None or not self.person or viewer == self.person:
+        person's personal corrections and facts, only a note that some shaped the reply, and
+        without their taste (``preference``), only a note that it chose the reply."""
+        if viewer is None:
             return self
+        shown = self
+        owner = str(self.preference.get("person", "")) if self.preference else ""
+        if owner and viewer != owner:
+            shown = dataclasses.replace(self, preference={}, notes=(
+                *self.notes, "chosen among candidates by the asker's taste (only they can see it)"))
+        if not self.person or viewer == self.person:
+            return shown
         hidden = sum(use.personal for use in self.corrections) + len(self.facts)
         if not hidden:
-            return self
+            return shown
         note = f"shaped by {hidden} item(s) of the asker's personal profile (only they can see which)"
-        return dataclasses.replace(self, corrections=tuple(u for u in self.corrections if not u.personal),
-                                   facts=(), notes=(*self.notes, note))
+        return dataclasses.replace(shown, corrections=tuple(u for u in self.corrections if not u.personal),
+                                   facts=(), notes=(*shown.notes, note))
+
+
+def _taste_lines(preference: Mapping[str, Any]) -> list[str]:
+    """``/why``'s account of a reply the asker's taste chose: what it learned, and the candidates."""
+    leanings = ", ".join(f"{dim} {v.get('prefers')} (+{float(v.get('margin', 0.0)):.2f})"
+                         for dim, v in dict(preference.get("leanings", {})).items())
+    lines = [f"your taste here, from {preference.get('signals', 0)} signal(s) ({preference.get('up', 0)} up, "
+             f"{preference.get('down', 0)} down): {leanings or 'nothing yet'}"]
+    candidates = list(preference.get("candidates", []))
+    chosen = int(preference.get("chosen", 0))
+    for i, c in enumerate(candidates):
+        mark = "sent" if i == chosen else "    "
+        lines.append(f"  {mark} candidate {i + 1} of {len(candidates)} ({c.get('style', '?')}): "
+                     f"score {float(c.get('score', 0.0)):.2f}")
+    return lines
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,10 @@ class DialogSettings(_Strict):
     max_input_chars: int = Field(8000, ge=1, description="longer messages are refused with a clear error")
     default_persona: str = "support"
     personas: dict[str, str] = Field(default_factory=dict, description="preset name -> system prompt")
+    preference_candidates: int = Field(
+        3, ge=1, le=8, description="replies generated in one batch for a person whose taste the bot has learned "
+        "(at least one 👍/👎 or personal correction in the channel): the plain one and one per style their taste "
+        "ranks best; the reply is the one their taste scores highest, sent once all are done (1: off)")
 
 
 class TeachLimitSettings(_Strict):

@@ -7,23 +7,36 @@ they told about themselves, embedded in the same space as messages, so that a me
 facts related to it by similarity. ``Profiles`` keeps the recently used ones (LRU) and loads the
 others from the store on first use. A profile is only ever looked up by the person a turn comes
 from: nobody else's reply can use it.
+
+A profile also holds the person's *taste* there (``preference.Taste``, docs/LEARNING.md, "Taste"),
+derived from rows the store already keeps: their 👍 / 👎 on the replies to them in the channel
+(``taste_signals``) and their personal corrections. It is loaded on first use only
+(``Profiles.taste``) and follows new signals (``Profiles.learn``). ``forget_taste`` (``/forget
+me``) marks the replies whose judgements it used as no longer this person's taste.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..contract import ChannelKey
 from ..store import Store, StoredCorrection, StoredFact, StoredMessage, question_key
 from ..understanding.encoder import Encoder
+from .preference import Signal, Taste, TastePrior, features
 from .support_set import SupportSet
 
-__all__ = ["Profile", "Profiles", "visible_history"]
+__all__ = ["Profile", "Profiles", "TASTE_SIGNALS", "forget_taste", "taste_signals", "visible_history"]
+
+TASTE_SIGNALS = 64
+"""The newest signals a person's taste in one channel learns from."""
+FORGOTTEN = "taste_forgotten_at"
+"""Key of a reply's stored explanation: judgements of it made up to then are no longer its asker's taste."""
 
 
 class Profile:
@@ -33,6 +46,7 @@ class Profile:
         self.scope, self.person, self.support = scope, person, support
         self.facts: list[StoredFact] = list(facts)
         self._matrix: np.ndarray | None = None
+        self.taste: Taste | None = None  # loaded on first use (``Profiles.taste``)
 
     @property
     def empty(self) -> bool:
@@ -61,7 +75,7 @@ class Profile:
         facts = sum(f.embedding.nbytes + len(f.text.encode()) for f in self.facts)
         corrections = sum(c.embedding.nbytes + len(c.question.encode()) + len(c.answer.encode())
                           for c in self.support)
-        return facts + corrections
+        return facts + corrections + (self.taste.nbytes if self.taste is not None else 0)
 
 
 class Profiles:
@@ -70,10 +84,13 @@ class Profiles:
     A profile ``busy`` says is being changed (its scope's teach lock is held) is never evicted, so an
     acknowledged change always lands in the profile that serves."""
 
-    def __init__(self, store: Store, encoder: Encoder, capacity: int, busy: Callable[[ChannelKey], bool]) -> None:
+    def __init__(self, store: Store, encoder: Encoder, capacity: int, busy: Callable[[ChannelKey], bool],
+                 prior: TastePrior | None = None) -> None:
         self.store, self.encoder, self.capacity, self.busy = store, encoder, capacity, busy
+        self.prior = prior  # the taste prior (None: no taste is learned)
         self._profiles: OrderedDict[tuple[ChannelKey, str], Profile] = OrderedDict()
         self._loading = asyncio.Lock()
+        self._tasting = asyncio.Lock()  # a taste loads whole before a new signal joins it
 
     def __len__(self) -> int:
         return len(self._profiles)
@@ -104,6 +121,31 @@ class Profiles:
                  for f in facts]
         return corrections, facts
 
+    async def taste(self, scope: ChannelKey, person: str) -> Taste | None:
+        """``person``'s taste in ``scope`` (loaded with their profile on first use); None without a prior."""
+        if self.prior is None:
+            return None
+        profile = await self.get(scope, person)
+        if profile.taste is None:
+            async with self._tasting:
+                if profile.taste is None:
+                    signals = await taste_signals(self.store, scope.scope, person, profile.support)
+                    profile.taste = Taste(self.prior, signals[-TASTE_SIGNALS:])
+        return profile.taste
+
+    async def learn(self, scope: ChannelKey, person: str, signal: Signal, replaces: Iterable[str] = ()) -> None:
+        """A new judgement of ``person``'s, already stored: into their taste if it is held (else it is
+        read with the rest when their taste loads). ``replaces``: signals it supersedes."""
+        profile = self.peek(scope, person)
+        if profile is None:
+            return
+        async with self._tasting:  # after a load in flight, which may or may not have read it (keys dedupe)
+            if profile.taste is not None:
+                for key in replaces:
+                    profile.taste.discard(key)
+                profile.taste.add(signal)
+                profile.taste.keep(TASTE_SIGNALS)
+
     def peek(self, scope: ChannelKey, person: str) -> Profile | None:
         """The held profile, if any, without loading it or touching its recency."""
         return self._profiles.get((scope.scope, person))
@@ -129,6 +171,57 @@ class Profiles:
             if not self.busy(key[0]):
                 del self._profiles[key]
                 excess -= 1
+
+
+async def _rated_replies(store: Store, scope: ChannelKey, person: str, limit: int | None = None
+                         ) -> list[tuple[StoredMessage, StoredMessage, bool, float]]:
+    """(reply, its question, liked, when) for the replies to ``person`` in ``scope`` that they judged
+    with 👍 / 👎, the newest judgement of each, oldest first; of their ``limit`` most recently judged
+    messages only, when given. Read with ``Store.user_data`` (their thumbs) and ``Store.message``;
+    nobody else's thumbs are read."""
+    here = str(scope.scope)
+    newest: dict[int, tuple[bool, float]] = {}
+    for thumb in (await store.user_data(scope.platform, person))["thumbs"]:  # oldest first
+        if thumb["channel"] == here:
+            newest.pop(int(thumb["message_id"]), None)
+            newest[int(thumb["message_id"])] = (thumb["kind"] == "up", float(thumb["created_at"]))
+    rated = []
+    for message_id, (liked, when) in list(newest.items())[-limit if limit else 0:]:
+        reply = await store.message(message_id)
+        if reply is None or reply.role != "assistant" or reply.question_id is None or not reply.text:
+            continue
+        asked = await store.message(reply.question_id)
+        if asked is not None and asked.author_id == person:
+            rated.append((reply, asked, liked, when))
+    return rated
+
+
+async def taste_signals(store: Store, scope: ChannelKey, person: str, corrections: Iterable[StoredCorrection] = ()
+                        ) -> list[Signal]:
+    """What ``person``'s taste in ``scope`` learns from, oldest first: their newest 👍 / 👎 on each reply
+    to them there (unless made before that reply was marked forgotten: ``forget_taste``), and their
+    personal ``corrections`` there (each a 👍 on its answer)."""
+    signals = [Signal(f"thumb:{reply.id}", liked, features(reply.text, asked.text), when)
+               for reply, asked, liked, when in await _rated_replies(store, scope, person, TASTE_SIGNALS)
+               if when > float((reply.explanation or {}).get(FORGOTTEN, 0.0))]
+    signals += [Signal(f"correction:{c.id}", True, features(c.answer, c.question), c.created_at)
+                for c in corrections if c.person == person]
+    return sorted(signals, key=lambda s: s.created_at)
+
+
+async def forget_taste(store: Store, scope: ChannelKey, person: str) -> int:
+    """``/forget me`` for taste: the replies to ``person`` in ``scope`` they judged are marked (in their
+    stored explanation) so that judgements made until now are no longer read as their taste; the
+    thumbs themselves stay, counted in the channel's report, until ``heedful user delete``. (Their
+    personal corrections go with ``Store.forget_person``.) Returns how many replies were marked."""
+    now = time.time()
+    marked = 0
+    for reply, _, _, _ in await _rated_replies(store, scope, person):
+        explanation = dict(reply.explanation or {})
+        explanation[FORGOTTEN] = now
+        await store.finish_message(reply.id, reply.text, explanation)
+        marked += 1
+    return marked
 
 
 def visible_history(history: Sequence[StoredMessage], asker: str) -> list[StoredMessage]:

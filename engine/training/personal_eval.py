@@ -16,6 +16,15 @@ history when the others are answered. Judged on the freely generated replies:
   asking the same (``without``), p50 and p99, and the difference (``added``): looking the
   profile up, scoring the facts, the longer prompt;
 - ``bytes_per_person``: what a person's profile holds in memory (``Profile.nbytes``), mean.
+
+Then taste (docs/LEARNING.md, "Taste"): ``preference_match`` (and ``_zero_prior``, ``_base``,
+``_same_signals``) after 0, 1, 3, 5, 10 👍/👎 of simulated people with hidden preferences, on rendered
+candidates (``preference_eval``: no LLM), and what choosing among candidates costs through the
+engine: ``preference_latency_ms``, one turn at a time, for people who gave one 👎 (``with``: the
+engine generates ``dialog.preference_candidates`` candidates in one batch and sends the one their
+taste scores highest, once all are done) and, turn about, people who gave none (``without``), time to
+the first chunk and to the whole reply, p50 and p99; ``preference_bytes_per_person``: what such a
+person's taste holds in memory (``Taste.nbytes``).
 """
 
 from __future__ import annotations
@@ -31,10 +40,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..contract import ChannelKey, Turn
+from ..contract import ChannelKey, Feedback, FeedbackKind, Turn
 from ..engine import Engine
+from ..reply import Reply
 from ..settings import EngineSettings
 from .correction_bench import invented_code
+from .preference_eval import PreferenceEvalConfig, run_preference_eval
 from .runs import Bar, Bars, RunError, silent_bars
 
 __all__ = ["FACTS", "PersonalEvalConfig", "Told", "plan", "run_personal_eval"]
@@ -68,6 +79,9 @@ class PersonalEvalConfig:
     max_new_tokens: int = 32       # reply length cap
     seed: int = 0                  # codes, who tells what, who else asks
     model: str = ""                # LLM id (empty: the configured one)
+    preference_people: int = 1000  # simulated people of the taste benchmark (0: skip it)
+    preference_prior: str = "default"  # the taste prior: 'default' (shipped) or an artifact path
+    preference_only: bool = False  # only the taste benchmark (no LLM)
 
 
 def run_personal_eval(config: PersonalEvalConfig, settings: EngineSettings, *,
@@ -80,7 +94,15 @@ def run_personal_eval(config: PersonalEvalConfig, settings: EngineSettings, *,
         raise RunError(f"--facts must be between 1 and {len(FACTS)}")
     if not 0 <= config.others < config.people:
         raise RunError("--others must be below --people")
+    if config.preference_only and config.preference_people < 1:
+        raise RunError("--preference-only needs --preference-people of at least 1")
     started = time.perf_counter()
+    taste: dict[str, Any] = {}
+    if config.preference_people:
+        taste = run_preference_eval(PreferenceEvalConfig(people=config.preference_people,
+                                                         prior=config.preference_prior, seed=config.seed), bars=bars)
+    if config.preference_only:
+        return {**taste, "seconds": round(time.perf_counter() - started, 1)}
     with tempfile.TemporaryDirectory(prefix="heedful-personal-") as tmp:
         engine_settings = settings.model_copy(update={
             "data_dir": Path(tmp),
@@ -93,6 +115,7 @@ def run_personal_eval(config: PersonalEvalConfig, settings: EngineSettings, *,
             result = asyncio.run(_run(config, engine_settings, bars))
         except FileNotFoundError as err:  # a model path that is not there
             raise RunError(str(err)) from None
+    result.update(taste)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -131,13 +154,20 @@ def _carries(text: str, code: str) -> bool:
 
 async def _reply(engine: Engine, channel: ChannelKey, person: str, text: str) -> tuple[str, float]:
     """The reply's text and the seconds to its first chunk."""
+    reply, first, _ = await _timed_reply(engine, channel, person, text)
+    return reply.text, first
+
+
+async def _timed_reply(engine: Engine, channel: ChannelKey, person: str, text: str) -> tuple[Reply, float, float]:
+    """The finished reply, the seconds to its first chunk and to its end."""
     started = time.perf_counter()
     first: float | None = None
     reply = engine.reply(Turn(channel, text, author_id=person, author_name=person))
     async for _ in reply:
         if first is None:
             first = time.perf_counter() - started
-    return reply.text, first if first is not None else time.perf_counter() - started
+    total = time.perf_counter() - started
+    return reply, first if first is not None else total, total
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
@@ -150,7 +180,8 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 async def _run(config: PersonalEvalConfig, settings: EngineSettings, bars: Bars) -> dict[str, Any]:
     told = plan(config)
     timed = told[: config.latency_turns]
-    total = 2 * len(timed) + len(told) * 2 * (1 + config.others) + len(told) * 2
+    tasting = timed if config.preference_people else []
+    total = 2 * len(timed) + len(told) * 2 * (1 + config.others) + len(told) * 2 + 3 * len(tasting)
     async with Engine(settings) as engine:
         with bars(total=total, desc="personal benchmark", unit="reply") as bar:
             # Before anyone told anything: chance recall, and the latency without facts.
@@ -162,6 +193,7 @@ async def _run(config: PersonalEvalConfig, settings: EngineSettings, bars: Bars)
                 with_facts.append(await _timed(engine, t.channel, t.person, t.questions[0], bar))
                 without.append(await _timed(engine, t.channel, f"{t.channel.channel}-quiet", t.questions[0], bar))
             rounds = await _by_channel(told, lambda t: _ask_round(engine, t, bar))
+            taste = await _taste_cost(engine, tasting, bar)
         profiles = [engine.profiles.peek(t.channel, t.person) for t in told]
         sizes = {(p.scope, p.person): p.nbytes for p in profiles if p is not None}
     own = [hit for mine, _ in rounds for hit in mine]
@@ -180,9 +212,49 @@ async def _run(config: PersonalEvalConfig, settings: EngineSettings, bars: Bars)
                        "added": {k: round(with_ms[k] - without_ms[k], 2) for k in ("p50", "p99")},
                        "turns": len(timed), "measured": "time to the first chunk, one turn at a time"},
         "bytes_per_person": int(np.mean(list(sizes.values()))) if sizes else 0,
+        **taste,
         "channels": config.channels, "people": config.channels * config.people, "facts": len(told),
         "max_new_tokens": config.max_new_tokens, "seed": config.seed,
     }
+
+
+async def _taste_cost(engine: Engine, timed: list[Told], bar: Bar) -> dict[str, Any]:
+    """What choosing among candidates costs, one turn at a time: for each timed question, a person asks
+    it and gives the reply a 👎 (one signal), then asks it again (``with``: candidates), and turn about
+    a person who gave nothing asks it (``without``). Neither told any fact."""
+    if not timed:
+        return {}
+    firsts: dict[str, list[float]] = {"with": [], "without": []}
+    totals: dict[str, list[float]] = {"with": [], "without": []}
+    chosen = 0
+    tasters = []
+    for i, t in enumerate(timed):
+        taster, plain = f"{t.channel.channel}-taster-{i}", f"{t.channel.channel}-plain-{i}"
+        rated, _, _ = await _timed_reply(engine, t.channel, taster, t.questions[1])
+        await engine.feedback(Feedback(t.channel, FeedbackKind.DOWN, author_id=taster, reply_id=rated.reply_id))
+        bar.update()
+        reply, first, whole = await _timed_reply(engine, t.channel, taster, t.questions[0])
+        firsts["with"].append(first)
+        totals["with"].append(whole)
+        chosen += bool(reply.explanation is not None and reply.explanation.preference)
+        tasters.append((t.channel, taster))
+        bar.update()
+        _, first, whole = await _timed_reply(engine, t.channel, plain, t.questions[0])
+        firsts["without"].append(first)
+        totals["without"].append(whole)
+        bar.update()
+    sizes = [p.taste.nbytes for p in (engine.profiles.peek(c, who) for c, who in tasters)
+             if p is not None and p.taste is not None]
+    latency: dict[str, Any] = {}
+    for name, seconds in (("first_chunk", firsts), ("total", totals)):
+        without, with_ = _percentiles(seconds["without"]), _percentiles(seconds["with"])
+        latency[name] = {"without": without, "with": with_,
+                         "added": {k: round(with_[k] - without[k], 2) for k in ("p50", "p99")}}
+    latency.update(turns=len(timed), candidates=engine.settings.dialog.preference_candidates,
+                   chosen_by_taste=chosen, measured="one turn at a time; with: after one 👎, candidates generated "
+                   "in one batch, the reply sent once all are done")
+    return {"preference_latency_ms": latency,
+            "preference_bytes_per_person": int(np.mean(sizes)) if sizes else 0}
 
 
 async def _by_channel(told: list[Told], work: Callable[[Told], Awaitable[T]]) -> list[T]:

@@ -173,36 +173,13 @@ class Profiles:
                 excess -= 1
 
 
-async def _rated_replies(store: Store, scope: ChannelKey, person: str, limit: int | None = None
-                         ) -> list[tuple[StoredMessage, StoredMessage, bool, float]]:
-    """(reply, its question, liked, when) for the replies to ``person`` in ``scope`` that they judged
-    with 👍 / 👎, the newest judgement of each, oldest first; of their ``limit`` most recently judged
-    messages only, when given. Read with ``Store.user_data`` (their thumbs) and ``Store.message``;
-    nobody else's thumbs are read."""
-    here = str(scope.scope)
-    newest: dict[int, tuple[bool, float]] = {}
-    for thumb in (await store.user_data(scope.platform, person))["thumbs"]:  # oldest first
-        if thumb["channel"] == here:
-            newest.pop(int(thumb["message_id"]), None)
-            newest[int(thumb["message_id"])] = (thumb["kind"] == "up", float(thumb["created_at"]))
-    rated = []
-    for message_id, (liked, when) in list(newest.items())[-limit if limit else 0:]:
-        reply = await store.message(message_id)
-        if reply is None or reply.role != "assistant" or reply.question_id is None or not reply.text:
-            continue
-        asked = await store.message(reply.question_id)
-        if asked is not None and asked.author_id == person:
-            rated.append((reply, asked, liked, when))
-    return rated
-
-
 async def taste_signals(store: Store, scope: ChannelKey, person: str, corrections: Iterable[StoredCorrection] = ()
                         ) -> list[Signal]:
     """What ``person``'s taste in ``scope`` learns from, oldest first: their newest 👍 / 👎 on each reply
     to them there (unless made before that reply was marked forgotten: ``forget_taste``), and their
     personal ``corrections`` there (each a 👍 on its answer)."""
     signals = [Signal(f"thumb:{reply.id}", liked, features(reply.text, asked.text), when)
-               for reply, asked, liked, when in await _rated_replies(store, scope, person, TASTE_SIGNALS)
+               for reply, asked, liked, when in await store.rated_replies(scope, person, TASTE_SIGNALS)
                if when > float((reply.explanation or {}).get(FORGOTTEN, 0.0))]
     signals += [Signal(f"correction:{c.id}", True, features(c.answer, c.question), c.created_at)
                 for c in corrections if c.person == person]
@@ -214,14 +191,8 @@ async def forget_taste(store: Store, scope: ChannelKey, person: str) -> int:
     stored explanation) so that judgements made until now are no longer read as their taste; the
     thumbs themselves stay, counted in the channel's report, until ``heedful user delete``. (Their
     personal corrections go with ``Store.forget_person``.) Returns how many replies were marked."""
-    now = time.time()
-    marked = 0
-    for reply, _, _, _ in await _rated_replies(store, scope, person):
-        explanation = dict(reply.explanation or {})
-        explanation[FORGOTTEN] = now
-        await store.finish_message(reply.id, reply.text, explanation)
-        marked += 1
-    return marked
+    rated = await store.rated_replies(scope, person)
+    return await store.annotate_replies([reply.id for reply, _, _, _ in rated], {FORGOTTEN: time.time()})
 
 
 def visible_history(history: Sequence[StoredMessage], asker: str) -> list[StoredMessage]:

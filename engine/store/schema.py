@@ -196,4 +196,8 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE consolidation_jobs ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
     ALTER TABLE consolidation_jobs ADD COLUMN claimed_until REAL NOT NULL DEFAULT 0;
     """,
+    # 10: a person's taste is read from their 👍 / 👎 in one channel (learning/personal.py).
+    """
+    CREATE INDEX thumbs_person ON thumbs (channel_id, author_id);
+    """,
 )

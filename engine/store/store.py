@@ -709,6 +709,52 @@ class Store:
             await self._applied(db, cid, event_id, {"kind": kind, **({"paraphrase_id": added.id} if added else {})})
         return added
 
+    async def rated_replies(self, key: ChannelKey, person: str, limit: int | None = None
+                            ) -> list[tuple[StoredMessage, StoredMessage, bool, float]]:
+        """(reply, its question, liked, when) for the bot's replies to ``person``'s questions in ``key``'s
+        scope that ``person`` judged with 👍 / 👎: the newest judgement of each, oldest first; of the
+        ``limit`` most recently judged only, when given. Nobody else's thumbs are read. One read."""
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return []
+            thumbs = await _rows(db, "SELECT t.message_id, t.kind, t.created_at FROM thumbs t"
+                                     " WHERE t.channel_id = ? AND t.author_id = ? ORDER BY t.id", (cid, person))
+            newest: dict[int, tuple[bool, float]] = {}
+            for message_id, kind, created_at in thumbs:
+                newest.pop(int(message_id), None)
+                newest[int(message_id)] = (kind == "up", float(created_at))
+            chosen = list(newest.items())[-limit if limit else 0:]
+            ids = [m for m, _ in chosen]
+            rows = await _rows(db, f"SELECT * FROM messages WHERE id IN ({_marks(ids)}) AND role = 'assistant'"
+                                   " AND question_id IS NOT NULL", ids) if ids else []
+            replies = {int(r["id"]): _message(r) for r in rows}
+            asked_ids = sorted({r.question_id for r in replies.values() if r.question_id is not None})
+            questions = {int(r["id"]): _message(r) for r in await _rows(
+                db, f"SELECT * FROM messages WHERE id IN ({_marks(asked_ids)}) AND author_id = ?",
+                [*asked_ids, person])} if asked_ids else {}
+        rated = []
+        for message_id, (liked, when) in chosen:
+            reply = replies.get(message_id)
+            if reply is None or not reply.text or reply.question_id not in questions:
+                continue
+            rated.append((reply, questions[reply.question_id], liked, when))
+        return rated
+
+    async def annotate_replies(self, message_ids: Sequence[int], notes: dict[str, Any]) -> int:
+        """Add ``notes`` to the stored explanations of the replies ``message_ids`` (one transaction; other
+        processes reload what they learned from them); returns how many were annotated."""
+        if not message_ids:
+            return 0
+        async with self._write() as db:
+            rows = await _rows(db, f"SELECT id, explanation FROM messages WHERE id IN ({_marks(message_ids)})",
+                               list(message_ids))
+            for message_id, text in rows:
+                explanation = {**(json.loads(text) if text else {}), **notes}
+                await db.execute("UPDATE messages SET explanation = ? WHERE id = ?",
+                                 (json.dumps(explanation), message_id))
+        return len(rows)
+
     # -- review, audit, authors ----------------------------------------------------------
 
     async def pending(self, key: ChannelKey) -> list[StoredCorrection]:

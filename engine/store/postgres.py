@@ -72,6 +72,13 @@ def _returns_rows(sql: str) -> bool:
     return text.startswith(("SELECT", "WITH")) or " RETURNING " in text
 
 
+def _storable(params: Sequence[Any]) -> tuple[Any, ...]:
+    """PostgreSQL's text cannot hold NUL (SQLite's can): a NUL that reached the store from a
+    platform's field (a hostile display name, a thread id) is stored as U+FFFD instead of failing
+    the whole operation."""
+    return tuple(p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p for p in params)
+
+
 class _Cursor:
     def __init__(self, rows: Sequence[Any], rowcount: int) -> None:
         self._rows, self._count = rows, rowcount
@@ -93,10 +100,11 @@ class _Result:
 
     async def _run(self) -> Cursor:
         sql = translate(self._sql)
+        params = _storable(self._params)
         if _returns_rows(sql):
-            rows = await self._conn.fetch(sql, *self._params)
+            rows = await self._conn.fetch(sql, *params)
             return _Cursor(rows, len(rows))
-        status: str = await self._conn.execute(sql, *self._params)
+        status: str = await self._conn.execute(sql, *params)
         last = status.rsplit(" ", 1)[-1]
         return _Cursor((), int(last) if last.isdigit() else -1)
 
@@ -119,7 +127,7 @@ class _Transaction:
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await self._conn.executemany(translate(sql), [tuple(r) for r in rows])
+            await self._conn.executemany(translate(sql), [_storable(r) for r in rows])
 
     async def lock(self, key: int) -> None:
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_SPACE + key)

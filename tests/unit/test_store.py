@@ -392,3 +392,25 @@ async def test_another_process_changing_what_was_learned_shows_in_data_version(s
     finally:
         await mine.close()
         await theirs.close()
+
+
+async def test_hostile_text_in_any_field_is_stored_not_an_error(store_location: Path | str) -> None:
+    """NUL and long odd text in names, threads and ids: every backend
+    stores it (PostgreSQL's text cannot hold NUL: it becomes U+FFFD there)."""
+    key = ChannelKey("t", "c\x00hostile", space="s\x00", thread="th\x00read")
+    store = Store(store_location)
+    await store.open()
+    try:
+        asked = await store.add_message(key, role="user", text="hello", author_id="u\x00", author_name="Eve\x00" * 500,
+                                        platform_message_id="m\x00")
+        await store.add_message(key, role="assistant", text="hi", reply_id="r\x00", question_id=asked)
+        await store.link_message(key, "r\x00", "p\x00")
+        found = await store.find_reply(key, message_id="p\x00")
+        assert found is not None and found.text == "hi"
+        assert [m.text for m in await store.history(key, 10)] == ["hello", "hi"]
+        saved = await store.add_correction(key, question="q\x00?", answer="a\x00!", author_id="u\x00",
+                                           embedding=np.ones(4), encoder="e", message_id=None)
+        (loaded,) = await store.corrections(key)
+        assert loaded.id == saved.id and loaded.answer.replace("\ufffd", "\x00") == "a\x00!"
+    finally:
+        await store.close()

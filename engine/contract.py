@@ -24,6 +24,7 @@ __all__ = [
     "CorrectionUse",
     "Route",
     "FactUse",
+    "ProgressUse",
     "Explanation",
     "Correction",
     "PersonalFact",
@@ -210,6 +211,22 @@ class FactUse(_Serialisable):
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressUse(_Serialisable):
+    """One topic of the asker's tutoring progress that went into the prompt of a reply to them
+    (docs/LEARNING.md, "Tutoring progress"): a question they asked earlier in the channel."""
+
+    topic: str
+    status: str  # "missed" (recap it) | "mastered" (do not explain it again)
+    score: float  # similarity of the message to the topic
+    answer: str = ""  # missed: what they missed (a correction's answer); "" when unknown (their 👎)
+
+    def line(self) -> str:
+        """One line of ``/why``."""
+        what = (f" -> recap {self.answer!r}" if self.answer else " (found unclear)") if self.status == "missed" else ""
+        return f"  {self.status} score {self.score:.2f}: {self.topic!r}{what}"
+
+
+@dataclass(frozen=True, slots=True)
 class Explanation(_Serialisable):
     """What shaped a reply; what ``/why`` shows."""
 
@@ -234,6 +251,9 @@ class Explanation(_Serialisable):
     # personal corrections are among ``corrections`` with ``personal`` set.
     person: str = ""
     facts: tuple[FactUse, ...] = ()
+    # The asker's tutoring progress (docs/LEARNING.md, "Tutoring progress"): the topics they missed
+    # or mastered earlier that the message relates to, most related first; ``person`` is set with them.
+    progress: tuple[ProgressUse, ...] = ()
     # The asker's taste (docs/LEARNING.md, "Taste"), when candidates were generated for them: whose
     # it is ("person"), the signals seen ("signals", "up", "down"), what they taught per dimension
     # ("leanings": {dimension: {"prefers", "margin"}}), every candidate's style and score and the
@@ -265,6 +285,9 @@ class Explanation(_Serialisable):
         if self.facts:
             lines.append(f"what {self.person or 'the asker'} told me about themselves (just for them):")
             lines += [fact.line() for fact in self.facts]
+        if self.progress:
+            lines.append(f"what {self.person or 'the asker'} asked here before (just for them):")
+            lines += [use.line() for use in self.progress]
         if self.preference:
             lines += _taste_lines(self.preference)
         lines += list(self.notes)
@@ -273,7 +296,7 @@ class Explanation(_Serialisable):
     def for_viewer(self, viewer: str | None) -> Explanation:
         """This explanation as ``viewer`` may see it: whole for the person it answered (and for
         ``None``, a trusted caller such as a manager's CLI); for anyone else without the
-        person's personal corrections and facts, only a note that some shaped the reply, and
+        person's personal corrections, facts and tutoring progress, only a note that some shaped the reply, and
         without their taste (``preference``), only a note that it chose the reply."""
         if viewer is None:
             return self
@@ -284,12 +307,12 @@ class Explanation(_Serialisable):
                 *self.notes, "chosen among candidates by the asker's taste (only they can see it)"))
         if not self.person or viewer == self.person:
             return shown
-        hidden = sum(use.personal for use in self.corrections) + len(self.facts)
+        hidden = sum(use.personal for use in self.corrections) + len(self.facts) + len(self.progress)
         if not hidden:
             return shown
         note = f"shaped by {hidden} item(s) of the asker's personal profile (only they can see which)"
         return dataclasses.replace(shown, corrections=tuple(u for u in self.corrections if not u.personal),
-                                   facts=(), notes=(*shown.notes, note))
+                                   facts=(), progress=(), notes=(*shown.notes, note))
 
 
 def _taste_lines(preference: Mapping[str, Any]) -> list[str]:

@@ -32,6 +32,7 @@ from .contract import (
     LoraVersion,
     PersonalFact,
     PersonalProfile,
+    ProgressUse,
     Route,
     Turn,
 )
@@ -40,12 +41,14 @@ from .dialog.sanitize import MentionGuard, clean_text
 from .errors import EngineClosed, InputError, NotFound
 from .generation.model_loader import LoadedModel, load_model
 from .generation.openai_compat import OpenAICompatible
+from .generation.vllm_backend import VllmBackend, served_lora_name
 from .generation.worker import ModelWorker
 from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
 from .learning.matching import Check, Matching
 from .learning.personal import Profiles, forget_taste, visible_history
 from .learning.preference import Signal, Taste, TastePrior, features, load_prior
+from .learning.progress import MASTERED, MISSED, ProgressSignal, forget_progress
 from .learning.support_set import Match, SupportSet, answer_key
 from .learning.support_sets import SupportSets
 from .learning.verifier import Verdict
@@ -91,7 +94,8 @@ class Engine:
         self._data_version = 0  # the store's PRAGMA data_version when caches were last checked
         self.consolidator: Consolidator | None = None
         self._pruning: asyncio.Task[None] | None = None
-        self._remote: OpenAICompatible | None = None  # model.backend = "openai": the model runs elsewhere
+        # model.backend = "openai" or "vllm": replies come from a server ("vllm": LoRA training stays here)
+        self._remote: OpenAICompatible | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -108,13 +112,20 @@ class Engine:
             # loading the encoder and the LLM in two threads at once left LLM weights on "meta".
             await asyncio.to_thread(_import_model_libraries)
             setup = None
-            if self.settings.model.backend == "local":
+            if self.settings.model.backend in ("local", "vllm"):  # vllm: the local model trains LoRA versions
                 self._loaded = await asyncio.to_thread(load_model, self.settings.model,
                                                        self.settings.model_cache_dir)
                 await self.matching.start()
                 setup = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
                 self._worker = ModelWorker(self._loaded, self.settings.model)
                 self._worker.start()
+                if self.settings.model.backend == "vllm":
+                    self._remote = VllmBackend(
+                        self.settings.model, lora_config=setup.config if setup is not None else None,
+                        lora_dir=self.settings.model.lora_dir or self.settings.data_dir / "lora-exports")
+                    await self._remote.start()
+                    log.info("replies come from %s at %s, channels' LoRA versions by name (%s)", self._remote.model,
+                             self.settings.model.base_url, self.settings.model.lora_loading)
             else:
                 self._remote = OpenAICompatible(self.settings.model)
                 await self._remote.start()
@@ -189,13 +200,13 @@ class Engine:
     def health(self) -> dict[str, Any]:
         """Is the engine serving? ``healthy`` is false when it is stopped, or its model thread
         died or has been stuck on one step for longer than ``model.stall_timeout_s``."""
-        backend = self._worker or self._remote
+        backend = self._remote or self._worker  # vllm has both: replies come from the server
         model = backend.health() if backend is not None else {"alive": False, "stalled": False}
         return {"healthy": self._started and model["alive"] and not model["stalled"], "model": model}
 
     def queue_depths(self) -> dict[str, float]:
         """Work waiting or in progress, by stage (the ``heedful_queue_depth`` metric)."""
-        backend = self._worker or self._remote
+        backend = self._remote or self._worker
         worker = backend.health() if backend is not None else {}
         return {"model_pending": float(worker.get("pending", 0)), "decoding": float(worker.get("rows", 0)),
                 "consolidation": float(self.consolidator.backlog() if self.consolidator is not None else 0)}
@@ -230,9 +241,13 @@ class Engine:
             lora = await self.consolidator.lora_for(turn.channel) if self.consolidator else None
             explanation = self._explain(reply.reply_id, turn.channel, matches, checks, persona, lora)
             explanation = await self._personalise(turn, text, explanation)
+            explanation = await self._tutoring(turn, text, explanation)
             taste = await self._taste(turn, explanation)
             if explanation.lora_version is None:
                 lora = None  # out of the LoRA's scope (``lora.scope``)
+            if lora is not None and isinstance(self._remote, VllmBackend):  # /why: the name the server serves
+                explanation = dataclasses.replace(explanation, notes=(
+                    *explanation.notes, f"served by vLLM as {served_lora_name(turn.channel.scope, lora)!r}"))
             reply.explanation = explanation
             metrics.TURNS.labels(explanation.route.value).inc()
             answer_id = await self.store.add_message(
@@ -294,12 +309,15 @@ class Engine:
             message=text,
             grounding=grounding,
             profile=[f.text for f in reversed(explanation.facts)],  # the closest fact nearest the question
+            progress=[(u.status, u.topic, u.answer) for u in explanation.progress],
         )
         if self._remote is not None:
             model = self.settings.model
             chars = 4 * (model.context_tokens - model.max_new_tokens)  # ~4 characters a token: no tokenizer here
             messages = assemble(parts, lambda m: sum(len(x["content"]) + 16 for x in m), chars)
-            async with aclosing(self._remote.stream(messages)) as deltas:
+            deltas = (self._remote.stream_lora(messages, channel.scope, lora)
+                      if lora is not None and isinstance(self._remote, VllmBackend) else self._remote.stream(messages))
+            async with aclosing(deltas):
                 async for delta in deltas:
                     yield delta
             return
@@ -543,6 +561,29 @@ class Engine:
             return explanation
         return dataclasses.replace(explanation, person=turn.author_id, facts=tuple(facts))
 
+    async def _tutoring(self, turn: Turn, text: str, explanation: Explanation) -> Explanation:
+        """The asker's tutoring progress (docs/LEARNING.md, "Tutoring progress"): in a channel whose
+        persona is the tutor preset (``learning.progress``), the topics they missed or mastered that
+        the message relates to (``learning.progress_threshold``) join the prompt of a generated
+        reply, at most ``learning.progress_max_items``. Only the asker's own progress is read."""
+        learned = self.settings.learning
+        if not turn.author_id or learned.progress == "off" or not learned.progress_max_items:
+            return explanation
+        if learned.progress == "tutor" and explanation.persona != self.settings.dialog.personas.get("tutor"):
+            return explanation
+        if explanation.route is Route.CORRECTION and not learned.rephrase:
+            return explanation  # a quoted answer: no prompt
+        progress = await self.profiles.progress(turn.channel, turn.author_id, learned.progress_threshold)
+        if not len(progress):
+            return explanation
+        (vector,) = await self.encoder.embed([text])
+        related = progress.related(vector, learned.progress_max_items)
+        if not related:
+            return explanation
+        uses = tuple(ProgressUse(t.question, t.status, round(score, 4), t.answer if t.status == MISSED else "")
+                     for t, score in related)
+        return dataclasses.replace(explanation, person=turn.author_id, progress=uses)
+
     async def feedback(self, feedback: Feedback) -> FeedbackReceipt:
         """Apply a user's feedback. A returned receipt with ``accepted`` is durable.
 
@@ -579,6 +620,7 @@ class Engine:
             await self.store.add_thumb(channel, target.id, feedback.kind.value, feedback.author_id,
                                        event_id=feedback.event_id)
             await self._learn_taste(feedback, target)
+            await self._learn_progress(feedback, target)
             return _receipt(feedback.kind, {"kind": feedback.kind.value})
         async with self._teach_locks(channel.scope):  # the thumb and the new member land together
             support = await self._support_set(channel)
@@ -591,6 +633,7 @@ class Engine:
             if self.consolidator is not None:
                 await self.consolidator.corrections_changed(channel)
         await self._learn_taste(feedback, target)
+        await self._learn_progress(feedback, target)
         return _receipt(feedback.kind, {"kind": feedback.kind.value})
 
     async def _learn_taste(self, feedback: Feedback, target: StoredMessage) -> None:
@@ -606,6 +649,35 @@ class Engine:
         signal = Signal(f"thumb:{target.id}", feedback.kind is FeedbackKind.UP, features(target.text, asked.text),
                         time.time())
         await self.profiles.learn(feedback.channel, feedback.author_id, signal)
+
+    async def _learn_progress(self, feedback: Feedback, target: StoredMessage) -> None:
+        """A 👍 / 👎 of the person a reply answered joins their tutoring progress in that channel, if it
+        is held (a progress not yet loaded reads it from the store with the rest)."""
+        if self.settings.learning.progress == "off" or not feedback.author_id or target.question_id is None \
+                or not target.text or self.profiles.peek(feedback.channel, feedback.author_id) is None:
+            return
+        asked = await self.store.message(target.question_id)
+        if asked is None or asked.author_id != feedback.author_id:
+            return  # someone else's reply: not their progress
+        (vector,) = await self.encoder.embed([asked.text])
+        await self.profiles.learn_progress(feedback.channel, feedback.author_id, ProgressSignal(
+            f"thumb:{target.id}", asked.text, vector, MASTERED if feedback.kind is FeedbackKind.UP else MISSED, "",
+            time.time()))
+
+    async def _progress_corrected(self, feedback: Feedback, target: StoredMessage | None,
+                                  correction: StoredCorrection) -> None:
+        """A channel correction of a reply to someone else's question: a topic that person missed
+        joins their tutoring progress there, if it is held (else it is read with the rest)."""
+        if self.settings.learning.progress == "off" or target is None or target.question_id is None:
+            return
+        asked = await self.store.message(target.question_id)
+        if asked is None or not asked.author_id or asked.author_id == correction.author_id \
+                or self.profiles.peek(feedback.channel, asked.author_id) is None:
+            return
+        same = question_key(asked.text) == question_key(correction.question)
+        (vector,) = [correction.embedding] if same else await self.encoder.embed([asked.text])
+        await self.profiles.learn_progress(feedback.channel, asked.author_id, ProgressSignal(
+            f"correction:{correction.id}", asked.text, vector, MISSED, correction.answer, correction.created_at))
 
     async def _served(self, channel: ChannelKey, target: StoredMessage | None
                       ) -> tuple[StoredMessage, StoredCorrection, SupportSet] | None:
@@ -715,6 +787,7 @@ class Engine:
                 log.info("negative #%d of #%s in %s", added.id, added.source_id, feedback.channel.scope)
         if self.consolidator is not None:
             await self.consolidator.corrections_changed(feedback.channel)
+        await self._progress_corrected(feedback, target, stored)
         log.info("learned correction #%d in %s", stored.id, feedback.channel.scope)
         return _receipt(FeedbackKind.CORRECTION, {"correction_id": stored.id, "question": question, "answer": answer})
 
@@ -776,6 +849,8 @@ class Engine:
                 support = await self._support_set(channel)
                 support.remove([c.id for c in support if question_key(c.question) == question_key(stored.question)])
                 support.add(stored)
+        if approve:  # it may be a topic a student missed: their progress there reloads
+            await self.profiles.reset_progress(channel)
         if approve and self.consolidator is not None:
             await self.consolidator.corrections_changed(channel)
         return FeedbackReceipt(True, f"{'Approved' if approve else 'Rejected'} correction #{correction_id}.",
@@ -903,13 +978,14 @@ class Engine:
     async def forget_person(self, channel: ChannelKey, author_id: str, *, by: str = "") -> dict[str, int]:
         """``/forget me``: delete ``author_id``'s personal scope in ``channel``'s scope (their facts and
         personal corrections; ``Store.forget_person``), and their taste there: their 👍/👎 so far no
-        longer teach it (``forget_taste``); returns ``{"facts": n, "corrections": m}``.
-        ``by``: who asked, for the audit log (default: the person)."""
+        longer teach it (``forget_taste``), nor their tutoring progress (``forget_progress``); returns
+        ``{"facts": n, "corrections": m}``. ``by``: who asked, for the audit log (default: the person)."""
         self._check_running()
         await self._sync_external()
         async with self._teach_locks(channel.scope):
             counts = await self.store.forget_person(channel.scope, author_id, author_id=by or author_id)
             await forget_taste(self.store, channel.scope, author_id)  # their 👍/👎 no longer teach their taste
+            await forget_progress(self.store, channel.scope, author_id)  # nor their tutoring progress
             self.profiles.drop(channel, author_id)
         return counts
 

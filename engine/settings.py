@@ -55,15 +55,25 @@ class _Strict(BaseModel):
 class ModelSettings(_Strict):
     """The LLM that writes replies (env prefix ``HEEDFUL_MODEL_``)."""
 
-    backend: Literal["local", "openai"] = Field(
+    backend: Literal["local", "openai", "vllm"] = Field(
         "local", description="'local': the model runs in this process (transformers); 'openai': any "
-        "OpenAI-compatible server at base_url (vLLM, Ollama, llama.cpp's server, hosted APIs; no per-channel LoRA)")
-    base_url: str = Field("", description="the server's API root, e.g. http://localhost:8000/v1 (backend openai)")
+        "OpenAI-compatible server at base_url (vLLM, Ollama, llama.cpp's server, hosted APIs; no per-channel LoRA); "
+        "'vllm': a vLLM server at base_url, serving each channel's LoRA version by name (LoRA training stays "
+        "in this process)")
+    base_url: str = Field("", description="the server's API root, e.g. http://localhost:8000/v1 (backends openai, "
+                          "vllm)")
     api_key: SecretStr | None = Field(None, description="the server's API key, if it wants one (a secret)")
     served_model: str = Field("", description="the model name the server serves (default: id)")
     request_timeout_s: float = Field(60.0, gt=0, description="per request to the model server, between bytes")
     max_retries: int = Field(2, ge=0, le=10, description="retries of a request that failed before any text")
     retry_backoff_s: float = Field(0.5, ge=0, description="first retry's wait, doubling after each")
+    lora_loading: Literal["load", "resolver"] = Field(
+        "load", description="backend vllm: how the server gets a channel's LoRA version. 'load': written in PEFT's "
+        "format under lora_dir and loaded with POST /v1/load_lora_adapter before its first use (the server must "
+        "read lora_dir at the same path); 'resolver': the server's heedful_lora_resolver plugin reads it from "
+        "the store by name (docs/deploy.md, 'vLLM')")
+    lora_dir: Path | None = Field(None, description="backend vllm with lora_loading = load: where LoRA versions "
+                                  "are written for the server (default: <data_dir>/lora-exports)")
     id: str = Field(EMBEDDED_MODEL, description="embedded default, a Hugging Face id, a local path, or 'tiny:<seed>'")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -144,6 +154,17 @@ class LearningSettings(_Strict):
     max_fact_chars: int = Field(1000, ge=1, description="longer personal facts are refused")
     cached_profiles: int = Field(4096, ge=1, description="people's personal scopes held in memory (about 2 KB a "
                                  "fact or personal correction); the least recently used reload from the store")
+    # Tutoring progress (docs/LEARNING.md, "Tutoring progress"): what a student missed (a reply to
+    # them corrected, their 👎) and mastered (their 👍) shapes the next related reply to them.
+    progress: Literal["tutor", "all", "off"] = Field(
+        "tutor", description="whose replies a student's progress shapes: 'tutor' (channels whose persona is the "
+        "tutor preset), 'all' (every channel), 'off'")
+    progress_threshold: float = Field(
+        0.45, ge=-1.0, le=1.0, description="similarity of two questions from which they are one topic (a message "
+        "and a topic the student asked about; 17 hand-written pairs: the same topic 0.54-0.85, neighbouring topics "
+        "0.37-0.76, other subjects 0.08-0.24)")
+    progress_max_items: int = Field(3, ge=0, le=20, description="most progress topics in one prompt (the most "
+                                    "similar)")
 
 
 class LoraSettings(_Strict):
@@ -229,7 +250,7 @@ class EngineSettings(_Strict):
 
     def lora_note(self) -> str:
         """Why per-channel LoRA versions do not shape replies, when they do not ("" when they may)."""
-        if self.model.backend != "local":
+        if self.model.backend == "openai":  # "vllm" serves each channel's LoRA version by name
             return f"per-channel LoRA is off with the {self.model.backend} backend (corrections still apply)"
         if not self.lora.enabled:
             return "per-channel LoRA is off (lora.enabled = false)"

@@ -22,6 +22,9 @@ class PromptParts:
     related: Sequence[tuple[str, str]] = ()
     # what the user being answered told about themselves (their personal scope): data about them
     profile: Sequence[str] = ()
+    # their tutoring progress on related topics, most related first: (status "missed" | "mastered",
+    # the question they asked earlier, what they missed: "" when unknown); data about them
+    progress: Sequence[tuple[str, str, str]] = ()
 
 
 _PERSON = [(re.compile(p, re.IGNORECASE), r) for p, r in (
@@ -47,6 +50,8 @@ def assemble(parts: PromptParts, count_tokens: Callable[[list[ChatMessage]], int
     right before the question, after the history (SmolLM2-135M carried 7 of 8 invented codes
     so, at most 5 of 8 from the system prompt; ``eval personal`` recall 0.58 placed before a
     channel's history, whose replies it copies instead, 0.91 right before the question).
+    The asker's tutoring progress (``progress``) goes in the system text, each topic one line
+    of plain text: what to recap and what not to explain again, not an answer to copy.
     """
     system = parts.persona.strip()
     if parts.examples:
@@ -56,6 +61,10 @@ def assemble(parts: PromptParts, count_tokens: Callable[[list[ChatMessage]], int
                    "detail (a day, number, name, place or product) that differs from the user's question:")
         for question, answer in parts.related:
             system += f"\n- Q: {question}\n  A: {answer}"
+    if parts.progress:
+        system += "\nWhat this student asked here before, on related topics:"
+        for status, topic, answer in parts.progress:
+            system += f"\n- {_progress_line(status, _flat(topic), _flat(answer))}"
     if parts.grounding:
         system += f"\nThe verified answer to the user's question is: {parts.grounding}\nRestate it faithfully."
     head: list[ChatMessage] = [{"role": "system", "content": system}]
@@ -71,3 +80,21 @@ def assemble(parts: PromptParts, count_tokens: Callable[[list[ChatMessage]], int
     if history and history[0]["role"] == "assistant":
         history = history[1:]  # a window must not open mid-exchange
     return head + history + tail
+
+
+def _progress_line(status: str, topic: str, answer: str) -> str:
+    """One topic of the student's progress as the system prompt says it."""
+    if status == "mastered":
+        return f"This student already understands: {topic} Do not explain it again."
+    if answer:
+        return (f"Earlier this student asked: {topic} What they missed: {answer} "
+                "Recap it briefly before going further.")
+    return (f"Earlier this student asked: {topic} They found the explanation unclear: "
+            "recap it briefly, in other words, before going further.")
+
+
+def _flat(text: str) -> str:
+    """``text`` as one sentence on one line (a student's question must not start lines of its own in
+    the system prompt)."""
+    text = " ".join(text.split())
+    return text if not text or text[-1] in ".?!…" else text + "."

@@ -29,7 +29,7 @@ import torch
 from ..settings import EMBEDDED_MODEL, ModelSettings
 
 __all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype", "pick_matmul_dtype",
-           "pack_linears", "cpu_has_bf16", "decoding"]
+           "pack_linears", "cpu_has_bf16", "decoding", "export_hf"]
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,33 @@ def embedded_checkpoint(models_dir: Path) -> Path:
         if not fresh():
             _convert_embedded(target)
     return target
+
+
+def export_hf(settings: ModelSettings, out_dir: Path, models_dir: Path) -> Path:
+    """Write the configured LLM as a Hugging Face directory another server loads (vLLM, TGI, ...):
+    ``config.json``, ``model.safetensors``, the tokenizer's files and its chat template.
+
+    The embedded model is its converted cache copied (converted first if need be); any other
+    model is loaded with transformers and saved. Returns ``out_dir``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.id == EMBEDDED_MODEL:
+        source = embedded_checkpoint(models_dir)
+        for item in source.iterdir():
+            if item.is_file() and item.name != _CONVERTED_MARKER:
+                shutil.copy2(item, out_dir / item.name)
+        return out_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model: Any
+    if settings.id.startswith("tiny:"):
+        model, tokenizer = _tiny_model(int(settings.id.split(":", 1)[1] or 0), models_dir)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(settings.id)
+        model = AutoModelForCausalLM.from_pretrained(settings.id)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
 
 
 def _tiny_model(seed: int, models_dir: Path) -> tuple[Any, Any]:

@@ -23,12 +23,20 @@ import httpx
 from ..errors import GenerationError
 from ..settings import ModelSettings
 
-__all__ = ["OpenAICompatible"]
+__all__ = ["OpenAICompatible", "ServerAnswered"]
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _MAX_WAIT_S = 10.0  # a server's Retry-After is honoured up to this; longer waits fail the turn instead
+
+
+class ServerAnswered(GenerationError):
+    """The model server answered a request with an HTTP error (``status``) before any text."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class OpenAICompatible:
@@ -60,15 +68,18 @@ class OpenAICompatible:
         return {"alive": self._client is not None, "stalled": False, "backend": self.settings.backend,
                 "pending": self._in_flight, "rows": 0, "last_error": self._last_error}
 
-    async def stream(self, messages: Sequence[dict[str, str]]) -> AsyncGenerator[str, None]:
-        """The reply to ``messages``, as text deltas."""
+    def _sampling(self) -> dict[str, Any]:
+        """What the request asks of the sampler, beyond the messages."""
+        return {"max_tokens": self.settings.max_new_tokens, "temperature": self.settings.temperature,
+                "top_p": self.settings.top_p}
+
+    async def stream(self, messages: Sequence[dict[str, str]], *, model: str | None = None
+                     ) -> AsyncGenerator[str, None]:
+        """The reply to ``messages``, as text deltas (from ``model``, a name the server serves; default
+        ``self.model``)."""
         if self._client is None:
             raise GenerationError("the model server client is not running")
-        payload = {
-            "model": self.model, "messages": list(messages), "stream": True,
-            "max_tokens": self.settings.max_new_tokens, "temperature": self.settings.temperature,
-            "top_p": self.settings.top_p,
-        }
+        payload = {"model": model or self.model, "messages": list(messages), "stream": True, **self._sampling()}
         sent = False
         self._in_flight += 1
         try:
@@ -82,7 +93,9 @@ class OpenAICompatible:
                             continue
                         if response.status_code >= 400:
                             body = (await response.aread()).decode("utf-8", "replace")[:200]
-                            raise self._failed(f"the model server answered {response.status_code}: {body}")
+                            why = f"the model server answered {response.status_code}: {body}"
+                            self._failed(why)
+                            raise ServerAnswered(why, response.status_code)
                         async for delta in _deltas(response):
                             sent = True
                             yield delta

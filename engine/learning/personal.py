@@ -13,6 +13,10 @@ derived from rows the store already keeps: their 👍 / 👎 on the replies to t
 (``taste_signals``) and their personal corrections. It is loaded on first use only
 (``Profiles.taste``) and follows new signals (``Profiles.learn``). ``forget_taste`` (``/forget
 me``) marks the replies whose judgements it used as no longer this person's taste.
+
+So does a student's *tutoring progress* there (``progress.Progress``, docs/LEARNING.md, "Tutoring
+progress"): loaded on first use (``Profiles.progress``), following new corrections and thumbs
+(``Profiles.learn_progress``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..contract import ChannelKey
 from ..store import Store, StoredCorrection, StoredFact, StoredMessage, question_key
 from ..understanding.encoder import Encoder
 from .preference import Signal, Taste, TastePrior, features
+from .progress import Progress, ProgressSignal, progress_signals
 from .support_set import SupportSet
 
 __all__ = ["Profile", "Profiles", "TASTE_SIGNALS", "forget_taste", "taste_signals", "visible_history"]
@@ -47,6 +52,7 @@ class Profile:
         self.facts: list[StoredFact] = list(facts)
         self._matrix: np.ndarray | None = None
         self.taste: Taste | None = None  # loaded on first use (``Profiles.taste``)
+        self.progress: Progress | None = None  # loaded on first use (``Profiles.progress``)
 
     @property
     def empty(self) -> bool:
@@ -75,7 +81,8 @@ class Profile:
         facts = sum(f.embedding.nbytes + len(f.text.encode()) for f in self.facts)
         corrections = sum(c.embedding.nbytes + len(c.question.encode()) + len(c.answer.encode())
                           for c in self.support)
-        return facts + corrections + (self.taste.nbytes if self.taste is not None else 0)
+        return (facts + corrections + (self.taste.nbytes if self.taste is not None else 0)
+                + (self.progress.nbytes if self.progress is not None else 0))
 
 
 class Profiles:
@@ -91,6 +98,7 @@ class Profiles:
         self._profiles: OrderedDict[tuple[ChannelKey, str], Profile] = OrderedDict()
         self._loading = asyncio.Lock()
         self._tasting = asyncio.Lock()  # a taste loads whole before a new signal joins it
+        self._progressing = asyncio.Lock()  # so does a student's progress
 
     def __len__(self) -> int:
         return len(self._profiles)
@@ -145,6 +153,34 @@ class Profiles:
                     profile.taste.discard(key)
                 profile.taste.add(signal)
                 profile.taste.keep(TASTE_SIGNALS)
+
+    async def progress(self, scope: ChannelKey, person: str, threshold: float) -> Progress:
+        """``person``'s tutoring progress in ``scope`` (loaded with their profile on first use; topics
+        are one at ``threshold`` similarity)."""
+        profile = await self.get(scope, person)
+        if profile.progress is None:
+            async with self._progressing:
+                if profile.progress is None:
+                    profile.progress = Progress(threshold, await progress_signals(
+                        self.store, self.encoder, scope.scope, person))
+        return profile.progress
+
+    async def learn_progress(self, scope: ChannelKey, person: str, signal: ProgressSignal) -> None:
+        """A new signal of ``person``'s progress, already stored: into their progress if it is held
+        (else it is read with the rest when their progress loads)."""
+        profile = self.peek(scope, person)
+        if profile is None:
+            return
+        async with self._progressing:  # after a load in flight, which may or may not have read it (it is idempotent)
+            if profile.progress is not None:
+                profile.progress.add(signal)
+
+    async def reset_progress(self, scope: ChannelKey) -> None:
+        """Everyone's progress held in ``scope`` reloads when next needed (a correction there was approved)."""
+        async with self._progressing:
+            for (where, _), profile in self._profiles.items():
+                if where == scope.scope:
+                    profile.progress = None
 
     def peek(self, scope: ChannelKey, person: str) -> Profile | None:
         """The held profile, if any, without loading it or touching its recency."""

@@ -741,6 +741,46 @@ class Store:
             rated.append((reply, questions[reply.question_id], liked, when))
         return rated
 
+    async def corrected_replies(self, key: ChannelKey, person: str, limit: int | None = None
+                                ) -> list[tuple[StoredCorrection, StoredMessage, StoredMessage]]:
+        """(correction, the reply it corrected, that reply's question) for the active corrections of
+        ``key``'s scope that someone other than ``person`` taught on the bot's replies to ``person``'s
+        questions there (the channel's, taught: no personal ones, paraphrases or pending ones), oldest
+        first; the ``limit`` newest when given. One read."""
+        async with self._read() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return []
+            columns = ", ".join(f"c.{name.strip()}" for name in _CORRECTION.split(","))
+            rows = await _rows(db, f"SELECT {columns}, r.id, q.id FROM corrections c"
+                                   " JOIN messages r ON r.id = c.message_id JOIN messages q ON q.id = r.question_id"
+                                   " WHERE c.channel_id = ? AND c.active = 1 AND c.person = '' AND c.origin = 'taught'"
+                                   " AND q.author_id = ? AND c.author_id != ? ORDER BY c.id DESC"
+                                   + (" LIMIT ?" if limit else ""), (cid, person, person, *([limit] if limit else [])))
+            ids = sorted({int(r[10]) for r in rows} | {int(r[11]) for r in rows})
+            messages = {int(m["id"]): _message(m) for m in await _rows(
+                db, f"SELECT * FROM messages WHERE id IN ({_marks(ids)})", ids)} if ids else {}
+        return [(_correction(r), messages[int(r[10])], messages[int(r[11])]) for r in reversed(rows)]
+
+    async def scrub_progress(self, key: ChannelKey, person: str) -> int:
+        """The explanations of the replies to ``person`` in ``key``'s scope stop quoting their tutoring
+        progress (their ``progress`` items); returns how many changed."""
+        async with self._write() as db:
+            cid = await self._scope_id(db, key)
+            if cid is None:
+                return 0
+            rows = await _rows(db, "SELECT id, explanation FROM messages WHERE channel_id = ? AND explanation IS NOT"
+                                   f" NULL AND {self._database.json_text('explanation', 'person')} = ?", (cid, person))
+            changed = 0
+            for message_id, text in rows:
+                explanation = json.loads(text)
+                if explanation.get("progress"):
+                    explanation["progress"] = []
+                    await db.execute("UPDATE messages SET explanation = ? WHERE id = ?",
+                                     (json.dumps(explanation), message_id))
+                    changed += 1
+        return changed
+
     async def annotate_replies(self, message_ids: Sequence[int], notes: dict[str, Any]) -> int:
         """Add ``notes`` to the stored explanations of the replies ``message_ids`` (one transaction; other
         processes reload what they learned from them); returns how many were annotated."""
@@ -929,8 +969,8 @@ class Store:
             for start in range(0, max(len(gone), len(messages)), 400):  # SQLite's bound-parameter limit
                 sources, quoted = sorted(gone)[start:start + 400], messages[start:start + 400]
                 negatives |= {int(r[0]) for r in await _rows(db, (
-                    f"SELECT id FROM negatives WHERE source_id IN ({_marks(sources)})"
-                    f" OR message_id IN ({_marks(quoted)})"), [*sources, *quoted])}
+                    f"SELECT id FROM negatives WHERE source_id IN ({_marks(sources) or 'NULL'})"  # PostgreSQL: no IN ()
+                    f" OR message_id IN ({_marks(quoted) or 'NULL'})"), [*sources, *quoted])}
             if negatives:
                 await db.execute(f"DELETE FROM negatives WHERE id IN ({_marks(sorted(negatives))})", sorted(negatives))
             await self._delete_messages(db, messages)

@@ -5,6 +5,9 @@ server-sent events, ``data: {"choices": [{"delta": {"content": ...}}]}`` ... ``d
 It answers ``Echo: <the last user message>`` in pieces of a few characters, records every
 request, and can be told to fail: ``fail(status, times, retry_after)`` answers the next
 requests with an HTTP error, ``drop_after(n)`` closes the connection after n deltas.
+Like vLLM with runtime LoRA updating, ``POST /v1/load_lora_adapter`` ``{lora_name, lora_path}``
+makes ``lora_name`` a model it serves (``loras``: name -> path; every load in ``lora_loads``);
+``restart()`` forgets them, as a restarted server does; with ``refuse_loras`` set, loads fail with it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class FakeOpenAI:
     model: str = "fake-7b-instruct"
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    loras: dict[str, str] = field(default_factory=dict)
+    lora_loads: list[dict[str, Any]] = field(default_factory=list)
+    refuse_loras: str = ""
     _faults: list[_Fault] = field(default_factory=list)
     _drop_after: int | None = None
     _runner: web.AppRunner | None = None
@@ -40,6 +46,7 @@ class FakeOpenAI:
     async def __aenter__(self) -> FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_post("/v1/load_lora_adapter", self._load_lora)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -62,6 +69,20 @@ class FakeOpenAI:
     def drop_after(self, deltas: int) -> None:
         self._drop_after = deltas
 
+    def restart(self) -> None:
+        self.loras.clear()
+
+    async def _load_lora(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.lora_loads.append(body)
+        if self.refuse_loras:
+            return web.json_response({"error": {"message": self.refuse_loras}}, status=400)
+        if body["lora_name"] in self.loras:
+            return web.json_response({"error": {"message": f"The lora adapter '{body['lora_name']}' has already "
+                                                "been loaded."}}, status=400)
+        self.loras[body["lora_name"]] = body["lora_path"]
+        return web.Response(text=f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
+
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
@@ -75,7 +96,7 @@ class FakeOpenAI:
                 self._faults.pop(0)
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return web.json_response({"error": {"message": "busy"}}, status=fault.status, headers=headers)
-        if body.get("model") != self.model:
+        if body.get("model") != self.model and body.get("model") not in self.loras:
             return web.json_response({"error": {"message": f"model {body.get('model')!r} not served"}}, status=404)
         last = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
         text = f"Echo: {last}"

@@ -1,0 +1,59 @@
+"""The fast GGUF conversion writes the very checkpoint transformers' own conversion writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.generation.gguf_convert import Unsupported, convert_llama_gguf
+from engine.generation.model_loader import embedded_gguf_path
+
+pytestmark = pytest.mark.slow  # transformers' conversion, the reference, takes ~17 s
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf, out = embedded_gguf_path(), tmp_path_factory.mktemp("reference")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_the_fast_conversion_matches_transformers_tensor_for_tensor(reference: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    convert_llama_gguf(embedded_gguf_path(), tmp_path)
+    ours, theirs = load_file(tmp_path / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        assert torch.equal(ours[name], tensor), name  # q/k rows un-permuted exactly as transformers does
+    config, expected = (json.loads((d / "config.json").read_text()) for d in (tmp_path, reference))
+    expected.pop("_model_name_or_path", None)  # the file's display name: cosmetic
+    assert config == expected
+    assert json.loads((tmp_path / "generation_config.json").read_text()) == \
+        json.loads((reference / "generation_config.json").read_text())
+    mine, real = AutoTokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(reference)
+    for text in ("Hello world! Où est la gare? 😀 12345", "  two spaces\n\ttab <|im_start|>user\n", "", "ÿ\x7f"):
+        assert mine.encode(text) == real.encode(text)
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert mine.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == \
+        real.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert (mine.bos_token, mine.eos_token, mine.pad_token) == (real.bos_token, real.eos_token, real.pad_token)
+
+
+def test_a_file_that_is_not_a_llama_gguf_is_left_to_transformers(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(Unsupported):
+        convert_llama_gguf(junk, tmp_path / "out")

@@ -176,6 +176,13 @@ def test_the_image_runs_heedful() -> None:
     assert 'ENTRYPOINT ["heedful"]' in dockerfile  # so a service's command (k8s: args) is heedful's arguments
 
 
+def test_the_vllm_image_adds_the_resolver_plugin_to_vllms_own() -> None:
+    dockerfile = (DEPLOY / "Dockerfile.vllm").read_text()
+    assert re.search(r"^FROM vllm/vllm-openai:", dockerfile, re.M) and "ENTRYPOINT" not in dockerfile
+    assert "pip install --no-deps ." in dockerfile and "asyncpg" in dockerfile  # vLLM's torch stays untouched
+    assert "COPY heedful_vllm " in dockerfile
+
+
 def test_run_arguments_parse_like_the_cli() -> None:
     assert not run_arguments(["run"])["platform"]
     assert run_arguments(["run", "--platform", "discord", "--shards", "0,2/3"])["shards"] == ShardSlice([0, 2], 3)
@@ -219,11 +226,15 @@ def test_the_scaled_out_compose_runs_each_platform_on_postgres_and_vllm(monkeypa
     assert services["postgres"]["image"].startswith("pgvector/pgvector:")
     assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
     vllm = services["vllm"]
-    assert vllm["image"].startswith("vllm/vllm-openai")
+    assert vllm["build"]["dockerfile"] == "deploy/Dockerfile.vllm"  # vllm/vllm-openai + the resolver plugin
     assert "--enable-lora" in vllm["command"] and any("/health" in t for t in vllm["healthcheck"]["test"])
     assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     served = interpolate(vllm["command"][vllm["command"].index("--model") + 1], {})
     values = {"HEEDFUL_POSTGRES_PASSWORD": "pw"}
+    plugin = {k: interpolate(str(v), values) for k, v in vllm["environment"].items()}
+    assert "heedful_lora_resolver" in plugin["VLLM_PLUGINS"].split(",")
+    assert plugin["VLLM_ALLOW_RUNTIME_LORA_UPDATING"].lower() in ("1", "true")
+    assert plugin["HEEDFUL_STORE_URL"] == "postgresql://heedful:pw@postgres:5432/heedful"  # the bots' store
     bots = bot_services(data)
     assert set(bots) == {"heedful-discord-0", "heedful-discord-1", "heedful-slack", "heedful-telegram"}
     slices, platforms = [], []
@@ -237,7 +248,8 @@ def test_the_scaled_out_compose_runs_each_platform_on_postgres_and_vllm(monkeypa
         settings = process["settings"]
         assert settings.store.url is not None and settings.store.url.get_secret_value() == \
             "postgresql://heedful:pw@postgres:5432/heedful"
-        assert (settings.model.backend, settings.model.base_url) == ("openai", "http://vllm:8000/v1")
+        assert (settings.model.backend, settings.model.base_url) == ("vllm", "http://vllm:8000/v1")
+        assert settings.model.lora_loading == "resolver"  # the bots share no directory with the server
         assert settings.model.id == served, f"{name} asks for a model vllm does not serve"
         platforms += process["platforms"]
         if process["shards"] is not None:
@@ -332,7 +344,8 @@ def test_the_chart_runs_each_process_with_secrets_by_reference_and_probes(
         unknown = {k for k in environment if k.startswith("HEEDFUL_")} - documented_variables() - {"HEEDFUL_CONFIG"}
         assert not unknown, f"{name}: not in README's configuration table: {unknown}"
         process = check_process(container["args"], environment, monkeypatch)
-        assert process["settings"].store.url is not None and process["settings"].model.backend == "openai"
+        assert process["settings"].store.url is not None
+        assert process["settings"].model.backend == "openai"  # the chart's default: no model in the pods
         if "HEEDFUL_CONFIG" in environment:
             assert process["settings"].discord.teach == "admins"
         platforms += process["platforms"]

@@ -157,6 +157,10 @@ spec:
       key: {{ .Values.store.urlSecret.key }}
 - name: HEEDFUL_MODEL_BACKEND
   value: {{ .Values.model.backend | quote }}
+{{- if eq .Values.model.backend "vllm" }}
+- name: HEEDFUL_MODEL_LORA_LOADING
+  value: {{ .Values.model.loraLoading | quote }}
+{{- end }}
 - name: HEEDFUL_MODEL_BASE_URL
   value: {{ required "model.baseUrl: the model server's API root" .Values.model.baseUrl | quote }}
 - name: HEEDFUL_MODEL_ID

@@ -19,6 +19,7 @@ from .contract import (
     LoraVersion,
     PersonalFact,
     PersonalProfile,
+    ProgressUse,
     Route,
     Turn,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Overloaded",
     "PersonalFact",
     "PersonalProfile",
+    "ProgressUse",
     "Reply",
     "Route",
     "Turn",

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -771,15 +771,14 @@ class Store:
                 return 0
             rows = await _rows(db, "SELECT id, explanation FROM messages WHERE channel_id = ? AND explanation IS NOT"
                                    f" NULL AND {self._database.json_text('explanation', 'person')} = ?", (cid, person))
-            changed = 0
-            for message_id, text in rows:
-                explanation = json.loads(text)
-                if explanation.get("progress"):
-                    explanation["progress"] = []
-                    await db.execute("UPDATE messages SET explanation = ? WHERE id = ?",
-                                     (json.dumps(explanation), message_id))
-                    changed += 1
-        return changed
+
+            def drop_progress(explanation: dict[str, Any]) -> bool:
+                if not explanation.get("progress"):
+                    return False
+                explanation["progress"] = []
+                return True
+
+            return await _edit_explanations(db, rows, drop_progress)
 
     async def annotate_replies(self, message_ids: Sequence[int], notes: dict[str, Any]) -> int:
         """Add ``notes`` to the stored explanations of the replies ``message_ids`` (one transaction; other
@@ -789,11 +788,12 @@ class Store:
         async with self._write() as db:
             rows = await _rows(db, f"SELECT id, explanation FROM messages WHERE id IN ({_marks(message_ids)})",
                                list(message_ids))
-            for message_id, text in rows:
-                explanation = {**(json.loads(text) if text else {}), **notes}
-                await db.execute("UPDATE messages SET explanation = ? WHERE id = ?",
-                                 (json.dumps(explanation), message_id))
-        return len(rows)
+
+            def annotate(explanation: dict[str, Any]) -> bool:
+                explanation.update(notes)
+                return True
+
+            return await _edit_explanations(db, rows, annotate)
 
     # -- review, audit, authors ----------------------------------------------------------
 
@@ -1022,16 +1022,15 @@ class Store:
     @staticmethod
     async def _scrub_explanations(db: Transaction, gone: set[int]) -> None:
         """Inside an operation: explanations stop quoting the corrections ``gone``."""
-        async with db.execute("SELECT id, explanation FROM messages WHERE explanation IS NOT NULL") as cur:
-            rows = await cur.fetchall()
-        for message_id, text in rows:
-            explanation = json.loads(text)
+        rows = await _rows(db, "SELECT id, explanation FROM messages WHERE explanation IS NOT NULL", ())
+
+        def unquote(explanation: dict[str, Any]) -> bool:
             uses = explanation.get("corrections", [])
             kept = [u for u in uses if u.get("correction_id") not in gone]
-            if len(kept) != len(uses):
-                explanation["corrections"] = kept
-                await db.execute("UPDATE messages SET explanation = ? WHERE id = ?",
-                                 (json.dumps(explanation), message_id))
+            explanation["corrections"] = kept
+            return len(kept) != len(uses)
+
+        await _edit_explanations(db, rows, unquote)
 
     @staticmethod
     async def _scrub_audit(db: Transaction, gone: set[int], user_id: str,
@@ -1135,18 +1134,18 @@ class Store:
         ``corrections`` and ``facts`` deleted (only replies a personal scope shaped can)."""
         if not corrections and not facts:
             return
-        async with db.execute("SELECT id, explanation FROM messages WHERE channel_id = ? AND explanation IS NOT NULL"
-                              f" AND COALESCE({self._database.json_text('explanation', 'person')}, '') != ''",
-                              (cid,)) as cur:
-            rows = await cur.fetchall()
-        for message_id, text in rows:
-            explanation = json.loads(text)
+        rows = await _rows(db, "SELECT id, explanation FROM messages WHERE channel_id = ? AND explanation IS NOT NULL"
+                               f" AND COALESCE({self._database.json_text('explanation', 'person')}, '') != ''", (cid,))
+
+        def unquote(explanation: dict[str, Any]) -> bool:
             uses = [u for u in explanation.get("corrections", []) if u.get("correction_id") not in corrections]
             told = [f for f in explanation.get("facts", []) if f.get("fact_id") not in facts]
-            if len(uses) != len(explanation.get("corrections", [])) or len(told) != len(explanation.get("facts", [])):
-                explanation["corrections"], explanation["facts"] = uses, told
-                await db.execute("UPDATE messages SET explanation = ? WHERE id = ?",
-                                 (json.dumps(explanation), message_id))
+            if len(uses) == len(explanation.get("corrections", [])) and len(told) == len(explanation.get("facts", [])):
+                return False
+            explanation["corrections"], explanation["facts"] = uses, told
+            return True
+
+        await _edit_explanations(db, rows, unquote)
 
     # -- applied events ---------------------------------------------------------------
 
@@ -1474,6 +1473,18 @@ async def _insert(db: Transaction, query: str, args: Sequence[Any]) -> int:
     async with db.execute(query + " RETURNING id", args) as cur:
         row = await cur.fetchone()
     return int(row[0])
+
+
+async def _edit_explanations(db: Transaction, rows: Sequence[Any], edit: Callable[[dict[str, Any]], bool]) -> int:
+    """Inside an operation: ``edit`` each (message id, explanation JSON) row's explanation in place and
+    store those it says it changed, in one statement; returns how many changed."""
+    changed = []
+    for message_id, text in rows:
+        explanation = json.loads(text) if text else {}
+        if edit(explanation):
+            changed.append((json.dumps(explanation), message_id))
+    await db.executemany("UPDATE messages SET explanation = ? WHERE id = ?", changed)
+    return len(changed)
 
 
 async def _rows(db: Transaction, query: str, args: Sequence[Any]) -> list[Any]:

@@ -30,7 +30,7 @@ from ..settings import EMBEDDED_MODEL, ModelSettings
 from .gguf_convert import Unsupported, convert_llama_gguf
 
 __all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype", "pick_matmul_dtype",
-           "pack_linears", "cpu_has_bf16", "decoding", "export_hf"]
+           "pack_linears", "cpu_has_bf16", "decoding", "export_hf", "convert_with_transformers"]
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,23 @@ def pack_linears(model: torch.nn.Module) -> int:
     return len(linears)
 
 
-def _convert_embedded(target: Path) -> None:
-    """De-quantise the embedded GGUF into a transformers checkpoint at ``target``."""
+def convert_with_transformers(gguf: Path, target: Path) -> None:
+    """transformers' own, general conversion of ``gguf`` into a checkpoint at ``target`` (~17 s for
+    the embedded model): the fallback of ``gguf_convert`` and the reference its test compares with."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The de-quantised weights are plain tensors; drop the GGUF quantizer so that
+    # transformers agrees to save them.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def _convert_embedded(target: Path) -> None:
+    """De-quantise the embedded GGUF into a transformers checkpoint at ``target``."""
     gguf = embedded_gguf_path()
     log.info("converting embedded model %s (once; cached in %s)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -170,14 +183,7 @@ def _convert_embedded(target: Path) -> None:
             convert_llama_gguf(gguf, staging)  # ~2 s; transformers' general path takes ~17 s
         except Unsupported as why:
             log.info("converting with transformers instead (%s)", why)
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            # The de-quantised weights are plain tensors; drop the GGUF quantizer so that
-            # transformers agrees to save them.
-            model.hf_quantizer = None
-            model.config.__dict__.pop("quantization_config", None)
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
+            convert_with_transformers(gguf, staging)
         stat = gguf.stat()
         (staging / _CONVERTED_MARKER).write_text(
             json.dumps({"source": gguf.name, "size": stat.st_size, "mtime": stat.st_mtime})

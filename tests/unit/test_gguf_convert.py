@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from engine.generation.gguf_convert import Unsupported, convert_llama_gguf
-from engine.generation.model_loader import embedded_gguf_path
+from engine.generation.model_loader import convert_with_transformers, embedded_gguf_path
 
 pytestmark = pytest.mark.slow  # transformers' conversion, the reference, takes ~17 s
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf, out = embedded_gguf_path(), tmp_path_factory.mktemp("reference")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model.hf_quantizer = None
-    model.config.__dict__.pop("quantization_config", None)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    out = tmp_path_factory.mktemp("reference")
+    convert_with_transformers(embedded_gguf_path(), out)
     return out
 
 

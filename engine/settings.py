@@ -92,6 +92,10 @@ class ModelSettings(_Strict):
         "auto", description="CPU: precision of the linear layers' weights when decoding ('auto': bfloat16, "
         "pre-packed for oneDNN, where the CPU has AMX or AVX-512 BF16; else float32). Activations, norms, "
         "attention and LoRA training keep dtype")
+    direct_forward: bool = Field(
+        True, description="local backend: prefill and decode Llama-family models through the engine's own "
+        "forward pass (fused projections, no per-call mask or rotary rebuilding; same numerics); false: "
+        "transformers' forward")
 
     renamed: ClassVar[dict[str, str]] = {"max_resident_adapters": "max_resident_loras"}
 

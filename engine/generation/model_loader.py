@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -30,7 +30,8 @@ from ..settings import EMBEDDED_MODEL, ModelSettings
 from .gguf_convert import Unsupported, convert_llama_gguf
 
 __all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype", "pick_matmul_dtype",
-           "pack_linears", "cpu_has_bf16", "decoding", "export_hf", "convert_with_transformers"]
+           "pack_linears", "packed_weight", "unpack_linear", "cpu_has_bf16", "decoding", "export_hf",
+           "convert_with_transformers"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,21 @@ def pack_linears(model: torch.nn.Module) -> int:
         m.__class__ = _PackedLinear
         m._packed, m._packed_from = packed, m.weight
     return len(linears)
+
+
+def packed_weight(module: torch.nn.Module) -> torch.Tensor | None:
+    """The packed bfloat16 copy ``pack_linears`` gave ``module`` (None: it has none, or it is stale)."""
+    if isinstance(module, _PackedLinear) and module.weight is module._packed_from:
+        return module._packed
+    return None
+
+
+def unpack_linear(module: torch.nn.Module) -> None:
+    """Drop ``module``'s packed bfloat16 copy (its decoding moved to a fused copy elsewhere, see
+    ``direct_forward.py``); the layer then computes in float32 everywhere."""
+    if isinstance(module, _PackedLinear):
+        del module._packed, module._packed_from
+        cast(Any, module).__class__ = torch.nn.Linear
 
 
 def convert_with_transformers(gguf: Path, target: Path) -> None:

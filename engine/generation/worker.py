@@ -38,6 +38,7 @@ import torch
 from ..errors import EngineClosed, GenerationError, Overloaded
 from ..nn.lora import LoraWeights, lora_modules, stack_weights, use_rows
 from ..settings import ModelSettings
+from .direct_forward import DirectForward
 from .model_loader import LoadedModel, decoding
 
 __all__ = ["ModelWorker", "GenerationStream"]
@@ -145,6 +146,8 @@ class ModelWorker:
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._job: _Job | None = None
         self.has_lora = bool(lora_modules(loaded.model))
+        self._direct = (DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
+                        if settings.direct_forward else None)
         self._busy_since: float | None = None  # when the thread last started a unit of work not yet done
         self.failed_rows = 0  # requests that ended with a generation error
         self.rows_in_flight = 0  # rows of the batch decoding now (read from other threads: a plain int)
@@ -373,15 +376,8 @@ class ModelWorker:
             mask[i, width - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = _new_cache()
-        with self._loras(joining), decoding():
-            out = self.loaded.model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                cache=cache,
-                use_cache=True,
-            )
-        logits = out.logits[:, -1, :].float()
+        with self._loras(joining):
+            logits = self._forward(ids.to(device), mask.to(device), positions.to(device), cache)
         # The cache is updated in place by the forward pass.
         new = _Batch(rows=list(joining), cache=cache, mask=mask.to(device), positions=positions[:, -1].to(device) + 1)
         for req, p in zip(joining, prompts, strict=True):
@@ -395,16 +391,20 @@ class ModelWorker:
         device = self.loaded.device
         last = torch.tensor([[r.generated[-1]] for r in batch.rows], device=device)
         batch.mask = torch.cat([batch.mask, torch.ones((len(batch.rows), 1), dtype=torch.long, device=device)], dim=1)
-        with self._loras(batch.rows), decoding():
-            out = self.loaded.model(
-                input_ids=last,
-                attention_mask=batch.mask,
-                position_ids=batch.positions.unsqueeze(1),
-                cache=batch.cache,
-                use_cache=True,
-            )
+        with self._loras(batch.rows):
+            logits = self._forward(last, batch.mask, batch.positions.unsqueeze(1), batch.cache)
         batch.positions = batch.positions + 1
-        self._sample_and_emit(batch, out.logits[:, -1, :].float())
+        self._sample_and_emit(batch, logits)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: object) -> torch.Tensor:
+        """Logits (rows, vocab) of the last position, appending the new keys/values to ``cache``."""
+        if self._direct is not None:
+            return self._direct(ids, mask, positions, cache)
+        with decoding():
+            out = self.loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                                    use_cache=True, logits_to_keep=1)
+        logits: torch.Tensor = out.logits[:, -1, :].float()
+        return logits
 
     def _loras(self, rows: list[_Request]) -> AbstractContextManager[None]:
         """Per-row LoRA weights for one forward pass (slot 0: none)."""

@@ -1,0 +1,245 @@
+"""A direct forward pass for Llama-family decoders: what the model worker runs to prefill and decode.
+
+Why it exists: at decode sizes transformers' forward spends about as long in Python and in
+small tensor ops (mask building, per-projection calls, rotary tables rebuilt per call, a
+five-op RMSNorm, keys and values repeated for grouped-query attention) as in the matrix
+products that are the real work; for SmolLM2-135M on two cores about half of a one-token
+step. This module does the same arithmetic with fewer, larger ops, nanoGPT style:
+
+- q/k/v and gate/up are one matrix product each (bfloat16 weights fused and packed once
+  for oneDNN when the worker decodes in bfloat16; float32 keeps the model's own tensors,
+  so no copy is made);
+- rotary cos/sin come from a table built once, indexed by position, shared by all layers;
+- RMSNorm is ``torch.nn.functional.rms_norm``;
+- grouped-query attention folds each key/value head's query heads into the query length
+  for a one-token step, so keys and values are never repeated;
+- only the last position goes through the LM head (the worker samples from it alone).
+
+It reads the model's own modules, so it serves whatever they hold: per-row LoRA slots set
+by ``use_rows`` (``LoraLinear.rows``) are applied exactly as ``LoraLinear`` applies them.
+Training never goes through here; it keeps transformers' forward.
+
+Numerics equal transformers' up to float rounding (``tests/unit/test_direct_forward.py``
+compares logits and greedy text). ``DirectForward.build`` returns None for a model it does
+not cover (another architecture, biases, scaled rotary embeddings, ...); the worker then
+keeps transformers' forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.lora import LoraLinear
+from .model_loader import packed_weight, unpack_linear
+
+__all__ = ["DirectForward"]
+
+log = logging.getLogger(__name__)
+
+_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class _Product:
+    """One matrix product of the direct forward, over one or more of the model's linear layers.
+
+    bfloat16: the layers' weights concatenated, converted and packed once (one oneDNN call
+    for q/k/v, one for gate/up; the layers' own packed copies are dropped, so memory does not
+    grow; a single layer keeps using its own packed copy). float32: the layers' own weight tensors, one call each,
+    so the direct forward holds no second copy of the model.
+    """
+
+    def __init__(self, linears: Sequence[nn.Linear], bf16: bool) -> None:
+        weights = [m.weight.detach() for m in linears]
+        self.sizes = [w.shape[0] for w in weights]
+        self.packed: torch.Tensor | None = None
+        self.weights: list[torch.Tensor] = []
+        if bf16:
+            own = packed_weight(linears[0]) if len(linears) == 1 else None
+            if own is not None:
+                self.packed = own  # the layer's own packed copy: nothing new in memory
+            else:
+                fused = torch.cat(weights).to(torch.bfloat16)
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(fused, 1)
+                for m in linears:  # their packed copies now live fused here: drop the duplicates
+                    unpack_linear(m)
+        else:
+            self.weights = weights
+
+        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes) + 1)]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The parts' outputs side by side on the last axis."""
+        if self.packed is not None:
+            low = x.to(torch.bfloat16)
+            y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(low, self.packed, None, "none", [], "")
+            return y.to(x.dtype)
+        if len(self.weights) == 1:
+            return F.linear(x, self.weights[0])
+        return torch.cat([F.linear(x, w) for w in self.weights], dim=-1)
+
+
+def _lora_delta(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """The per-row LoRA update ``s · B A x`` of a ``LoraLinear`` whose rows are set (else None).
+
+    Outside ``use_rows`` a LoraLinear's own A/B are zero (training substitutes weights through
+    ``functional_call`` instead of writing them), so there is nothing to add.
+    """
+    if not isinstance(module, LoraLinear) or module.rows is None:
+        return None
+    index, a_stack, b_stack = module.rows
+    a, b = a_stack[index], b_stack[index]  # (rows, rank, in), (rows, out, rank)
+    low = torch.einsum("bti,bri->btr", x, a)
+    return module.scaling * torch.einsum("btr,bor->bto", low, b)
+
+
+def _base(module: nn.Module) -> nn.Linear:
+    base = module.base if isinstance(module, LoraLinear) else module
+    assert isinstance(base, nn.Linear)
+    return base
+
+
+class _Layer:
+    def __init__(self, layer: Any, bf16: bool) -> None:  # a transformers LlamaDecoderLayer (untyped)
+        attn, mlp = layer.self_attn, layer.mlp
+        modules = {name: getattr(attn if name in ("q_proj", "k_proj", "v_proj", "o_proj") else mlp, name)
+                   for name in _PROJECTIONS}
+        self.norm_in: torch.Tensor = layer.input_layernorm.weight
+        self.norm_post: torch.Tensor = layer.post_attention_layernorm.weight
+        self.qkv = _Product([_base(modules[n]) for n in ("q_proj", "k_proj", "v_proj")], bf16)
+        self.o = _Product([_base(modules["o_proj"])], bf16)
+        self.gate_up = _Product([_base(modules[n]) for n in ("gate_proj", "up_proj")], bf16)
+        self.down = _Product([_base(modules["down_proj"])], bf16)
+        # Per product, the LoRA-wrapped layers among its parts (part index, module): checked
+        # each call for rows set by ``use_rows``; most layers carry none.
+        self.loras = {
+            id(product): [(i, modules[n]) for i, n in enumerate(names) if isinstance(modules[n], LoraLinear)]
+            for product, names in ((self.qkv, ("q_proj", "k_proj", "v_proj")), (self.o, ("o_proj",)),
+                                   (self.gate_up, ("gate_proj", "up_proj")), (self.down, ("down_proj",)))
+        }
+
+    def project(self, product: _Product, x: torch.Tensor) -> torch.Tensor:
+        """``product`` applied to ``x``, plus the per-row LoRA updates of its parts."""
+        y = product(x)
+        for i, module in self.loras[id(product)]:
+            delta = _lora_delta(module, x)
+            if delta is not None:
+                y[..., product.offsets[i] : product.offsets[i + 1]] += delta
+        return y
+
+
+class DirectForward:
+    """Prefill and decode steps for a transformers ``LlamaForCausalLM``; see the module docstring."""
+
+    def __init__(self, model: Any, bf16: bool) -> None:  # a transformers LlamaForCausalLM (untyped)
+        config = model.config
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(config.num_key_value_heads)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.heads)
+        self.eps = float(config.rms_norm_eps)
+        inner = model.model
+        self.embed: nn.Embedding = inner.embed_tokens
+        self.layers = [_Layer(layer, bf16) for layer in inner.layers]
+        self.norm: torch.Tensor = inner.norm.weight
+        self.head = _Product([model.lm_head], bf16)
+        positions = torch.arange(int(config.max_position_embeddings), device=self.embed.weight.device)[None]
+        with torch.no_grad():
+            cos, sin = inner.rotary_emb(self.embed.weight[:1].float(), positions)
+        self.cos, self.sin = cos[0], sin[0]  # (positions, head_dim): transformers' own values
+
+    @classmethod
+    def build(cls, model: Any, bf16: bool) -> DirectForward | None:
+        """The direct forward for ``model``, or None where it does not cover the architecture."""
+        reason = _unsupported(model)
+        if reason is not None:
+            log.info("decoding through transformers' forward: %s", reason)
+            return None
+        return cls(model, bf16)
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Run ``ids`` (rows, new) through the model, appending their keys/values to ``cache``.
+
+        ``mask`` (rows, cached + new) marks real tokens with 1 and left padding with 0;
+        ``positions`` (rows, new) are the new tokens' position ids. Returns the logits of the
+        last position, (rows, vocab), in float32.
+        """
+        rows, new = ids.shape
+        x = self.embed(ids)
+        cos = self.cos[positions].unsqueeze(2).to(x.dtype)  # (rows, new, 1, head_dim)
+        sin = self.sin[positions].unsqueeze(2).to(x.dtype)
+        attend = self._attention_mask(mask, new)
+        for i, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (x.shape[-1],), layer.norm_in, self.eps)
+            qkv = layer.project(layer.qkv, h).view(rows, new, self.heads + 2 * self.kv_heads, self.head_dim)
+            # Rotary on queries and keys in one pass: (rows, new, heads + kv_heads, head_dim).
+            qk = qkv[:, :, : self.heads + self.kv_heads]
+            qk = (qk * cos + _rotate_half(qk) * sin).transpose(1, 2)
+            q, k = qk[:, : self.heads], qk[:, self.heads :]
+            v = qkv[:, :, self.heads + self.kv_heads :].transpose(1, 2)
+            keys, values = cache.update(k, v, i)
+            out = self._attend(q, keys, values, attend, rows, new)
+            o = layer.project(layer.o, out)
+            x = x + o
+            h = F.rms_norm(x, (x.shape[-1],), layer.norm_post, self.eps)
+            gate, up = layer.project(layer.gate_up, h).chunk(2, dim=-1)
+            down = layer.project(layer.down, F.silu(gate) * up)
+            x = x + down
+        last = F.rms_norm(x[:, -1:], (x.shape[-1],), self.norm, self.eps)
+        return self.head(last)[:, -1].float()
+
+    def _attention_mask(self, mask: torch.Tensor, new: int) -> torch.Tensor | None:
+        """A boolean mask (rows, 1, new, total), or None when every row attends to everything.
+
+        Causal within the new tokens; padding masked. A padding query position also sees
+        itself, so that its (unused) output stays finite instead of a softmax over nothing.
+        """
+        total = mask.shape[1]
+        real = mask.bool()
+        if new == 1:
+            return None if bool(real.all()) else real[:, None, None, :]
+        past = total - new
+        query = torch.arange(new, device=mask.device)[:, None] + past
+        key = torch.arange(total, device=mask.device)[None, :]
+        allowed = (key <= query)[None] & real[:, None, :]
+        allowed |= key == query  # (rows, new, total)
+        return allowed[:, None]
+
+    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, attend: torch.Tensor | None,
+                rows: int, new: int) -> torch.Tensor:
+        groups = self.heads // self.kv_heads
+        if new == 1:
+            # One token: the query heads sharing a key/value head become that head's "query
+            # positions" (transformers' repeat_kv order: head h reads key/value head h // groups).
+            folded = q.reshape(rows, self.kv_heads, groups, self.head_dim)
+            out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=attend)
+            return out.reshape(rows, 1, self.heads * self.head_dim)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=attend, enable_gqa=groups > 1)
+        return out.transpose(1, 2).reshape(rows, new, self.heads * self.head_dim)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _unsupported(model: Any) -> str | None:
+    """Why the direct forward does not cover ``model`` (None: it does)."""
+    config = getattr(model, "config", None)
+    if type(model).__name__ != "LlamaForCausalLM" or config is None:
+        return f"{type(model).__name__} is not a LlamaForCausalLM"
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return "the model's projections have biases"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act}"
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        return f"rotary embedding type {rope.get('rope_type')}"
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return "tensor-parallel pretraining layout"
+    return None

@@ -92,8 +92,7 @@ def _lora_delta(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """
     if not isinstance(module, LoraLinear) or module.rows is None:
         return None
-    index, a_stack, b_stack = module.rows
-    a, b = a_stack[index], b_stack[index]  # (rows, rank, in), (rows, out, rank)
+    a, b = module.rows  # (rows, rank, in), (rows, out, rank)
     low = torch.einsum("bti,bri->btr", x, a)
     return module.scaling * torch.einsum("btr,bor->bto", low, b)
 

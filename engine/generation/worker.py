@@ -8,7 +8,8 @@ for a consumer, so a slow reader cannot stall anybody else.
 
 Rows of one batch may use different per-channel LoRA weights: each row carries an
 LoRA key, the worker keeps the most recently used LoRA weights resident on the device
-(an LRU), and every forward pass gathers each row's A/B matrices (``use_rows``).
+(an LRU), and each forward pass applies each row's A/B matrices (``use_rows``), gathered
+once per batch composition.
 
 Background jobs (LoRA consolidation) run in the same thread, one step between
 decode steps, so they never touch the model concurrently with generation and a turn
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 
 from ..errors import EngineClosed, GenerationError, Overloaded
-from ..nn.lora import LoraWeights, lora_modules, stack_weights, use_rows
+from ..nn.lora import LoraWeights, RowWeights, gather_rows, lora_modules, stack_weights, use_rows
 from ..settings import ModelSettings
 from .direct_forward import DirectForward
 from .model_loader import LoadedModel, decoding
@@ -143,6 +144,7 @@ class ModelWorker:
         self._resident: OrderedDict[str, LoraWeights] = OrderedDict()
         self._resident_lock = threading.Lock()
         self._stacks: tuple[tuple[str, ...], dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._rows: tuple[tuple[tuple[str, ...], tuple[int, ...]], RowWeights] | None = None
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._job: _Job | None = None
         self.has_lora = bool(lora_modules(loaded.model))
@@ -416,8 +418,12 @@ class ModelWorker:
             # Rebuilt only when the set of LoRA weights in the batch changes, not every step.
             self._stacks = (keys, stack_weights(self.loaded.model, [by_key[k] for k in keys]))
         slot = {k: i + 1 for i, k in enumerate(keys)}
-        index = torch.tensor([slot.get(r.lora, 0) if r.lora else 0 for r in rows], device=self.loaded.device)
-        return use_rows(self.loaded.model, self._stacks[1], index)
+        slots = tuple(slot.get(r.lora, 0) if r.lora else 0 for r in rows)
+        if self._rows is None or self._rows[0] != (keys, slots):
+            # Gathered again only when the batch's rows change (a row joins or leaves).
+            index = torch.tensor(slots, device=self.loaded.device)
+            self._rows = ((keys, slots), gather_rows(self._stacks[1], index))
+        return use_rows(self.loaded.model, self._rows[1])
 
     def _sample_and_emit(self, batch: _Batch, logits: torch.Tensor) -> None:
         s = self.settings

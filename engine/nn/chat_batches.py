@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..chat_template import plain_ids, render_chat
-from .lora import stack_weights, use_rows
+from .lora import gather_rows, stack_weights, use_rows
 
 __all__ = ["Example", "Batch", "chat_prompt_ids", "encode", "encode_ids", "greedy_replies"]
 
@@ -147,7 +147,7 @@ def greedy_replies(
                         distinct.append(a)
                         match = len(distinct) - 1
                     index.append(match + 1)
-            with use_rows(model, stack_weights(model, distinct), torch.tensor(index, device=device)):
+            with use_rows(model, gather_rows(stack_weights(model, distinct), torch.tensor(index, device=device))):
                 gen = model.generate(ids, **kwargs)
         else:
             gen = model.generate(ids, **kwargs)

@@ -8,10 +8,12 @@ and ``B`` come from one of two places:
   default so an injected model behaves exactly like the base model. Training never
   mutates them: it passes LoRA weights through ``torch.func.functional_call(model,
   weights, ...)``, which substitutes them for one call (see ``decoder_top.py``);
-- **a per-row batch** set with ``use_rows``: stacked LoRA weights (n, rank, in) /
+- **a per-row batch** set with ``use_rows``: each row's A (batch, rank, in) and B
+  (batch, out, rank), gathered by ``gather_rows`` from stacked LoRA weights (n, rank, in) /
   (n, out, rank) and a row index (batch,), so one forward pass serves rows of
   different channels with different LoRA weights (Punica / S-LoRA style gather).
-  Index 0 is the all-zero "no LoRA" slot.
+  Index 0 is the all-zero "no LoRA" slot. The gathered rows stay valid while the batch's
+  rows do, so a decoder gathers once per batch composition, not once per step.
 
 ``LoraWeights`` (one channel's, or an initialisation) is a ``dict[str, Tensor]`` keyed like
 the model's own parameters:
@@ -38,6 +40,8 @@ __all__ = [
     "zero_weights",
     "random_weights",
     "stack_weights",
+    "gather_rows",
+    "RowWeights",
     "use_rows",
     "weights_to_bytes",
     "weights_from_bytes",
@@ -46,6 +50,8 @@ __all__ = [
 ]
 
 LoraWeights = dict[str, torch.Tensor]
+RowWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
+"""Per LoRA module: each row's A (batch, rank, in) and B (batch, out, rank) (see ``gather_rows``)."""
 
 
 @dataclass(frozen=True)
@@ -84,13 +90,12 @@ class LoraLinear(nn.Module):
         weight = base.weight
         self.lora_A = nn.Parameter(torch.zeros(rank, base.in_features, dtype=weight.dtype, device=weight.device))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=weight.dtype, device=weight.device))
-        self.rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (index, A stack, B stack)
+        self.rows: tuple[torch.Tensor, torch.Tensor] | None = None  # each row's (A, B), set by use_rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, time, in)
         y = self.base(x)
         if self.rows is not None:
-            index, a_stack, b_stack = self.rows
-            a, b = a_stack[index], b_stack[index]  # (batch, rank, in), (batch, out, rank)
+            a, b = self.rows  # (batch, rank, in), (batch, out, rank)
             low = torch.einsum("bti,bri->btr", x, a)
             out: torch.Tensor = y + self.scaling * torch.einsum("btr,bor->bto", low, b)
             return out
@@ -209,16 +214,19 @@ def stack_weights(
     return stacks
 
 
+def gather_rows(stacks: dict[str, tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor) -> RowWeights:
+    """Each row's LoRA weights: row ``r`` gets slot ``index[r]`` of ``stacks`` (``stack_weights``)."""
+    return {name: (a[index], b[index]) for name, (a, b) in stacks.items()}
+
+
 @contextmanager
-def use_rows(
-    model: nn.Module, stacks: dict[str, tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor
-) -> Iterator[None]:
-    """Within the block, row ``r`` of every forward pass uses LoRA slot ``index[r]``."""
+def use_rows(model: nn.Module, rows: RowWeights) -> Iterator[None]:
+    """Within the block, every forward pass gives row ``r`` its LoRA weights from ``rows``
+    (``gather_rows``)."""
     modules = lora_modules(model)
     try:
         for name, m in modules.items():
-            a, b = stacks[name]
-            m.rows = (index, a, b)
+            m.rows = rows[name]
         yield
     finally:
         for m in modules.values():

@@ -17,7 +17,7 @@ import torch
 from engine.generation.direct_forward import DirectForward
 from engine.generation.model_loader import LoadedModel, decoding, load_model, packed_weight
 from engine.generation.worker import ModelWorker, _new_cache
-from engine.nn.lora import LoraConfig, inject_lora, random_weights, stack_weights, use_rows
+from engine.nn.lora import LoraConfig, gather_rows, inject_lora, random_weights, stack_weights, use_rows
 from engine.settings import ModelSettings
 
 PROMPTS = ["hello there", "what is the capital of France?", "a", "tell me a long story about a dragon and a knight"]
@@ -84,7 +84,7 @@ def test_per_row_lora_slots_match_transformers(models_dir: Path) -> None:
     assert direct is not None
     stacks = stack_weights(loaded.model, loras)
     index = torch.tensor([2, 0, 3, 1])  # row 1: no LoRA; the others each their own
-    with use_rows(loaded.model, stacks, index):
+    with use_rows(loaded.model, gather_rows(stacks, index)):
         _compare(loaded, direct, atol=1e-5)
         ids, mask, positions = _left_padded(loaded, PROMPTS)
         with_lora = direct(ids, mask, positions, _new_cache())

@@ -39,7 +39,7 @@ from .contract import (
 from .dialog.prompt import PromptParts, assemble, second_person
 from .dialog.sanitize import MentionGuard, clean_text
 from .errors import EngineClosed, InputError, NotFound
-from .generation.model_loader import LoadedModel, load_model
+from .generation.model_loader import LoadedModel, load_model, prepare_model
 from .generation.openai_compat import OpenAICompatible
 from .generation.vllm_backend import VllmBackend, served_lora_name
 from .generation.worker import ModelWorker
@@ -113,9 +113,16 @@ class Engine:
             await asyncio.to_thread(_import_model_libraries)
             setup = None
             if self.settings.model.backend in ("local", "vllm"):  # vllm: the local model trains LoRA versions
+                # A fresh install converts the embedded GGUF first: beside the encoder's and the
+                # verifier's load, which it does not disturb (see prepare_model), not before it.
+                converting = asyncio.ensure_future(asyncio.to_thread(prepare_model, self.settings.model,
+                                                                     self.settings.model_cache_dir))
+                try:
+                    await self.matching.start()
+                finally:
+                    await asyncio.shield(converting)  # a thread cannot be cancelled: let it finish
                 self._loaded = await asyncio.to_thread(load_model, self.settings.model,
                                                        self.settings.model_cache_dir)
-                await self.matching.start()
                 setup = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
                 self._worker = ModelWorker(self._loaded, self.settings.model)
                 self._worker.start()

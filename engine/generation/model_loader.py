@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +30,7 @@ from ..settings import EMBEDDED_MODEL, ModelSettings
 from .gguf_convert import Unsupported, convert_llama_gguf
 
 __all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype", "pick_matmul_dtype",
-           "pack_linears", "packed_weight", "unpack_linear", "cpu_has_bf16", "decoding", "export_hf",
+           "prepare_model", "pack_linears", "packed_weight", "unpack_linear", "cpu_has_bf16", "decoding", "export_hf",
            "convert_with_transformers"]
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,9 @@ def convert_with_transformers(gguf: Path, target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-def _convert_embedded(target: Path) -> None:
-    """De-quantise the embedded GGUF into a transformers checkpoint at ``target``."""
+def _convert_embedded(target: Path, fallback: bool = True) -> None:
+    """De-quantise the embedded GGUF into a transformers checkpoint at ``target`` (``fallback``:
+    with transformers' general path where the fast converter declines; else ``Unsupported``)."""
     gguf = embedded_gguf_path()
     log.info("converting embedded model %s (once; cached in %s)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +199,8 @@ def _convert_embedded(target: Path) -> None:
         try:
             convert_llama_gguf(gguf, staging)  # ~2 s; transformers' general path takes ~17 s
         except Unsupported as why:
+            if not fallback:
+                raise
             log.info("converting with transformers instead (%s)", why)
             convert_with_transformers(gguf, staging)
         stat = gguf.stat()
@@ -211,8 +214,9 @@ def _convert_embedded(target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def embedded_checkpoint(models_dir: Path) -> Path:
-    """The cached, converted embedded model, converting it on first use.
+def embedded_checkpoint(models_dir: Path, fallback: bool = True) -> Path:
+    """The cached, converted embedded model, converting it on first use (``fallback``: see
+    ``_convert_embedded``).
 
     A lock file serialises conversion between processes (several workers or test
     runs sharing one models directory convert once, and never read a half-swapped
@@ -234,7 +238,7 @@ def embedded_checkpoint(models_dir: Path) -> Path:
     with open(models_dir / ".convert.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not fresh():
-            _convert_embedded(target)
+            _convert_embedded(target, fallback)
     return target
 
 
@@ -283,6 +287,16 @@ def _tiny_model(seed: int, models_dir: Path) -> tuple[Any, Any]:
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config), tokenizer
+
+
+def prepare_model(settings: ModelSettings, models_dir: Path) -> None:
+    """Convert the embedded GGUF that ``load_model`` will read, if not cached yet, without loading
+    the model (blocking). The fast converter builds its model on the meta device (thread-local) and
+    constructs nothing through ``from_pretrained``, so the engine runs it beside the encoder's load;
+    a GGUF it does not handle is left to ``load_model``'s fallback, which is not safe beside it."""
+    if settings.id == EMBEDDED_MODEL or settings.id.startswith("tiny:"):  # tiny models use its tokenizer
+        with suppress(Unsupported):
+            embedded_checkpoint(models_dir, fallback=False)
 
 
 def load_model(settings: ModelSettings, models_dir: Path) -> LoadedModel:

@@ -1198,8 +1198,13 @@ def _taste_prior(candidates: int) -> TastePrior | None:
 
 
 def _import_model_libraries() -> None:
-    import sentence_transformers  # noqa: F401
+    """Import, before any load, what the loads import: the embedded encoder loads without
+    sentence-transformers (seconds of imports; see engine.nn.sentence_encoder)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+    from .nn.sentence_encoder import import_libraries
+
+    import_libraries()
 
 
 def _day(when: float) -> str:

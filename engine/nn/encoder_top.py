@@ -135,12 +135,11 @@ States = list[torch.Tensor]  # one (T_i, 384) fp16 tensor per utterance
 
 
 def load_encoder(device: str = "cpu") -> Any:
-    """The embedded sentence encoder (a SentenceTransformer), as the engine loads it."""
-    from sentence_transformers import SentenceTransformer
-
+    """The embedded sentence encoder (a ``SentenceEncoder``), as the engine loads it."""
     from ..understanding.encoder import embedded_encoder_path
+    from .sentence_encoder import load_sentence_encoder
 
-    return SentenceTransformer(str(embedded_encoder_path()), device=device)
+    return load_sentence_encoder(str(embedded_encoder_path()), device=device)
 
 
 def lower_layers(bert: Bert, input_ids: torch.Tensor, mask: torch.Tensor,

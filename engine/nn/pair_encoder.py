@@ -44,12 +44,11 @@ class PairConfig:
 
 def load_bert(encoder: str = EMBEDDED_ENCODER) -> tuple[Bert, Any]:
     """(BertModel, tokenizer) of the sentence encoder, as the engine loads it (no network)."""
-    from sentence_transformers import SentenceTransformer
-
     from ..understanding.encoder import embedded_encoder_path
+    from .sentence_encoder import load_sentence_encoder
 
     source = str(embedded_encoder_path()) if encoder == EMBEDDED_ENCODER else encoder
-    model = SentenceTransformer(source, device="cpu")
+    model = load_sentence_encoder(source, device="cpu")
     return model[0].auto_model, model.tokenizer
 
 

@@ -46,10 +46,10 @@ class Encoder:
 
     def load(self) -> None:
         """Load the model (blocking; ``start`` runs it in the encoder thread)."""
-        from sentence_transformers import SentenceTransformer
+        from ..nn.sentence_encoder import load_sentence_encoder
 
         source = str(embedded_encoder_path()) if self.settings.id == EMBEDDED_ENCODER else self.settings.id
-        self._model = SentenceTransformer(source, device=self.settings.device)
+        self._model = load_sentence_encoder(source, device=self.settings.device)
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
@@ -59,7 +59,9 @@ class Encoder:
 
     @property
     def dimension(self) -> int:
-        return int(self._model.get_sentence_embedding_dimension())
+        model = self._model  # sentence-transformers >= 6.3 renamed it (the old name warns)
+        size = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(size())
 
     def encode_blocking(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors; for scripts and the encoder thread."""
@@ -97,7 +99,8 @@ class Encoder:
 
     @property
     def sentence_transformer(self) -> Any:
-        """The loaded model (use it only in the encoder thread, via ``run``)."""
+        """The loaded model, a ``SentenceEncoder`` (or a ``SentenceTransformer`` for an encoder of another
+        layout: see ``engine.nn.sentence_encoder``); use it only in the encoder thread, via ``run``."""
         if self._model is None:
             raise RuntimeError("the encoder is not loaded")
         return self._model

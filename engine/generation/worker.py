@@ -39,6 +39,8 @@ import torch
 from ..errors import EngineClosed, GenerationError, Overloaded
 from ..nn.lora import LoraWeights, RowWeights, gather_rows, lora_modules, stack_weights, use_rows
 from ..settings import ModelSettings
+from .copy_bias import CopySource
+from .copy_bias import apply as copy_bias
 from .direct_forward import DirectForward
 from .model_loader import LoadedModel, decoding
 
@@ -83,6 +85,7 @@ class _Request:
     sent_chars: int = 0
     exempt: frozenset[int] = frozenset()  # tokens the repetition penalty spares (see ModelWorker.submit)
     penalised: torch.Tensor | None = None  # (vocab,) bool: the tokens it applies to (ModelWorker._penalised)
+    copy: tuple[CopySource, ...] = ()  # facts the reply may copy (see ModelWorker.submit)
 
     def emit(self, item: object) -> None:
         try:
@@ -181,12 +184,17 @@ class ModelWorker:
         max_new_tokens: int | None = None,
         lora: tuple[str, LoraWeights] | None = None,
         exempt: frozenset[int] = frozenset(),
+        copy: Sequence[CopySource] = (),
     ) -> GenerationStream:
         """Queue a generation for ``prompt`` (token ids), optionally under LoRA weights.
 
         ``exempt``: token ids the repetition penalty spares in this row: the prompt's words the
         reply is meant to repeat (a person's facts about themselves), which the penalty on every
         prompt token would otherwise push the model to misspell.
+
+        ``copy``: the same facts as copy sources (engine/generation/copy_bias.py): with
+        ``copy_bias`` set, the row's logits favour completing a fact it has started to repeat, so
+        that a told value is copied whole. Rows without are unchanged.
 
         ``lora`` is ``(key, weights)``; the key names this exact version (e.g.
         ``"slack:T1:C1@3"``) so the worker can keep it resident. Raises ``Overloaded``
@@ -201,7 +209,7 @@ class ModelWorker:
             key, weights = lora[0], self._make_resident(*lora)
         request = _Request(
             list(prompt), limit, asyncio.get_running_loop(), asyncio.Queue(), lora=key, weights=weights,
-            exempt=exempt,
+            exempt=exempt, copy=tuple(copy),
         )
         try:
             self._inbox.put_nowait(request)
@@ -434,6 +442,10 @@ class ModelWorker:
             seen = torch.stack([self._penalised(req, logits.shape[-1], logits.device) for req in batch.rows])
             logits = torch.where(seen, torch.where(logits > 0, logits / s.repetition_penalty,
                                                    logits * s.repetition_penalty), logits)
+        if s.copy_bias:
+            for i, req in enumerate(batch.rows):
+                if req.copy:
+                    copy_bias(logits[i], req.generated, req.copy, s.copy_bias)
         if s.temperature <= 0:
             chosen = logits.argmax(-1)
         else:

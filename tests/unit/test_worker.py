@@ -234,3 +234,28 @@ def test_bfloat16_linears_stay_within_tolerance_of_float32(models_dir: Path) -> 
     assert (low.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9
     with torch.enable_grad():  # gradients take the float32 path: identical to the unpacked model
         assert torch.equal(fast.model(input_ids=x).logits, exact.model(input_ids=x).logits)
+
+
+async def test_copy_bias_steers_its_row_only(tiny: LoadedModel) -> None:
+    """A row given a copy source (engine/generation/copy_bias.py) that its reply starts to repeat
+    completes it; the rows decoding beside it without one are exactly what they are alone."""
+    from engine.generation.copy_bias import CopySource
+
+    w = ModelWorker(tiny, ModelSettings(id="tiny:0", max_new_tokens=12, max_batch=8, copy_bias=20.0))
+    w.start()
+    try:
+        async def one(prompt: str, copy: tuple[CopySource, ...] = (), delay: float = 0.0) -> tuple[str, list[int]]:
+            await asyncio.sleep(delay)
+            stream = w.submit(ids(tiny, prompt), copy=copy)
+            return "".join([d async for d in stream]), stream._request.generated
+
+        alone = [await one(p) for p in PROMPTS]
+        value = tuple(ids(tiny, " purple elephant dances"))
+        source = CopySource(spans=((alone[0][1][0], *value),), keys=((value,),))  # the fact starts as the reply does
+        copied, *together = await asyncio.gather(one(PROMPTS[0], (source,)),
+                                                 *(one(p, delay=0.005 * (i + 1)) for i, p in enumerate(PROMPTS)))
+        assert together == alone
+        assert copied[1][: 1 + len(value)] == [alone[0][1][0], *value]
+        assert copied[0] != alone[0][0]
+    finally:
+        await w.stop()

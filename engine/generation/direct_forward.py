@@ -42,21 +42,25 @@ __all__ = ["DirectForward"]
 
 log = logging.getLogger(__name__)
 
-_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
 
 class _Product:
-    """One matrix product of the direct forward, over one or more of the model's linear layers.
+    """One matrix product of the direct forward, over one or more of the model's linear layers
+    (``modules``: plain, or wrapped in ``LoraLinear``), plus the per-row LoRA updates of the wrapped ones.
 
-    bfloat16: the layers' weights concatenated, converted and packed once (one oneDNN call
-    for q/k/v, one for gate/up; the layers' own packed copies are dropped, so memory does not
-    grow; a single layer keeps using its own packed copy). float32: the layers' own weight tensors, one call each,
-    so the direct forward holds no second copy of the model.
+    bfloat16: the layers' weights concatenated, converted and packed once (one oneDNN call for
+    q/k/v, one for gate/up; the layers' own packed copies are dropped, so memory does not grow;
+    a single layer keeps using its own packed copy). float32: the layers' own weight tensors, one
+    call each, so the direct forward holds no second copy of the model.
     """
 
-    def __init__(self, linears: Sequence[nn.Linear], bf16: bool) -> None:
+    def __init__(self, modules: Sequence[nn.Module], bf16: bool) -> None:
+        linears = [_base(m) for m in modules]
         weights = [m.weight.detach() for m in linears]
-        self.sizes = [w.shape[0] for w in weights]
+        offsets = [0]
+        for w in weights:
+            offsets.append(offsets[-1] + w.shape[0])
+        # The LoRA-wrapped parts, with their columns of the output: most layers carry none.
+        self.loras = [(offsets[i], offsets[i + 1], m) for i, m in enumerate(modules) if isinstance(m, LoraLinear)]
         self.packed: torch.Tensor | None = None
         self.weights: list[torch.Tensor] = []
         if bf16:
@@ -71,30 +75,23 @@ class _Product:
         else:
             self.weights = weights
 
-        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes) + 1)]
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The parts' outputs side by side on the last axis."""
+        """The parts' outputs side by side on the last axis, each with its rows' LoRA update."""
         if self.packed is not None:
             low = x.to(torch.bfloat16)
             y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(low, self.packed, None, "none", [], "")
-            return y.to(x.dtype)
-        if len(self.weights) == 1:
-            return F.linear(x, self.weights[0])
-        return torch.cat([F.linear(x, w) for w in self.weights], dim=-1)
-
-
-def _lora_delta(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The per-row LoRA update ``s · B A x`` of a ``LoraLinear`` whose rows are set (else None).
-
-    Outside ``use_rows`` a LoraLinear's own A/B are zero (training substitutes weights through
-    ``functional_call`` instead of writing them), so there is nothing to add.
-    """
-    if not isinstance(module, LoraLinear) or module.rows is None:
-        return None
-    a, b = module.rows  # (rows, rank, in), (rows, out, rank)
-    low = torch.einsum("bti,bri->btr", x, a)
-    return module.scaling * torch.einsum("btr,bor->bto", low, b)
+            y = y.to(x.dtype)
+        elif len(self.weights) == 1:
+            y = F.linear(x, self.weights[0])
+        else:
+            y = torch.cat([F.linear(x, w) for w in self.weights], dim=-1)
+        for start, end, module in self.loras:
+            # Outside use_rows a LoraLinear's own A/B are zero (training substitutes weights through
+            # functional_call instead of writing them), so there is nothing to add.
+            delta = module.row_delta(x)
+            if delta is not None:
+                y[..., start:end] += delta
+        return y
 
 
 def _base(module: nn.Module) -> nn.Linear:
@@ -106,30 +103,12 @@ def _base(module: nn.Module) -> nn.Linear:
 class _Layer:
     def __init__(self, layer: Any, bf16: bool) -> None:  # a transformers LlamaDecoderLayer (untyped)
         attn, mlp = layer.self_attn, layer.mlp
-        modules = {name: getattr(attn if name in ("q_proj", "k_proj", "v_proj", "o_proj") else mlp, name)
-                   for name in _PROJECTIONS}
         self.norm_in: torch.Tensor = layer.input_layernorm.weight
         self.norm_post: torch.Tensor = layer.post_attention_layernorm.weight
-        self.qkv = _Product([_base(modules[n]) for n in ("q_proj", "k_proj", "v_proj")], bf16)
-        self.o = _Product([_base(modules["o_proj"])], bf16)
-        self.gate_up = _Product([_base(modules[n]) for n in ("gate_proj", "up_proj")], bf16)
-        self.down = _Product([_base(modules["down_proj"])], bf16)
-        # Per product, the LoRA-wrapped layers among its parts (part index, module): checked
-        # each call for rows set by ``use_rows``; most layers carry none.
-        self.loras = {
-            id(product): [(i, modules[n]) for i, n in enumerate(names) if isinstance(modules[n], LoraLinear)]
-            for product, names in ((self.qkv, ("q_proj", "k_proj", "v_proj")), (self.o, ("o_proj",)),
-                                   (self.gate_up, ("gate_proj", "up_proj")), (self.down, ("down_proj",)))
-        }
-
-    def project(self, product: _Product, x: torch.Tensor) -> torch.Tensor:
-        """``product`` applied to ``x``, plus the per-row LoRA updates of its parts."""
-        y = product(x)
-        for i, module in self.loras[id(product)]:
-            delta = _lora_delta(module, x)
-            if delta is not None:
-                y[..., product.offsets[i] : product.offsets[i + 1]] += delta
-        return y
+        self.qkv = _Product([attn.q_proj, attn.k_proj, attn.v_proj], bf16)
+        self.o = _Product([attn.o_proj], bf16)
+        self.gate_up = _Product([mlp.gate_proj, mlp.up_proj], bf16)
+        self.down = _Product([mlp.down_proj], bf16)
 
 
 class DirectForward:
@@ -175,7 +154,7 @@ class DirectForward:
         attend = self._attention_mask(mask, new)
         for i, layer in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), layer.norm_in, self.eps)
-            qkv = layer.project(layer.qkv, h).view(rows, new, self.heads + 2 * self.kv_heads, self.head_dim)
+            qkv = layer.qkv(h).view(rows, new, self.heads + 2 * self.kv_heads, self.head_dim)
             # Rotary on queries and keys in one pass: (rows, new, heads + kv_heads, head_dim).
             qk = qkv[:, :, : self.heads + self.kv_heads]
             qk = (qk * cos + _rotate_half(qk) * sin).transpose(1, 2)
@@ -183,11 +162,11 @@ class DirectForward:
             v = qkv[:, :, self.heads + self.kv_heads :].transpose(1, 2)
             keys, values = cache.update(k, v, i)
             out = self._attend(q, keys, values, attend, rows, new)
-            o = layer.project(layer.o, out)
+            o = layer.o(out)
             x = x + o
             h = F.rms_norm(x, (x.shape[-1],), layer.norm_post, self.eps)
-            gate, up = layer.project(layer.gate_up, h).chunk(2, dim=-1)
-            down = layer.project(layer.down, F.silu(gate) * up)
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            down = layer.down(F.silu(gate) * up)
             x = x + down
         last = F.rms_norm(x[:, -1:], (x.shape[-1],), self.norm, self.eps)
         return self.head(last)[:, -1].float()

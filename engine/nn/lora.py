@@ -92,12 +92,21 @@ class LoraLinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=weight.dtype, device=weight.device))
         self.rows: tuple[torch.Tensor, torch.Tensor] | None = None  # each row's (A, B), set by use_rows
 
+    def row_delta(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The per-row update ``s · B A x`` (batch, time, out) while ``use_rows`` sets this layer's rows,
+        else None. The model worker's direct forward adds it to its own product of the base weight."""
+        if self.rows is None:
+            return None
+        a, b = self.rows  # (batch, rank, in), (batch, out, rank)
+        low = torch.einsum("bti,bri->btr", x, a)
+        delta: torch.Tensor = self.scaling * torch.einsum("btr,bor->bto", low, b)
+        return delta
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, time, in)
         y = self.base(x)
-        if self.rows is not None:
-            a, b = self.rows  # (batch, rank, in), (batch, out, rank)
-            low = torch.einsum("bti,bri->btr", x, a)
-            out: torch.Tensor = y + self.scaling * torch.einsum("btr,bor->bto", low, b)
+        delta = self.row_delta(x)
+        if delta is not None:
+            out: torch.Tensor = y + delta
             return out
         out = y + self.scaling * (x @ self.lora_A.T) @ self.lora_B.T
         return out

@@ -17,10 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from bots.cli import app
-from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route, Turn
+from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route
 from engine.reply import Reply
 from engine.store import MIGRATIONS, Derived, Store
 from tests.conftest import sqlite_only
+from tests.turns import ask, explained
 
 WIFI_Q = "What is the wifi password at the office?"
 WIFI_A = "The office wifi password is pelican-4417."
@@ -30,14 +31,9 @@ WRONG = "what's the wifi code here"              # answered from WIFI_Q (~0.64),
 GUEST_A = "Guest wifi codes are handed out at reception."
 
 
-async def ask(engine: Engine, key: ChannelKey, text: str, author: str = "asker") -> tuple[str, Reply]:
-    reply = engine.reply(Turn(key, text, author_id=author))
-    return await reply.collect(), reply
-
 
 def route(reply: Reply) -> Route:
-    assert reply.explanation is not None
-    return reply.explanation.route
+    return explained(reply).route
 
 
 async def teach(engine: Engine, key: ChannelKey, question: str = WIFI_Q, answer: str = WIFI_A) -> int:

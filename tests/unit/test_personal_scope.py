@@ -19,12 +19,13 @@ from typer.testing import CliRunner
 
 from adapters.console import ConsoleAdapter
 from bots.cli import app
-from engine import ChannelKey, Engine, Explanation, Feedback, FeedbackKind, InputError, Route, Turn
+from engine import ChannelKey, Engine, Feedback, FeedbackKind, InputError, Route
 from engine.dialog.prompt import PromptParts, assemble, second_person
 from engine.learning.personal import visible_history
 from engine.reply import Reply
 from engine.store import MIGRATIONS, Store
 from tests.conftest import sqlite_only
+from tests.turns import ask, explained
 
 CODE_Q = "What is my locker code?"
 CODE_A = "Your locker code is 8812-PB."
@@ -33,14 +34,6 @@ ASKED = "what's my account number?"
 UNRELATED = "What time does the canteen open?"
 
 
-async def ask(engine: Engine, key: ChannelKey, text: str, author: str) -> tuple[str, Reply]:
-    reply = engine.reply(Turn(key, text, author_id=author))
-    return await reply.collect(), reply
-
-
-def explained(reply: Reply) -> Explanation:
-    assert reply.explanation is not None
-    return reply.explanation
 
 
 async def fix_me(engine: Engine, key: ChannelKey, reply: Reply, author: str, answer: str) -> int:

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import ChannelKey, Engine, Explanation, Feedback, FeedbackKind, Route, Turn
+from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route
 from engine.contract import ProgressUse
 from engine.dialog.prompt import PromptParts, assemble
 from engine.learning.personal import visible_history
 from engine.learning.progress import MASTERED, MISSED, Progress, ProgressSignal
 from engine.reply import Reply
 from engine.store import Store
+from tests.turns import ask, explained
 
 ASKED = "What is a derivative?"
 MISSED_ANSWER = "A derivative measures how fast a function changes: the slope of its tangent line at a point."
@@ -48,14 +49,6 @@ class Prompts:
         return assemble(self.parts[-1], lambda m: 0, 10**6)[0]["content"]
 
 
-async def ask(engine: Engine, key: ChannelKey, text: str, author: str) -> tuple[str, Reply]:
-    reply = engine.reply(Turn(key, text, author_id=author))
-    return await reply.collect(), reply
-
-
-def explained(reply: Reply) -> Explanation:
-    assert reply.explanation is not None
-    return reply.explanation
 
 
 async def tutor_channel(engine: Engine, name: str) -> ChannelKey:

@@ -58,6 +58,7 @@ from report import print_result  # noqa: E402
 
 from engine.generation.model_loader import LoadedModel, decoding, load_model  # noqa: E402
 from engine.generation.worker import ModelWorker  # noqa: E402
+from engine.nn.openmp import release_team  # noqa: E402
 from engine.settings import ModelSettings  # noqa: E402
 
 
@@ -229,6 +230,7 @@ def main() -> None:
         # A second copy of the model, so that the direct forward's fused weights leave its layers alone.
         plain = settings.model_copy(update={"direct_forward": False})
         paths["_transformers"] = (load_model(plain, args.models_dir), plain)
+    release_team()  # the worker threads decode with the cores' OpenMP team to themselves, as in the engine
     results |= asyncio.run(decode_rates(paths, args.tokens, args.repeat))
     results["single_stream_share"] = round(results["tokens_per_s_1"] / results["single_stream_limit_tokens_per_s"], 3)
     results["batch16_share"] = round(results["tokens_per_s_16"] / results["batch_limit_tokens_per_s"], 3)

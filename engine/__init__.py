@@ -7,13 +7,16 @@
 
 import os as _os
 
-# Before anything loads torch (its OpenMP runtime reads this once, when it loads): threads
-# waiting for work sleep instead of spinning. On a small box the model worker's threads
-# share the cores with the event loop, the encoder's thread and other processes, and
-# spinning ones starve them: a SmolLM2 decode step measured 240-650 ms beside two busy
-# processes with the default policy, 39 ms with PASSIVE (docs/BENCHMARKS.md, "Decode against
-# the machine's limits"). An operator's own OMP_WAIT_POLICY wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before anything loads torch (its OpenMP runtime reads these once, when it loads): threads
+# waiting for work spin about 0.1 ms (GOMP_SPINCOUNT, ~100 spins a microsecond), then sleep.
+# Spinning for libgomp's default 3 ms starved everything else on a small shared box (a
+# SmolLM2 decode step took 240-650 ms beside two busy processes), while not spinning at all
+# (PASSIVE alone) made each of a step's ~120 matrix products pay a wake-up: 38-42 ms a step
+# instead of 24 ms (docs/BENCHMARKS.md, "One OpenMP team"). PASSIVE keeps libgomp's spin at 0
+# when it is oversubscribed. An operator's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from .contract import (
     AuditEntry,

@@ -53,6 +53,7 @@ from .learning.progress import MASTERED, MISSED, ProgressSignal, forget_progress
 from .learning.support_set import Match, SupportSet, answer_key
 from .learning.support_sets import SupportSets
 from .learning.verifier import Verdict
+from .nn import openmp
 from .nn.lora import LoraWeights
 from .reply import Reply
 from .settings import EngineSettings
@@ -116,15 +117,15 @@ class Engine:
             if self.settings.model.backend in ("local", "vllm"):  # vllm: the local model trains LoRA versions
                 # A fresh install converts the embedded GGUF first: beside the encoder's and the
                 # verifier's load, which it does not disturb (see prepare_model), not before it.
-                converting = asyncio.ensure_future(asyncio.to_thread(prepare_model, self.settings.model,
+                converting = asyncio.ensure_future(openmp.to_thread(prepare_model, self.settings.model,
                                                                      self.settings.model_cache_dir))
                 try:
                     await self.matching.start()
                 finally:
                     await asyncio.shield(converting)  # a thread cannot be cancelled: let it finish
-                self._loaded = await asyncio.to_thread(load_model, self.settings.model,
+                self._loaded = await openmp.to_thread(load_model, self.settings.model,
                                                        self.settings.model_cache_dir)
-                setup = await asyncio.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
+                setup = await openmp.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
                 self._worker = ModelWorker(self._loaded, self.settings.model)
                 self._worker.start()
                 if self.settings.model.backend == "vllm":

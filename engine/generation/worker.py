@@ -38,6 +38,7 @@ import torch
 
 from ..errors import EngineClosed, GenerationError, Overloaded
 from ..nn.lora import LoraWeights, RowWeights, gather_rows, lora_modules, stack_weights, use_rows
+from ..nn.openmp import release_team, releasing
 from ..settings import ModelSettings
 from .copy_bias import CopySource
 from .copy_bias import apply as copy_bias
@@ -152,7 +153,8 @@ class ModelWorker:
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._job: _Job | None = None
         self.has_lora = bool(lora_modules(loaded.model))
-        self._direct = (DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
+        # Built here, in the caller's thread, which then hands back the OpenMP team that took.
+        self._direct = (releasing(DirectForward.build)(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
                         if settings.direct_forward else None)
         self._busy_since: float | None = None  # when the thread last started a unit of work not yet done
         self.failed_rows = 0  # requests that ended with a generation error
@@ -271,6 +273,7 @@ class ModelWorker:
             joining: list[_Request] = []
             idle = not batch.rows and self._job is None and self._jobs.empty()
             if idle and not stopping:
+                release_team()  # hold CPU threads only while decoding (engine/nn/openmp.py)
                 item = self._inbox.get()
                 if item is None:
                     stopping = True

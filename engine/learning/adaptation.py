@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..nn import openmp
 from .channel_encoder import ChannelEncoder, EncoderAdaptConfig, Tensors, nbytes
 from .support_set import SupportSet
 
@@ -174,7 +175,7 @@ class Adaptation:
         states = await self.encoder.hidden_states(questions)
         shared = await self.encoder.embed_states(states, self.encoder.meta_tensors())
         stopped = lambda: self._closed  # noqa: E731
-        candidate = await asyncio.to_thread(self.encoder.train_blocking, [states[i] for i in train], rows[train],
+        candidate = await openmp.to_thread(self.encoder.train_blocking, [states[i] for i in train], rows[train],
                                             cfg.inner, stopped)
         base_acc, base_best = held_out_accuracy(shared, rows, train, test)
         new_acc, new_best = held_out_accuracy(await self.encoder.embed_states(states, candidate), rows, train, test)
@@ -186,7 +187,7 @@ class Adaptation:
             report["seconds"] = round(time.perf_counter() - started, 2)
             log.info("channel adaptation rejected: %s", report)
             return None
-        tensors = await asyncio.to_thread(self.encoder.train_blocking, states, rows, cfg.inner, stopped)
+        tensors = await openmp.to_thread(self.encoder.train_blocking, states, rows, cfg.inner, stopped)
         vectors = await self.encoder.embed_states(states, tensors)
         report["seconds"] = round(time.perf_counter() - started, 2)
         report["bytes"] = nbytes(tensors)

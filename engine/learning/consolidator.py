@@ -35,6 +35,7 @@ import torch
 from .. import metrics
 from ..contract import ChannelKey
 from ..generation.worker import ModelWorker
+from ..nn import openmp
 from ..nn.lora import (
     LoraConfig,
     LoraWeights,
@@ -149,7 +150,7 @@ class Consolidator:
         stored = await self.store.active_lora_version(scope)
         entry = None
         if stored is not None and stored.weights is not None:
-            weights, _, _ = await asyncio.to_thread(weights_from_bytes, stored.weights)
+            weights, _, _ = await openmp.to_thread(weights_from_bytes, stored.weights)
             entry = (f"{scope}@{stored.version}", weights)
         self._cache[scope] = entry
         while len(self._cache) > self.settings.cached_loras:
@@ -233,7 +234,7 @@ class Consolidator:
             "decision": why,
             **candidate.metrics,
         }
-        blob = await asyncio.to_thread(weights_to_bytes, candidate.lora, self.config)
+        blob = await openmp.to_thread(weights_to_bytes, candidate.lora, self.config)
         if await self._still_current(scope, corrections):
             version = await self.store.add_lora_version(scope, blob, measured, "active" if ok else "rejected")
             if ok:

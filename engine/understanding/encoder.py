@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..nn.openmp import releasing
 from ..settings import EMBEDDED_ENCODER, EncoderSettings
 
 __all__ = ["Encoder", "embedded_encoder_path"]
@@ -52,7 +53,7 @@ class Encoder:
         self._model = load_sentence_encoder(source, device=self.settings.device)
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+        await asyncio.get_running_loop().run_in_executor(self._executor, releasing(self.load))
 
     async def stop(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -95,7 +96,7 @@ class Encoder:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the encoder thread (the one thread that touches the model)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, releasing(fn), *args)
 
     @property
     def sentence_transformer(self) -> Any:

@@ -157,21 +157,30 @@ def verifier(
     out: Annotated[Path, typer.Option("--out", help="artifact path")] = Path("verifier.safetensors"),
     cache_dir: Annotated[Path, typer.Option(help="cache of the metric's embeddings")] = Path(".cache/verifier"),
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default)")] = 0,
+    slot_check: Annotated[bool, typer.Option(help="calibrate on the negatives the engine's slot check leaves to "
+                                             "the verifier (HEEDFUL_LEARNING_SLOT_CHECK)")] = True,
+    recalibrate: Annotated[Path | None, typer.Option(help="no training: calibrate this trained verifier again "
+                                                     "(same data split and seeds) and write it to --out")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Meta-train the verifier (a pair model that tells near misses from paraphrases) and calibrate it."""
     _offline()
     from engine.nn.pair_encoder import PairConfig
-    from engine.training.verifier_run import VerifierRunConfig, run_verifier_training
+    from engine.training.verifier_run import VerifierRunConfig, recalibrate_verifier, run_verifier_training
     from engine.training.verifier_train import VerifierTrainConfig
 
     run = VerifierRunConfig(
         data=data, holdout_domains=tuple(csv(holdout_domains)), val_domains=tuple(csv(val_domains)), domains=domains,
         metric=metric, pair=PairConfig(rank=rank, top_layers=top_layers),
         train=VerifierTrainConfig(steps=steps, batch=batch, lr=lr, eval_every=eval_every, seed=seed,
-                                  apply_rejection=apply_rejection, related_rejection=related_rejection),
+                                  apply_rejection=apply_rejection, related_rejection=related_rejection,
+                                  slot_check=slot_check),
         calib_episodes=calib_episodes, minutes=minutes, out=out, cache_dir=cache_dir, threads=threads)
-    result = _or_exit(lambda: run_verifier_training(run, stderr_bars))
+    if recalibrate is not None:
+        trained = recalibrate
+        result = _or_exit(lambda: recalibrate_verifier(run, trained, stderr_bars))
+    else:
+        result = _or_exit(lambda: run_verifier_training(run, stderr_bars))
     emit(result, as_json, json.dumps(result, indent=2))
 
 

@@ -1256,4 +1256,4 @@ def _use(match: Match, check: Check | None = None) -> CorrectionUse:
     if check is None:
         return CorrectionUse(c.id, c.question, c.answer, round(match.score, 4))
     return CorrectionUse(check.phrasing.id, check.phrasing.question, c.answer, round(match.score, 4),
-                         verdict=check.verdict.value, probability=round(check.probability, 4))
+                         verdict=check.verdict.value, probability=round(check.probability, 4), differs=check.differs)

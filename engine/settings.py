@@ -148,6 +148,9 @@ class LearningSettings(_Strict):
     verify_answers: int = Field(3, ge=1, le=20, description="best answers above the retrieval floor the verifier "
                                 "checks per message")
     verify_members: int = Field(2, ge=1, le=10, description="taught phrasings checked per answer (its nearest)")
+    slot_check: bool = Field(True, description="with the verifier: a message naming another number, weekday, month, "
+                             "time of day or period than every phrasing an answer was taught with gets that answer "
+                             "as related context only, never as the answer (engine/learning/slots.py)")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")

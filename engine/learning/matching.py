@@ -24,6 +24,7 @@ from ..understanding.encoder import Encoder
 from .adaptation import Adaptation, AdaptConfig
 from .channel_encoder import ChannelEncoder
 from .metric import MetricArtifact, MetricEncoder, resolve_artifact, shot_threshold
+from .slots import differs_from_all
 from .support_set import Match, SupportSet
 from .verifier import Verdict, Verifier, VerifierArtifact, resolve_verifier
 
@@ -39,6 +40,9 @@ class Check:
     probability: float
     verdict: Verdict
     phrasing: StoredCorrection
+    # Slot classes (slots.py) in which the message names other values than every phrasing the
+    # answer was taught with: such an answer can be related context, never the answer.
+    differs: tuple[str, ...] = ()
 
 
 class Matching:
@@ -72,6 +76,7 @@ class Matching:
             log.warning("learning.adapt needs a metric (learning.metric); channels will not adapt")
         self.verifier = self._load_verifier(learning, encoder)
         self.verify_answers, self.verify_members = learning.verify_answers, learning.verify_members
+        self.slot_check = learning.slot_check
         # The verifier checks answers from this metric score up (measured with the metric
         # it was trained beside; with another space, the example threshold).
         self.floor = self.example_threshold
@@ -174,6 +179,15 @@ class Matching:
             if found is None or p > found.probability:
                 inside = matches[i].score >= self.answer_threshold_for(matches[i].support)
                 checks[i] = Check(float(p), artifact.verdict(float(p), inside), phrasing)
+        if self.slot_check:
+            for i in candidates:
+                found = checks[i]
+                assert found is not None
+                taught = (items[int(j)].question for j in space.members(matches[i].correction.answer))
+                differs = differs_from_all(text, taught)
+                if differs:
+                    verdict = Verdict.RELATED if found.verdict is Verdict.APPLIES else found.verdict
+                    checks[i] = dataclasses.replace(found, verdict=verdict, differs=differs)
         return matches, checks
 
     def release(self, support: SupportSet) -> None:

@@ -33,7 +33,7 @@ from .verifier_train import (
     train_verifier,
 )
 
-__all__ = ["VerifierRunConfig", "run_verifier_training", "metric_vectors"]
+__all__ = ["VerifierRunConfig", "run_verifier_training", "recalibrate_verifier", "metric_vectors"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +71,19 @@ def metric_vectors(texts: list[str], metric: str, cache_dir: Path | None = None)
     return vectors, digest
 
 
-def run_verifier_training(run: VerifierRunConfig, bars: Bars = silent_bars) -> dict[str, Any]:
-    """Train the pair model on episodes of ``run.data``, calibrate it and write the artifact."""
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    started = time.perf_counter()
+@dataclass
+class _Data:
+    """The run's utterances split and embedded: training pool, validation pool, their vectors."""
+
+    pool: UtterancePool
+    val_pool: UtterancePool
+    train_vectors: np.ndarray
+    val_vectors: np.ndarray
+    label_domains: dict[str, str]
+    metric_digest: str
+
+
+def _data(run: VerifierRunConfig, bars: Bars) -> _Data:
     if not run.data.is_file():
         raise RunError(f"--data: no such file {run.data}")
     domains_file = run.domains or run.data.parent / "domains.json"
@@ -95,14 +103,40 @@ def run_verifier_training(run: VerifierRunConfig, bars: Bars = silent_bars) -> d
     with bars(total=1, desc="embed (metric)") as bar:
         vectors, metric_digest = metric_vectors(pool.texts + val_pool.texts, run.metric, run.cache_dir)
         bar.update(1)
-    train_vectors, val_vectors = vectors[:len(pool)], vectors[len(pool):]
-    config = run.train
+    return _Data(pool, val_pool, vectors[:len(pool)], vectors[len(pool):], label_domains, metric_digest)
+
+
+def _sampler(data: _Data, config: VerifierTrainConfig, which: str) -> PairSampler:
+    """The seeded sampler of the run's training, validation or calibration episodes."""
+    pool, vectors = (data.pool, data.train_vectors) if which == "train" else (data.val_pool, data.val_vectors)
+    offset = {"train": 0, "val": 1, "calib": 2}[which]
     try:
-        sampler = PairSampler(pool, label_domains, train_vectors, config, seed=config.seed)
-        val_sampler = PairSampler(val_pool, label_domains, val_vectors, config, seed=config.seed + 1)
-        calib_sampler = PairSampler(val_pool, label_domains, val_vectors, config, seed=config.seed + 2)
+        return PairSampler(pool, data.label_domains, vectors, config, seed=config.seed + offset)
     except ValueError as err:
         raise RunError(str(err)) from None
+
+
+def _calibrated(run: VerifierRunConfig, data: _Data, model: PairModel, tokenizer: Any, bars: Bars
+                ) -> tuple[dict[str, float], float, dict[str, Any]]:
+    """(thresholds and generality, retrieval floor, per-kind rates) on fresh validation episodes."""
+    with bars(total=1, desc="calibrate") as bar:
+        calib_pairs = _sampler(data, run.train, "calib").pairs(run.calib_episodes)
+        probs = pair_probabilities(model, tokenizer, calib_pairs)
+        bar.update(1)
+    calib = calibrate_verifier(probs, calib_pairs, run.train)
+    floor = _floor(calib_pairs, data.val_pool, data.val_vectors, run.train.floor_recall)
+    rates = {"calibration_pairs": len(calib_pairs), "by_kind": kind_rates(probs, calib_pairs, calib["apply_threshold"])}
+    return calib, floor, rates
+
+
+def run_verifier_training(run: VerifierRunConfig, bars: Bars = silent_bars) -> dict[str, Any]:
+    """Train the pair model on episodes of ``run.data``, calibrate it and write the artifact."""
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    started = time.perf_counter()
+    data = _data(run, bars)
+    config = run.train
+    sampler, val_sampler = _sampler(data, config, "train"), _sampler(data, config, "val")
     val_pairs = val_sampler.pairs(config.val_episodes)
 
     torch.manual_seed(config.seed)
@@ -118,29 +152,53 @@ def run_verifier_training(run: VerifierRunConfig, bars: Bars = silent_bars) -> d
                                  should_stop=lambda: time.perf_counter() > deadline)
     train_seconds = time.perf_counter() - started
 
-    with bars(total=1, desc="calibrate") as bar:
-        calib_pairs = calib_sampler.pairs(run.calib_episodes)
-        probs = pair_probabilities(model, tokenizer, calib_pairs)
-        bar.update(1)
-    calib = calibrate_verifier(probs, calib_pairs, config)
-    floor = _floor(calib_pairs, val_pool, val_vectors, config.floor_recall)
+    calib, floor, rates = _calibrated(run, data, model, tokenizer, bars)
     selected = [h for h in history if h.get("selected")]
     summary: dict[str, Any] = {
         "data": str(run.data), "data_sha256": file_digest(run.data), "holdout_domains": list(run.holdout_domains),
-        "val_domains": list(run.val_domains), "n_utterances": len(pool), "n_labels": len(pool.by_label),
+        "val_domains": list(run.val_domains), "n_utterances": len(data.pool), "n_labels": len(data.pool.by_label),
         "steps_run": sum(1 for h in history if "loss" in h), "train_seconds": round(train_seconds, 1),
         "selected_step": int(selected[0]["step"]) if selected else None,
         "val_generality": round(selected[0]["val_generality"], 4) if selected else None,
-        "hyperparameters": asdict(config), "calibration_pairs": len(calib_pairs),
-        "by_kind": kind_rates(probs, calib_pairs, calib["apply_threshold"]), "torch": torch.__version__,
+        "hyperparameters": asdict(config), **rates, "torch": torch.__version__,
     }
     artifact = VerifierArtifact(config=run.pair, tensors=model.tensors(), apply_threshold=calib["apply_threshold"],
-                                related_threshold=calib["related_threshold"], floor=floor, metric=metric_digest,
+                                related_threshold=calib["related_threshold"], floor=floor, metric=data.metric_digest,
                                 meta={**summary, "calibration": calib})
     path = artifact.save(run.out)
     return {"out": str(path), "digest": artifact.digest, "bytes": path.stat().st_size, **summary,
-            "calibration": calib, "floor": floor, "metric": metric_digest,
+            "calibration": calib, "floor": floor, "metric": data.metric_digest,
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def recalibrate_verifier(run: VerifierRunConfig, trained: Path, bars: Bars = silent_bars) -> dict[str, Any]:
+    """Calibrate an already trained verifier again (same validation domains and seeds as its run,
+    ``run.train``'s rejection shares and slot check) and write it to ``run.out``: the pair model's
+    weights are unchanged, only its thresholds and floor are new."""
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    started = time.perf_counter()
+    if not trained.is_file():
+        raise RunError(f"--recalibrate: no such verifier artifact {trained}")
+    old = VerifierArtifact.load(trained)
+    data = _data(run, bars)
+    if data.metric_digest != old.metric:
+        raise RunError(f"--metric: {trained} was calibrated in metric space {old.metric or 'plain'!r}, "
+                       f"not {data.metric_digest or 'plain'!r}")
+    bert, tokenizer = load_bert(old.config.encoder)
+    model = PairModel(bert, old.config)
+    model.load_tensors(old.tensors)
+    calib, floor, rates = _calibrated(run, data, model, tokenizer, bars)
+    before = {"apply_threshold": old.apply_threshold, "related_threshold": old.related_threshold, "floor": old.floor}
+    recalibration = {"from": str(trained), "before": before, "slot_check": run.train.slot_check,
+                     "val_domains": list(run.val_domains), "calib_episodes": run.calib_episodes,
+                     "apply_rejection": run.train.apply_rejection, "related_rejection": run.train.related_rejection}
+    artifact = VerifierArtifact(config=old.config, tensors=old.tensors, apply_threshold=calib["apply_threshold"],
+                                related_threshold=calib["related_threshold"], floor=floor, metric=old.metric,
+                                meta={**old.meta, **rates, "calibration": calib, "recalibration": recalibration})
+    path = artifact.save(run.out)
+    return {"out": str(path), "digest": artifact.digest, **rates, "calibration": calib, "floor": floor,
+            "before": before, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _floor(pairs: list[Pair], pool: UtterancePool, vectors: np.ndarray, recall: float) -> float:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..learning.slots import conflicts, slot_values
 from ..nn.pair_encoder import PairModel, encode_pairs
 from .episodes import UtterancePool
 from .minimal_pairs import light_edit, perturb, slot_phrases
@@ -73,6 +74,7 @@ class VerifierTrainConfig:
     apply_rejection: float = 0.95  # negatives under the apply threshold (calibration)
     related_rejection: float = 0.80
     floor_recall: float = 0.98   # paraphrases whose metric score is above the retrieval floor
+    slot_check: bool = True      # calibrate on the negatives the engine's slot check leaves to the verifier
     seed: int = 0
 
 
@@ -197,7 +199,11 @@ def calibrate_verifier(probs: np.ndarray, pairs: Sequence[Pair], config: Verifie
     fall, and the share of paraphrases the apply threshold accepts (generality on these pairs)."""
     # Natural pairs only (the synthetic slot pairs train, they do not set thresholds); the
     # generality reported is the paraphrases' (what a channel asks), not the light edits'.
-    natural = np.asarray([not p.kind.startswith("slot") for p in pairs])
+    # With the slot check (engine/learning/slots.py) a negative naming another number, day or
+    # period than its taught question never gets the answer whatever the verifier says, so
+    # only the negatives that reach the verifier undecided set its thresholds.
+    natural = np.asarray([not p.kind.startswith("slot") and not (config.slot_check and _slots_differ(p))
+                          for p in pairs])
     labels = np.asarray([p.label for p in pairs])
     negatives = probs[natural & (labels == 0)]
     positives = probs[np.asarray([p.kind == "paraphrase" for p in pairs])]
@@ -206,6 +212,10 @@ def calibrate_verifier(probs: np.ndarray, pairs: Sequence[Pair], config: Verifie
     return {"apply_threshold": apply, "related_threshold": min(related, apply),
             "generality": float((positives >= apply).mean()) if len(positives) else 0.0,
             "rejection": float((negatives < apply).mean()) if len(negatives) else 0.0}
+
+
+def _slots_differ(pair: Pair) -> bool:
+    return bool(conflicts(slot_values(pair.message), slot_values(pair.question)))
 
 
 def kind_rates(probs: np.ndarray, pairs: Sequence[Pair], threshold: float) -> dict[str, dict[str, float]]:

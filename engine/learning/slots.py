@@ -1,0 +1,146 @@
+"""Closed-class slot values in a question, and when two questions ask about different ones.
+
+A taught answer is often about one value of a slot: "open on Saturdays", "level 2",
+"before 9 am", "in March". A question that names a *different* value of the same slot asks
+something else, however close a sentence embedding (or a pair model trained on intent
+paraphrases, where "weather in Boston" and "weather in Paris" are one intent) puts it. For
+the closed classes of English this needs no learning: the values can be listed or parsed.
+
+Classes: ``number`` (digits, times such as ``10:30`` or ``9am``, spelled numbers, ordinals;
+``one`` and ``second`` are left out, being far more often a pronoun or a unit), ``weekday``,
+``month``, ``daypart`` (morning ... midnight), ``relative_day`` (today, tomorrow, yesterday).
+Two questions *conflict* when both name values of the same class and the values differ:
+"Saturday" vs "Sunday", "between 2 and 5" vs "between 2 and 6", "this week" vs "last week",
+"vacation days" vs "vacation weeks". A question that names no weekday never conflicts on
+weekdays: a paraphrase may leave a slot out. Also ``time_unit`` (day, week, month ...) and
+``relative`` (this / next / last before a time unit or weekday).
+
+Open classes (cities, products, roles) are not listed here: the verifier's pair model has to
+judge those (``verifier.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+
+__all__ = ["slot_values", "conflicts", "differs_from_all"]
+
+_SPELLED = {"zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+            "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+            "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
+            "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
+            "million": 1_000_000, "billion": 1_000_000_000, "dozen": 12}  # "one": see slot_values
+_ORDINALS = {"first": 1, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9,
+             "tenth": 10, "eleventh": 11, "twelfth": 12}  # "second": see slot_values
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_MONTHS = ("january", "february", "march", "april", "june", "july", "august", "september", "october",
+           "november", "december")  # "may" only capitalised mid-sentence: it is mostly the verb
+_MONTH_SHORT = {"jan": "january", "feb": "february", "aug": "august", "sept": "september", "oct": "october",
+                "nov": "november", "dec": "december"}
+_DAYPARTS = {"morning": "morning", "mornings": "morning", "afternoon": "afternoon", "afternoons": "afternoon",
+             "evening": "evening", "evenings": "evening", "night": "night", "nights": "night",
+             "tonight": "night", "overnight": "night", "noon": "noon", "midday": "noon", "midnight": "midnight"}
+_RELATIVE_DAYS = {"today": "today", "tonight": "tonight", "tomorrow": "tomorrow", "yesterday": "yesterday"}
+_TIME_UNITS = {"second": "second", "seconds": "second", "minute": "minute", "minutes": "minute", "hour": "hour",
+               "hours": "hour", "day": "day", "days": "day", "week": "week", "weeks": "week", "weekend": "weekend",
+               "weekends": "weekend", "fortnight": "fortnight", "month": "month", "months": "month",
+               "quarter": "quarter", "year": "year", "years": "year", "decade": "decade", "decades": "decade"}
+# "last" alone is often "last name"; before a time unit or a weekday it picks which one.
+_RELATIVE = {"this": "this", "current": "this", "next": "next", "coming": "next", "upcoming": "next",
+             "following": "next", "last": "last", "previous": "last", "past": "last", "prior": "last"}
+
+_NOT_BEFORE_ONE = frozenset({"which", "this", "that", "the", "each", "any", "every", "no", "some", "another",
+                             "anyone", "someone", "everyone", "last", "next", "new", "old", "right",
+                             "wrong", "other", "good", "best", "little", "big", "same"})
+_NOT_AFTER_ONE = frozenset({"of", "or", "and", "to", "is", "was", "for", "that", "which", "who", "please", "more",
+                            "another", "in", "on", "at", "with", "i", "you", "it"})
+_BEFORE_SECOND_UNIT = frozenset({"a", "one", "per", "every", "each", "just", "few", "another"})
+
+_TOKEN = re.compile(
+    r"(?P<time>\b\d{1,2}[:.]\d{2}\s*(?:[ap]\.?m\.?)?|\b\d{1,2}\s*[ap]\.?m\.?\b)"  # 10:30, 9am, 9 p.m.
+    r"|(?P<num>\d+(?:[.,]\d+)*)(?:st|nd|rd|th)?"  # 12, 1,000, 3.5, 2nd
+    r"|(?P<word>[^\W\d_]+(?:['’][^\W\d_]+)?)",
+    re.IGNORECASE,
+)
+
+
+def _time_value(raw: str) -> str:
+    text = raw.lower().replace(" ", "").replace(".", ":").replace("::", ":")
+    pm = "p" in text
+    digits = re.match(r"(\d{1,2})(?::(\d{2}))?", text)
+    assert digits is not None
+    hour, minute = int(digits.group(1)), int(digits.group(2) or 0)
+    if ("a" in text or pm) and hour <= 12:  # 12-hour clock
+        hour = hour % 12 + (12 if pm else 0)
+    return f"{hour}:{minute:02d}"
+
+
+@functools.lru_cache(maxsize=8192)  # taught phrasings are read again for every message near them
+def slot_values(text: str) -> dict[str, frozenset[str]]:
+    """The closed-class values ``text`` names, by class (classes it does not name are absent)."""
+    found: dict[str, set[str]] = {}
+
+    def add(cls: str, value: str) -> None:
+        found.setdefault(cls, set()).add(value)
+
+    tokens = list(_TOKEN.finditer(text))
+    words = [(m.group("word") or "").lower().replace("’", "'").removesuffix("'s") for m in tokens]
+    for i, m in enumerate(tokens):
+        previous, word = (words[i - 1] if i else ""), words[i]
+        following = words[i + 1] if i + 1 < len(words) else ""
+        if m.group("time"):
+            add("number", _time_value(m.group("time")))
+        elif m.group("num"):
+            add("number", str(float(m.group("num").replace(",", ""))).removesuffix(".0"))
+        elif word == "one":
+            # "one day", "only one ticket" count; "which one", "the one", "one of", "this one" do not.
+            if following and following not in _NOT_AFTER_ONE and previous not in _NOT_BEFORE_ONE:
+                add("number", "1")
+        elif word == "second":
+            # "the second floor" is an ordinal; "a second", "per second", "one second" a unit.
+            if previous in _BEFORE_SECOND_UNIT or not following:
+                add("time_unit", "second")
+            else:
+                add("number", "2")
+        elif word in _SPELLED:
+            add("number", str(_SPELLED[word]))
+        elif word in _ORDINALS:
+            add("number", str(_ORDINALS[word]))
+        elif word.removesuffix("s") in _WEEKDAYS:
+            add("weekday", word.removesuffix("s"))
+        elif word in _MONTHS or word in _MONTH_SHORT:
+            add("month", _MONTH_SHORT.get(word, word))
+        elif m.group("word") == "May" and m.start() > 0:
+            add("month", "may")
+        elif word in _DAYPARTS:
+            add("daypart", _DAYPARTS[word])
+        if word in _RELATIVE_DAYS:
+            add("relative_day", _RELATIVE_DAYS[word])
+        if word in _TIME_UNITS and word != "second":
+            add("time_unit", _TIME_UNITS[word])
+        if previous in _RELATIVE and (word in _TIME_UNITS or word.removesuffix("s") in _WEEKDAYS):
+            add("relative", _RELATIVE[previous])
+    return {cls: frozenset(values) for cls, values in found.items()}
+
+
+def conflicts(a: Mapping[str, frozenset[str]], b: Mapping[str, frozenset[str]]) -> list[str]:
+    """Classes both name with different values (``[]``: nothing tells them apart here)."""
+    return [cls for cls in a if cls in b and a[cls] != b[cls]]
+
+
+def differs_from_all(asked: str, taught: Iterable[str]) -> tuple[str, ...]:
+    """Slot classes in which ``asked`` differs from the ``taught`` phrasings of one answer, when it
+    differs from *every* one of them (``()`` as soon as one names the same values, or leaves the
+    classes it names out): an answer taught for Saturdays and Sundays applies to either."""
+    values = slot_values(asked)
+    if not values:
+        return ()
+    found: set[str] = set()
+    for question in taught:
+        classes = conflicts(values, slot_values(question))
+        if not classes:
+            return ()
+        found.update(classes)
+    return tuple(sorted(found))

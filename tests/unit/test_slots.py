@@ -1,0 +1,69 @@
+"""Closed-class slot values and when two questions name different ones (engine/learning/slots.py)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.learning.slots import conflicts, differs_from_all, slot_values
+
+
+def differ(a: str, b: str) -> list[str]:
+    return conflicts(slot_values(a), slot_values(b))
+
+
+@pytest.mark.parametrize(("taught", "asked", "classes"), [
+    ("What time does the Berlin office open on Saturdays?", "Is the Berlin office open on Sunday?", ["weekday"]),
+    ("When are office hours for Algebra 2?", "When are office hours for Algebra 1?", ["number"]),
+    ("Do expenses over $500 need approval?", "Do expenses over $5,000 need approval?", ["number"]),
+    ("any rooms free between 9:00 am and 11:00 am", "any rooms free between 9:00 am and 11:00 pm", ["number"]),
+    ("is the desk staffed at 9am", "is the desk staffed at 9:00 a.m.?", []),  # one time, two spellings
+    ("a penalty for homework one day late?", "a penalty for homework three days late?", ["number"]),
+    ("which printer on the second floor prints in color", "which printer on the fourth floor prints in color",
+     ["number"]),
+    ("how much have i earned this week", "how much have i earned last week", ["relative"]),
+    ("how many vacation days do i have left", "how many vacation weeks do i have left", ["time_unit"]),
+    ("is support open on saturday mornings", "is support open on saturday evenings", ["daypart"]),
+    ("where is my march invoice", "where is my April invoice", ["month"]),
+    ("what is the weather today", "what is the weather tomorrow", ["relative_day"]),
+])
+def test_questions_about_another_value_conflict(taught: str, asked: str, classes: list[str]) -> None:
+    assert sorted(differ(asked, taught)) == classes
+
+
+@pytest.mark.parametrize(("taught", "asked"), [
+    ("What time does the Berlin office open on Saturdays?", "when does the berlin office open on a saturday"),
+    ("What time does the Berlin office open on Saturdays?", "berlin office opening hours?"),  # slot left out
+    ("is the shop open on saturday", "is the shop open saturdays?"),
+    ("which one should I pick", "which one is best"),           # "one" as a pronoun is no number
+    ("wait a second, what is my balance", "what is my balance"),
+    ("May I get a refund?", "can i get a refund"),               # "May" opening a question is the verb
+    ("how many days until my next holiday", "how many days until my next holiday please"),
+])
+def test_paraphrases_and_slot_free_phrasings_do_not(taught: str, asked: str) -> None:
+    assert differ(asked, taught) == []
+
+
+def test_values_are_normalised() -> None:
+    assert slot_values("on Mondays at 9 PM, five of us") == {
+        "weekday": frozenset({"monday"}), "number": frozenset({"21:00", "5"})}
+    assert slot_values("due in May") == {"month": frozenset({"may"})}
+    assert slot_values("the 2nd and third floor") == {"number": frozenset({"2", "3"})}
+    assert slot_values("") == {}
+
+
+@given(st.text(max_size=80), st.text(max_size=80))
+def test_conflicts_are_symmetric_and_never_with_oneself(a: str, b: str) -> None:
+    assert sorted(differ(a, b)) == sorted(differ(b, a))
+    assert differ(a, a) == []
+
+
+def test_an_answer_differs_only_from_all_its_phrasings() -> None:
+    taught = ["is the desk open on saturdays?", "is the desk open on sundays?"]
+    assert differs_from_all("is the desk open on sunday", taught) == ()       # taught for Sundays too
+    assert differs_from_all("is the desk open on monday", taught) == ("weekday",)
+    assert differs_from_all("is the desk open on monday", [*taught, "desk opening hours"]) == ()  # general one
+    assert differs_from_all("is the desk open at 9 on monday", ["open at 10 on saturdays?", "open at 9 on sundays?"]
+                            ) == ("number", "weekday")
+    assert differs_from_all("what are the opening hours", taught) == ()       # names no slot

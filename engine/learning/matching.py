@@ -183,8 +183,8 @@ class Matching:
             for i in candidates:
                 found = checks[i]
                 assert found is not None
-                taught = (items[int(j)].question for j in space.members(matches[i].correction.answer))
-                differs = differs_from_all(text, taught)
+                answer = matches[i].correction.answer
+                differs = differs_from_all(text, (items[int(j)].question for j in space.members(answer)), answer)
                 if differs:
                     verdict = Verdict.RELATED if found.verdict is Verdict.APPLIES else found.verdict
                     checks[i] = dataclasses.replace(found, verdict=verdict, differs=differs)

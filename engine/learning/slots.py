@@ -1,4 +1,4 @@
-"""Closed-class slot values in a question, and when two questions ask about different ones.
+"""Closed-class slot values in a question, and when a taught answer is about other ones.
 
 A taught answer is often about one value of a slot: "open on Saturdays", "level 2",
 "before 9 am", "in March". A question that names a *different* value of the same slot asks
@@ -6,14 +6,16 @@ something else, however close a sentence embedding (or a pair model trained on i
 paraphrases, where "weather in Boston" and "weather in Paris" are one intent) puts it. For
 the closed classes of English this needs no learning: the values can be listed or parsed.
 
-Classes: ``number`` (digits, times such as ``10:30`` or ``9am``, spelled numbers, ordinals;
-``one`` and ``second`` are left out, being far more often a pronoun or a unit), ``weekday``,
-``month``, ``daypart`` (morning ... midnight), ``relative_day`` (today, tomorrow, yesterday).
-Two questions *conflict* when both name values of the same class and the values differ:
-"Saturday" vs "Sunday", "between 2 and 5" vs "between 2 and 6", "this week" vs "last week",
-"vacation days" vs "vacation weeks". A question that names no weekday never conflicts on
-weekdays: a paraphrase may leave a slot out. Also ``time_unit`` (day, week, month ...) and
-``relative`` (this / next / last before a time unit or weekday).
+Classes (``slot_values``): ``number`` (digits, clock times such as ``10:30`` or ``9am``,
+spelled numbers, ordinals; "one" and "second" only where they are numbers, not a pronoun or a
+unit), ``weekday``, ``month``, ``daypart`` (morning ... midnight), ``relative_day`` (today,
+tonight, tomorrow, yesterday), ``time_unit`` (day, week, month ...) and ``relative`` (this /
+next / last before a time unit or weekday).
+
+``conflicts``: two questions that name values of one class and not the same ones ("Saturday" /
+"Sunday", "between 2 and 5" / "between 2 and 6", "this week" / "last week"); a question that
+names no weekday never conflicts on weekdays, since a paraphrase may leave a slot out.
+``differs_from_all``: the same for an answer taught with several phrasings (the engine's test).
 
 Open classes (cities, products, roles) are not listed here: the verifier's pair model has to
 judge those (``verifier.py``).
@@ -53,7 +55,10 @@ _RELATIVE = {"this": "this", "current": "this", "next": "next", "coming": "next"
 
 _NOT_BEFORE_ONE = frozenset({"which", "this", "that", "the", "each", "any", "every", "no", "some", "another",
                              "anyone", "someone", "everyone", "last", "next", "new", "old", "right",
-                             "wrong", "other", "good", "best", "little", "big", "same"})
+                             "wrong", "other", "good", "best", "little", "big", "same",
+                             # "how would one ...", "can one ...": the pronoun
+                             "how", "what", "where", "when", "why", "if", "do", "does", "did", "can", "could",
+                             "would", "will", "should", "must", "might", "may", "shall"})
 _NOT_AFTER_ONE = frozenset({"of", "or", "and", "to", "is", "was", "for", "that", "which", "who", "please", "more",
                             "another", "in", "on", "at", "with", "i", "you", "it"})
 _BEFORE_SECOND_UNIT = frozenset({"a", "one", "per", "every", "each", "just", "few", "another"})
@@ -130,17 +135,25 @@ def conflicts(a: Mapping[str, frozenset[str]], b: Mapping[str, frozenset[str]]) 
     return [cls for cls in a if cls in b and a[cls] != b[cls]]
 
 
-def differs_from_all(asked: str, taught: Iterable[str]) -> tuple[str, ...]:
-    """Slot classes in which ``asked`` differs from the ``taught`` phrasings of one answer, when it
-    differs from *every* one of them (``()`` as soon as one names the same values, or leaves the
-    classes it names out): an answer taught for Saturdays and Sundays applies to either."""
+def differs_from_all(asked: str, questions: Iterable[str], answer: str = "") -> tuple[str, ...]:
+    """Slot classes in which ``asked`` names a value that an answer's taught ``questions`` never
+    name, among the classes they name at all; values its ``answer`` names count as taught too.
+
+    An answer taught for "open on Saturdays?" differs for "open on Sunday?" (``weekday``); taught
+    for Saturdays and Sundays, or with an answer that names both, it does not. A phrasing that
+    names no weekday says nothing about weekdays ("opening hours?" beside "open on Saturdays?"
+    does not cover Sunday), and a class only the answer names is not one the question was about
+    ("how much is Pro?" → "$49": "how much is Pro for 2 users?" does not differ in number).
+    """
     values = slot_values(asked)
     if not values:
         return ()
-    found: set[str] = set()
-    for question in taught:
-        classes = conflicts(values, slot_values(question))
-        if not classes:
-            return ()
-        found.update(classes)
-    return tuple(sorted(found))
+    known: dict[str, set[str]] = {}
+    for text in questions:
+        for cls, found in slot_values(text).items():
+            if cls in values:
+                known.setdefault(cls, set()).update(found)
+    for cls, found in slot_values(answer).items():
+        if cls in known:
+            known[cls].update(found)
+    return tuple(sorted(cls for cls, seen in known.items() if not values[cls] <= seen))

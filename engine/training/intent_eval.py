@@ -91,8 +91,8 @@ def rerank(check: Rerank, texts: Sequence[str], vectors: np.ndarray, support_tex
     for (qi, label), p in best_p.items():  # in the metric's order: the first label that applies wins
         inside = scores[qi, label] >= check.radius
         if inside and p >= check.related and not applies[qi]:
-            if check.slot_check and differs_from_all(texts[qi], (support_texts[int(j)]
-                                                                 for j in np.flatnonzero(rows == label))):
+            if check.slot_check and differs_from_all(texts[qi], [support_texts[int(j)]
+                                                                 for j in np.flatnonzero(rows == label)]):
                 continue  # another day, number or period than every taught phrasing: related at most
             pred[qi], applies[qi] = label, 1.0
     return pred, applies

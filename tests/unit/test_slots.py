@@ -59,11 +59,23 @@ def test_conflicts_are_symmetric_and_never_with_oneself(a: str, b: str) -> None:
     assert differ(a, a) == []
 
 
-def test_an_answer_differs_only_from_all_its_phrasings() -> None:
+def test_an_answer_differs_in_values_none_of_its_phrasings_names() -> None:
     taught = ["is the desk open on saturdays?", "is the desk open on sundays?"]
     assert differs_from_all("is the desk open on sunday", taught) == ()       # taught for Sundays too
     assert differs_from_all("is the desk open on monday", taught) == ("weekday",)
-    assert differs_from_all("is the desk open on monday", [*taught, "desk opening hours"]) == ()  # general one
-    assert differs_from_all("is the desk open at 9 on monday", ["open at 10 on saturdays?", "open at 9 on sundays?"]
-                            ) == ("number", "weekday")
+    # A phrasing naming no weekday says nothing about weekdays ...
+    assert differs_from_all("is the desk open on monday", [*taught, "desk opening hours"]) == ("weekday",)
+    # ... but an answer that names the day does.
+    assert differs_from_all("is the desk open on monday", taught, "Open 9-5 Monday to Friday") == ()
+    # A class only the answer names is not what the question was about.
+    assert differs_from_all("how much is pro for 2 users?", ["how much is the pro plan?"], "$49 a month") == ()
+    assert differs_from_all("open at 9 on monday?", ["open at 10 on saturdays?", "open at 9 on sundays?"]
+                            ) == ("weekday",)
+    assert differs_from_all("meetings between 2 and 6", ["how many meetings between 2 and 5"]) == ("number",)
     assert differs_from_all("what are the opening hours", taught) == ()       # names no slot
+
+
+def test_one_as_a_pronoun_is_no_number() -> None:
+    assert slot_values("how would one make a vacation request") == {}
+    assert slot_values("how does one go about it") == {}
+    assert slot_values("i need one ticket") == {"number": frozenset({"1"})}

@@ -312,6 +312,7 @@ def intents(
     verifier: Annotated[str, typer.Option(help="the verifier for --rerank: default | a path")] = "default",
     eval_domains: EvalDomainsOption = "",
     domains: DomainsOption = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Few-shot intent classification: prototypes from --support, all labels at once.
@@ -333,7 +334,8 @@ def intents(
 
     run = IntentsRunConfig(support=support, query=query, oos=oos, metric=metric_spec, baseline=baseline, adapt=adapt,
                            adapt_steps=steps_list, adapt_lr=adapt_lr, eval_domains=tuple(csv(eval_domains)),
-                           domains=domains, rerank=rerank, verifier=verifier)
+                           domains=domains, rerank=rerank, verifier=verifier,
+                           learning=settings_or_exit(config).engine_settings().learning)
     result = _or_exit(lambda: run_intents_eval(run, bars=stderr_bars, log=stderr_log))
     lines = [f"{k}: {v}" for k, v in result.items() if k not in ("baseline", "adaptation", "instant", "rerank")]
     lines += [f"rerank {k}: {v}" for k, v in result.get("rerank", {}).items()]

@@ -9,8 +9,9 @@ the closed classes of English this needs no learning: the values can be listed o
 Classes (``slot_values``): ``number`` (digits, clock times such as ``10:30`` or ``9am``,
 spelled numbers, ordinals; "one" and "second" only where they are numbers, not a pronoun or a
 unit), ``weekday``, ``month``, ``daypart`` (morning ... midnight), ``relative_day`` (today,
-tonight, tomorrow, yesterday), ``time_unit`` (day, week, month ...) and ``relative`` (this /
-next / last before a time unit or weekday).
+tonight, tomorrow, yesterday), ``time_unit`` (a period: "this week", "a year", "per month", not
+a unit of count such as "how many days") and ``relative`` (this / next / last before a time
+unit or weekday).
 
 ``conflicts``: two questions that name values of one class and not the same ones ("Saturday" /
 "Sunday", "between 2 and 5" / "between 2 and 6", "this week" / "last week"); a question that
@@ -52,6 +53,8 @@ _TIME_UNITS = {"second": "second", "seconds": "second", "minute": "minute", "min
 # "last" alone is often "last name"; before a time unit or a weekday it picks which one.
 _RELATIVE = {"this": "this", "current": "this", "next": "next", "coming": "next", "upcoming": "next",
              "following": "next", "last": "last", "previous": "last", "past": "last", "prior": "last"}
+
+_PERIOD_CUES = frozenset({"a", "an", "per", "each", "every", "whole", "entire", "all"})
 
 _NOT_BEFORE_ONE = frozenset({"which", "this", "that", "the", "each", "any", "every", "no", "some", "another",
                              "anyone", "someone", "everyone", "last", "next", "new", "old", "right",
@@ -123,7 +126,9 @@ def slot_values(text: str) -> dict[str, frozenset[str]]:
             add("daypart", _DAYPARTS[word])
         if word in _RELATIVE_DAYS:
             add("relative_day", _RELATIVE_DAYS[word])
-        if word in _TIME_UNITS and word != "second":
+        if word in _TIME_UNITS and word != "second" and (previous in _RELATIVE or previous in _PERIOD_CUES):
+            # A period ("this week", "a year", "per month") decides an answer; a unit of count
+            # ("how many vacation days", "hours of pto") is a way of asking the same thing.
             add("time_unit", _TIME_UNITS[word])
         if previous in _RELATIVE and (word in _TIME_UNITS or word.removesuffix("s") in _WEEKDAYS):
             add("relative", _RELATIVE[previous])

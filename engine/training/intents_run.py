@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ class IntentsRunConfig:
     domains: Path | None = None          # {domain: [labels]}; default: domains.json beside ``support``
     rerank: bool = False                 # also the verifier over the metric's best labels, side by side
     verifier: str = "default"            # 'default' (shipped) or a verifier artifact path
+    learning: LearningSettings = field(default_factory=LearningSettings)  # verify_*, slot_check as served
 
 
 def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Log = silent_log) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
             result["adaptation"] = _adaptation_sweep(channel, s, q, o, threshold, run.adapt_steps, run.adapt_lr,
                                                      bars)
     if run.rerank:
-        result["rerank"] = _reranked(run.verifier, encoder, artifact, threshold, s, q, o, bars)
+        result["rerank"] = _reranked(run.verifier, encoder, artifact, threshold, s, q, o, bars, run.learning)
         if result["rerank"].get("accuracy") is not None and instant.get("accuracy") is not None:
             result["rerank_gain"] = round(result["rerank"]["accuracy"] - instant["accuracy"], 4)
     if run.baseline:
@@ -106,7 +107,8 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
 
 
 def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, radius: float | None,
-              s: Sequence[Utterance], q: Sequence[Utterance], o: Sequence[Utterance], bars: Bars) -> dict[str, Any]:
+              s: Sequence[Utterance], q: Sequence[Utterance], o: Sequence[Utterance], bars: Bars,
+              learning: LearningSettings) -> dict[str, Any]:
     """The benchmark with the verifier reranking the metric's best labels, as the engine serves it."""
     try:
         path = resolve_verifier(spec)
@@ -120,7 +122,7 @@ def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, radius
         raise RunError("--rerank needs the metric's calibrated scope threshold (a metric artifact)")
     verifier = Verifier(artifact, encoder)
     verifier.load()
-    settings = LearningSettings()
+    settings = learning
     floor = artifact.floor if artifact.metric == (metric.digest if metric else "") else -1.0
 
     def verify(messages: list[str], questions: list[str]) -> np.ndarray:

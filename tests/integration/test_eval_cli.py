@@ -71,14 +71,17 @@ def test_eval_intents_json_side_by_side(files: dict[str, Path]) -> None:
     assert five["adapter_bytes"] < 1_000_000
 
 
-def test_eval_intents_rerank_decides_as_the_engine_serves(files: dict[str, Path]) -> None:
+def test_eval_intents_rerank_decides_as_the_engine_serves(files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.setenv("HEEDFUL_LEARNING_VERIFY_MEMBERS", "3")  # the engine's settings, from the environment
     result = CliRunner().invoke(app, ["eval", "intents", "--support", str(files["support"]), "--query",
                                       str(files["query"]), "--oos", str(files["oos"]), "--no-adapt", "--rerank",
                                       "--json"])
     assert result.exit_code == 0, result.output
     data = last_json(result.stdout)
     rerank = data["rerank"]
-    assert rerank["verifier"].startswith("verifier:") and (rerank["answers"], rerank["members"]) == (3, 2)
+    assert rerank["verifier"].startswith("verifier:") and (rerank["answers"], rerank["members"]) == (3, 3)
+    assert rerank["slot_check"] is True
     assert rerank["n_query"] == data["n_query"] and rerank["n_oos"] == data["n_oos"]
     assert rerank["radius"] == data["threshold"]  # the same scope as the metric's row
     # The verifier only vetoes inside the radius: it cannot accept a question the metric turned away.

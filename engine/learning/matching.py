@@ -165,10 +165,14 @@ class Matching:
         similarity = space.matrix @ vectors[0]                                      # (n,) to every phrasing
         items = list(space)
         pairs: list[tuple[int, StoredCorrection]] = []                              # (match index, phrasing)
+        differs: dict[int, tuple[str, ...]] = {}  # slot classes a candidate's phrasings never name (slots.py)
         for i in candidates:
-            members = space.members(matches[i].correction.answer)
+            answer = matches[i].correction.answer
+            members = space.members(answer)
             nearest = members[np.argsort(-similarity[members], kind="stable")][: self.verify_members]
             pairs += [(i, items[int(j)]) for j in nearest]
+            taught = (items[int(j)].question for j in members)
+            differs[i] = differs_from_all(text, taught, answer) if self.slot_check else ()
         asked = " ".join(text.split()).casefold()
         probs = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
         artifact = self.verifier.artifact
@@ -177,17 +181,9 @@ class Matching:
                 p = np.float32(1.0)  # the taught question itself, asked again
             found = checks[i]
             if found is None or p > found.probability:
-                inside = matches[i].score >= self.answer_threshold_for(matches[i].support)
-                checks[i] = Check(float(p), artifact.verdict(float(p), inside), phrasing)
-        if self.slot_check:
-            for i in candidates:
-                found = checks[i]
-                assert found is not None
-                answer = matches[i].correction.answer
-                differs = differs_from_all(text, (items[int(j)].question for j in space.members(answer)), answer)
-                if differs:
-                    verdict = Verdict.RELATED if found.verdict is Verdict.APPLIES else found.verdict
-                    checks[i] = dataclasses.replace(found, verdict=verdict, differs=differs)
+                # An answer about other slot values counts as outside the radius: related at most.
+                inside = matches[i].score >= self.answer_threshold_for(matches[i].support) and not differs[i]
+                checks[i] = Check(float(p), artifact.verdict(float(p), inside), phrasing, differs[i])
         return matches, checks
 
     def release(self, support: SupportSet) -> None:

@@ -122,7 +122,6 @@ def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, radius
         raise RunError("--rerank needs the metric's calibrated scope threshold (a metric artifact)")
     verifier = Verifier(artifact, encoder)
     verifier.load()
-    settings = learning
     floor = artifact.floor if artifact.metric == (metric.digest if metric else "") else -1.0
 
     def verify(messages: list[str], questions: list[str]) -> np.ndarray:
@@ -133,8 +132,8 @@ def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, radius
                 bar.update(len(out[-1]))
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
-    check = Rerank(verify, settings.verify_answers, settings.verify_members, artifact.apply_threshold,
-                   artifact.related_threshold, radius, floor, settings.slot_check)
+    check = Rerank(verify, learning.verify_answers, learning.verify_members, artifact.apply_threshold,
+                   artifact.related_threshold, radius, floor, learning.slot_check)
     started = time.perf_counter()
     found = evaluate_intents(_embedder(encoder, "embed", bars), s, q, o, None, check)
     found.pop("threshold", None)

@@ -53,7 +53,7 @@ class Encoder:
         self._model = load_sentence_encoder(source, device=self.settings.device)
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, releasing(self.load))
+        await self.run(self.load)
 
     async def stop(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -131,14 +131,19 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     data = settings.redacted()
     note = settings.engine_settings().lora_note()
     data["notes"] = [note] if note else []
-    if settings.model.backend == "local":  # what "auto" resolves to on this machine
-        from engine.generation.model_loader import pick_device, pick_dtype, pick_matmul_dtype
+    import torch
 
+    from engine.generation.model_loader import pick_device, pick_dtype, pick_matmul_dtype
+
+    # What "auto" resolves to on this machine: the encoder (and verifier) always run here.
+    encoder = pick_matmul_dtype(settings.encoder.matmul_dtype, torch.device(settings.encoder.device), torch.float32)
+    data["effective"] = {"encoder_matmul_dtype": str(encoder).removeprefix("torch.")}
+    if settings.model.backend == "local":
         device = pick_device(settings.model.device)
         dtype = pick_dtype(settings.model.dtype, device)
-        data["effective"] = {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
-                             "matmul_dtype": str(pick_matmul_dtype(settings.model.matmul_dtype, device, dtype))
-                             .removeprefix("torch.")}
+        data["effective"] |= {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
+                              "matmul_dtype": str(pick_matmul_dtype(settings.model.matmul_dtype, device, dtype))
+                              .removeprefix("torch.")}
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 

@@ -115,18 +115,19 @@ class Engine:
             await asyncio.to_thread(_import_model_libraries)
             setup = None
             if self.settings.model.backend in ("local", "vllm"):  # vllm: the local model trains LoRA versions
-                # A fresh install converts the embedded GGUF first: beside the encoder's and the
-                # verifier's load, which it does not disturb (see prepare_model), not before it.
+                # A fresh install reads the embedded GGUF into memory beside the encoder's and the
+                # verifier's load, which it does not disturb (see prepare_model), and writes its cache
+                # after the model serves.
                 converting = asyncio.ensure_future(openmp.to_thread(prepare_model, self.settings.model,
                                                                      self.settings.model_cache_dir))
                 try:
                     await self.matching.start()
                 finally:
-                    await asyncio.shield(converting)  # a thread cannot be cancelled: let it finish
+                    prepared = await asyncio.shield(converting)  # a thread cannot be cancelled: let it finish
                 self._loaded = await openmp.to_thread(load_model, self.settings.model,
-                                                       self.settings.model_cache_dir)
+                                                       self.settings.model_cache_dir, prepared)
                 setup = await openmp.to_thread(self._prepare_lora) if self.settings.lora.enabled else None
-                self._worker = ModelWorker(self._loaded, self.settings.model)
+                self._worker = ModelWorker(self._loaded, self.settings.model, self.encoder.foreground)
                 self._worker.start()
                 if self.settings.model.backend == "vllm":
                     self._remote = VllmBackend(
@@ -241,28 +242,31 @@ class Engine:
         text = clean_text(turn.text, limit=self.settings.dialog.max_input_chars)
         await self._sync_external()
         async with self._locks(turn.channel):
-            question_id = await self.store.add_message(
-                turn.channel, role="user", text=text, platform_message_id=turn.message_id,
-                reply_to=turn.reply_to, author_id=turn.author_id, author_name=turn.author_name,
-            )
-            matches, checks = await self._match(turn.channel, text)
-            persona = await self._persona(turn.channel)
-            lora = await self.consolidator.lora_for(turn.channel) if self.consolidator else None
-            explanation = self._explain(reply.reply_id, turn.channel, matches, checks, persona, lora)
-            explanation = await self._personalise(turn, text, explanation)
-            explanation = await self._tutoring(turn, text, explanation)
-            taste = await self._taste(turn, explanation)
-            if explanation.lora_version is None:
-                lora = None  # out of the LoRA's scope (``lora.scope``)
-            if lora is not None and isinstance(self._remote, VllmBackend):  # /why: the name the server serves
-                explanation = dataclasses.replace(explanation, notes=(
-                    *explanation.notes, f"served by vLLM as {served_lora_name(turn.channel.scope, lora)!r}"))
-            reply.explanation = explanation
-            metrics.TURNS.labels(explanation.route.value).inc()
-            answer_id = await self.store.add_message(
-                turn.channel, role="assistant", text="", reply_id=reply.reply_id, question_id=question_id,
-                complete=False,
-            )
+            # Until the route is known, this turn is on its first chunk's critical path: background
+            # work (decode steps, training) waits for it (understanding/foreground.py).
+            with self.encoder.foreground.busy():
+                # The message's store write and its understanding run at once (a thread each).
+                question_id, (matches, checks) = await asyncio.gather(self.store.add_message(
+                    turn.channel, role="user", text=text, platform_message_id=turn.message_id,
+                    reply_to=turn.reply_to, author_id=turn.author_id, author_name=turn.author_name,
+                ), self._match(turn.channel, text))
+                persona = await self._persona(turn.channel)
+                lora = await self.consolidator.lora_for(turn.channel) if self.consolidator else None
+                explanation = self._explain(reply.reply_id, turn.channel, matches, checks, persona, lora)
+                explanation = await self._personalise(turn, text, explanation)
+                explanation = await self._tutoring(turn, text, explanation)
+                taste = await self._taste(turn, explanation)
+                if explanation.lora_version is None:
+                    lora = None  # out of the LoRA's scope (``lora.scope``)
+                if lora is not None and isinstance(self._remote, VllmBackend):  # /why: the name the server serves
+                    explanation = dataclasses.replace(explanation, notes=(
+                        *explanation.notes, f"served by vLLM as {served_lora_name(turn.channel.scope, lora)!r}"))
+                reply.explanation = explanation
+                metrics.TURNS.labels(explanation.route.value).inc()
+                answer_id = await self.store.add_message(
+                    turn.channel, role="assistant", text="", reply_id=reply.reply_id, question_id=question_id,
+                    complete=False,
+                )
             produced: list[str] = []
             guard = MentionGuard()
             try:
@@ -603,7 +607,8 @@ class Engine:
         self._check_running()
         await self._sync_external()
         try:
-            receipt = await self._apply(feedback)
+            with self.encoder.foreground.busy():  # a correction's effect waits for this: background work waits
+                receipt = await self._apply(feedback)
         except AlreadyApplied as done:  # the same platform event again: answer as the first time
             if feedback.kind is FeedbackKind.CORRECTION:
                 metrics.CORRECTIONS.labels("repeated").inc()

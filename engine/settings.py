@@ -100,6 +100,10 @@ class ModelSettings(_Strict):
         True, description="local backend: prefill and decode Llama-family models through the engine's own "
         "forward pass (fused projections, no per-call mask or rotary rebuilding; same numerics); false: "
         "transformers' forward")
+    understanding_first_ms: float = Field(
+        50.0, ge=0.0, le=10_000.0, description="local backend: the longest the model worker holds its next "
+        "decode or LoRA-training step while a message is being embedded or verified, so that understanding a "
+        "message (on the path to its first chunk, and to a correction's effect) gets the CPU cores; 0: never holds")
 
     renamed: ClassVar[dict[str, str]] = {"max_resident_adapters": "max_resident_loras"}
 
@@ -117,6 +121,10 @@ class EncoderSettings(_Strict):
     device: str = "cpu"
     cache_texts: int = Field(4096, ge=0, description="vectors of this many recently embedded texts kept in memory "
                              "(a correction of a question just asked needs no new embedding); 0: none")
+    matmul_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="CPU: precision of the encoder's and the verifier's linear layers when they embed and "
+        "verify ('auto': bfloat16, pre-packed for oneDNN, where the CPU has AMX or AVX-512 BF16; else float32). "
+        "Vectors stay within a cosine of 0.9999 of float32's; training computes in float32")
 
 
 class LearningSettings(_Strict):

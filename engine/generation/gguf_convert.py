@@ -9,6 +9,9 @@ renames the tensors as ``LlamaForCausalLM`` names them: ~2 s. The result is the 
 (``tests/unit/test_gguf_convert.py`` compares every tensor, the config and the tokenizer with
 transformers' own conversion). Anything but a llama GGUF of plain and block-quantised tensors
 raises ``Unsupported``, and the caller falls back to transformers.
+
+A fresh install serves from the model read into memory (``read_llama_gguf``) and writes the
+checkpoint afterwards, off the path to the first answer (``model_loader.prepare_model``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Unsupported", "convert_llama_gguf"]
+__all__ = ["Unsupported", "convert_llama_gguf", "read_llama_gguf", "save_checkpoint"]
 
 
 class Unsupported(ValueError):
@@ -116,9 +119,9 @@ def _state_dict(gguf: Path, config: Any) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def convert_llama_gguf(gguf: Path, target: Path) -> None:
-    """Write the checkpoint of the llama GGUF ``gguf`` (float32) to the directory ``target``
-    (``save_pretrained``'s files: config, generation config, weights, tokenizer, chat template)."""
+def read_llama_gguf(gguf: Path) -> tuple[Any, Any]:
+    """The llama GGUF ``gguf`` as a float32 ``LlamaForCausalLM`` and its tokenizer, in memory
+    (``Unsupported`` for a file this converter does not handle)."""
     from transformers import GenerationConfig, LlamaForCausalLM
     from transformers.integrations.gguf.reader import read_gguf_metadata
 
@@ -141,6 +144,25 @@ def convert_llama_gguf(gguf: Path, target: Path) -> None:
     missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if missing:
         raise Unsupported(f"{gguf.name} lacks {missing[:3]}")
+    # Buffers computed from the config, not stored (rotary frequencies): built again, off the meta device.
+    rotary = model.model.rotary_emb
+    model.model.rotary_emb = type(rotary)(config=config)
+    unbuilt = [n for n, b in model.named_buffers() if b.device.type == "meta"]
+    if unbuilt:
+        raise Unsupported(f"{gguf.name}: cannot build {unbuilt[:3]}")
     model.generation_config = GenerationConfig.from_model_config(config)
-    model.save_pretrained(target)
-    _tokenizer(gguf).save_pretrained(target)
+    return model, _tokenizer(gguf)
+
+
+def save_checkpoint(model: Any, tokenizer: Any, target: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """``save_pretrained``'s files for ``model`` and ``tokenizer`` in the directory ``target``;
+    ``state``: the weights to write (a ``state_dict()`` taken before the model was changed for serving)."""
+    model.save_pretrained(target, state_dict=dict(state) if state is not None else None)  # it empties the dict
+    tokenizer.save_pretrained(target)
+
+
+def convert_llama_gguf(gguf: Path, target: Path) -> None:
+    """Write the checkpoint of the llama GGUF ``gguf`` (float32) to the directory ``target``
+    (``save_pretrained``'s files: config, generation config, weights, tokenizer, chat template)."""
+    model, tokenizer = read_llama_gguf(gguf)
+    save_checkpoint(model, tokenizer, target)

@@ -18,20 +18,22 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
+from ..nn.openmp import releasing
+from ..nn.packed_linear import cpu_has_bf16, pack_linears, packed_weight, pick_matmul_dtype, unpack_linear
+from ..nn.packed_linear import packed as decoding
 from ..settings import EMBEDDED_MODEL, ModelSettings
-from .gguf_convert import Unsupported, convert_llama_gguf
+from .gguf_convert import Unsupported, convert_llama_gguf, read_llama_gguf, save_checkpoint
 
 __all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype", "pick_matmul_dtype",
-           "prepare_model", "pack_linears", "packed_weight", "unpack_linear", "cpu_has_bf16", "decoding", "export_hf",
-           "convert_with_transformers"]
+           "prepare_model", "PreparedModel", "pack_linears", "packed_weight", "unpack_linear", "cpu_has_bf16",
+           "decoding", "export_hf", "convert_with_transformers"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class LoadedModel:
     device: torch.device
     context_length: int
     matmul_dtype: str = "float32"  # precision of the linear layers when decoding (see pack_linears)
+    caching: threading.Thread | None = None  # writing the converted cache after a fresh install's load
 
 
 def embedded_gguf_path() -> Path:
@@ -82,97 +85,6 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16) and torch can use it (oneDNN)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return bool({"amx_bf16", "avx512_bf16"} & flags) and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
-
-
-def pick_matmul_dtype(requested: str, device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """The precision of the linear layers' weights for decoding on ``device`` (see ``pack_linears``)."""
-    if device.type != "cpu" or dtype != torch.float32:
-        return dtype  # accelerators and explicit low-precision models run as loaded
-    if requested == "auto":
-        return torch.bfloat16 if cpu_has_bf16() else torch.float32
-    chosen: torch.dtype = getattr(torch, requested)
-    return chosen
-
-
-_decoding = threading.local()
-
-
-@contextmanager
-def decoding() -> Iterator[None]:
-    """Within this block (the model worker's prefill and decode steps, in this thread) packed
-    linear layers use their bfloat16 copy; everywhere else (LoRA training, its cached
-    activations, evaluation) they compute in float32 exactly as before."""
-    previous = getattr(_decoding, "on", False)
-    _decoding.on = True
-    try:
-        yield
-    finally:
-        _decoding.on = previous
-
-
-class _PackedLinear(torch.nn.Linear):
-    """``nn.Linear`` that, when no gradient is wanted, multiplies by a bfloat16 copy of its weight
-    pre-packed for oneDNN (AMX / AVX-512 BF16 kernels; packing once instead of at every call is
-    what makes bfloat16 pay on CPU). The fp32 weight stays the parameter: training, LoRA and
-    ``functional_call`` substitutions use it (the packed copy is used only while ``weight`` is
-    still the parameter it was packed from). Input and output keep their dtype."""
-
-    _packed: torch.Tensor
-    _packed_from: torch.Tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or not getattr(_decoding, "on", False) or self.weight is not self._packed_from:
-            return torch.nn.functional.linear(x, self.weight, self.bias)
-        y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x.to(torch.bfloat16), self._packed, None, "none", [], ""
-        )
-        y = y.to(x.dtype)
-        return y if self.bias is None else y + self.bias
-
-
-def pack_linears(model: torch.nn.Module) -> int:
-    """Give every ``nn.Linear`` of ``model`` a packed bfloat16 weight for decoding; returns how many.
-
-    Raises ``RuntimeError`` where torch lacks the oneDNN ops (the caller then stays in float32).
-    """
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
-    probe = torch.ones(1, 8, dtype=torch.bfloat16)
-    torch.ops.mkldnn._linear_pointwise(probe, torch.ops.mkldnn._reorder_linear_weight(probe, 1), None, "none", [], "")
-    for m in linears:
-        with torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(torch.bfloat16), 1)
-        m.__class__ = _PackedLinear
-        m._packed, m._packed_from = packed, m.weight
-    return len(linears)
-
-
-def packed_weight(module: torch.nn.Module) -> torch.Tensor | None:
-    """The packed bfloat16 copy ``pack_linears`` gave ``module`` (None: it has none, or it is stale)."""
-    if isinstance(module, _PackedLinear) and module.weight is module._packed_from:
-        return module._packed
-    return None
-
-
-def unpack_linear(module: torch.nn.Module) -> None:
-    """Drop ``module``'s packed bfloat16 copy (its decoding moved to a fused copy elsewhere, see
-    ``direct_forward.py``); the layer then computes in float32 everywhere."""
-    if isinstance(module, _PackedLinear):
-        del module._packed, module._packed_from
-        cast(Any, module).__class__ = torch.nn.Linear
-
-
 def convert_with_transformers(gguf: Path, target: Path) -> None:
     """transformers' own, general conversion of ``gguf`` into a checkpoint at ``target`` (~17 s for
     the embedded model): the fallback of ``gguf_convert`` and the reference its test compares with."""
@@ -188,16 +100,20 @@ def convert_with_transformers(gguf: Path, target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-def _convert_embedded(target: Path, fallback: bool = True) -> None:
+def _convert_embedded(target: Path, fallback: bool = True, read: PreparedModel | None = None) -> None:
     """De-quantise the embedded GGUF into a transformers checkpoint at ``target`` (``fallback``:
-    with transformers' general path where the fast converter declines; else ``Unsupported``)."""
+    with transformers' general path where the fast converter declines; else ``Unsupported``);
+    ``read``: the model already read into memory, only to be written."""
     gguf = embedded_gguf_path()
     log.info("converting embedded model %s (once; cached in %s)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         try:
-            convert_llama_gguf(gguf, staging)  # ~2 s; transformers' general path takes ~17 s
+            if read is not None:
+                save_checkpoint(read.model, read.tokenizer, staging, read.state)
+            else:
+                convert_llama_gguf(gguf, staging)  # ~2 s; transformers' general path takes ~17 s
         except Unsupported as why:
             if not fallback:
                 raise
@@ -214,31 +130,36 @@ def _convert_embedded(target: Path, fallback: bool = True) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def embedded_checkpoint(models_dir: Path, fallback: bool = True) -> Path:
-    """The cached, converted embedded model, converting it on first use (``fallback``: see
+def _embedded_target(models_dir: Path) -> Path:
+    return models_dir / "smollm2-135m-instruct"
+
+
+def _embedded_cached(models_dir: Path) -> bool:
+    """Whether the embedded model's converted checkpoint is in ``models_dir``, from the installed GGUF."""
+    marker = _embedded_target(models_dir) / _CONVERTED_MARKER
+    if not marker.exists():
+        return False
+    gguf = embedded_gguf_path()
+    meta = json.loads(marker.read_text())
+    return bool(meta.get("source") == gguf.name and meta.get("size") == gguf.stat().st_size)
+
+
+def embedded_checkpoint(models_dir: Path, fallback: bool = True, read: PreparedModel | None = None) -> Path:
+    """The cached, converted embedded model, converting it on first use (``fallback``, ``read``: see
     ``_convert_embedded``).
 
     A lock file serialises conversion between processes (several workers or test
     runs sharing one models directory convert once, and never read a half-swapped
     cache).
     """
-    target = models_dir / "smollm2-135m-instruct"
-    gguf = embedded_gguf_path()
-
-    def fresh() -> bool:
-        marker = target / _CONVERTED_MARKER
-        if not marker.exists():
-            return False
-        meta = json.loads(marker.read_text())
-        return bool(meta.get("source") == gguf.name and meta.get("size") == gguf.stat().st_size)
-
-    if fresh():
+    target = _embedded_target(models_dir)
+    if _embedded_cached(models_dir):
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
     with open(models_dir / ".convert.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not fresh():
-            _convert_embedded(target, fallback)
+        if not _embedded_cached(models_dir):
+            _convert_embedded(target, fallback, read)
     return target
 
 
@@ -289,26 +210,66 @@ def _tiny_model(seed: int, models_dir: Path) -> tuple[Any, Any]:
     return LlamaForCausalLM(config), tokenizer
 
 
-def prepare_model(settings: ModelSettings, models_dir: Path) -> None:
-    """Convert the embedded GGUF that ``load_model`` will read, if not cached yet, without loading
-    the model (blocking). The fast converter builds its model on the meta device (thread-local) and
-    constructs nothing through ``from_pretrained``, so the engine runs it beside the encoder's load;
-    a GGUF it does not handle is left to ``load_model``'s fallback, which is not safe beside it."""
-    if settings.id == EMBEDDED_MODEL or settings.id.startswith("tiny:"):  # tiny models use its tokenizer
+@dataclass(slots=True)
+class PreparedModel:
+    """The embedded model read from its GGUF into memory on a fresh install (``prepare_model``),
+    with the weights as read (``state``: what the cache is written from once it serves)."""
+
+    model: Any
+    tokenizer: Any
+    state: dict[str, torch.Tensor]
+
+
+def prepare_model(settings: ModelSettings, models_dir: Path) -> PreparedModel | None:
+    """Get ready what ``load_model`` will load (blocking), without loading it.
+
+    The embedded model, not cached yet: read from its GGUF into memory, returned for ``load_model``
+    (which then writes the cache in the background instead of the first answer waiting ~1 s for it:
+    docs/BENCHMARKS.md, "Cold start"). A tiny model: the embedded checkpoint converted, for its
+    tokenizer. The fast converter builds its model on the meta device (thread-local) and constructs
+    nothing through ``from_pretrained``, so the engine runs this beside the encoder's load; a GGUF it
+    does not handle is left to ``load_model``'s fallback, which is not safe beside it."""
+    if settings.id.startswith("tiny:"):  # tiny models use the embedded model's tokenizer
         with suppress(Unsupported):
             embedded_checkpoint(models_dir, fallback=False)
+    elif settings.id == EMBEDDED_MODEL and not _embedded_cached(models_dir):
+        with suppress(Unsupported):
+            model, tokenizer = read_llama_gguf(embedded_gguf_path())
+            return PreparedModel(model, tokenizer, dict(model.state_dict()))
+    return None
 
 
-def load_model(settings: ModelSettings, models_dir: Path) -> LoadedModel:
-    """Load the configured LLM onto the chosen device (blocking; call it off the event loop)."""
+def _cache_in_background(read: PreparedModel, models_dir: Path) -> threading.Thread:
+    """Write the embedded model's cache from ``read`` in a thread of its own. Not a daemon: a
+    process that answered and is exiting finishes the write first (the atomic rename in
+    ``_convert_embedded`` means a killed one leaves no half cache, only the next start's conversion)."""
+
+    def write() -> None:
+        try:
+            embedded_checkpoint(models_dir, read=read)
+        except Exception:  # the model serves from memory; the next start converts again
+            log.exception("could not cache the converted embedded model in %s", models_dir)
+
+    thread = threading.Thread(target=releasing(write), name="heedful-model-cache", daemon=False)
+    thread.start()
+    return thread
+
+
+def load_model(settings: ModelSettings, models_dir: Path, prepared: PreparedModel | None = None) -> LoadedModel:
+    """Load the configured LLM onto the chosen device (blocking; call it off the event loop);
+    ``prepared``: what ``prepare_model`` returned for the same settings."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(settings.device)
     dtype = pick_dtype(settings.dtype, device)
     model: Any
+    caching: threading.Thread | None = None
     if settings.id.startswith("tiny:"):
         model, tokenizer = _tiny_model(int(settings.id.split(":", 1)[1] or 0), models_dir)
         model = model.to(device=device, dtype=dtype)
+    elif prepared is not None and settings.id == EMBEDDED_MODEL:
+        caching = _cache_in_background(prepared, models_dir)
+        model, tokenizer = prepared.model.to(device=device, dtype=dtype), prepared.tokenizer
     else:
         source = str(embedded_checkpoint(models_dir)) if settings.id == EMBEDDED_MODEL else settings.id
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -326,4 +287,4 @@ def load_model(settings: ModelSettings, models_dir: Path) -> LoadedModel:
             log.warning("bfloat16 linear layers unavailable (%s); decoding in float32", err)
             matmul = torch.float32
     return LoadedModel(model=model, tokenizer=tokenizer, name=settings.id, device=device, context_length=context,
-                       matmul_dtype=str(matmul).removeprefix("torch."))
+                       matmul_dtype=str(matmul).removeprefix("torch."), caching=caching)

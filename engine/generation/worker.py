@@ -40,6 +40,7 @@ from ..errors import EngineClosed, GenerationError, Overloaded
 from ..nn.lora import LoraWeights, RowWeights, gather_rows, lora_modules, stack_weights, use_rows
 from ..nn.openmp import release_team, releasing
 from ..settings import ModelSettings
+from ..understanding.foreground import Foreground
 from .copy_bias import CopySource
 from .copy_bias import apply as copy_bias
 from .direct_forward import DirectForward
@@ -135,9 +136,12 @@ class GenerationStream:
 class ModelWorker:
     """Owns the model; ``submit`` from the event loop, decoding happens in its thread."""
 
-    def __init__(self, loaded: LoadedModel, settings: ModelSettings) -> None:
+    def __init__(self, loaded: LoadedModel, settings: ModelSettings, foreground: Foreground | None = None) -> None:
+        """``foreground``: the understanding calls each unit of work waits for, at most
+        ``settings.understanding_first_ms`` (``engine/understanding/foreground.py``)."""
         self.loaded = loaded
         self.settings = settings
+        self._foreground = foreground
         self._inbox: queue.Queue[object] = queue.Queue(maxsize=settings.max_pending)
         self._thread: threading.Thread | None = None
         tok = loaded.tokenizer
@@ -295,6 +299,11 @@ class ModelWorker:
                 self._cancel_jobs()
                 return
             joining = [r for r in joining if not r.cancelled]
+            if self._foreground is not None and not self._foreground.idle:
+                # A message being understood gets the cores first, and its OpenMP team spins alone:
+                # with this thread's team alive too, libgomp would throttle both (nn/openmp.py).
+                release_team()
+                self._foreground.wait_idle(self.settings.understanding_first_ms / 1000.0)
             self._busy_since = time.monotonic()
             try:
                 if joining:

@@ -47,6 +47,7 @@ class AdaptConfig:
     max_shift: float = 0.05      # candidates may move held-back scores this much on average
     debounce_s: float = 5.0      # wait this long after the last change before training
     max_channels: int = 1024     # adapted spaces held at once (least recently used dropped)
+    yield_s: float = 0.05        # the longest a training step waits for a message being understood
     inner: EncoderAdaptConfig = field(default_factory=EncoderAdaptConfig)
 
 
@@ -174,7 +175,12 @@ class Adaptation:
         train = np.setdiff1d(np.arange(n), test)
         states = await self.encoder.hidden_states(questions)
         shared = await self.encoder.embed_states(states, self.encoder.meta_tensors())
-        stopped = lambda: self._closed  # noqa: E731
+        foreground = self.encoder.encoder.foreground
+
+        def stopped() -> bool:  # polled between steps: a message being understood goes first
+            foreground.wait_idle(cfg.yield_s)
+            return self._closed
+
         candidate = await openmp.to_thread(self.encoder.train_blocking, [states[i] for i in train], rows[train],
                                             cfg.inner, stopped)
         base_acc, base_best = held_out_accuracy(shared, rows, train, test)

@@ -36,6 +36,8 @@ __all__ = ["EncoderAdaptConfig", "ChannelEncoder", "Tensors", "nbytes"]
 Tensors = dict[str, torch.Tensor]
 """A channel's LoRA tensors, named like ``EncoderTop.lora_tensors``."""
 
+_CHUNK = 16  # texts per background encoder call: a message waits behind at most one such call (a few ms)
+
 
 @dataclass(frozen=True, slots=True)
 class EncoderAdaptConfig:
@@ -87,7 +89,8 @@ class ChannelEncoder:
         """The inner loop on one channel's corrections (``rows``: answer slot of each state).
 
         ``should_stop`` is polled between steps (an engine stopping does not wait for the loop);
-        raises ``InterruptedError`` when it says so.
+        raises ``InterruptedError`` when it says so. It may block a while first: the engine's holds
+        each step while a message is being understood (``understanding/foreground.py``).
         """
         if self._template is None:
             self._template = self._meta_stack()
@@ -135,13 +138,22 @@ class ChannelEncoder:
     # -- async: in the encoder thread, shared with every message's embedding -------------------
 
     async def embed(self, texts: Sequence[str], tensors: Tensors) -> np.ndarray:
+        """A message's embedding in a channel's adapted space (foreground: a reply waits for it)."""
         return await self.encoder.run(self.embed_blocking, texts, tensors)
 
     async def embed_states(self, states: Sequence[torch.Tensor], tensors: Tensors) -> np.ndarray:
-        return await self.encoder.run(self.embed_states_blocking, states, tensors)
+        """Training's embeddings of a channel's corrections: background work, in small calls, so that
+        messages arriving meanwhile are embedded between them instead of after all of them."""
+        parts = [await self.encoder.run(self.embed_states_blocking, states[i:i + _CHUNK], tensors, background=True)
+                 for i in range(0, len(states), _CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     async def hidden_states(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        return await self.encoder.run(self.hidden_states_blocking, texts)
+        """Training's frozen states of a channel's corrections (background, in small calls)."""
+        states: list[torch.Tensor] = []
+        for i in range(0, len(texts), _CHUNK):
+            states += await self.encoder.run(self.hidden_states_blocking, texts[i:i + _CHUNK], background=True)
+        return states
 
 
 def nbytes(tensors: Tensors) -> int:

@@ -156,6 +156,5 @@ class MetricEncoder(Encoder):
         self.artifact = artifact
         self.name = f"{settings.id}+metric:{artifact.digest}"
 
-    def load(self) -> None:
-        super().load()
-        merge_into(self._model[0].auto_model, self.artifact.config, self.artifact.tensors)
+    def _prepare(self, bert: Any) -> None:
+        merge_into(bert, self.artifact.config, self.artifact.tensors)

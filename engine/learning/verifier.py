@@ -44,8 +44,9 @@ import torch
 
 from ..nn.artifact_file import load_artifact, save_artifact
 from ..nn.digests import tensors_digest
+from ..nn.packed_linear import packed
 from ..nn.pair_encoder import PairConfig, PairModel, encode_pairs, load_bert
-from ..understanding.encoder import Encoder
+from ..understanding.encoder import Encoder, pack_for
 
 __all__ = ["DEFAULT_VERIFIER", "Verdict", "VerifierArtifact", "Verifier", "resolve_verifier"]
 
@@ -128,6 +129,7 @@ class Verifier:
         self._runner, self._batch = runner, batch
         self._model: PairModel | None = None
         self._tokenizer: Any = None
+        self.matmul_dtype = "float32"  # of the linear layers, once loaded
 
     def load(self) -> None:
         """Load and merge (blocking: call it in the encoder's thread, or from a script)."""
@@ -135,6 +137,7 @@ class Verifier:
         model = PairModel(bert, self.artifact.config)
         model.load_tensors(self.artifact.tensors)
         model.merge()
+        self.matmul_dtype = pack_for(model, self._runner.settings)  # used in the encoder's thread (Encoder.run)
         self._model, self._tokenizer = model.eval(), tokenizer
 
     async def start(self) -> None:
@@ -146,7 +149,7 @@ class Verifier:
             self.load()
         assert self._model is not None
         out = np.empty(len(messages), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), packed():  # bfloat16 layers where loaded so (pack_for), in any thread
             for i in range(0, len(messages), self._batch):
                 batch = encode_pairs(self._tokenizer, messages[i:i + self._batch], questions[i:i + self._batch],
                                      self.artifact.config.max_tokens)

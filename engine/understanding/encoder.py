@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,11 +15,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..nn.openmp import releasing
+from ..nn.packed_linear import in_packed, pack_linears, packed, pick_matmul_dtype
 from ..settings import EMBEDDED_ENCODER, EncoderSettings
+from .foreground import Foreground
 
 __all__ = ["Encoder", "embedded_encoder_path"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def embedded_encoder_path() -> Path:
@@ -40,7 +45,10 @@ class Encoder:
         self.settings = settings
         self.name = settings.id
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heedful-encoder")
+        # Marks calls on a message's critical path, for background work to wait on (foreground.py).
+        self.foreground = Foreground()
         self._model: Any = None
+        self.matmul_dtype = "float32"  # of the linear layers when embedding, once loaded (pack_for)
         # Recently embedded texts (by a digest: no text is kept), so that a question corrected
         # right after it was asked, or asked again, is not embedded twice. Touched only on the loop.
         self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
@@ -51,6 +59,12 @@ class Encoder:
 
         source = str(embedded_encoder_path()) if self.settings.id == EMBEDDED_ENCODER else self.settings.id
         self._model = load_sentence_encoder(source, device=self.settings.device)
+        bert = self._model[0].auto_model
+        self._prepare(bert)
+        self.matmul_dtype = pack_for(bert, self.settings)
+
+    def _prepare(self, bert: Any) -> None:
+        """Change the loaded transformer's weights before they are packed (``MetricEncoder`` merges its LoRA)."""
 
     async def start(self) -> None:
         await self.run(self.load)
@@ -65,8 +79,11 @@ class Encoder:
         return int(size())
 
     def encode_blocking(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32 unit vectors; for scripts and the encoder thread."""
-        vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
+        """(len(texts), dim) float32 unit vectors; for scripts and the encoder thread (the same vectors
+        from both: packed bfloat16 layers are used in either, ``pack_for``)."""
+        with packed():
+            vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
+                                         batch_size=64)
         return np.asarray(vectors, dtype=np.float32)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -94,9 +111,17 @@ class Encoder:
         """Drop the recently embedded texts' vectors (a person's data was deleted)."""
         self._recent.clear()
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` in the encoder thread (the one thread that touches the model)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, releasing(fn), *args)
+    async def run(self, fn: Callable[..., T], *args: Any, background: bool = False) -> T:
+        """Run ``fn(*args)`` in the encoder thread (the one thread that touches the model), with packed
+        bfloat16 linear layers in use (``pack_for``).
+
+        A call is *foreground* (background work waits for it: ``foreground.py``) unless
+        ``background``: work no message waits for, such as a channel's encoder training."""
+        call = asyncio.get_running_loop().run_in_executor(self._executor, releasing(in_packed(fn)), *args)
+        if background:
+            return await call
+        with self.foreground.busy():
+            return await call
 
     @property
     def sentence_transformer(self) -> Any:
@@ -105,3 +130,21 @@ class Encoder:
         if self._model is None:
             raise RuntimeError("the encoder is not loaded")
         return self._model
+
+
+def pack_for(module: Any, settings: EncoderSettings) -> str:
+    """Give ``module``'s linear layers packed bfloat16 copies when ``settings.matmul_dtype`` picks
+    bfloat16 for a float32 module on the CPU (``nn/packed_linear.py``); returns the dtype chosen."""
+    import torch
+
+    dtype = next(module.parameters()).dtype
+    device = torch.device(settings.device)
+    if pick_matmul_dtype(settings.matmul_dtype, device, dtype) != torch.bfloat16 or dtype != torch.float32 \
+            or device.type != "cpu":
+        return str(dtype).removeprefix("torch.")
+    try:
+        pack_linears(module)
+    except RuntimeError as err:  # a torch build without the oneDNN ops
+        log.warning("bfloat16 linear layers unavailable for the encoder (%s); float32", err)
+        return "float32"
+    return "bfloat16"

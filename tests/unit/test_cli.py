@@ -29,6 +29,17 @@ def test_config_json_redacts_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert "very-secret-token" not in result.output
 
 
+def test_config_reports_the_precisions_auto_chose(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from engine.nn.packed_linear import cpu_has_bf16
+
+    monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path))
+    auto = last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]
+    expected = "bfloat16" if cpu_has_bf16() else "float32"
+    assert auto["encoder_matmul_dtype"] == expected and auto["matmul_dtype"] == expected
+    monkeypatch.setenv("HEEDFUL_ENCODER_MATMUL_DTYPE", "float32")
+    assert last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]["encoder_matmul_dtype"] == "float32"
+
+
 def test_bad_config_exits_2_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEEDFUL_MODEL_MAX_BATCH", "-3")
     result = runner.invoke(app, ["config"])

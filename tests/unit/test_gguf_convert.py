@@ -49,3 +49,33 @@ def test_a_file_that_is_not_a_llama_gguf_is_left_to_transformers(tmp_path: Path)
     junk.write_bytes(b"GGUF" + b"\x00" * 64)
     with pytest.raises(Unsupported):
         convert_llama_gguf(junk, tmp_path / "out")
+
+
+def test_a_fresh_install_serves_from_memory_and_writes_the_cache_behind(tmp_path: Path) -> None:
+    """A fresh install reads the GGUF into memory and serves from it; the cache written afterwards
+    (while the model is being changed for serving) holds the weights as read, and a later start loads
+    the same model from it."""
+    from engine.generation.direct_forward import DirectForward
+    from engine.generation.model_loader import load_model, prepare_model
+    from engine.settings import ModelSettings
+
+    settings = ModelSettings()
+    prepared = prepare_model(settings, tmp_path)
+    assert prepared is not None and not (tmp_path / "smollm2-135m-instruct").exists()  # nothing written yet
+    served = load_model(settings, tmp_path, prepared)
+    assert served.model is prepared.model and served.caching is not None
+    DirectForward.build(served.model, bf16=served.matmul_dtype == "bfloat16")  # fuses and unpacks layers meanwhile
+    served.caching.join(120)
+    assert not served.caching.is_alive()
+    written = load_file(tmp_path / "smollm2-135m-instruct" / "model.safetensors")
+    assert written.keys() <= prepared.state.keys()
+    for name, tensor in written.items():
+        assert torch.equal(tensor, prepared.state[name]), name
+    assert prepare_model(settings, tmp_path) is None  # cached now: the next start loads it
+    again = load_model(settings, tmp_path)
+    assert again.caching is None
+    loaded = again.model.state_dict()
+    for name, tensor in prepared.state.items():
+        assert torch.equal(loaded[name], tensor), name
+    text = "Hello world! Où est la gare? <|im_start|>user\n"
+    assert again.tokenizer.encode(text) == served.tokenizer.encode(text)

@@ -1,0 +1,139 @@
+"""Linear layers multiplied in bfloat16 on CPUs that have it, with their float32 weights kept.
+
+On a CPU with AMX or AVX-512 BF16, oneDNN multiplies bfloat16 weights pre-packed once into its
+blocked layout several times faster than float32 at the sizes an LLM decodes and an encoder
+embeds (docs/BENCHMARKS.md). ``pack_linears`` gives every ``nn.Linear`` of a module such a copy;
+the copy is used only inside ``packed()`` (the model worker's steps, the encoder thread's calls)
+and only without gradients, so training, LoRA and evaluation scripts compute exactly as before.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, cast
+
+import torch
+
+__all__ = ["cpu_has_bf16", "pick_matmul_dtype", "packed", "pack_linears", "packed_weight", "unpack_linear",
+           "in_packed"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16) and torch can use it (oneDNN)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return bool({"amx_bf16", "avx512_bf16"} & flags) and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+
+
+def pick_matmul_dtype(requested: str, device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The precision of the linear layers' weights for decoding on ``device`` (see ``pack_linears``)."""
+    if device.type != "cpu" or dtype != torch.float32:
+        return dtype  # accelerators and explicit low-precision models run as loaded
+    if requested == "auto":
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    chosen: torch.dtype = getattr(torch, requested)
+    return chosen
+
+
+_packed = threading.local()
+
+
+@contextmanager
+def packed() -> Iterator[None]:
+    """Within this block, in this thread, packed linear layers use their bfloat16 copy: the model
+    worker's prefill and decode steps, and the encoder thread's embeddings and verifier passes;
+    everywhere else (LoRA training, its cached activations, evaluation) they compute in float32
+    exactly as before."""
+    previous = getattr(_packed, "on", False)
+    _packed.on = True
+    try:
+        yield
+    finally:
+        _packed.on = previous
+
+
+class _PackedLinear(torch.nn.Linear):
+    """``nn.Linear`` that, when no gradient is wanted, multiplies by a bfloat16 copy of its weight
+    pre-packed for oneDNN (AMX / AVX-512 BF16 kernels; packing once instead of at every call is
+    what makes bfloat16 pay on CPU). The fp32 weight stays the parameter: training, LoRA and
+    ``functional_call`` substitutions use it (the packed copy is used only while ``weight`` is
+    still the parameter it was packed from). Input and output keep their dtype."""
+
+    _packed: torch.Tensor
+    _packed_from: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or not getattr(_packed, "on", False) or self.weight is not self._packed_from:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+            x.to(torch.bfloat16), self._packed, None, "none", [], ""
+        )
+        y = y.to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> torch.nn.Linear:
+        """A plain ``nn.Linear`` copy: a copy is made to be changed (LoRA merges, training), which would
+        leave a packed copy stale; and oneDNN's packed tensors cannot be deep-copied anyway."""
+        clone = torch.nn.Linear.__new__(torch.nn.Linear)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            if key not in ("_packed", "_packed_from"):
+                clone.__dict__[key] = copy.deepcopy(value, memo)
+        return clone
+
+
+def pack_linears(model: torch.nn.Module) -> int:
+    """Give every ``nn.Linear`` of ``model`` a packed bfloat16 weight for decoding; returns how many.
+
+    Raises ``RuntimeError`` where torch lacks the oneDNN ops (the caller then stays in float32).
+    """
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    probe = torch.ones(1, 8, dtype=torch.bfloat16)
+    torch.ops.mkldnn._linear_pointwise(probe, torch.ops.mkldnn._reorder_linear_weight(probe, 1), None, "none", [], "")
+    for m in linears:
+        with torch.no_grad():
+            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(torch.bfloat16), 1)
+        m.__class__ = _PackedLinear
+        m._packed, m._packed_from = packed, m.weight
+    return len(linears)
+
+
+def packed_weight(module: torch.nn.Module) -> torch.Tensor | None:
+    """The packed bfloat16 copy ``pack_linears`` gave ``module`` (None: it has none, or it is stale)."""
+    if isinstance(module, _PackedLinear) and module.weight is module._packed_from:
+        return module._packed
+    return None
+
+
+def unpack_linear(module: torch.nn.Module) -> None:
+    """Drop ``module``'s packed bfloat16 copy (its decoding moved to a fused copy elsewhere, see
+    ``direct_forward.py``); the layer then computes in float32 everywhere."""
+    if isinstance(module, _PackedLinear):
+        del module._packed, module._packed_from
+        cast(Any, module).__class__ = torch.nn.Linear
+
+
+def in_packed(fn: Callable[P, T]) -> Callable[P, T]:
+    """``fn`` run inside ``packed()``."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        with packed():
+            return fn(*args, **kwargs)
+
+    return run

@@ -1,0 +1,59 @@
+"""Understanding first: CPU-heavy background work waits while a message is being understood.
+
+A reply's first chunk waits for its message's embedding and the verifier's pass over the
+candidates (``Matching.check``); a correction's effect waits for the same, after the
+correction's own embedding. On a small machine those few milliseconds of encoder work share
+the cores with the model worker's decode steps and a channel's encoder training, which each
+take as many cores as there are: measured on two cores, an embedding took 7 ms alone and
+20-30 ms beside a decode step (docs/BENCHMARKS.md, "Correction → effect, phase by phase").
+
+So the encoder marks its calls as *foreground* while they are queued or running, and the
+background's units of work (the next decode step or LoRA job step, the next step of a
+channel's encoder training) start only once the foreground is idle — waiting at most a
+bounded time, so a flood of messages slows decoding instead of stopping it. A step already
+running is never interrupted; the foreground shares the cores with at most that one step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["Foreground"]
+
+
+class Foreground:
+    """A count of foreground calls in flight, safe to read and wait on from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._idle = threading.Event()
+        self._idle.set()
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """Mark one foreground call in flight for the duration of the block."""
+        with self._lock:
+            self._busy += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
+
+    @property
+    def idle(self) -> bool:
+        """No foreground call is in flight."""
+        return self._idle.is_set()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no foreground call is in flight, or ``timeout_s`` passed (then False).
+        For background threads, between their units of work; never call it on the event loop."""
+        if timeout_s <= 0:
+            return self._idle.is_set()
+        return self._idle.wait(timeout_s)

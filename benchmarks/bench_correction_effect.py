@@ -13,7 +13,9 @@ reports ``correction_to_effect_ms``:
 - ``first_chunk``: from the paraphrase's turn to its first chunk, and inside it ``match`` (the
   message's embedding and the verifier's pass over the candidates, ``Matching.check``);
 - ``effect``: feedback + first chunk, the figure whose p99 the issue bounds;
-- whether the channel's background encoder training (``learning.adapt``) was running meanwhile.
+- whether a channel's background encoder training (``learning.adapt``) was running meanwhile
+  (``--background N``: another channel is taught N corrections first, so that its training runs
+  beside the measured channel's corrections).
 
 p50 / p99 of each, and of ``effect`` split by background training running or not. Prints a table;
 ``--json``: the last line is one JSON object. Numbers are in docs/BENCHMARKS.md.
@@ -78,7 +80,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    sets = load_eval_sets({"--support": DATA / "support_5shot.jsonl", "--query": DATA / "test.jsonl"},
+    sets = load_eval_sets({"--support": args.data / "support_5shot.jsonl", "--query": args.data / "test.jsonl"},
                           args.eval_domains.split(","))
     rng = random.Random(args.seed)
     sequence = curve_sequence(sets["--support"], rng)[: args.corrections]
@@ -98,6 +100,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 _timed(engine.store, name, "store_ms")
             adaptation = engine.matching.adaptation
             channel = ChannelKey("bench", "effect", space="eval")
+            if args.background and adaptation is not None:
+                # Another channel, taught at once: its encoder training runs while this one learns.
+                other = ChannelKey("bench", "busy", space="eval")
+                for text, label in curve_sequence(sets["--support"], random.Random(args.seed + 1))[: args.background]:
+                    await engine.feedback(Feedback(other, FeedbackKind.CORRECTION, text=f"Answer {label}.",
+                                                   question=text))
+                for _ in range(400):  # until its job starts (after the debounce)
+                    if adaptation._lock.locked():
+                        break
+                    await asyncio.sleep(0.05)
             for n, (text, label) in enumerate(tqdm(sequence, desc="corrections", unit="correction"), 1):
                 answer = f"The answer for {label} is code {n:04d}."
                 phases: dict[str, float] = {}
@@ -150,7 +162,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corrections", type=int, default=150, help="corrections taught, one paraphrase each")
+    parser.add_argument("--data", type=Path, default=DATA, help="the CLINC150 folder (support_5shot.jsonl, test.jsonl)")
     parser.add_argument("--eval-domains", default="work,small_talk,meta", help="CLINC150 domains taught")
+    parser.add_argument("--background", type=int, default=0,
+                        help="first teach this many corrections to another channel, whose encoder training then "
+                             "runs beside the measured one (0: none)")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between one probe and the next correction")
     parser.add_argument("--slowest", type=int, default=5, help="the slowest effects to show phase by phase")
     parser.add_argument("--seed", type=int, default=0)

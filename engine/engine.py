@@ -40,7 +40,7 @@ from .dialog.prompt import PromptParts, assemble, second_person
 from .dialog.sanitize import MentionGuard, clean_text
 from .errors import EngineClosed, InputError, NotFound
 from .generation.copy_bias import CopySource, copy_source
-from .generation.model_loader import LoadedModel, load_model, prepare_model
+from .generation.model_loader import LoadedModel, load_model, prepare_model, read_embedded_weights
 from .generation.openai_compat import OpenAICompatible
 from .generation.vllm_backend import VllmBackend, served_lora_name
 from .generation.worker import ModelWorker
@@ -112,14 +112,23 @@ class Engine:
             # One load at a time: transformers' lazy imports and its meta-device initialisation
             # (from_pretrained patches module construction process-wide) are not thread-safe, and
             # loading the encoder and the LLM in two threads at once left LLM weights on "meta".
-            await asyncio.to_thread(_import_model_libraries)
+            local = self.settings.model.backend in ("local", "vllm")  # vllm: the local model trains LoRA versions
+            # A fresh install de-quantises the embedded GGUF while transformers' models are imported
+            # (read_embedded_weights needs only its GGUF reader, imported first: two threads importing
+            # transformers' own package at once can each see it half initialised).
+            await asyncio.to_thread(_import_gguf_reader)
+            reading = asyncio.ensure_future(openmp.to_thread(read_embedded_weights, self.settings.model,
+                                                              self.settings.model_cache_dir) if local else _none())
+            try:
+                await asyncio.to_thread(_import_model_libraries)
+            finally:
+                weights = await asyncio.shield(reading)  # a thread cannot be cancelled: let it finish
             setup = None
-            if self.settings.model.backend in ("local", "vllm"):  # vllm: the local model trains LoRA versions
-                # A fresh install reads the embedded GGUF into memory beside the encoder's and the
-                # verifier's load, which it does not disturb (see prepare_model), and writes its cache
-                # after the model serves.
+            if local:
+                # ... then builds the model in memory beside the encoder's and the verifier's load, which
+                # it does not disturb (see prepare_model), and writes its cache after the model serves.
                 converting = asyncio.ensure_future(openmp.to_thread(prepare_model, self.settings.model,
-                                                                     self.settings.model_cache_dir))
+                                                                     self.settings.model_cache_dir, weights))
                 try:
                     await self.matching.start()
                 finally:
@@ -1203,6 +1212,16 @@ def _taste_prior(candidates: int) -> TastePrior | None:
     except (OSError, ValueError) as err:
         log.warning("taste is off: %s", err)
         return None
+
+
+async def _none() -> None:
+    return None
+
+
+def _import_gguf_reader() -> None:
+    """Import transformers' package and its GGUF reader (what ``read_embedded_weights`` uses), alone."""
+    import transformers.integrations.gguf.dequant
+    import transformers.integrations.gguf.reader  # noqa: F401
 
 
 def _import_model_libraries() -> None:

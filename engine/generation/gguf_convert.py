@@ -17,12 +17,14 @@ checkpoint afterwards, off the path to the first answer (``model_loader.prepare_
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["Unsupported", "convert_llama_gguf", "read_llama_gguf", "save_checkpoint"]
+__all__ = ["Unsupported", "GgufWeights", "convert_llama_gguf", "read_gguf_weights", "read_llama_gguf",
+           "save_checkpoint"]
 
 
 class Unsupported(ValueError):
@@ -97,7 +99,7 @@ def _tokenizer(gguf: Path) -> Any:
     return build(tokenizer_object=backend, **tokenizer_config, **extra)
 
 
-def _state_dict(gguf: Path, config: Any) -> dict[str, torch.Tensor]:
+def _state_dict(gguf: Path, heads: int, kv_heads: int) -> dict[str, torch.Tensor]:
     from transformers.integrations.gguf.dequant import dequantize
     from transformers.integrations.gguf.reader import GgufHeader, load_gguf_state_dict
 
@@ -112,17 +114,26 @@ def _state_dict(gguf: Path, config: Any) -> dict[str, torch.Tensor]:
             weight = raw.to(torch.float32).reshape(info.shape)
         name = _hf_name(info.name)
         if name.endswith("q_proj.weight"):
-            weight = _unpermute(weight, config.num_attention_heads)
+            weight = _unpermute(weight, heads)
         elif name.endswith("k_proj.weight"):
-            weight = _unpermute(weight, config.num_key_value_heads)
+            weight = _unpermute(weight, kv_heads)
         tensors[name] = weight.contiguous()
     return tensors
 
 
-def read_llama_gguf(gguf: Path) -> tuple[Any, Any]:
-    """The llama GGUF ``gguf`` as a float32 ``LlamaForCausalLM`` and its tokenizer, in memory
-    (``Unsupported`` for a file this converter does not handle)."""
-    from transformers import GenerationConfig, LlamaForCausalLM
+@dataclass(frozen=True, slots=True)
+class GgufWeights:
+    """A llama GGUF's metadata and its tensors de-quantised and named as ``LlamaForCausalLM`` names them."""
+
+    gguf: Path
+    metadata: dict[str, Any]
+    tensor_names: tuple[str, ...]
+    state: dict[str, torch.Tensor]
+
+
+def read_gguf_weights(gguf: Path) -> GgufWeights:
+    """The de-quantised weights of the llama GGUF ``gguf`` (``Unsupported`` for a file this converter does
+    not handle). It imports only transformers' GGUF reader, not its models, so it can run beside them."""
     from transformers.integrations.gguf.reader import read_gguf_metadata
 
     try:
@@ -131,14 +142,28 @@ def read_llama_gguf(gguf: Path) -> tuple[Any, Any]:
         raise Unsupported(f"cannot read {gguf.name}: {err}") from err
     if metadata.get("general.architecture") != "llama":
         raise Unsupported(f"{gguf.name} is not a llama GGUF")
-    config = _config(metadata, tensor_names)
+    heads = int(metadata.get("llama.attention.head_count", 0))
+    kv_heads = int(metadata.get("llama.attention.head_count_kv", heads))
+    if not heads:
+        raise Unsupported(f"{gguf.name} does not say its attention heads")
     try:
-        state = _state_dict(gguf, config)
+        state = _state_dict(gguf, heads, kv_heads)
     except ValueError as err:  # a tensor type the kernels do not know
         raise Unsupported(str(err)) from err
+    return GgufWeights(gguf, metadata, tuple(tensor_names), state)
+
+
+def read_llama_gguf(gguf: Path, weights: GgufWeights | None = None) -> tuple[Any, Any]:
+    """The llama GGUF ``gguf`` as a float32 ``LlamaForCausalLM`` and its tokenizer, in memory
+    (``Unsupported`` for a file this converter does not handle); ``weights``: ``read_gguf_weights(gguf)``
+    when it was read already."""
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    weights = weights or read_gguf_weights(gguf)
+    config = _config(weights.metadata, weights.tensor_names)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
-    model.load_state_dict(state, strict=False, assign=True)
+    model.load_state_dict(weights.state, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.tie_weights()
     missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]

@@ -29,11 +29,18 @@ from ..nn.openmp import releasing
 from ..nn.packed_linear import cpu_has_bf16, pack_linears, packed_weight, pick_matmul_dtype, unpack_linear
 from ..nn.packed_linear import packed as decoding
 from ..settings import EMBEDDED_MODEL, ModelSettings
-from .gguf_convert import Unsupported, convert_llama_gguf, read_llama_gguf, save_checkpoint
+from .gguf_convert import (
+    GgufWeights,
+    Unsupported,
+    convert_llama_gguf,
+    read_gguf_weights,
+    read_llama_gguf,
+    save_checkpoint,
+)
 
 __all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype", "pick_matmul_dtype",
-           "prepare_model", "PreparedModel", "pack_linears", "packed_weight", "unpack_linear", "cpu_has_bf16",
-           "decoding", "export_hf", "convert_with_transformers"]
+           "prepare_model", "PreparedModel", "read_embedded_weights", "pack_linears", "packed_weight",
+           "unpack_linear", "cpu_has_bf16", "decoding", "export_hf", "convert_with_transformers"]
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +227,23 @@ class PreparedModel:
     state: dict[str, torch.Tensor]
 
 
-def prepare_model(settings: ModelSettings, models_dir: Path) -> PreparedModel | None:
-    """Get ready what ``load_model`` will load (blocking), without loading it.
+def read_embedded_weights(settings: ModelSettings, models_dir: Path) -> GgufWeights | None:
+    """The embedded model's weights read from its GGUF, when a fresh install will need them (else None).
+    Blocking; it imports only transformers' GGUF reader, so the engine runs it while transformers' model
+    classes are still being imported (~1 s of a fresh install's first answer: docs/BENCHMARKS.md)."""
+    if settings.id != EMBEDDED_MODEL or _embedded_cached(models_dir):
+        return None
+    try:
+        return read_gguf_weights(embedded_gguf_path())
+    except Exception as err:  # Unsupported, or anything else: prepare_model reads the file again, alone
+        log.info("reading the embedded GGUF ahead failed (%s); reading it with the model's load", err)
+        return None
+
+
+def prepare_model(settings: ModelSettings, models_dir: Path, weights: GgufWeights | None = None
+                  ) -> PreparedModel | None:
+    """Get ready what ``load_model`` will load (blocking), without loading it; ``weights``: what
+    ``read_embedded_weights`` returned, if it ran.
 
     The embedded model, not cached yet: read from its GGUF into memory, returned for ``load_model``
     (which then writes the cache in the background instead of the first answer waiting ~1 s for it:
@@ -234,7 +256,7 @@ def prepare_model(settings: ModelSettings, models_dir: Path) -> PreparedModel | 
             embedded_checkpoint(models_dir, fallback=False)
     elif settings.id == EMBEDDED_MODEL and not _embedded_cached(models_dir):
         with suppress(Unsupported):
-            model, tokenizer = read_llama_gguf(embedded_gguf_path())
+            model, tokenizer = read_llama_gguf(embedded_gguf_path(), weights)
             return PreparedModel(model, tokenizer, dict(model.state_dict()))
     return None
 

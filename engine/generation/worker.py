@@ -15,6 +15,10 @@ Background jobs (LoRA consolidation) run in the same thread, one step between
 decode steps, so they never touch the model concurrently with generation and a turn
 waits at most one job step.
 
+Understanding first: while a message is being understood (``understanding/foreground.py``), the
+worker starts no new step (at most ``model.understanding_first_ms``) and hands back its CPU
+threads, so the embedding and the verifier's pass on that message's path get the cores.
+
 Failures stay with their row: a request whose prefill fails is retried alone, so a
 bad one fails by itself and the rows already decoding carry on. A stream that gets no
 text for ``stall_timeout_s`` fails with ``GenerationError`` instead of waiting forever,

@@ -10,7 +10,8 @@ threads that touch torch: the model worker, the encoder's, and the short jobs it
 left a helper thread behind in the default executor, and a SmolLM2 decode step took 37-44 ms
 instead of 24 ms (docs/BENCHMARKS.md, "One OpenMP team").
 
-So the model worker's thread keeps its team, and every other thread hands its team back
+So the model worker's thread keeps its team (except while it waits for a message being
+understood: ``understanding/foreground.py``), and every other thread hands its team back
 when its piece of work is done (``omp_pause_resource_all``, OpenMP 5.0): rebuilding a team
 costs well under a millisecond, against an encoder call of 5 ms. Where the runtime lacks
 the call (another OpenMP, a build without one) nothing happens and only speed differs.

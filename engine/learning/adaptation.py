@@ -26,17 +26,23 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..nn import openmp
+from ..understanding.foreground import lower_priority
 from .channel_encoder import ChannelEncoder, EncoderAdaptConfig, Tensors, nbytes
 from .support_set import SupportSet
 
 __all__ = ["AdaptConfig", "AdaptedSpace", "Adaptation", "held_out_accuracy"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,10 @@ class Adaptation:
         self._closed = False
         self._installed: OrderedDict[SupportSet, None] = OrderedDict()  # least recently used first
         self.reports: deque[dict[str, float]] = deque(maxlen=1000)  # the latest jobs' reports
+        # The inner loops run in a thread of their own at the lowest CPU priority: a training step
+        # already running when a message arrives then yields the cores to it (foreground.py).
+        self._trainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heedful-adapt",
+                                           initializer=lower_priority)
 
     def watch(self, support: SupportSet) -> None:
         support.on_change = self.changed
@@ -181,7 +191,7 @@ class Adaptation:
             foreground.wait_idle(cfg.yield_s)
             return self._closed
 
-        candidate = await openmp.to_thread(self.encoder.train_blocking, [states[i] for i in train], rows[train],
+        candidate = await self._train(self.encoder.train_blocking, [states[i] for i in train], rows[train],
                                             cfg.inner, stopped)
         base_acc, base_best = held_out_accuracy(shared, rows, train, test)
         new_acc, new_best = held_out_accuracy(await self.encoder.embed_states(states, candidate), rows, train, test)
@@ -193,11 +203,15 @@ class Adaptation:
             report["seconds"] = round(time.perf_counter() - started, 2)
             log.info("channel adaptation rejected: %s", report)
             return None
-        tensors = await openmp.to_thread(self.encoder.train_blocking, states, rows, cfg.inner, stopped)
+        tensors = await self._train(self.encoder.train_blocking, states, rows, cfg.inner, stopped)
         vectors = await self.encoder.embed_states(states, tensors)
         report["seconds"] = round(time.perf_counter() - started, 2)
         report["bytes"] = nbytes(tensors)
         return tensors, vectors, report
+
+    async def _train(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the training thread (which hands its OpenMP team back afterwards)."""
+        return await asyncio.get_running_loop().run_in_executor(self._trainer, openmp.releasing(fn), *args)
 
     async def settle(self) -> None:
         """Wait until no job is pending or running (benchmarks measure adapted channels)."""
@@ -213,3 +227,4 @@ class Adaptation:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._trainer.shutdown(wait=False, cancel_futures=True)  # a running loop ends at its next step

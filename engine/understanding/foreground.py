@@ -7,6 +7,10 @@ the cores with the model worker's decode steps and a channel's encoder training,
 take as many cores as there are: measured on two cores, an embedding took 7 ms alone and
 20-30 ms beside a decode step (docs/BENCHMARKS.md, "Correction → effect, phase by phase").
 
+Background threads that train (a channel's encoder) also run at the lowest CPU priority
+(``lower_priority``): a step of theirs already running when a message arrives cannot be paused,
+but the scheduler then gives the cores to the message's threads first.
+
 So the encoder marks its calls as *foreground* while they are queued or running, and the
 background's units of work (the next decode step or LoRA job step, the next step of a
 channel's encoder training) start only once the foreground is idle — waiting at most a
@@ -16,11 +20,18 @@ running is never interrupted; the foreground shares the cores with at most that 
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Foreground"]
+__all__ = ["Foreground", "lower_priority"]
+
+log = logging.getLogger(__name__)
+
+_LOWEST = 19  # the largest nice value: runs when nothing else wants the core
 
 
 class Foreground:
@@ -57,3 +68,16 @@ class Foreground:
         if timeout_s <= 0:
             return self._idle.is_set()
         return self._idle.wait(timeout_s)
+
+
+def lower_priority() -> None:
+    """Give the calling thread, and the CPU threads it will start (an OpenMP team inherits it), the
+    lowest scheduling priority. Linux only (elsewhere the call could lower the whole process): a
+    no-op there. A thread cannot raise its priority back without privileges, so call it only in a
+    thread that does nothing but background work (an executor's ``initializer``)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LOWEST)  # Linux: this thread alone
+    except OSError as err:  # a sandbox that forbids it: background work keeps the default priority
+        log.debug("could not lower a background thread's priority: %s", err)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from engine.generation.model_loader import LoadedModel, load_model
 from engine.generation.worker import ModelWorker
 from engine.settings import ModelSettings
-from engine.understanding.foreground import Foreground
+from engine.understanding.foreground import Foreground, lower_priority
 
 
 def test_busy_counts_nested_calls_and_wakes_waiters() -> None:
@@ -75,3 +77,26 @@ async def test_the_bound_keeps_decoding_going_under_a_flood(tiny: LoadedModel) -
         assert text
     finally:
         await worker.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_lower_priority_lowers_the_calling_thread_and_the_threads_it_starts_only() -> None:
+    seen: dict[str, int] = {}
+
+    def background() -> None:
+        lower_priority()
+        seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        def child() -> None:  # an OpenMP helper started later inherits it the same way
+            seen["child"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        helper = threading.Thread(target=child)
+        helper.start()
+        helper.join()
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=background)
+    worker.start()
+    worker.join()
+    assert seen == {"thread": 19, "child": 19}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # this thread untouched

@@ -118,11 +118,11 @@ class Engine:
             # transformers' own package at once can each see it half initialised).
             await asyncio.to_thread(_import_gguf_reader)
             reading = asyncio.ensure_future(openmp.to_thread(read_embedded_weights, self.settings.model,
-                                                              self.settings.model_cache_dir) if local else _none())
+                                                              self.settings.model_cache_dir)) if local else None
             try:
                 await asyncio.to_thread(_import_model_libraries)
-            finally:
-                weights = await asyncio.shield(reading)  # a thread cannot be cancelled: let it finish
+            finally:  # a thread cannot be cancelled: let it finish
+                weights = await asyncio.shield(reading) if reading is not None else None
             setup = None
             if local:
                 # ... then builds the model in memory beside the encoder's and the verifier's load, which
@@ -1212,10 +1212,6 @@ def _taste_prior(candidates: int) -> TastePrior | None:
     except (OSError, ValueError) as err:
         log.warning("taste is off: %s", err)
         return None
-
-
-async def _none() -> None:
-    return None
 
 
 def _import_gguf_reader() -> None:

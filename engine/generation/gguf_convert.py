@@ -125,7 +125,6 @@ def _state_dict(gguf: Path, heads: int, kv_heads: int) -> dict[str, torch.Tensor
 class GgufWeights:
     """A llama GGUF's metadata and its tensors de-quantised and named as ``LlamaForCausalLM`` names them."""
 
-    gguf: Path
     metadata: dict[str, Any]
     tensor_names: tuple[str, ...]
     state: dict[str, torch.Tensor]
@@ -150,7 +149,7 @@ def read_gguf_weights(gguf: Path) -> GgufWeights:
         state = _state_dict(gguf, heads, kv_heads)
     except ValueError as err:  # a tensor type the kernels do not know
         raise Unsupported(str(err)) from err
-    return GgufWeights(gguf, metadata, tuple(tensor_names), state)
+    return GgufWeights(metadata, tuple(tensor_names), state)
 
 
 def read_llama_gguf(gguf: Path, weights: GgufWeights | None = None) -> tuple[Any, Any]:

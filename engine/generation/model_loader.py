@@ -257,7 +257,7 @@ def prepare_model(settings: ModelSettings, models_dir: Path, weights: GgufWeight
     elif settings.id == EMBEDDED_MODEL and not _embedded_cached(models_dir):
         with suppress(Unsupported):
             model, tokenizer = read_llama_gguf(embedded_gguf_path(), weights)
-            return PreparedModel(model, tokenizer, dict(model.state_dict()))
+            return PreparedModel(model, tokenizer, model.state_dict())  # a new dict: later changes leave it
     return None
 
 

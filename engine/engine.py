@@ -47,9 +47,9 @@ from .generation.worker import ModelWorker
 from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
 from .learning.matching import Check, Matching
-from .learning.personal import Profiles, forget_taste, visible_history
+from .learning.personal import Profiles, forget_taste_notes, visible_history
 from .learning.preference import Signal, Taste, TastePrior, features, load_prior
-from .learning.progress import MASTERED, MISSED, ProgressSignal, forget_progress
+from .learning.progress import MASTERED, MISSED, ProgressSignal, forget_progress_notes
 from .learning.support_set import Match, SupportSet, answer_key
 from .learning.support_sets import SupportSets
 from .learning.verifier import Verdict
@@ -1001,15 +1001,17 @@ class Engine:
 
     async def forget_person(self, channel: ChannelKey, author_id: str, *, by: str = "") -> dict[str, int]:
         """``/forget me``: delete ``author_id``'s personal scope in ``channel``'s scope (their facts and
-        personal corrections; ``Store.forget_person``), and their taste there: their 👍/👎 so far no
-        longer teach it (``forget_taste``), nor their tutoring progress (``forget_progress``); returns
-        ``{"facts": n, "corrections": m}``. ``by``: who asked, for the audit log (default: the person)."""
+        personal corrections), and their taste there: their 👍/👎 so far no longer teach it
+        (``forget_taste_notes``), nor their tutoring progress (``forget_progress_notes``); all in one
+        store transaction (``Store.forget_person``). Returns ``{"facts": n, "corrections": m}``.
+        ``by``: who asked, for the audit log (default: the person)."""
         self._check_running()
         await self._sync_external()
         async with self._teach_locks(channel.scope):
-            counts = await self.store.forget_person(channel.scope, author_id, author_id=by or author_id)
-            await forget_taste(self.store, channel.scope, author_id)  # their 👍/👎 no longer teach their taste
-            await forget_progress(self.store, channel.scope, author_id)  # nor their tutoring progress
+            now = time.time()  # their 👍/👎 so far no longer teach their taste, nor their tutoring progress
+            counts = await self.store.forget_person(channel.scope, author_id, author_id=by or author_id,
+                                                    judged_notes=forget_taste_notes(now) | forget_progress_notes(now),
+                                                    corrected_notes=forget_progress_notes(now))
             self.profiles.drop(channel, author_id)
         return counts
 

@@ -11,7 +11,7 @@ from: nobody else's reply can use it.
 A profile also holds the person's *taste* there (``preference.Taste``, docs/LEARNING.md, "Taste"),
 derived from rows the store already keeps: their 👍 / 👎 on the replies to them in the channel
 (``taste_signals``) and their personal corrections. It is loaded on first use only
-(``Profiles.taste``) and follows new signals (``Profiles.learn``). ``forget_taste`` (``/forget
+(``Profiles.taste``) and follows new signals (``Profiles.learn``). ``forget_taste_notes`` (``/forget
 me``) marks the replies whose judgements it used as no longer this person's taste.
 
 So does a student's *tutoring progress* there (``progress.Progress``, docs/LEARNING.md, "Tutoring
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
@@ -36,7 +35,7 @@ from .preference import Signal, Taste, TastePrior, features
 from .progress import Progress, ProgressSignal, progress_signals
 from .support_set import SupportSet
 
-__all__ = ["Profile", "Profiles", "TASTE_SIGNALS", "forget_taste", "taste_signals", "visible_history"]
+__all__ = ["Profile", "Profiles", "TASTE_SIGNALS", "forget_taste_notes", "taste_signals", "visible_history"]
 
 TASTE_SIGNALS = 64
 """The newest signals a person's taste in one channel learns from."""
@@ -212,7 +211,7 @@ class Profiles:
 async def taste_signals(store: Store, scope: ChannelKey, person: str, corrections: Iterable[StoredCorrection] = ()
                         ) -> list[Signal]:
     """What ``person``'s taste in ``scope`` learns from, oldest first: their newest 👍 / 👎 on each reply
-    to them there (unless made before that reply was marked forgotten: ``forget_taste``), and their
+    to them there (unless made before that reply was marked forgotten: ``forget_taste_notes``), and their
     personal ``corrections`` there (each a 👍 on its answer)."""
     signals = [Signal(f"thumb:{reply.id}", liked, features(reply.text, asked.text), when)
                for reply, asked, liked, when in await store.rated_replies(scope, person, TASTE_SIGNALS)
@@ -222,13 +221,12 @@ async def taste_signals(store: Store, scope: ChannelKey, person: str, correction
     return sorted(signals, key=lambda s: s.created_at)
 
 
-async def forget_taste(store: Store, scope: ChannelKey, person: str) -> int:
-    """``/forget me`` for taste: the replies to ``person`` in ``scope`` they judged are marked (in their
-    stored explanation) so that judgements made until now are no longer read as their taste; the
-    thumbs themselves stay, counted in the channel's report, until ``heedful user delete``. (Their
-    personal corrections go with ``Store.forget_person``.) Returns how many replies were marked."""
-    rated = await store.rated_replies(scope, person)
-    return await store.annotate_replies([reply.id for reply, _, _, _ in rated], {FORGOTTEN: time.time()})
+def forget_taste_notes(when: float) -> dict[str, float]:
+    """``/forget me`` for taste: what ``Store.forget_person`` adds to the explanations of the replies the
+    person judged, in the same transaction as the rest of their scope, so that judgements made until
+    ``when`` are no longer read as their taste; the thumbs themselves stay, counted in the channel's
+    report, until ``heedful user delete``."""
+    return {FORGOTTEN: when}
 
 
 def visible_history(history: Sequence[StoredMessage], asker: str) -> list[StoredMessage]:

@@ -20,7 +20,6 @@ the same way (``Progress.related``).
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -29,7 +28,7 @@ from ..contract import ChannelKey
 from ..store import Store, StoredCorrection, question_key
 from ..understanding.encoder import Encoder
 
-__all__ = ["MASTERED", "MISSED", "PROGRESS_SIGNALS", "Progress", "ProgressSignal", "Topic", "forget_progress",
+__all__ = ["MASTERED", "MISSED", "PROGRESS_SIGNALS", "Progress", "ProgressSignal", "Topic", "forget_progress_notes",
            "progress_signals"]
 
 MISSED, MASTERED = "missed", "mastered"
@@ -121,7 +120,7 @@ async def progress_signals(store: Store, encoder: Encoder, scope: ChannelKey, pe
     """What ``person``'s progress in ``scope`` is read from, oldest first, the newest ``PROGRESS_SIGNALS``:
     the active channel corrections someone else made of the replies to their questions there, and
     their newest 👍 / 👎 on each reply to them (``Store.rated_replies``); none made before the reply
-    was marked forgotten (``forget_progress``)."""
+    was marked forgotten (``forget_progress_notes``)."""
     corrected = await store.corrected_replies(scope, person, PROGRESS_SIGNALS)
     rated = await store.rated_replies(scope, person, PROGRESS_SIGNALS)
     rows: list[tuple[str, str, str, str, float, StoredCorrection | None]] = [
@@ -139,18 +138,13 @@ async def progress_signals(store: Store, encoder: Encoder, scope: ChannelKey, pe
             for (key, topic, status, answer, when, _), v in zip(rows, known, strict=True)]
 
 
-async def forget_progress(store: Store, scope: ChannelKey, person: str) -> int:
-    """``/forget me`` for tutoring progress: the replies to ``person`` in ``scope`` that a signal of
-    theirs came from are marked (in their stored explanation) so that signals made until now are
-    no longer read as their progress, and the explanations of the replies to them stop quoting it.
-    The corrections and thumbs themselves stay (the channel's) until ``heedful user delete``.
-    Returns how many replies were marked."""
-    corrected = await store.corrected_replies(scope, person)
-    rated = await store.rated_replies(scope, person)
-    ids = sorted({reply.id for _, reply, _ in corrected} | {reply.id for reply, _, _, _ in rated})
-    marked = await store.annotate_replies(ids, {FORGOTTEN: time.time()})
-    await store.scrub_progress(scope, person)
-    return marked
+def forget_progress_notes(when: float) -> dict[str, float]:
+    """``/forget me`` for tutoring progress: what ``Store.forget_person`` adds to the explanations of the
+    replies a signal of the person's came from (the replies they judged, and those to them that others
+    corrected), in the same transaction as the rest of their scope, so that signals made until
+    ``when`` are no longer read as their progress; the store also scrubs the progress the replies to
+    them quote. The corrections and thumbs themselves stay (the channel's) until ``heedful user delete``."""
+    return {FORGOTTEN: when}
 
 
 def _forgotten(explanation: dict[str, object] | None) -> float:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -716,23 +716,27 @@ class Store:
         ``limit`` most recently judged only, when given. Nobody else's thumbs are read. One read."""
         async with self._read() as db:
             cid = await self._scope_id(db, key)
-            if cid is None:
-                return []
-            thumbs = await _rows(db, "SELECT t.message_id, t.kind, t.created_at FROM thumbs t"
-                                     " WHERE t.channel_id = ? AND t.author_id = ? ORDER BY t.id", (cid, person))
-            newest: dict[int, tuple[bool, float]] = {}
-            for message_id, kind, created_at in thumbs:
-                newest.pop(int(message_id), None)
-                newest[int(message_id)] = (kind == "up", float(created_at))
-            chosen = list(newest.items())[-limit if limit else 0:]
-            ids = [m for m, _ in chosen]
-            rows = await _rows(db, f"SELECT * FROM messages WHERE id IN ({_marks(ids)}) AND role = 'assistant'"
-                                   " AND question_id IS NOT NULL", ids) if ids else []
-            replies = {int(r["id"]): _message(r) for r in rows}
-            asked_ids = sorted({r.question_id for r in replies.values() if r.question_id is not None})
-            questions = {int(r["id"]): _message(r) for r in await _rows(
-                db, f"SELECT * FROM messages WHERE id IN ({_marks(asked_ids)}) AND author_id = ?",
-                [*asked_ids, person])} if asked_ids else {}
+            return [] if cid is None else await self._rated(db, cid, person, limit)
+
+    @staticmethod
+    async def _rated(db: Transaction, cid: int, person: str, limit: int | None = None
+                     ) -> list[tuple[StoredMessage, StoredMessage, bool, float]]:
+        """Inside an operation: ``rated_replies`` of scope ``cid``."""
+        thumbs = await _rows(db, "SELECT t.message_id, t.kind, t.created_at FROM thumbs t"
+                                 " WHERE t.channel_id = ? AND t.author_id = ? ORDER BY t.id", (cid, person))
+        newest: dict[int, tuple[bool, float]] = {}
+        for message_id, kind, created_at in thumbs:
+            newest.pop(int(message_id), None)
+            newest[int(message_id)] = (kind == "up", float(created_at))
+        chosen = list(newest.items())[-limit if limit else 0:]
+        ids = [m for m, _ in chosen]
+        rows = await _rows(db, f"SELECT * FROM messages WHERE id IN ({_marks(ids)}) AND role = 'assistant'"
+                               " AND question_id IS NOT NULL", ids) if ids else []
+        replies = {int(r["id"]): _message(r) for r in rows}
+        asked_ids = sorted({r.question_id for r in replies.values() if r.question_id is not None})
+        questions = {int(r["id"]): _message(r) for r in await _rows(
+            db, f"SELECT * FROM messages WHERE id IN ({_marks(asked_ids)}) AND author_id = ?",
+            [*asked_ids, person])} if asked_ids else {}
         rated = []
         for message_id, (liked, when) in chosen:
             reply = replies.get(message_id)
@@ -749,17 +753,21 @@ class Store:
         first; the ``limit`` newest when given. One read."""
         async with self._read() as db:
             cid = await self._scope_id(db, key)
-            if cid is None:
-                return []
-            columns = ", ".join(f"c.{name.strip()}" for name in _CORRECTION.split(","))
-            rows = await _rows(db, f"SELECT {columns}, r.id, q.id FROM corrections c"
-                                   " JOIN messages r ON r.id = c.message_id JOIN messages q ON q.id = r.question_id"
-                                   " WHERE c.channel_id = ? AND c.active = 1 AND c.person = '' AND c.origin = 'taught'"
-                                   " AND q.author_id = ? AND c.author_id != ? ORDER BY c.id DESC"
-                                   + (" LIMIT ?" if limit else ""), (cid, person, person, *([limit] if limit else [])))
-            ids = sorted({int(r[10]) for r in rows} | {int(r[11]) for r in rows})
-            messages = {int(m["id"]): _message(m) for m in await _rows(
-                db, f"SELECT * FROM messages WHERE id IN ({_marks(ids)})", ids)} if ids else {}
+            return [] if cid is None else await self._corrected(db, cid, person, limit)
+
+    @staticmethod
+    async def _corrected(db: Transaction, cid: int, person: str, limit: int | None = None
+                         ) -> list[tuple[StoredCorrection, StoredMessage, StoredMessage]]:
+        """Inside an operation: ``corrected_replies`` of scope ``cid``."""
+        columns = ", ".join(f"c.{name.strip()}" for name in _CORRECTION.split(","))
+        rows = await _rows(db, f"SELECT {columns}, r.id, q.id FROM corrections c"
+                               " JOIN messages r ON r.id = c.message_id JOIN messages q ON q.id = r.question_id"
+                               " WHERE c.channel_id = ? AND c.active = 1 AND c.person = '' AND c.origin = 'taught'"
+                               " AND q.author_id = ? AND c.author_id != ? ORDER BY c.id DESC"
+                               + (" LIMIT ?" if limit else ""), (cid, person, person, *([limit] if limit else [])))
+        ids = sorted({int(r[10]) for r in rows} | {int(r[11]) for r in rows})
+        messages = {int(m["id"]): _message(m) for m in await _rows(
+            db, f"SELECT * FROM messages WHERE id IN ({_marks(ids)})", ids)} if ids else {}
         return [(_correction(r), messages[int(r[10])], messages[int(r[11])]) for r in reversed(rows)]
 
     async def scrub_progress(self, key: ChannelKey, person: str) -> int:
@@ -767,33 +775,35 @@ class Store:
         progress (their ``progress`` items); returns how many changed."""
         async with self._write() as db:
             cid = await self._scope_id(db, key)
-            if cid is None:
-                return 0
-            rows = await _rows(db, "SELECT id, explanation FROM messages WHERE channel_id = ? AND explanation IS NOT"
-                                   f" NULL AND {self._database.json_text('explanation', 'person')} = ?", (cid, person))
+            return 0 if cid is None else await self._scrub_progress(db, cid, person)
 
-            def drop_progress(explanation: dict[str, Any]) -> bool:
-                if not explanation.get("progress"):
-                    return False
-                explanation["progress"] = []
-                return True
+    async def _scrub_progress(self, db: Transaction, cid: int, person: str) -> int:
+        """Inside an operation: ``scrub_progress`` in scope ``cid``."""
+        rows = await _rows(db, "SELECT id, explanation FROM messages WHERE channel_id = ? AND explanation IS NOT"
+                               f" NULL AND {self._database.json_text('explanation', 'person')} = ?", (cid, person))
 
-            return await _edit_explanations(db, rows, drop_progress)
+        def drop_progress(explanation: dict[str, Any]) -> bool:
+            if not explanation.get("progress"):
+                return False
+            explanation["progress"] = []
+            return True
 
-    async def annotate_replies(self, message_ids: Sequence[int], notes: dict[str, Any]) -> int:
-        """Add ``notes`` to the stored explanations of the replies ``message_ids`` (one transaction; other
-        processes reload what they learned from them); returns how many were annotated."""
-        if not message_ids:
+        return await _edit_explanations(db, rows, drop_progress)
+
+    @staticmethod
+    async def _annotate(db: Transaction, message_ids: Collection[int], notes: Mapping[str, Any]) -> int:
+        """Inside an operation: add ``notes`` to the stored explanations of the replies ``message_ids``
+        (other processes reload what they learned from them); returns how many were annotated."""
+        if not message_ids or not notes:
             return 0
-        async with self._write() as db:
-            rows = await _rows(db, f"SELECT id, explanation FROM messages WHERE id IN ({_marks(message_ids)})",
-                               list(message_ids))
+        ids = sorted(message_ids)
+        rows = await _rows(db, f"SELECT id, explanation FROM messages WHERE id IN ({_marks(ids)})", ids)
 
-            def annotate(explanation: dict[str, Any]) -> bool:
-                explanation.update(notes)
-                return True
+        def annotate(explanation: dict[str, Any]) -> bool:
+            explanation.update(notes)
+            return True
 
-            return await _edit_explanations(db, rows, annotate)
+        return await _edit_explanations(db, rows, annotate)
 
     # -- review, audit, authors ----------------------------------------------------------
 
@@ -1098,12 +1108,18 @@ class Store:
                 StoredFact(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32).copy(), r[4], r[5]))
         return found
 
-    async def forget_person(self, key: ChannelKey, person: str, *, author_id: str = "") -> dict[str, int]:
-        """Delete ``person``'s personal scope in ``key``'s scope: their facts and their personal
-        corrections (any state), not just from view (``secure_delete`` zeroes the rows; the WAL is
-        checkpointed so that its old copies go too); the explanations of replies stop quoting them.
-        Returns ``{"facts": n, "corrections": m}``. ``author_id``: who asked (the person, or a
-        manager), for the audit log."""
+    async def forget_person(self, key: ChannelKey, person: str, *, author_id: str = "",
+                            judged_notes: Mapping[str, Any] | None = None,
+                            corrected_notes: Mapping[str, Any] | None = None) -> dict[str, int]:
+        """``/forget me`` in one transaction: delete ``person``'s personal scope in ``key``'s scope (their
+        facts and their personal corrections, any state), not just from view (``secure_delete`` zeroes
+        the rows; the WAL is checkpointed so that its old copies go too); the explanations of replies
+        stop quoting them and their tutoring progress (``scrub_progress``); ``judged_notes`` are added
+        to the explanations of the replies they judged with 👍 / 👎 (``rated_replies``) and
+        ``corrected_notes`` to those of the replies to them that others corrected
+        (``corrected_replies``): the learning modules mark there what stops reading them (taste,
+        progress). Returns ``{"facts": n, "corrections": m}``. ``author_id``: who asked (the person,
+        or a manager), for the audit log."""
         async with self._write() as db:
             cid = await self._scope_id(db, key)
             if cid is None:
@@ -1121,6 +1137,11 @@ class Store:
                                  [cid, *sorted(gone)])
                 await db.execute(f"DELETE FROM corrections WHERE id IN ({marks})", sorted(gone))
             await self._scrub_personal(db, cid, gone, facts)
+            judged = {reply.id for reply, _, _, _ in await self._rated(db, cid, person)}
+            corrected = {reply.id for _, reply, _ in await self._corrected(db, cid, person)}
+            await self._annotate(db, judged, judged_notes or {})
+            await self._annotate(db, corrected, corrected_notes or {})
+            await self._scrub_progress(db, cid, person)
             counts = {"facts": len(facts), "corrections": len(gone)}
             if facts or gone:
                 await self._audit(db, cid, author_id, "forget_person", {"person": person, **counts})

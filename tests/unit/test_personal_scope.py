@@ -118,6 +118,38 @@ async def test_a_fact_joins_the_prompt_of_its_tellers_related_questions_only(tin
         await tiny_engine.remember(key, "ana", "   ")
 
 
+@sqlite_only
+async def test_forget_me_is_one_transaction_all_or_nothing(tiny_engine: Engine) -> None:
+    """A /forget me that fails part-way (here: the database refuses its last kind of write, marking the
+    reply she judged) leaves everything as it was, her fact included; done again, it deletes the scope
+    and marks the judged reply, together."""
+    key = ChannelKey("test", "pf-atomic", space="s")
+    await tiny_engine.remember(key, "ana", FACT)
+    _, shaped = await ask(tiny_engine, key, ASKED, "ana")
+    assert explained(shaped).facts
+    assert (await tiny_engine.feedback(Feedback(key, FeedbackKind.UP, author_id="ana",
+                                                reply_id=shaped.reply_id))).accepted
+    path = tiny_engine.settings.database_path
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TRIGGER refuse BEFORE UPDATE OF explanation ON messages"
+                    " WHEN NEW.explanation LIKE '%taste_forgotten_at%' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="refused"):
+            await tiny_engine.forget_person(key, "ana")
+    finally:
+        with sqlite3.connect(path) as raw:
+            raw.execute("DROP TRIGGER refuse")
+    assert len((await tiny_engine.personal(key, "ana")).facts) == 1  # nothing went
+    reply = await tiny_engine.store.find_reply(key, reply_id=shaped.reply_id)
+    assert reply is not None and "taste_forgotten_at" not in (reply.explanation or {})
+
+    assert await tiny_engine.forget_person(key, "ana") == {"facts": 1, "corrections": 0}
+    assert len(await tiny_engine.personal(key, "ana")) == 0
+    reply = await tiny_engine.store.find_reply(key, reply_id=shaped.reply_id)
+    assert reply is not None and {"taste_forgotten_at", "progress_forgotten_at"} <= set(reply.explanation or {})
+    assert reply.explanation is not None and reply.explanation["facts"] == []  # no longer quoted
+
+
 async def test_replies_shaped_by_someone_elses_scope_leave_the_history_of_the_others(tiny_engine: Engine) -> None:
     key = ChannelKey("test", "pf-history", space="s")
     await tiny_engine.remember(key, "ana", FACT)

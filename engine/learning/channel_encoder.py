@@ -28,6 +28,7 @@ import torch
 
 from ..nn.encoder_top import EncoderTop, collate, hidden_states, linears
 from ..nn.encoder_top import embed as embed_through
+from ..nn.packed_linear import packed
 from ..nn.protonet import prototypical_loss
 from .metric import MetricEncoder
 
@@ -74,10 +75,12 @@ class ChannelEncoder:
         return top.eval()
 
     def hidden_states_blocking(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        """The frozen states entering the first adapted layer (encoder thread)."""
+        """The frozen states entering the first adapted layer (encoder thread, or a script: the same
+        states from both, through the encoder's packed bfloat16 layers where it loaded them so)."""
         layers = len(self.encoder.sentence_transformer[0].auto_model.encoder.layer)
         first = layers - self.encoder.artifact.config.top_layers
-        return hidden_states(self.encoder.sentence_transformer, list(texts), first)
+        with packed():
+            return hidden_states(self.encoder.sentence_transformer, list(texts), first)
 
     def meta_tensors(self) -> Tensors:
         """The shared starting point (what an un-adapted channel uses)."""

@@ -10,21 +10,15 @@ and only without gradients, so training, LoRA and evaluation scripts compute exa
 from __future__ import annotations
 
 import copy
-import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, cast
 
 import torch
 
-__all__ = ["cpu_has_bf16", "pick_matmul_dtype", "packed", "pack_linears", "packed_weight", "unpack_linear",
-           "in_packed"]
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
+__all__ = ["cpu_has_bf16", "pick_matmul_dtype", "packed", "pack_linears", "packed_weight", "unpack_linear"]
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16) and torch can use it (oneDNN)."""
@@ -109,7 +103,10 @@ def pack_linears(model: torch.nn.Module) -> int:
         with torch.no_grad():
             packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(torch.bfloat16), 1)
         m.__class__ = _PackedLinear
-        m._packed, m._packed_from = packed, m.weight
+        # Plain attributes, not Module.__setattr__: the weight is a Parameter, and assigning it would
+        # register it a second time (an extra ``_packed_from`` entry in every state_dict).
+        object.__setattr__(m, "_packed", packed)
+        object.__setattr__(m, "_packed_from", m.weight)
     return len(linears)
 
 
@@ -126,14 +123,3 @@ def unpack_linear(module: torch.nn.Module) -> None:
     if isinstance(module, _PackedLinear):
         del module._packed, module._packed_from
         cast(Any, module).__class__ = torch.nn.Linear
-
-
-def in_packed(fn: Callable[P, T]) -> Callable[P, T]:
-    """``fn`` run inside ``packed()``."""
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        with packed():
-            return fn(*args, **kwargs)
-
-    return run

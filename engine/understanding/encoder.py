@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..nn.openmp import releasing
-from ..nn.packed_linear import in_packed, pack_linears, packed, pick_matmul_dtype
+from ..nn.packed_linear import pack_linears, packed, pick_matmul_dtype
 from ..settings import EMBEDDED_ENCODER, EncoderSettings
 from .foreground import Foreground
 
@@ -112,12 +112,13 @@ class Encoder:
         self._recent.clear()
 
     async def run(self, fn: Callable[..., T], *args: Any, background: bool = False) -> T:
-        """Run ``fn(*args)`` in the encoder thread (the one thread that touches the model), with packed
-        bfloat16 linear layers in use (``pack_for``).
+        """Run ``fn(*args)`` in the encoder thread (the one thread that touches the model). The
+        ``*_blocking`` functions enter ``packed()`` themselves, so that scripts calling them directly
+        compute exactly what the engine serves.
 
         A call is *foreground* (background work waits for it: ``foreground.py``) unless
         ``background``: work no message waits for, such as a channel's encoder training."""
-        call = asyncio.get_running_loop().run_in_executor(self._executor, releasing(in_packed(fn)), *args)
+        call = asyncio.get_running_loop().run_in_executor(self._executor, releasing(fn), *args)
         if background:
             return await call
         with self.foreground.busy():

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from engine.learning.channel_encoder import ChannelEncoder
+from engine.learning.metric import DEFAULT_ARTIFACT, MetricArtifact, MetricEncoder
 from engine.learning.verifier import DEFAULT_VERIFIER, Verifier, VerifierArtifact
 from engine.nn.packed_linear import cpu_has_bf16, pack_linears, packed, packed_weight
 from engine.settings import EncoderSettings
@@ -63,6 +65,19 @@ async def test_the_encoder_thread_and_scripts_get_the_same_vectors() -> None:
         await encoder.stop()
 
 
+@needs_bf16
+async def test_a_channels_training_states_are_the_same_in_the_encoder_thread_and_in_scripts() -> None:
+    metric = MetricEncoder(EncoderSettings(), MetricArtifact.load(DEFAULT_ARTIFACT))
+    metric.load()
+    channel = ChannelEncoder(metric)
+    try:
+        threaded = await channel.hidden_states(TEXTS)
+        direct = channel.hidden_states_blocking(TEXTS)
+        assert all(torch.equal(a, b) for a, b in zip(threaded, direct, strict=True))
+    finally:
+        await metric.stop()
+
+
 def test_a_copy_of_a_packed_layer_is_a_plain_float32_layer() -> None:
     layer = torch.nn.Linear(16, 8)
     try:
@@ -78,3 +93,16 @@ def test_a_copy_of_a_packed_layer_is_a_plain_float32_layer() -> None:
         x = torch.randn(3, 16)
         with packed():
             assert torch.allclose(clone(x), torch.nn.functional.linear(x, clone.weight, clone.bias))
+
+
+def test_packing_adds_no_parameter_or_state() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.Linear(8, 4, bias=False))
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    try:
+        pack_linears(model)
+    except RuntimeError:
+        pytest.skip("this torch build lacks the oneDNN bfloat16 ops")
+    after = model.state_dict()
+    assert list(after) == list(before)  # the model's own names only: no second entry for the packed source
+    assert all(torch.equal(after[name], t) for name, t in before.items())
+    assert len(list(model.parameters())) == 3 and len(list(model.named_parameters(remove_duplicate=False))) == 3

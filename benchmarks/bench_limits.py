@@ -15,7 +15,10 @@ Measured in one run, so that the shares compare like with like on a shared, nois
   concurrent requests (one continuous batch), best of ``--repeat``; prefill included. With
   ``--compare-transformers`` (default) the same through transformers' forward on a second
   copy of the model, repetitions interleaved, and the speed-up of the engine's direct
-  forward (``engine/generation/direct_forward.py``) over it (medians).
+  forward (``engine/generation/direct_forward.py``) over it (medians). Where the engine
+  compiles its decode step (``engine/generation/compiled_decode.py``), timing starts once
+  it is compiled (``compile_s``), and ``--compare-eager`` (default) also decodes through the
+  eager direct forward on another copy, interleaved (``speedup_N_over_eager``).
 
 Limits and shares:
 
@@ -149,6 +152,15 @@ async def decode_rates(paths: dict[str, tuple[LoadedModel, ModelSettings]], toke
         worker._stop_ids = set()  # fixed-length decoding: every row runs all `tokens` steps
         worker.start()
         workers[suffix] = (worker, loaded)
+    out: dict[str, Any] = {}
+    for suffix, (worker, _) in workers.items():
+        compiled = worker.compiled
+        if compiled is not None:  # time the step the engine serves once ready, not while it compiles
+            await asyncio.to_thread(compiled.wait)
+            out[f"decode_step{suffix}"] = compiled.state
+            out[f"compile_s{suffix}"] = round(compiled.compile_s or 0.0, 1)
+        else:
+            out[f"decode_step{suffix}"] = "eager"
 
     async def run(worker: ModelWorker, loaded: LoadedModel, i: int) -> int:
         stream = worker.submit(prompt_ids(loaded, i), max_new_tokens=tokens)
@@ -156,7 +168,6 @@ async def decode_rates(paths: dict[str, tuple[LoadedModel, ModelSettings]], toke
             pass
         return stream.tokens
 
-    out: dict[str, Any] = {}
     try:
         for worker, loaded in workers.values():
             await run(worker, loaded, 0)  # warm-up
@@ -191,11 +202,16 @@ def main() -> None:
                         help="decode through the engine's direct forward (default) or transformers' forward")
     parser.add_argument("--compare-transformers", action=argparse.BooleanOptionalAction, default=True,
                         help="also decode through transformers' forward (a second model copy), interleaved")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="decode through the compiled step where the engine would (default), or eagerly")
+    parser.add_argument("--compare-eager", action=argparse.BooleanOptionalAction, default=True,
+                        help="also decode through the eager direct forward (a model copy), interleaved")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     args = parser.parse_args()
 
     settings = ModelSettings(id=args.model, dtype=args.dtype, matmul_dtype=args.matmul_dtype,
-                             max_new_tokens=args.tokens, max_batch=16, direct_forward=args.direct_forward)
+                             max_new_tokens=args.tokens, max_batch=16, direct_forward=args.direct_forward,
+                             compile_decode=args.compile, compile_delay_s=0.0)
     loaded = load_model(settings, args.models_dir)
     model = loaded.model
     dtype = next(model.parameters()).dtype
@@ -226,6 +242,9 @@ def main() -> None:
         "batch_limit_tokens_per_s": round(rates[peak_m] / flops_per_token, 1),
     }
     paths = {"": (loaded, settings)}
+    if args.compare_eager and args.compile and settings.direct_forward:
+        eager = settings.model_copy(update={"compile_decode": False})
+        paths["_eager"] = (load_model(eager, args.models_dir), eager)
     if args.compare_transformers and settings.direct_forward:
         # A second copy of the model, so that the direct forward's fused weights leave its layers alone.
         plain = settings.model_copy(update={"direct_forward": False})
@@ -239,10 +258,11 @@ def main() -> None:
     roofline = min(results["batch_limit_tokens_per_s"], 16 * results["single_stream_limit_tokens_per_s"])
     results["batch16_roofline_limit_tokens_per_s"] = round(roofline, 1)
     results["batch16_roofline_share"] = round(results["tokens_per_s_16"] / roofline, 3)
-    if "tokens_per_s_1_transformers" in results:
-        for n in (1, 16):
-            results[f"speedup_{n}_over_transformers"] = round(
-                results[f"tokens_per_s_{n}_median"] / results[f"tokens_per_s_{n}_transformers_median"], 2)
+    for other in ("transformers", "eager"):
+        if f"tokens_per_s_1_{other}" in results:
+            for n in (1, 16):
+                results[f"speedup_{n}_over_{other}"] = round(
+                    results[f"tokens_per_s_{n}_median"] / results[f"tokens_per_s_{n}_{other}_median"], 2)
     print_result(results, args.json)
 
 

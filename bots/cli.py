@@ -133,6 +133,7 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     data["notes"] = [note] if note else []
     import torch
 
+    from engine.generation.compiled_decode import compiler_available
     from engine.generation.model_loader import pick_device, pick_dtype, pick_matmul_dtype
 
     # What "auto" resolves to on this machine: the encoder (and verifier) always run here.
@@ -141,9 +142,13 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     if settings.model.backend == "local":
         device = pick_device(settings.model.device)
         dtype = pick_dtype(settings.model.dtype, device)
+        matmul = str(pick_matmul_dtype(settings.model.matmul_dtype, device, dtype)).removeprefix("torch.")
+        # The one-token decode step: compiled in the background (engine/generation/compiled_decode.py)
+        # where it applies here, else the eager direct forward (or transformers' forward).
+        compiled = (settings.model.compile_decode and settings.model.direct_forward and device.type == "cpu"
+                    and matmul == "bfloat16" and compiler_available())
         data["effective"] |= {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
-                              "matmul_dtype": str(pick_matmul_dtype(settings.model.matmul_dtype, device, dtype))
-                              .removeprefix("torch.")}
+                              "matmul_dtype": matmul, "decode_step": "compiled" if compiled else "eager"}
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 

@@ -7,6 +7,7 @@ environment variables. Nothing in the engine reads the environment itself.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -50,6 +51,14 @@ class _Strict(BaseModel):
                               DeprecationWarning, stacklevel=2)
                 data.setdefault(new, data.pop(old))
         return data
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    """A boolean default that an environment variable may change for every settings object built in the
+    process, also those built in code rather than from ``heedful.toml`` (the test suite turns compiling
+    the decode step off this way, since a compile costs every worker a minute of CPU)."""
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() not in ("0", "false", "no", "off", "")
 
 
 class ModelSettings(_Strict):
@@ -100,6 +109,15 @@ class ModelSettings(_Strict):
         True, description="local backend: prefill and decode Llama-family models through the engine's own "
         "forward pass (fused projections, no per-call mask or rotary rebuilding; same numerics); false: "
         "transformers' forward")
+    compile_decode: bool = Field(
+        default_factory=lambda: _env_flag("HEEDFUL_MODEL_COMPILE_DECODE", True),
+        description="local backend, CPU, bfloat16 direct forward: compile the one-token decode step "
+        "(torch.compile, needs a C++ compiler) in a background thread at the lowest CPU priority, and decode "
+        "through it once ready (~1.5x a single stream on two cores; ~30-90 s of CPU per process start); the "
+        "eager step serves meanwhile, for rows with a LoRA version, and wherever compiling fails. false: never")
+    compile_delay_s: float = Field(
+        10.0, ge=0.0, le=3600.0, description="seconds after the model worker starts before the decode step "
+        "compiles, so that short-lived commands never pay for it")
     understanding_first_ms: float = Field(
         50.0, ge=0.0, le=10_000.0, description="local backend: the longest the model worker holds its next "
         "decode or LoRA-training step while a message is being embedded or verified, so that understanding a "
@@ -259,7 +277,7 @@ class EngineSettings(_Strict):
 
     data_dir: Path = Path(".heedful")
     models_dir: Path | None = Field(None, description="where converted models are cached (default: <data_dir>/models)")
-    model: ModelSettings = ModelSettings()
+    model: ModelSettings = Field(default_factory=ModelSettings)
     encoder: EncoderSettings = EncoderSettings()
     learning: LearningSettings = LearningSettings()
     lora: LoraSettings = LoraSettings()

@@ -25,6 +25,9 @@ from engine.offline import offline_environment  # imports no model library: safe
 offline_environment()
 for _proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
     os.environ.pop(_proxy, None)  # slack_sdk honours proxies and ignores NO_PROXY
+# Workers decode eagerly unless a test asks for the compiled step (compile_decode=True): a compile costs
+# a minute of CPU per worker, and would switch a long-lived worker's decoding mid-suite.
+os.environ.setdefault("HEEDFUL_MODEL_COMPILE_DECODE", "false")
 
 from engine import Engine, EngineSettings  # noqa: E402
 from engine.settings import ModelSettings  # noqa: E402

@@ -45,9 +45,11 @@ from ..nn.lora import LoraWeights, RowWeights, gather_rows, lora_modules, stack_
 from ..nn.openmp import release_team, releasing
 from ..settings import ModelSettings
 from ..understanding.foreground import Foreground
+from .compiled_decode import CompiledDecode, RecompileNeeded, compile_applies
 from .copy_bias import CopySource
 from .copy_bias import apply as copy_bias
 from .direct_forward import DirectForward
+from .kv_cache import new_cache, rebuild, stack
 from .model_loader import LoadedModel, decoding
 
 __all__ = ["ModelWorker", "GenerationStream"]
@@ -164,6 +166,9 @@ class ModelWorker:
         # Built here, in the caller's thread, which then hands back the OpenMP team that took.
         self._direct = (releasing(DirectForward.build)(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
                         if settings.direct_forward else None)
+        self._compiled: CompiledDecode | None = None
+        if self._direct is not None and compile_applies(settings, loaded, self._direct):
+            self._compiled = CompiledDecode(self._direct, len(self._direct.layers))
         self._busy_since: float | None = None  # when the thread last started a unit of work not yet done
         self.failed_rows = 0  # requests that ended with a generation error
         self.rows_in_flight = 0  # rows of the batch decoding now (read from other threads: a plain int)
@@ -173,9 +178,18 @@ class ModelWorker:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heedful-model-worker", daemon=True)
         self._thread.start()
+        if self._compiled is not None:
+            self._compiled.warm_in_background(self.settings.compile_delay_s)
+
+    @property
+    def compiled(self) -> CompiledDecode | None:
+        """The compiled decode step (``compiled_decode.py``), where it applies; None: always eager."""
+        return self._compiled
 
     async def stop(self) -> None:
         """Stop the thread; requests still running end with ``EngineClosed``."""
+        if self._compiled is not None:
+            self._compiled.cancel()
         if self._thread is None:
             return
         await asyncio.to_thread(self._inbox.put, None)
@@ -236,7 +250,8 @@ class ModelWorker:
         started = self._busy_since
         busy = 0.0 if started is None else time.monotonic() - started
         return {"alive": self.running, "busy_s": round(busy, 3), "stalled": busy > self.settings.stall_timeout_s,
-                "pending": self._inbox.qsize(), "rows": self.rows_in_flight, "failed_rows": self.failed_rows}
+                "pending": self._inbox.qsize(), "rows": self.rows_in_flight, "failed_rows": self.failed_rows,
+                "decode_step": self._compiled.state if self._compiled is not None else "eager"}
 
     def run_job(self, steps: Callable[[], Generator[object, None, Any]]) -> asyncio.Future[Any]:
         """Run a background job in the model thread, one step between decode steps.
@@ -402,7 +417,7 @@ class ModelWorker:
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = _new_cache()
+        cache = new_cache()
         with self._loras(joining):
             logits = self._forward(ids.to(device), mask.to(device), positions.to(device), cache)
         # The cache is updated in place by the forward pass.
@@ -418,8 +433,14 @@ class ModelWorker:
         device = self.loaded.device
         last = torch.tensor([[r.generated[-1]] for r in batch.rows], device=device)
         batch.mask = torch.cat([batch.mask, torch.ones((len(batch.rows), 1), dtype=torch.long, device=device)], dim=1)
-        with self._loras(batch.rows):
-            logits = self._forward(last, batch.mask, batch.positions.unsqueeze(1), batch.cache)
+        logits = None
+        compiled = self._compiled
+        if compiled is not None and compiled.covers(batch.rows, batch.mask):
+            with suppress(RecompileNeeded):  # the step then stays eager for good (compiled.broken says why)
+                logits = compiled(last, batch.mask, batch.positions.unsqueeze(1), batch.cache)
+        if logits is None:
+            with self._loras(batch.rows):
+                logits = self._forward(last, batch.mask, batch.positions.unsqueeze(1), batch.cache)
         batch.positions = batch.positions + 1
         self._sample_and_emit(batch, logits)
 
@@ -538,7 +559,7 @@ class _Batch:
         start = int((self.mask[index].sum(0) > 0).nonzero()[0])
         self.mask = self.mask[index, start:]
         self.positions = self.positions[index]
-        self.cache = _rebuild(self.cache, lambda t: t[index, :, start:, :])
+        self.cache = rebuild(self.cache, lambda t: t[index, :, start:, :])
 
     def merge(self, other: _Batch) -> None:
         if not self.rows:
@@ -552,105 +573,5 @@ class _Batch:
             [torch.nn.functional.pad(self.mask, (pad_a, 0)), torch.nn.functional.pad(other.mask, (pad_b, 0))]
         )
         self.positions = torch.cat([self.positions, other.positions])
-        self.cache = _stack(self.cache, other.cache, pad_a, pad_b)
+        self.cache = stack(self.cache, other.cache, pad_a, pad_b)
         self.rows = self.rows + other.rows
-
-
-def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[attr-defined]
-
-
-_HEADROOM = 64  # time steps allocated ahead, so that decoding appends in place
-
-
-_cache_classes: tuple[Any, Any] | None = None
-
-
-def _growing_classes() -> tuple[Any, Any]:
-    """A ``DynamicCache`` whose layers append in place (built once, importing transformers lazily).
-
-    ``DynamicLayer`` concatenates the whole cache with each new token: a copy of every
-    layer's keys and values per decode step, growing with the context (about a tenth of
-    a 16-row step at 100 cached tokens). ``_GrowingLayer`` keeps a buffer with headroom
-    in time, writes the new states into it, and exposes ``keys`` / ``values`` as views of
-    the filled part; the buffer doubles when full (amortised O(1) per token). Numerics
-    are unchanged: attention reads the same values from a view.
-    """
-    global _cache_classes
-    if _cache_classes is None:
-        from transformers import DynamicCache
-        from transformers.cache_utils import Cache, DynamicLayer
-
-        class _GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
-            def fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-                """Start from these states (rows, heads, time, dim), with headroom to append."""
-                self.device = keys.device
-                self.is_initialized = True
-                self._length = 0
-                self._kbuf: torch.Tensor | None = None
-                self._vbuf: torch.Tensor | None = None
-                self._append(keys, values)
-
-            def _append(self, k: torch.Tensor, v: torch.Tensor) -> None:
-                need = self._length + k.shape[-2]
-                kbuf, vbuf = self._kbuf, self._vbuf
-                if kbuf is None or vbuf is None or kbuf.shape[0] != k.shape[0] or need > kbuf.shape[-2]:
-                    size = max(need + _HEADROOM, 2 * (kbuf.shape[-2] if kbuf is not None else 0))
-                    shape = (k.shape[0], k.shape[1], size, k.shape[3])
-                    new_k, new_v = k.new_empty(shape), v.new_empty((*shape[:3], v.shape[3]))
-                    if self._length and kbuf is not None and vbuf is not None:
-                        new_k[:, :, : self._length] = kbuf[:, :, : self._length]
-                        new_v[:, :, : self._length] = vbuf[:, :, : self._length]
-                    kbuf, vbuf = self._kbuf, self._vbuf = new_k, new_v
-                kbuf[:, :, self._length : need] = k
-                vbuf[:, :, self._length : need] = v
-                self._length = need
-                self.keys, self.values = kbuf[:, :, :need], vbuf[:, :, :need]
-
-            def update(
-                self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-                if not self.is_initialized:
-                    self.fill(key_states, value_states)
-                else:
-                    self._append(key_states, value_states)
-                return self.keys, self.values  # type: ignore[return-value]
-
-        class _GrowingCache(DynamicCache):
-            def __init__(self) -> None:
-                Cache.__init__(self, layer_class_to_replicate=_GrowingLayer)
-
-        _cache_classes = (_GrowingCache, _GrowingLayer)
-    return _cache_classes
-
-
-def _new_cache() -> object:
-    return _growing_classes()[0]()
-
-
-def _from_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> object:
-    cache_class, layer_class = _growing_classes()
-    cache = cache_class()
-    for k, v in layers:
-        layer = layer_class()
-        layer.fill(k, v)
-        cache.layers.append(layer)
-    return cache
-
-
-def _rebuild(cache: object, fn) -> object:  # type: ignore[no-untyped-def]
-    return _from_layers([(fn(k), fn(v)) for k, v in _layers(cache)])
-
-
-def _stack(a: object, b: object, pad_a: int, pad_b: int) -> object:
-    """Stack two caches on the batch axis, left-padding the shorter in time."""
-
-    def pad(t: torch.Tensor, n: int) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, 0, n, 0)) if n else t
-
-    return _from_layers(
-        [
-            (torch.cat([pad(ka, pad_a), pad(kb, pad_b)]), torch.cat([pad(va, pad_a), pad(vb, pad_b)]))
-            for (ka, va), (kb, vb) in zip(_layers(a), _layers(b), strict=True)
-        ]
-    )

@@ -30,6 +30,7 @@ def test_config_json_redacts_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_config_reports_the_precisions_auto_chose(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from engine.generation.compiled_decode import compiler_available
     from engine.nn.packed_linear import cpu_has_bf16
 
     monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path))
@@ -38,6 +39,10 @@ def test_config_reports_the_precisions_auto_chose(monkeypatch: pytest.MonkeyPatc
     assert auto["encoder_matmul_dtype"] == expected and auto["matmul_dtype"] == expected
     monkeypatch.setenv("HEEDFUL_ENCODER_MATMUL_DTYPE", "float32")
     assert last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]["encoder_matmul_dtype"] == "float32"
+    for flag, step in (("true", "compiled" if expected == "bfloat16" and compiler_available() else "eager"),
+                       ("false", "eager")):
+        monkeypatch.setenv("HEEDFUL_MODEL_COMPILE_DECODE", flag)
+        assert last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]["decode_step"] == step
 
 
 def test_bad_config_exits_2_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:

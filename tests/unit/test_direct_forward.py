@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from engine.generation.direct_forward import DirectForward
+from engine.generation.kv_cache import new_cache
 from engine.generation.model_loader import LoadedModel, decoding, load_model, packed_weight
-from engine.generation.worker import ModelWorker, _new_cache
+from engine.generation.worker import ModelWorker
 from engine.nn.lora import LoraConfig, gather_rows, inject_lora, random_weights, stack_weights, use_rows
 from engine.settings import ModelSettings
 
@@ -44,7 +45,7 @@ def _transformers(loaded: LoadedModel):  # type: ignore[no-untyped-def]
 
 def _run(forward, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, steps: int) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
     """Prefill, then ``steps`` greedy decode steps; the logits of each."""
-    cache = _new_cache()
+    cache = new_cache()
     logits = [forward(ids, mask, positions, cache)]
     pos = positions[:, -1:]
     for _ in range(steps):
@@ -87,8 +88,8 @@ def test_per_row_lora_slots_match_transformers(models_dir: Path) -> None:
     with use_rows(loaded.model, gather_rows(stacks, index)):
         _compare(loaded, direct, atol=1e-5)
         ids, mask, positions = _left_padded(loaded, PROMPTS)
-        with_lora = direct(ids, mask, positions, _new_cache())
-    base = direct(ids, mask, positions, _new_cache())
+        with_lora = direct(ids, mask, positions, new_cache())
+    base = direct(ids, mask, positions, new_cache())
     assert torch.equal(with_lora[1], base[1])  # slot 0 is the base model
     assert not torch.allclose(with_lora[0], base[0])  # a LoRA slot changes its row
 

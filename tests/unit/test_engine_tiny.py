@@ -183,6 +183,7 @@ async def test_support_sets_beyond_the_cache_reload_from_the_store(make_engine: 
 async def test_health_reports_a_serving_engine(tiny_engine: Engine) -> None:
     health = tiny_engine.health()
     assert health["healthy"] and health["model"]["alive"] and not health["model"]["stalled"]
+    assert health["model"]["decode_step"] == "eager"  # the suite leaves compiling off (conftest.py)
 
 
 async def test_a_redelivered_event_is_applied_once_even_after_a_restart(make_engine: Callable, tmp_path: Path) -> None:

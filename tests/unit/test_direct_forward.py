@@ -20,19 +20,9 @@ from engine.generation.model_loader import LoadedModel, decoding, load_model, pa
 from engine.generation.worker import ModelWorker
 from engine.nn.lora import LoraConfig, gather_rows, inject_lora, random_weights, stack_weights, use_rows
 from engine.settings import ModelSettings
+from tests.batches import left_padded
 
 PROMPTS = ["hello there", "what is the capital of France?", "a", "tell me a long story about a dragon and a knight"]
-
-
-def _left_padded(loaded: LoadedModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    rows = [list(loaded.tokenizer(t)["input_ids"]) for t in texts]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _transformers(loaded: LoadedModel):  # type: ignore[no-untyped-def]
@@ -57,7 +47,7 @@ def _run(forward, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
 
 
 def _compare(loaded: LoadedModel, direct: DirectForward, atol: float) -> None:
-    ids, mask, positions = _left_padded(loaded, PROMPTS)
+    ids, mask, positions = left_padded(loaded, PROMPTS)
     ref = _run(_transformers(loaded), ids, mask, positions, steps=12)
     got = _run(direct, ids, mask, positions, steps=12)
     for a, b in zip(ref, got, strict=True):
@@ -87,7 +77,7 @@ def test_per_row_lora_slots_match_transformers(models_dir: Path) -> None:
     index = torch.tensor([2, 0, 3, 1])  # row 1: no LoRA; the others each their own
     with use_rows(loaded.model, gather_rows(stacks, index)):
         _compare(loaded, direct, atol=1e-5)
-        ids, mask, positions = _left_padded(loaded, PROMPTS)
+        ids, mask, positions = left_padded(loaded, PROMPTS)
         with_lora = direct(ids, mask, positions, new_cache())
     base = direct(ids, mask, positions, new_cache())
     assert torch.equal(with_lora[1], base[1])  # slot 0 is the base model
@@ -106,7 +96,7 @@ def test_bfloat16_fuses_without_growing_memory(models_dir: Path) -> None:
     assert packed_weight(attn.q_proj) is None and packed_weight(attn.o_proj) is not None
     # The same bfloat16 products as transformers' packed layers: equal up to rounding of a fused product.
     reference = load_model(ModelSettings(id="tiny:2"), models_dir)
-    ids, mask, positions = _left_padded(loaded, PROMPTS)
+    ids, mask, positions = left_padded(loaded, PROMPTS)
     ref = _run(_transformers(reference), ids, mask, positions, steps=12)
     got = _run(direct, ids, mask, positions, steps=12)
     for a, b in zip(ref, got, strict=True):
@@ -149,7 +139,7 @@ def test_real_model_greedy_text_is_unchanged(models_dir: Path) -> None:
     """The embedded SmolLM2 in the precision the engine chooses: the same greedy tokens either way."""
     settings = ModelSettings(max_new_tokens=32)
     loaded = load_model(settings, models_dir)
-    ids, mask, positions = _left_padded(loaded, PROMPTS[:2])
+    ids, mask, positions = left_padded(loaded, PROMPTS[:2])
     ref = _run(_transformers(loaded), ids, mask, positions, steps=32)
     direct = DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
     assert direct is not None

@@ -27,7 +27,8 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+import types
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -120,6 +121,16 @@ def _packed(product: Any) -> torch.Tensor:
     return packed
 
 
+def _own_forward(step: _Step) -> Callable[..., torch.Tensor]:
+    """``step.forward`` on a code object of its own. Dynamo keeps compiled graphs per code object (at
+    most 8 per object): sharing ``_Step.forward``'s would let a process's fifth model fail to compile,
+    and keep every stopped worker's graphs, with their frozen weights, alive."""
+    fn = _Step.forward
+    code = fn.__code__.replace()
+    own = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return types.MethodType(own, step)
+
+
 def _product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, None, "none", [], "")
     return y.to(x.dtype)
@@ -173,7 +184,7 @@ class CompiledDecode:
         self.state = "compiling"
         started = time.perf_counter()
         try:
-            self._fn = torch.compile(self._step, fullgraph=True)
+            self._fn = torch.compile(_own_forward(self._step), fullgraph=True)
             # Frozen: the packed weights become constants of the graph (unfrozen, inductor cannot lower
             # the oneDNN product on them). A patch, not a setting: nothing else in the process changes.
             with torch.no_grad(), inductor_config.patch(freezing=True):

@@ -93,6 +93,21 @@ def test_a_batch_it_was_not_compiled_for_raises_and_leaves_the_cache_to_the_eage
 
 
 @needs_compiler
+def test_every_model_in_a_process_gets_graphs_of_its_own(models_dir: Path) -> None:
+    """Dynamo keeps at most 8 graphs per code object: five models' steps (ten graphs) in one process
+    all compile, since each step compiles a code object of its own."""
+    loaded, _ = _bf16(models_dir)
+    steps = []
+    for _ in range(5):
+        direct = DirectForward.build(loaded.model, bf16=True)
+        assert direct is not None
+        steps.append(CompiledDecode(direct, len(direct.layers)))
+        steps[-1].warm()
+    assert [c.state for c in steps] == ["compiled"] * 5
+    _within_tolerance(_forced(direct, steps[-1], loaded, PROMPTS[:2], steps=4))
+
+
+@needs_compiler
 def test_the_worker_decodes_through_it_once_ready_but_not_lora_rows(models_dir: Path) -> None:
     settings = ModelSettings(id="tiny:0", max_new_tokens=16, compile_decode=True, compile_delay_s=0.0)
     loaded = load_model(settings, models_dir)

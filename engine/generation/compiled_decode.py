@@ -13,7 +13,8 @@ thread at the lowest CPU priority, the worker decodes through the eager direct f
 graphs are ready (one row; two rows or more, whose row count is symbolic), and a graph that would
 have to compile again at serving time raises instead (``fail_on_recompile``), after which the
 worker stays eager for good. A machine without a C++ compiler, or a torch that cannot compile,
-logs why and stays eager.
+logs why and stays eager. Opt-in (``model.compile_decode``): a process that exits while the compile
+runs in its daemon thread aborts instead of exiting cleanly.
 
 Same arithmetic as ``DirectForward`` (float32 activations, bfloat16 products on the packed
 weights the direct forward already holds, so no weight is copied): logits within float

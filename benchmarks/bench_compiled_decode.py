@@ -119,7 +119,7 @@ def main() -> None:
     if direct is None:
         sys.exit(f"{args.model}: the direct forward does not cover it")
     release_team()
-    compiled = CompiledDecode(direct, len(direct.layers))
+    compiled = CompiledDecode(direct)
     compiled.warm()
     if not compiled.ready:
         sys.exit(f"the compiled step did not build: {compiled.state}")

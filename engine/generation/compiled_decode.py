@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.openmp import releasing
+from ..nn.packed_linear import packed_product
 from ..settings import ModelSettings
 from ..understanding.foreground import lower_priority
-from .direct_forward import DirectForward
+from .direct_forward import DirectForward, _rotate_half
 from .kv_cache import from_layers, new_cache
 
 if TYPE_CHECKING:
@@ -94,26 +95,26 @@ class _Step(nn.Module):
         every length)."""
         rows, total = ids.shape[0], length.shape[0]
         heads, kv, dim = self.heads, self.kv_heads, self.head_dim
-        half, groups = dim // 2, heads // kv
+        groups = heads // kv
         x = F.embedding(ids, self.embed)                                          # (rows, 1, hidden)
         cos = self.cos[positions].view(rows, 1, 1, dim)
         sin = self.sin[positions].view(rows, 1, 1, dim)
         for i, (norm_in, qkv_w, o_w, norm_post, gate_up_w, down_w) in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), norm_in, self.eps)
-            qkv = _product(h, qkv_w).view(rows, 1, heads + 2 * kv, dim)
+            qkv = packed_product(h, qkv_w).view(rows, 1, heads + 2 * kv, dim)
             qk = qkv[:, :, : heads + kv]
-            qk = (qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin).transpose(1, 2)
+            qk = (qk * cos + _rotate_half(qk) * sin).transpose(1, 2)
             keys[i].index_copy_(2, start, qk[:, heads:])
             values[i].index_copy_(2, start, qkv[:, :, heads + kv:].transpose(1, 2))
             folded = qk[:, :heads].reshape(rows, kv, groups, dim)  # query heads sharing a key/value head
             out = F.scaled_dot_product_attention(folded, keys[i][:, :, :total], values[i][:, :, :total],
                                                  attn_mask=attend)
-            x = x + _product(out.reshape(rows, 1, heads * dim), o_w)
+            x = x + packed_product(out.reshape(rows, 1, heads * dim), o_w)
             h = F.rms_norm(x, (x.shape[-1],), norm_post, self.eps)
-            gate, up = _product(h, gate_up_w).chunk(2, dim=-1)
-            x = x + _product(F.silu(gate) * up, down_w)
+            gate, up = packed_product(h, gate_up_w).chunk(2, dim=-1)
+            x = x + packed_product(F.silu(gate) * up, down_w)
         last = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
-        return _product(last, self.head)[:, -1]
+        return packed_product(last, self.head)[:, -1]
 
 
 def _packed(product: Any) -> torch.Tensor:
@@ -132,11 +133,6 @@ def _own_forward(step: _Step) -> Callable[..., torch.Tensor]:
     return types.MethodType(own, step)
 
 
-def _product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, None, "none", [], "")
-    return y.to(x.dtype)
-
-
 class CompiledDecode:
     """The compiled one-token step for a ``DirectForward`` in bfloat16 (see the module docstring).
 
@@ -144,8 +140,8 @@ class CompiledDecode:
     ``compiled`` (serving), or ``eager: <why>`` (it failed to build, or a batch would have made it
     compile again; the worker decodes eagerly from then on)."""
 
-    def __init__(self, direct: DirectForward, layers: int) -> None:
-        self._layers = layers
+    def __init__(self, direct: DirectForward) -> None:
+        self._layers = len(direct.layers)
         self._step = _Step(direct)
         self._fn: Any = None  # torch.compile's wrapper, made by ``warm``: importing dynamo costs ~1 s
         self._done = threading.Event()

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.lora import LoraLinear
+from ..nn.packed_linear import packed_product
 from .model_loader import packed_weight, unpack_linear
 
 __all__ = ["DirectForward"]
@@ -78,9 +79,7 @@ class _Product:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The parts' outputs side by side on the last axis, each with its rows' LoRA update."""
         if self.packed is not None:
-            low = x.to(torch.bfloat16)
-            y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(low, self.packed, None, "none", [], "")
-            y = y.to(x.dtype)
+            y = packed_product(x, self.packed)
         elif len(self.weights) == 1:
             y = F.linear(x, self.weights[0])
         else:

@@ -168,7 +168,7 @@ class ModelWorker:
                         if settings.direct_forward else None)
         self._compiled: CompiledDecode | None = None
         if self._direct is not None and compile_applies(settings, loaded, self._direct):
-            self._compiled = CompiledDecode(self._direct, len(self._direct.layers))
+            self._compiled = CompiledDecode(self._direct)
         self._busy_since: float | None = None  # when the thread last started a unit of work not yet done
         self.failed_rows = 0  # requests that ended with a generation error
         self.rows_in_flight = 0  # rows of the batch decoding now (read from other threads: a plain int)

@@ -18,7 +18,8 @@ from typing import Any, cast
 
 import torch
 
-__all__ = ["cpu_has_bf16", "pick_matmul_dtype", "packed", "pack_linears", "packed_weight", "unpack_linear"]
+__all__ = ["cpu_has_bf16", "pick_matmul_dtype", "packed", "pack_linears", "packed_weight", "unpack_linear",
+           "packed_product"]
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16) and torch can use it (oneDNN)."""
@@ -74,10 +75,7 @@ class _PackedLinear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or not getattr(_packed, "on", False) or self.weight is not self._packed_from:
             return torch.nn.functional.linear(x, self.weight, self.bias)
-        y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x.to(torch.bfloat16), self._packed, None, "none", [], ""
-        )
-        y = y.to(x.dtype)
+        y = packed_product(x, self._packed)
         return y if self.bias is None else y + self.bias
 
     def __deepcopy__(self, memo: dict[int, Any]) -> torch.nn.Linear:
@@ -123,3 +121,10 @@ def unpack_linear(module: torch.nn.Module) -> None:
     if isinstance(module, _PackedLinear):
         del module._packed, module._packed_from
         cast(Any, module).__class__ = torch.nn.Linear
+
+
+def packed_product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """``x`` times a weight packed by ``torch.ops.mkldnn._reorder_linear_weight``, in bfloat16; in and
+    out in ``x``'s dtype."""
+    y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, None, "none", [], "")
+    return y.to(x.dtype)

@@ -61,7 +61,7 @@ def _within_tolerance(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 @needs_compiler
 def test_one_row_and_padded_rows_stay_within_tolerance_without_compiling_again(models_dir: Path) -> None:
     loaded, direct = _bf16(models_dir)
-    compiled = CompiledDecode(direct, len(direct.layers))
+    compiled = CompiledDecode(direct)
     assert compiled.state == "waiting" and not compiled.ready
     compiled.warm()
     assert compiled.state == "compiled" and compiled.ready and compiled.compile_s is not None
@@ -76,7 +76,7 @@ def test_one_row_and_padded_rows_stay_within_tolerance_without_compiling_again(m
 @needs_compiler
 def test_a_batch_it_was_not_compiled_for_raises_and_leaves_the_cache_to_the_eager_step(models_dir: Path) -> None:
     loaded, direct = _bf16(models_dir)
-    compiled = CompiledDecode(direct, len(direct.layers))
+    compiled = CompiledDecode(direct)
     compiled.warm()
     ids, mask, positions = left_padded(loaded, PROMPTS[1:2])
     cache = new_cache()
@@ -101,7 +101,7 @@ def test_every_model_in_a_process_gets_graphs_of_its_own(models_dir: Path) -> No
     for _ in range(5):
         direct = DirectForward.build(loaded.model, bf16=True)
         assert direct is not None
-        steps.append(CompiledDecode(direct, len(direct.layers)))
+        steps.append(CompiledDecode(direct))
         steps[-1].warm()
     assert [c.state for c in steps] == ["compiled"] * 5
     _within_tolerance(_forced(direct, steps[-1], loaded, PROMPTS[:2], steps=4))
@@ -155,7 +155,7 @@ async def _reply(worker: ModelWorker, loaded: LoadedModel, text: str,
 def test_real_model_within_tolerance(models_dir: Path) -> None:
     """The embedded SmolLM2 as served: one row, and two left-padded rows, over 40 steps."""
     loaded, direct = _bf16(models_dir, ModelSettings().id)
-    compiled = CompiledDecode(direct, len(direct.layers))
+    compiled = CompiledDecode(direct)
     compiled.warm()
     assert compiled.ready, compiled.state
     chat = ["<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",

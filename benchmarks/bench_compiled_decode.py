@@ -9,6 +9,10 @@ The embedded model as the engine loads it (packed bfloat16 on a CPU that has it)
 - step time: the median of ``--steps`` one-token steps after a chat prompt's prefill, eager and
   compiled alternating for ``--rounds`` rounds, at 1 row and at 16 left-padded rows; the ratio
   eager / compiled per round;
+- ``--lora``: also a second copy of the model with the engine's per-channel LoRA layers injected
+  (``prepare_lora``), whose compiled step takes every LoRA part's per-row A and B: timed beside the
+  plain one with no row under a version (zeros, what a served batch without versions runs;
+  ``lora_zero_*``) and with each row under a distinct random version (``lora_rows_*``);
 - agreement: ``forced_steps`` over ``--agree-steps`` steps for each of four chat prompts alone and
   all four together (left-padded): the largest and the largest mean logit difference of a step as a
   share of that step's logit spread (std), and how many greedy choices differ, with the direct
@@ -40,8 +44,10 @@ from engine.generation.compiled_decode import CompiledDecode, forced_steps  # no
 from engine.generation.direct_forward import DirectForward  # noqa: E402
 from engine.generation.kv_cache import new_cache  # noqa: E402
 from engine.generation.model_loader import LoadedModel, load_model  # noqa: E402
+from engine.learning.consolidator import prepare_lora  # noqa: E402
+from engine.nn.lora import gather_rows, random_weights, stack_weights, use_rows  # noqa: E402
 from engine.nn.openmp import release_team  # noqa: E402
-from engine.settings import ModelSettings  # noqa: E402
+from engine.settings import LoraSettings, ModelSettings  # noqa: E402
 
 CHATS = ["What is the capital of France? Tell me about it.", "how do I reset my password",
          "Write a short poem about the sea and the wind, please.", "Explain photosynthesis to a ten-year-old."]
@@ -102,6 +108,26 @@ def agreement(direct: DirectForward, compiled: CompiledDecode, loaded: LoadedMod
             "greedy_choices": choices, "greedy_differing": flips, "greedy_differing_gaps": gaps}
 
 
+def lora_copy(args: argparse.Namespace) -> tuple[LoadedModel, DirectForward, CompiledDecode]:
+    """A second copy of the model with the engine's LoRA layers, its direct forward and compiled step."""
+    loaded = load_model(ModelSettings(id=args.model, compile_decode=False), args.models_dir)
+    prepare_lora(loaded.model, loaded.tokenizer, LoraSettings())
+    direct = DirectForward.build(loaded.model, bf16=True)
+    assert direct is not None
+    compiled = CompiledDecode(direct)
+    compiled.warm()
+    if not compiled.ready:
+        sys.exit(f"the compiled step with LoRA layers did not build: {compiled.state}")
+    return loaded, direct, compiled
+
+
+def random_version(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """A channel's version with both A and B non-zero, so that its rows do the whole LoRA work."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(m.shape, generator=generator) * 0.01
+            for name, m in random_weights(model, generator).items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=ModelSettings().id)
@@ -109,6 +135,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     parser.add_argument("--agree-steps", type=int, default=60, help="forced steps per prompt for agreement")
+    parser.add_argument("--lora", action="store_true", help="also time a copy with the engine's LoRA layers")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     args = parser.parse_args()
 
@@ -125,14 +152,26 @@ def main() -> None:
         sys.exit(f"the compiled step did not build: {compiled.state}")
     results: dict[str, Any] = {"model": args.model, "threads": torch.get_num_threads(),
                                "compile_s": round(compiled.compile_s or 0.0, 1)}
+    with_lora = lora_copy(args) if args.lora else None
     for rows in (1, 16):
-        eager, fast = [], []
+        eager, fast, zero, versions = [], [], [], []
         for _ in range(args.rounds):
             eager.append(step_ms(direct, direct, loaded, rows, args.steps))
             fast.append(step_ms(compiled, direct, loaded, rows, args.steps))
+            if with_lora is not None:
+                lora_loaded, lora_direct, lora_compiled = with_lora
+                zero.append(step_ms(lora_compiled, lora_direct, lora_loaded, rows, args.steps))
+                stacks = stack_weights(lora_loaded.model, [random_version(lora_loaded.model, i) for i in range(rows)])
+                with use_rows(lora_loaded.model, gather_rows(stacks, torch.arange(1, rows + 1))):
+                    versions.append(step_ms(lora_compiled, lora_direct, lora_loaded, rows, args.steps))
         results |= {f"eager_ms_{rows}": [round(x, 2) for x in eager],
                     f"compiled_ms_{rows}": [round(x, 2) for x in fast],
                     f"ratio_{rows}": [round(e / c, 2) for e, c in zip(eager, fast, strict=True)]}
+        if with_lora is not None:
+            results |= {f"lora_zero_compiled_ms_{rows}": [round(x, 2) for x in zero],
+                        f"lora_rows_compiled_ms_{rows}": [round(x, 2) for x in versions]}
+    if with_lora is not None:
+        results["lora_state_after"] = with_lora[2].state
     results |= agreement(direct, compiled, loaded, args.agree_steps)
     results["state_after"] = compiled.state  # still "compiled": nothing compiled again
     print_result(results, args.json)

@@ -218,7 +218,8 @@ def scope_id_entry_bytes(count: int = 10_000) -> int:
 
 async def bench(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     n, size = args.channels, args.batch
-    settings = ModelSettings(max_new_tokens=args.tokens, max_batch=max(16, size))
+    settings = ModelSettings(max_new_tokens=args.tokens, max_batch=max(16, size), compile_decode=args.compile,
+                             compile_delay_s=0.0)
     loaded = await asyncio.to_thread(load_model, settings, args.models_dir)
     setup = prepare_lora(loaded.model, loaded.tokenizer, LoraSettings())  # the engine's own injection
     config = setup.config
@@ -257,6 +258,10 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     serving.worker.start()
     # Which forward pass the worker runs: the engine's own (direct_forward.py) or transformers'.
     results["forward"] = "direct" if getattr(serving.worker, "_direct", None) is not None else "transformers"
+    compiled = serving.worker.compiled
+    if compiled is not None:  # time the step the engine serves once it is ready, not while it compiles
+        await asyncio.to_thread(compiled.wait)
+    results["decode_step"] = compiled.state if compiled is not None else "eager"
     try:
         await serving.runner.batch([None] * size)  # first forward, not counted
 
@@ -411,6 +416,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="concurrent requests, distinct versions per batch")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="decode through the compiled step where the engine would (default), or eagerly")
     parser.add_argument("--zipf-s", type=float, default=1.0, help="exponent of the channels' popularity")
     parser.add_argument("--zipf-lookups", type=int, default=20_000, help="lookups warming the caches")
     parser.add_argument("--latency-samples", type=int, default=200)

@@ -110,12 +110,12 @@ class ModelSettings(_Strict):
         "forward pass (fused projections, no per-call mask or rotary rebuilding; same numerics); false: "
         "transformers' forward")
     compile_decode: bool = Field(
-        default_factory=lambda: _env_flag("HEEDFUL_MODEL_COMPILE_DECODE", False),
+        default_factory=lambda: _env_flag("HEEDFUL_MODEL_COMPILE_DECODE", True),
         description="local backend, CPU, bfloat16 direct forward: compile the one-token decode step "
         "(torch.compile, needs a C++ compiler) in a background thread at the lowest CPU priority, and decode "
-        "through it once ready (~1.5x a single stream on two cores; ~30-90 s of CPU per process start); the "
-        "eager step serves meanwhile, for rows with a LoRA version, and wherever compiling fails. Off by default: a "
-        "process that exits while the compile runs aborts (docs/BENCHMARKS.md, 'Compiled decode step')")
+        "through it once ready (~1.3x a single stream and ~1.4x 16 channels on two cores; ~70 s of CPU and "
+        "~145 MiB per process start); the eager step serves meanwhile and wherever compiling fails "
+        "(docs/BENCHMARKS.md, 'Compiled decode step')")
     compile_delay_s: float = Field(
         10.0, ge=0.0, le=3600.0, description="seconds after the model worker starts before the decode step "
         "compiles, so that short-lived commands never pay for it")

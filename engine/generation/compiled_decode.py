@@ -13,22 +13,33 @@ thread at the lowest CPU priority, the worker decodes through the eager direct f
 graphs are ready (one row; two rows or more, whose row count is symbolic), and a graph that would
 have to compile again at serving time raises instead (``fail_on_recompile``), after which the
 worker stays eager for good. A machine without a C++ compiler, or a torch that cannot compile,
-logs why and stays eager. Opt-in (``model.compile_decode``): a process that exits while the compile
-runs in its daemon thread aborts instead of exiting cleanly.
+logs why and stays eager.
+
+Stopping mid-compile: Python 3.11 ends a daemon thread that is still running at interpreter exit
+by unwinding it from inside whatever C++ it is in, and torch's C++ is ``noexcept`` there, so the
+process aborted ("terminate called without an active exception", exit -6) instead of exiting. So
+``cancel`` raises ``CompileCancelled`` in the compile thread (``PyThreadState_SetAsyncExc``: no cost
+while it runs, delivered at its next Python instruction), and an ``atexit`` hook cancels every
+compile still running and joins its thread before the interpreter starts to finalise.
 
 Same arithmetic as ``DirectForward`` (float32 activations, bfloat16 products on the packed
 weights the direct forward already holds, so no weight is copied): logits within float
 rounding, greedy text identical on the tested prompts (``tests/unit/test_compiled_decode.py``).
-Rows with a channel's LoRA weights, and prefill, stay on the direct forward.
+Rows with a channel's LoRA version go through the same graphs: each LoRA part's per-row A and B are
+inputs of the step (zeros for rows without a version), so a batch that mixes channels' versions does
+not fall back to the eager step. Prefill stays on the direct forward.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import logging
 import shutil
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.lora import LoraLinear
 from ..nn.openmp import releasing
 from ..nn.packed_linear import packed_product
 from ..settings import ModelSettings
@@ -46,13 +58,33 @@ from .kv_cache import from_layers, new_cache
 if TYPE_CHECKING:
     from .model_loader import LoadedModel
 
-__all__ = ["CompiledDecode", "RecompileNeeded", "compile_applies", "compiler_available", "forced_steps"]
+__all__ = ["CompileCancelled", "CompiledDecode", "RecompileNeeded", "compile_applies", "compiler_available",
+           "forced_steps"]
 
 log = logging.getLogger(__name__)
+
+# How long the exit hook waits for a cancelled compile to unwind: the exception lands at the compile
+# thread's next Python instruction, which can be behind one C++ kernel's build (seconds).
+EXIT_JOIN_S = 60.0
 
 
 class RecompileNeeded(RuntimeError):
     """The compiled step cannot serve this batch without compiling again (or failed): decode eagerly."""
+
+
+class CompileCancelled(BaseException):
+    """Raised inside the compile thread by ``CompiledDecode.cancel``. A ``BaseException``, so that no
+    ``except Exception`` in dynamo or inductor swallows it on its way out."""
+
+
+_running: weakref.WeakSet[CompiledDecode] = weakref.WeakSet()  # compiles whose thread may be running
+
+
+@atexit.register
+def _cancel_running_compiles() -> None:
+    """At interpreter exit, before daemon threads are torn down (see the module docstring)."""
+    for compiled in list(_running):
+        compiled.cancel(join_s=EXIT_JOIN_S)
 
 
 def compiler_available() -> bool:
@@ -70,6 +102,9 @@ def compile_applies(settings: ModelSettings, loaded: LoadedModel, direct: Direct
     if not compiler_available():
         log.info("the decode step stays eager: no C++ compiler (g++, c++ or clang++) for torch.compile")
         return False
+    if direct.head.loras:
+        log.info("the decode step stays eager: the compiled step does not cover a LoRA on the LM head")
+        return False
     return True
 
 
@@ -85,23 +120,49 @@ class _Step(nn.Module):
         self.layers = [(layer.norm_in, _packed(layer.qkv), _packed(layer.o), layer.norm_post,
                         _packed(layer.gate_up), _packed(layer.down)) for layer in direct.layers]
         self.head = _packed(direct.head)
+        # The LoRA-wrapped parts of each product, in the order the step visits them: (output columns,
+        # scaling) per part. The step takes every part's per-row A and B as inputs, so one graph
+        # serves rows of any channels' versions, and rows without one (A = B = 0).
+        self.lora_modules: list[LoraLinear] = []
+        self.lora_parts: list[list[list[tuple[int, int, float]]]] = []
+        for layer in direct.layers:
+            parts = []
+            for product in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                parts.append([(start, end, float(m.scaling)) for start, end, m in product.loras])
+                self.lora_modules += [m for _, _, m in product.loras]
+            self.lora_parts.append(parts)
+        if direct.head.loras:
+            raise ValueError("the compiled step does not cover a LoRA on the LM head")
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor, length: torch.Tensor,
-                attend: torch.Tensor | None, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
+                attend: torch.Tensor | None, keys: list[torch.Tensor], values: list[torch.Tensor],
+                lora: list[torch.Tensor]) -> torch.Tensor:
         """Logits (rows, vocab) of ``ids`` (rows, 1) at ``positions`` (rows,); their keys and values are
         written at time ``start`` (a (1,) tensor) of each layer's buffers, and attention reads the first
         ``len(length)`` (= start + 1) of them; ``attend`` (rows, 1, 1, start + 1) masks left padding
         (None: no row has any). ``length`` is a tensor only so that its size is symbolic (one graph for
-        every length)."""
+        every length). ``lora``: each LoRA part's per-row A (rows, rank, in) and B (rows, out, rank), in
+        ``lora_modules``' order."""
         rows, total = ids.shape[0], length.shape[0]
         heads, kv, dim = self.heads, self.kv_heads, self.head_dim
         groups = heads // kv
+        ab = iter(lora)
+
+        def product(h: torch.Tensor, weight: torch.Tensor, parts: list[tuple[int, int, float]]) -> torch.Tensor:
+            y = packed_product(h, weight)
+            for first, end, scaling in parts:  # as LoraLinear.row_delta
+                a, b = next(ab), next(ab)
+                low = torch.einsum("bti,bri->btr", h, a)
+                y[..., first:end] += scaling * torch.einsum("btr,bor->bto", low, b)
+            return y
+
         x = F.embedding(ids, self.embed)                                          # (rows, 1, hidden)
         cos = self.cos[positions].view(rows, 1, 1, dim)
         sin = self.sin[positions].view(rows, 1, 1, dim)
         for i, (norm_in, qkv_w, o_w, norm_post, gate_up_w, down_w) in enumerate(self.layers):
+            qkv_parts, o_parts, gate_up_parts, down_parts = self.lora_parts[i]
             h = F.rms_norm(x, (x.shape[-1],), norm_in, self.eps)
-            qkv = packed_product(h, qkv_w).view(rows, 1, heads + 2 * kv, dim)
+            qkv = product(h, qkv_w, qkv_parts).view(rows, 1, heads + 2 * kv, dim)
             qk = qkv[:, :, : heads + kv]
             qk = (qk * cos + _rotate_half(qk) * sin).transpose(1, 2)
             keys[i].index_copy_(2, start, qk[:, heads:])
@@ -109,10 +170,10 @@ class _Step(nn.Module):
             folded = qk[:, :heads].reshape(rows, kv, groups, dim)  # query heads sharing a key/value head
             out = F.scaled_dot_product_attention(folded, keys[i][:, :, :total], values[i][:, :, :total],
                                                  attn_mask=attend)
-            x = x + packed_product(out.reshape(rows, 1, heads * dim), o_w)
+            x = x + product(out.reshape(rows, 1, heads * dim), o_w, o_parts)
             h = F.rms_norm(x, (x.shape[-1],), norm_post, self.eps)
-            gate, up = packed_product(h, gate_up_w).chunk(2, dim=-1)
-            x = x + packed_product(F.silu(gate) * up, down_w)
+            gate, up = product(h, gate_up_w, gate_up_parts).chunk(2, dim=-1)
+            x = x + product(F.silu(gate) * up, down_w, down_parts)
         last = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
         return packed_product(last, self.head)[:, -1]
 
@@ -146,6 +207,8 @@ class CompiledDecode:
         self._fn: Any = None  # torch.compile's wrapper, made by ``warm``: importing dynamo costs ~1 s
         self._done = threading.Event()
         self._cancelled = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._zeros: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (LoRA part, rows): A, B
         self.state = "waiting"
         self.compile_s: float | None = None  # how long ``warm`` took
 
@@ -159,18 +222,33 @@ class CompiledDecode:
         they would not use), at the lowest CPU priority, handing its OpenMP team back afterwards."""
 
         def run() -> None:
-            lower_priority()
-            if not self._cancelled.wait(delay_s):
-                releasing(self.warm)()
+            try:
+                lower_priority()
+                if not self._cancelled.wait(delay_s):
+                    releasing(self.warm)()
+            except CompileCancelled:
+                self.state = "eager: the compile was cancelled (its worker stopped)"
+            finally:
+                self._done.set()
+                _running.discard(self)
 
         thread = threading.Thread(target=run, name="heedful-compile-decode", daemon=True)
+        self._thread = thread
+        _running.add(self)
         thread.start()
         return thread
 
-    def cancel(self) -> None:
-        """Its worker stopped: a compile not yet started never starts (one under way runs to its end,
-        in its daemon thread, which does not keep the process alive)."""
+    def cancel(self, join_s: float = 0.0) -> None:
+        """Its worker stopped (or the process exits): a compile not yet started never starts, and one
+        under way in ``warm_in_background``'s thread is interrupted (``CompileCancelled``); waits up
+        to ``join_s`` for that thread to end."""
         self._cancelled.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                       ctypes.py_object(CompileCancelled))
+            if join_s > 0:
+                thread.join(join_s)
         self._done.set()
 
     def warm(self) -> None:
@@ -205,9 +283,9 @@ class CompiledDecode:
         return self.ready
 
     def covers(self, rows: Sequence[Any], mask: torch.Tensor) -> bool:
-        """Whether the step serves this batch: ready, no row under a LoRA version, and one row only
-        where it has no padding (its graph takes no mask)."""
-        if not self.ready or any(getattr(r, "lora", None) for r in rows):
+        """Whether the step serves this batch: ready, and one row only where it has no padding (its
+        graph takes no mask). Rows under channels' LoRA versions are served alike (``_lora_inputs``)."""
+        if not self.ready:
             return False
         return len(rows) > 1 or bool(mask.all())
 
@@ -248,11 +326,32 @@ class CompiledDecode:
                     torch._dynamo.mark_dynamic(buf, 2)
                     if rows > 1:
                         torch._dynamo.mark_dynamic(buf, 0)
+        lora = self._lora_inputs(rows)
+        if rows > 1:
+            for t in lora:
+                torch._dynamo.mark_dynamic(t, 0)
         logits: torch.Tensor = self._fn(ids, positions, torch.tensor([start]), length, attend,
-                                        [layer.kbuf for layer in layers], [layer.vbuf for layer in layers])
+                                        [layer.kbuf for layer in layers], [layer.vbuf for layer in layers], lora)
         for layer in layers:
             layer.advance(1)
         return logits
+
+
+    def _lora_inputs(self, rows: int) -> list[torch.Tensor]:
+        """Each LoRA part's per-row A and B, as ``use_rows`` set them for this step (the worker's rows'
+        versions, slot 0 for rows without one), or zeros where no row of the batch has a version."""
+        inputs: list[torch.Tensor] = []
+        for m in self._step.lora_modules:
+            if m.rows is not None:
+                inputs += m.rows
+                continue
+            zeros = self._zeros.get((id(m), rows))
+            if zeros is None:
+                (rank, fan_in), fan_out = m.lora_A.shape, m.lora_B.shape[0]
+                zeros = (m.lora_A.new_zeros(rows, rank, fan_in), m.lora_B.new_zeros(rows, fan_out, rank))
+                self._zeros[(id(m), rows)] = zeros
+            inputs += zeros
+        return inputs
 
 
 def forced_steps(direct: DirectForward, step: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,

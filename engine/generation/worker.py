@@ -435,11 +435,11 @@ class ModelWorker:
         batch.mask = torch.cat([batch.mask, torch.ones((len(batch.rows), 1), dtype=torch.long, device=device)], dim=1)
         logits = None
         compiled = self._compiled
-        if compiled is not None and compiled.covers(batch.rows, batch.mask):
-            with suppress(RecompileNeeded):  # the step then stays eager for good (compiled.broken says why)
-                logits = compiled(last, batch.mask, batch.positions.unsqueeze(1), batch.cache)
-        if logits is None:
-            with self._loras(batch.rows):
+        with self._loras(batch.rows):
+            if compiled is not None and compiled.covers(batch.rows, batch.mask):
+                with suppress(RecompileNeeded):  # the step then stays eager for good (its state says why)
+                    logits = compiled(last, batch.mask, batch.positions.unsqueeze(1), batch.cache)
+            if logits is None:
                 logits = self._forward(last, batch.mask, batch.positions.unsqueeze(1), batch.cache)
         batch.positions = batch.positions + 1
         self._sample_and_emit(batch, logits)

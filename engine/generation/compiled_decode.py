@@ -228,6 +228,7 @@ class CompiledDecode:
                     releasing(self.warm)()
             except CompileCancelled:
                 self.state = "eager: the compile was cancelled (its worker stopped)"
+                log.info("the decode step's compile was cancelled: its worker stopped")
             finally:
                 self._done.set()
                 _running.discard(self)
@@ -257,6 +258,7 @@ class CompiledDecode:
         from torch._inductor import config as inductor_config
 
         self.state = "compiling"
+        log.info("compiling the decode step (torch.compile; about a minute of CPU on two cores)")
         started = time.perf_counter()
         try:
             self._fn = torch.compile(_own_forward(self._step), fullgraph=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.env import heedful_env
+
 pytestmark = pytest.mark.real_model
 
 HEEDFUL = [sys.executable, "-m", "bots.cli"]
 
 
 def env_for(data_dir: Path, models_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEEDFUL_")}
+    env = heedful_env()
     env.update(HEEDFUL_DATA_DIR=str(data_dir), HEEDFUL_MODELS_DIR=str(models_dir), HEEDFUL_MODEL_MAX_NEW_TOKENS="40")
     return env
 

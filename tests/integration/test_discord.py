@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -36,6 +35,7 @@ from adapters.discord.texts import (
 )
 from adapters.settings import DiscordSettings
 from engine import ChannelKey, Correction, Engine, Feedback, FeedbackKind
+from tests.env import heedful_env
 from tests.fakes.discord import MAX_CONTENT, PLACEHOLDER_TAIL, FakeDiscord, FakeGuild, Permission, pings_possible
 
 TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.fake.discord-test-token"
@@ -694,7 +694,7 @@ async def test_the_token_never_reaches_the_logs_and_no_send_can_ping(
 async def test_heedful_run_serves_discord_when_the_token_is_set_and_stops_cleanly_on_sigterm(
     fake: FakeDiscord, guild: FakeGuild, ann: dict[str, Any], tmp_path: Path, models_dir: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEEDFUL_")}
+    env = heedful_env()
     env.update(HEEDFUL_DATA_DIR=str(tmp_path), HEEDFUL_MODELS_DIR=str(models_dir), HEEDFUL_MODEL_ID="tiny:0",
                HEEDFUL_MODEL_MAX_NEW_TOKENS="8", HEEDFUL_LOG_LEVEL="DEBUG", HEEDFUL_DISCORD_TOKEN=TOKEN,
                HEEDFUL_DISCORD_API_URL=fake.api_url, HEEDFUL_DISCORD_GATEWAY_URL=fake.gateway_url,

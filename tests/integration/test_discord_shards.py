@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from adapters.discord import create
 from adapters.discord.adapter import discord  # discord.py, imported without its audioop warning
 from adapters.settings import DiscordSettings
 from engine import Engine
+from tests.env import heedful_env
 from tests.fakes.discord import FakeDiscord, FakeGuild
 
 TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.fake.discord-test-token"
@@ -72,7 +72,7 @@ async def test_heedful_run_with_a_platform_and_a_shard_slice_identifies_with_exa
 ) -> None:
     """Telegram is configured too (at an address where nothing listens): ``--platform discord`` leaves it out."""
     guild = fake.guild()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEEDFUL_")}
+    env = heedful_env()
     env.update(HEEDFUL_DATA_DIR=str(tmp_path), HEEDFUL_MODELS_DIR=str(models_dir), HEEDFUL_MODEL_ID="tiny:0",
                HEEDFUL_MODEL_MAX_NEW_TOKENS="8", HEEDFUL_LOG_LEVEL="INFO", HEEDFUL_HTTP_PORT="0",
                HEEDFUL_DISCORD_TOKEN=TOKEN, HEEDFUL_DISCORD_API_URL=fake.api_url,

@@ -60,7 +60,10 @@ async def test_heedful_run_serves_health_and_metrics_while_a_platform_runs(tmp_p
     async with FakeTelegram(token) as tg:
         env = env_for(tmp_path, models_dir, HEEDFUL_TELEGRAM_TOKEN=token, HEEDFUL_TELEGRAM_API_URL=tg.api_url,
                       HEEDFUL_TELEGRAM_STATE_FILE=str(tmp_path / "updates.json"), HEEDFUL_HTTP_PORT=str(port),
-                      HEEDFUL_LOG_FORMAT="json", HEEDFUL_LOG_LEVEL="INFO")
+                      HEEDFUL_LOG_FORMAT="json", HEEDFUL_LOG_LEVEL="INFO",
+                      # As shipped: the decode step compiles, from the start, so that SIGTERM lands mid-compile
+                      # (a process that exited then used to abort instead of exiting 0).
+                      HEEDFUL_MODEL_COMPILE_DECODE="true", HEEDFUL_MODEL_COMPILE_DELAY_S="0")
         proc = subprocess.Popen([sys.executable, "-m", "bots.cli", "run"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
@@ -79,6 +82,7 @@ async def test_heedful_run_serves_health_and_metrics_while_a_platform_runs(tmp_p
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+    assert "terminate called" not in err
     assert '"level": "WARNING"' in err and "health and metrics on http://127.0.0.1" in err  # JSON log lines
 
 

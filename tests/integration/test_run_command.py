@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.env import heedful_env
+
 
 def env_for(tmp_path: Path, models_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEEDFUL_")}
+    env = heedful_env()
     env.update(HEEDFUL_DATA_DIR=str(tmp_path), HEEDFUL_MODELS_DIR=str(models_dir), HEEDFUL_MODEL_ID="tiny:0",
                HEEDFUL_MODEL_MAX_NEW_TOKENS="8", **extra)
     return env

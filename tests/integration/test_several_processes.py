@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 import signal
 import sys
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.env import heedful_env
 from tests.fakes.slack import FakeSlack, Posted
 
 QUESTION = "What is the wifi password at the office?"
@@ -30,7 +30,7 @@ def text_of(posts: list[Posted]) -> str:
 
 async def bot_process(slack: FakeSlack, name: str, store_url: str, tmp_path: Path,
                       models_dir: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEEDFUL_")}
+    env = heedful_env()
     env.update(HEEDFUL_DATA_DIR=str(tmp_path / name), HEEDFUL_MODELS_DIR=str(models_dir), HEEDFUL_MODEL_ID="tiny:0",
                HEEDFUL_MODEL_MAX_NEW_TOKENS="8", HEEDFUL_LOG_LEVEL="INFO", HEEDFUL_HTTP_PORT="0",
                HEEDFUL_STORE_URL=store_url, HEEDFUL_LORA_ENABLED="false",

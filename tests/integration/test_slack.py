@@ -12,7 +12,6 @@ import asyncio
 import html
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -32,6 +31,7 @@ from adapters.slack import SlackAdapter, SlackStartError, create
 from adapters.slack.markup import from_slack, permalink_ts, reaction_kind, to_slack
 from adapters.slack.views import CORRECT_SHORTCUT, WHY_SHORTCUT
 from engine import ChannelKey, Engine
+from tests.env import heedful_env
 from tests.fakes.slack import FakeSlack, Posted
 
 WIFI_Q = "What is the wifi password at the office?"
@@ -633,7 +633,7 @@ async def test_tokens_and_signing_secret_never_reach_the_logs(
 async def test_heedful_run_serves_slack_when_a_bot_token_is_set(
     slack: FakeSlack, tmp_path: Path, models_dir: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEEDFUL_")} | {
+    env = heedful_env() | {
         "HEEDFUL_DATA_DIR": str(tmp_path), "HEEDFUL_MODELS_DIR": str(models_dir), "HEEDFUL_MODEL_ID": "tiny:0",
         "HEEDFUL_MODEL_MAX_NEW_TOKENS": "8", "HEEDFUL_LOG_LEVEL": "DEBUG",
         "HEEDFUL_SLACK_BOT_TOKEN": slack.bot_token, "HEEDFUL_SLACK_APP_TOKEN": slack.app_token,

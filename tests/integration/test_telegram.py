@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -29,6 +28,7 @@ from adapters.telegram._delivery import fit
 from adapters.telegram._prompts import PromptBook
 from adapters.telegram._updates import UpdateLog
 from engine import ChannelKey, Engine, Feedback, FeedbackKind
+from tests.env import heedful_env
 from tests.fakes.telegram import FakeTelegram, utf16_len
 
 # python-telegram-bot 22.8 builds every RetryAfter (each 429) by reading its own deprecated int-valued
@@ -706,7 +706,7 @@ async def test_the_token_never_reaches_the_logs(
 async def test_heedful_run_serves_telegram_when_the_token_is_set(
     tg: FakeTelegram, tmp_path: Path, models_dir: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEEDFUL_")}
+    env = heedful_env()
     env.update(HEEDFUL_TELEGRAM_TOKEN=TOKEN, HEEDFUL_TELEGRAM_API_URL=tg.api_url, HEEDFUL_TELEGRAM_DRAFTS="false",
                HEEDFUL_LOG_LEVEL="INFO", HEEDFUL_DATA_DIR=str(tmp_path), HEEDFUL_MODELS_DIR=str(models_dir),
                HEEDFUL_MODEL_ID="tiny:0", HEEDFUL_MODEL_MAX_NEW_TOKENS="8")

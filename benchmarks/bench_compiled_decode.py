@@ -44,6 +44,7 @@ from engine.generation.compiled_decode import CompiledDecode, forced_steps  # no
 from engine.generation.direct_forward import DirectForward  # noqa: E402
 from engine.generation.kv_cache import new_cache  # noqa: E402
 from engine.generation.model_loader import LoadedModel, load_model  # noqa: E402
+from engine.generation.padding import left_pad  # noqa: E402
 from engine.learning.consolidator import prepare_lora  # noqa: E402
 from engine.nn.lora import gather_rows, random_weights, stack_weights, use_rows  # noqa: E402
 from engine.nn.openmp import release_team  # noqa: E402
@@ -61,13 +62,7 @@ def padded(loaded: LoadedModel, rows: int) -> tuple[torch.Tensor, torch.Tensor, 
         out = tok.apply_chat_template([{"role": "user", "content": CHATS[i % len(CHATS)]}],
                                       add_generation_prompt=True, tokenize=True)
         prompts.append(list(out["input_ids"] if hasattr(out, "keys") else out))
-    width = max(len(p) for p in prompts)
-    ids = torch.zeros((rows, width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+    return left_pad(prompts)
 
 
 def step_ms(step: Any, direct: DirectForward, loaded: LoadedModel, rows: int, steps: int) -> float:

@@ -51,6 +51,7 @@ from .copy_bias import apply as copy_bias
 from .direct_forward import DirectForward
 from .kv_cache import new_cache, rebuild, stack
 from .model_loader import LoadedModel, decoding
+from .padding import left_pad
 
 __all__ = ["ModelWorker", "GenerationStream"]
 
@@ -410,13 +411,7 @@ class ModelWorker:
         device = self.loaded.device
         budget = self.loaded.context_length
         prompts = [r.prompt[-(budget - r.max_new_tokens) :] for r in joining]
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding keeps every row's last token aligned
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = left_pad(prompts, self._pad_id)
         cache = new_cache()
         with self._loras(joining):
             logits = self._forward(ids.to(device), mask.to(device), positions.to(device), cache)

@@ -230,6 +230,10 @@ class Engine:
         return {"model_pending": float(worker.get("pending", 0)), "decoding": float(worker.get("rows", 0)),
                 "consolidation": float(self.consolidator.backlog() if self.consolidator is not None else 0)}
 
+    async def _lora_for(self, channel: ChannelKey) -> tuple[str, LoraWeights] | None:
+        """The channel's active LoRA version, where versions are consolidated (``Consolidator.lora_for``)."""
+        return await self.consolidator.lora_for(channel) if self.consolidator is not None else None
+
     def _check_running(self) -> None:
         if not self._started:
             raise EngineClosed("the engine is not running")
@@ -254,13 +258,13 @@ class Engine:
             # Until the route is known, this turn is on its first chunk's critical path: background
             # work (decode steps, training) waits for it (understanding/foreground.py).
             with self.encoder.foreground.busy():
-                # The message's store write and its understanding run at once (a thread each).
-                question_id, (matches, checks) = await asyncio.gather(self.store.add_message(
+                # The message's store write, its understanding and the lookup of the channel's LoRA
+                # version (a store read and a decode when not cached) run at once.
+                question_id, (matches, checks), lora = await asyncio.gather(self.store.add_message(
                     turn.channel, role="user", text=text, platform_message_id=turn.message_id,
                     reply_to=turn.reply_to, author_id=turn.author_id, author_name=turn.author_name,
-                ), self._match(turn.channel, text))
+                ), self._match(turn.channel, text), self._lora_for(turn.channel))
                 persona = await self._persona(turn.channel)
-                lora = await self.consolidator.lora_for(turn.channel) if self.consolidator else None
                 explanation = self._explain(reply.reply_id, turn.channel, matches, checks, persona, lora)
                 explanation = await self._personalise(turn, text, explanation)
                 explanation = await self._tutoring(turn, text, explanation)

@@ -7,7 +7,7 @@ in-domain out-of-scope split, from the domains meta-training never saw (default:
 small_talk, meta):
 
 - ``clinc_heldout_near_miss.jsonl``: near misses of the 5-shot support utterances (what
-  ``heedful eval corrections`` teaches), made by ``engine.training.minimal_pairs.perturb``:
+  ``heedful eval corrections`` teaches), made by ``engine.learning.minimal_pairs.perturb``:
   ``{"text", "label": the taught utterance's label, "near_miss": true, "kind", "of": the
   taught utterance}``; up to ``--per-utterance`` per support line, of different kinds,
   negation only where nothing else can change; none equals any CLINC150 utterance;
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import print_result
 
-from engine.training.minimal_pairs import KINDS, perturb
+from engine.learning.minimal_pairs import KINDS, perturb
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/clinc150"
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "near_miss"

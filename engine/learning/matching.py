@@ -24,7 +24,7 @@ from ..understanding.encoder import Encoder
 from .adaptation import Adaptation, AdaptConfig
 from .channel_encoder import ChannelEncoder
 from .metric import MetricArtifact, MetricEncoder, resolve_artifact, shot_threshold
-from .slots import differs_from_all
+from .slots import asks_about_other
 from .support_set import Match, SupportSet
 from .verifier import Verdict, Verifier, VerifierArtifact, resolve_verifier
 
@@ -40,8 +40,9 @@ class Check:
     probability: float
     verdict: Verdict
     phrasing: StoredCorrection
-    # Slot classes (slots.py) in which the message names other values than every phrasing the
-    # answer was taught with: such an answer can be related context, never the answer.
+    # Slot classes in which the message names other values than every phrasing the answer was taught
+    # with, and open classes in which it names a sibling of what one names (slots.asks_about_other):
+    # such an answer can be related context, never the answer.
     differs: tuple[str, ...] = ()
 
 
@@ -76,7 +77,7 @@ class Matching:
             log.warning("learning.adapt needs a metric (learning.metric); channels will not adapt")
         self.verifier = self._load_verifier(learning, encoder)
         self.verify_answers, self.verify_members = learning.verify_answers, learning.verify_members
-        self.slot_check = learning.slot_check
+        self.slot_check, self.swap_check = learning.slot_check, learning.swap_check
         # The verifier checks answers from this metric score up (measured with the metric
         # it was trained beside; with another space, the example threshold).
         self.floor = self.example_threshold
@@ -165,14 +166,14 @@ class Matching:
         similarity = space.matrix @ vectors[0]                                      # (n,) to every phrasing
         items = list(space)
         pairs: list[tuple[int, StoredCorrection]] = []                              # (match index, phrasing)
-        differs: dict[int, tuple[str, ...]] = {}  # slot classes a candidate's phrasings never name (slots.py)
+        differs: dict[int, tuple[str, ...]] = {}  # what it asks about that no phrasing of a candidate does (slots.py)
         for i in candidates:
             answer = matches[i].correction.answer
             members = space.members(answer)
             nearest = members[np.argsort(-similarity[members], kind="stable")][: self.verify_members]
             pairs += [(i, items[int(j)]) for j in nearest]
-            taught = (items[int(j)].question for j in members)
-            differs[i] = differs_from_all(text, taught, answer) if self.slot_check else ()
+            taught = [items[int(j)].question for j in members]
+            differs[i] = asks_about_other(text, taught, answer, slots=self.slot_check, swaps=self.swap_check)
         asked = " ".join(text.split()).casefold()
         probs = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
         artifact = self.verifier.artifact
@@ -181,7 +182,7 @@ class Matching:
                 p = np.float32(1.0)  # the taught question itself, asked again
             found = checks[i]
             if found is None or p > found.probability:
-                # An answer about other slot values counts as outside the radius: related at most.
+                # An answer about other slot values or siblings counts as outside the radius: related at most.
                 inside = matches[i].score >= self.answer_threshold_for(matches[i].support) and not differs[i]
                 checks[i] = Check(float(p), artifact.verdict(float(p), inside), phrasing, differs[i])
         return matches, checks

@@ -18,8 +18,10 @@ unit or weekday).
 names no weekday never conflicts on weekdays, since a paraphrase may leave a slot out.
 ``differs_from_all``: the same for an answer taught with several phrasings (the engine's test).
 
-Open classes (cities, products, roles) are not listed here: the verifier's pair model has to
-judge those (``verifier.py``).
+``asks_about_other``: the engine's whole test, these closed classes and the open ones that
+``minimal_pairs.sibling_swaps`` finds with its lexicons (another product, place, role or thing than
+a taught phrasing names, or an opposite). What neither lists is the verifier's pair model's to
+judge (``verifier.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["slot_values", "conflicts", "differs_from_all"]
+from .minimal_pairs import sibling_swaps
+
+__all__ = ["slot_values", "conflicts", "differs_from_all", "asks_about_other"]
 
 _SPELLED = {"zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
             "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
@@ -162,3 +166,15 @@ def differs_from_all(asked: str, questions: Iterable[str], answer: str = "") -> 
         if cls in known:
             known[cls].update(found)
     return tuple(sorted(cls for cls, seen in known.items() if not values[cls] <= seen))
+
+
+def asks_about_other(asked: str, questions: Iterable[str], answer: str = "", *, slots: bool = True,
+                     swaps: bool = True) -> tuple[str, ...]:
+    """What ``asked`` asks about that none of an answer's taught ``questions`` (nor the ``answer``) is
+    about: slot classes (``differs_from_all``, with ``slots``) and open classes where it names a sibling
+    of what a phrasing names (``minimal_pairs.sibling_swaps``, with ``swaps``). Such an answer can be
+    related context, never the answer."""
+    taught = list(questions)
+    found = (differs_from_all(asked, taught, answer) if slots else ()) + \
+        (sibling_swaps(asked, taught, answer) if swaps else ())
+    return tuple(sorted(set(found)))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..learning.slots import differs_from_all
+from ..learning.slots import asks_about_other
 from ..learning.support_set import answer_scores
 from .episodes import OOS, Utterance
 
@@ -41,6 +41,7 @@ class Rerank:
     radius: float       # the metric's threshold: inside it, the verifier only vetoes
     floor: float        # metric score from which a label is checked at all
     slot_check: bool = True  # a label whose every utterance names other slot values cannot apply (slots.py)
+    swap_check: bool = True  # ... nor one whose utterances name a sibling of what the query names
 
 
 def label_prototypes(vectors: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -91,9 +92,9 @@ def rerank(check: Rerank, texts: Sequence[str], vectors: np.ndarray, support_tex
     for (qi, label), p in best_p.items():  # in the metric's order: the first label that applies wins
         inside = scores[qi, label] >= check.radius
         if inside and p >= check.related and not applies[qi]:
-            if check.slot_check and differs_from_all(texts[qi], [support_texts[int(j)]
-                                                                 for j in np.flatnonzero(rows == label)]):
-                continue  # another day, number or period than every taught phrasing: related at most
+            if asks_about_other(texts[qi], [support_texts[int(j)] for j in np.flatnonzero(rows == label)],
+                                slots=check.slot_check, swaps=check.swap_check):
+                continue  # another day, number, period, product, place ... than taught: related at most
             pred[qi], applies[qi] = label, 1.0
     return pred, applies
 

@@ -133,12 +133,12 @@ def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, radius
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     check = Rerank(verify, learning.verify_answers, learning.verify_members, artifact.apply_threshold,
-                   artifact.related_threshold, radius, floor, learning.slot_check)
+                   artifact.related_threshold, radius, floor, learning.slot_check, learning.swap_check)
     started = time.perf_counter()
     found = evaluate_intents(_embedder(encoder, "embed", bars), s, q, o, None, check)
     found.pop("threshold", None)
     return {"verifier": verifier.name, "answers": check.answers, "members": check.members, "floor": floor,
-            "slot_check": check.slot_check,
+            "slot_check": check.slot_check, "swap_check": check.swap_check,
             "apply_threshold": round(check.apply, 4), "related_threshold": round(check.related, 4),
             "radius": round(radius, 4),
             **found, "seconds": round(time.perf_counter() - started, 1)}

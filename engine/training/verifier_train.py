@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..learning.minimal_pairs import light_edit, perturb, slot_phrases
 from ..learning.slots import conflicts, slot_values
 from ..nn.pair_encoder import PairModel, encode_pairs
 from .episodes import UtterancePool
-from .minimal_pairs import light_edit, perturb, slot_phrases
 
 __all__ = ["Pair", "VerifierTrainConfig", "PairSampler", "train_verifier", "pair_probabilities",
            "calibrate_verifier", "kind_rates"]

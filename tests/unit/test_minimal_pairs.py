@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.training.minimal_pairs import FILLER_WORDS, KINDS, Perturbation, light_edit, perturb, perturbable
+from engine.learning.minimal_pairs import FILLER_WORDS, KINDS, Perturbation, light_edit, perturb, perturbable
 
 WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*")
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.learning.slots import conflicts, differs_from_all, slot_values
+from engine.learning.minimal_pairs import sibling_swaps
+from engine.learning.slots import asks_about_other, conflicts, differs_from_all, slot_values
 
 
 def differ(a: str, b: str) -> list[str]:
@@ -81,3 +82,44 @@ def test_one_as_a_pronoun_is_no_number() -> None:
     assert slot_values("how would one make a vacation request") == {}
     assert slot_values("how does one go about it") == {}
     assert slot_values("i need one ticket") == {"number": frozenset({"1"})}
+
+
+# -- open classes: siblings in the near-miss lexicons (minimal_pairs.sibling_swaps) --------------------------
+
+
+@pytest.mark.parametrize(("asked", "taught", "kinds"), [
+    ("Does the Android app work offline?", "Does the iOS app work offline?", ("product",)),
+    ("Do teachers get a discount on the annual plan?", "Do students get a discount on the annual plan?", ("role",)),
+    ("How do I downgrade my plan?", "How do I upgrade my plan?", ("opposite",)),
+    ("how long does shipping to mexico take", "How long does shipping to Canada take?", ("place",)),
+    ("Can I bring my cat to the office?", "Can I bring my dog to work?", ("thing",)),
+    # worded differently: what counts is a sibling where the phrasing names one
+    ("is the enterprise plan billed monthly?", "How much does the Pro plan cost per month?", ("product",)),
+])
+def test_a_sibling_of_what_the_phrasing_names_is_another_question(asked: str, taught: str,
+                                                                  kinds: tuple[str, ...]) -> None:
+    assert sibling_swaps(asked, [taught]) == kinds
+    assert set(kinds) <= set(asks_about_other(asked, [taught]))
+    assert asks_about_other(asked, [taught], swaps=False) == ()
+
+
+@pytest.mark.parametrize(("asked", "taught", "answer"), [
+    ("What time does the shop open?", "What time does the store open?", ""),          # synonyms in one group
+    ("where's parking for guests", "Where should visitors park?", ""),
+    ("Does the Android app work offline?", "Does the iOS app work offline?", "Both the iOS and Android apps do."),
+    ("Does the Android app work offline?", "Do the iOS and Android apps work offline?", ""),
+    ("Does the Android app work offline, like on iOS?", "Does the iOS app work offline?", ""),  # names both
+    ("can I use the iphone app without an internet connection", "Does the iOS app work offline?", ""),
+    ("why was my card not accepted", "why was my card rejected", ""),  # a negated opposite asks the same
+    ("How far is it in kilometers?", "How far is it in miles?", ""),   # units: another way of asking
+    ("Does the Frobnicator support exports?", "Does the Widgetizer support exports?", ""),  # not in the lexicons
+])
+def test_no_swap_where_the_taught_side_names_it_or_it_is_the_same_thing(asked: str, taught: str,
+                                                                          answer: str) -> None:
+    assert sibling_swaps(asked, [taught], answer) == ()
+
+
+def test_one_phrasing_naming_it_is_enough_among_several() -> None:
+    taught = ["Does the iOS app work offline?", "Can I use the Android app without wifi?"]
+    assert sibling_swaps("Does the Android app work offline?", taught) == ()
+    assert sibling_swaps("Does the Windows app work offline?", taught) == ("product",)

@@ -157,6 +157,7 @@ async def _teach(engine: Engine, key: ChannelKey, question: str, answer: str) ->
 
 NEAR = "Is the Oslo depot open on Fridays?"    # inside the metric's radius of the taught question
 SLOT = "Is the Oslo depot open on Thursday?"   # inside it too, but about another weekday (slots.py)
+SWAP = "Is the Berlin depot open on Fridays?"  # ... about another city (minimal_pairs.sibling_swaps)
 FAR = "Tell me a joke about penguins."        # outside it (the test verifier's floor lets it be checked)
 
 
@@ -167,6 +168,7 @@ FAR = "Tell me a joke about penguins."        # outside it (the test verifier's 
     (0.0, FAR, Route.EXAMPLES, "related"),
     (-5.0, NEAR, Route.BASE, "none"),           # sure it asks something else: vetoed despite the radius
     (5.0, SLOT, Route.EXAMPLES, "related"),     # another weekday than taught: context, never the answer
+    (5.0, SWAP, Route.EXAMPLES, "related"),     # another city than taught: the same
 ])
 async def test_the_engine_routes_by_the_verifiers_verdict(make_engine: EngineFactory, tmp_path: Path, bias: float,
                                                           message: str, route: Route, verdict: str) -> None:
@@ -182,8 +184,9 @@ async def test_the_engine_routes_by_the_verifiers_verdict(make_engine: EngineFac
         uses = why.corrections if route is not Route.BASE else why.rejected
         assert [u.verdict for u in uses] == [verdict]
         assert uses[0].probability is not None and uses[0].line().endswith("'The depot opens at 7:15, gate C.'")
-        assert uses[0].differs == (("weekday",) if message == SLOT else ())
+        assert uses[0].differs == {SLOT: ("weekday",), SWAP: ("place",)}.get(message, ())
         assert ("another weekday" in why.summary()) == (message == SLOT)
+        assert ("another place" in why.summary()) == (message == SWAP)
         assert ("7:15" in text) == (route is Route.CORRECTION)
         assert verdict in why.summary()
         # The taught question itself, asked again, always gets its answer.
@@ -200,7 +203,7 @@ def test_related_corrections_are_context_with_a_warning_not_demonstrations() -> 
 
 
 def test_light_edits_and_near_misses_are_what_the_sampler_says() -> None:
-    from engine.training.minimal_pairs import light_edit, perturb
+    from engine.learning.minimal_pairs import light_edit, perturb
 
     rng = random.Random(3)
     text = "how do i upgrade my plan on ios"

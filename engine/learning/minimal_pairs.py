@@ -30,10 +30,11 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["KINDS", "FILLER_WORDS", "Perturbation", "perturb", "perturbable", "light_edit", "slot_phrases"]
+__all__ = ["KINDS", "FILLER_WORDS", "SWAP_KINDS", "Perturbation", "perturb", "perturbable", "light_edit",
+           "sibling_swaps", "slot_phrases"]
 
 KINDS = ("time", "number", "product", "place", "role", "opposite", "negation", "unit", "thing")
 """The kinds of near miss ``perturb`` makes, in a fixed order."""
@@ -547,9 +548,11 @@ def _part_of_speech(word: str, before: list[str]) -> str:
     return default
 
 
-def _word_sites(text: str) -> list[_Site]:
+def _lexicon_matches(text: str) -> Iterator[tuple[int, str, list[tuple[str, str]]]]:
+    """Each lexicon phrase ``text`` names, longest first and left to right: (its start, its text without
+    a possessive "'s", its siblings and opposites as (target in canonical case, kind)), the senses that
+    the words around it rule out already dropped."""
     tokens = list(_WORD.finditer(text))
-    sites: list[_Site] = []
     covered = -1
     for i in range(len(tokens)):
         if tokens[i].start() < covered:
@@ -583,17 +586,103 @@ def _word_sites(text: str) -> list[_Site]:
                 cues, with_cue, without = _SENSES[key]
                 sense = with_cue if any(t.group(0).lower() in cues for t in tokens) else without
                 options = [(t, k) for t, k in options if k == sense]
-            by_kind: dict[str, list[_Edit]] = {}
-            for target, kind in options:
-                new = _match_case(raw, target)
-                if "-" in raw and " " in new and len(new.split()) == len(raw.split("-")):
-                    new = new.replace(" ", "-")
-                by_kind.setdefault(kind, []).append(_edit(text, start, start + len(raw), new))
-            for kind, edits in by_kind.items():
-                sites.append(_Site(kind, tuple(edits)))
+            yield start, raw, options
             if suffix or n > 1:
                 covered = end
             break
+
+
+# The open classes a served answer is checked in (``sibling_swaps``): time and number are the slot
+# check's (slots.py), and a unit is a way of asking ("how many miles" / "kilometers"), not another thing.
+SWAP_KINDS = ("product", "place", "role", "thing", "opposite")
+
+# Members of one sibling group that name the same thing, or one the other often stands for: swapping
+# them is a paraphrase ("the shop" / "the store"), never a near miss, when serving.
+_SAME_THING: tuple[frozenset[str], ...] = tuple(frozenset(w.strip() for w in group.split(",")) for group in (
+    "store, shop, supermarket, grocery store", "cafeteria, canteen", "cinema, theater", "university, college",
+    "office, headquarters", "help desk, front desk, service desk, reception", "depot, warehouse",
+    "mom, mother", "dad, father", "grandma, grandmother", "grandpa, grandfather", "kid, child, baby",
+    "parent, mom, dad, mother, father", "spouse, wife, husband, partner", "tv, television",
+    "computer, laptop, desktop, pc", "chevrolet, chevy", "amex, american express", "check, cheque",
+    "autumn, fall", "gray, grey", "math, maths", "coworker, colleague, staff member, employee",
+    "boss, manager, supervisor", "admin, administrator", "customer, client, buyer", "package, parcel, box",
+    "professor, lecturer, instructor, teacher", "car, rental car", "flight, plane", "mac, macos", "the us, the usa",
+    "the uk, england", "app, desktop app", "windows, pc", "chinese, mandarin", "korea, south korea",
+    "guest, visitor", "user, member, subscriber", "owner, admin",
+))
+
+
+def _same_thing(a: str, b: str) -> bool:
+    return any(_forms(a) & group and _forms(b) & group for group in _SAME_THING)
+
+
+def _forms(phrase: str) -> set[str]:
+    """``phrase`` and, for a plural, its likely singulars ("guests" -> "guest", "boxes" -> "box")."""
+    forms = {phrase}
+    if phrase.endswith("s"):
+        forms |= {phrase[:-1], phrase[:-2] if phrase.endswith("es") else phrase[:-1]}
+    if phrase.endswith("ies"):
+        forms.add(phrase[:-3] + "y")
+    return forms
+
+
+def _named(text: str) -> dict[str, set[str]]:
+    """The lexicon phrases of ``SWAP_KINDS`` that ``text`` names (lower case), each with its siblings."""
+    named: dict[str, set[str]] = {}
+    for _, raw, options in _lexicon_matches(text):
+        siblings = {target.lower() for target, kind in options if kind in SWAP_KINDS}
+        if siblings:
+            named.setdefault(re.sub(r"\s+", " ", raw.lower()), set()).update(siblings)
+    return named
+
+
+def sibling_swaps(asked: str, questions: Iterable[str], answer: str = "") -> tuple[str, ...]:
+    """Open classes (``SWAP_KINDS``) in which ``asked`` names a product, place, role, thing or an
+    opposite where one of an answer's taught ``questions`` names a sibling of it instead ("Android"
+    where it was taught for "iOS", "teachers" for "students", "downgrade" for "upgrade"), and neither
+    the questions nor the ``answer`` name it too. The lexicons' own siblings decide, so it never fires
+    on a word they do not list; synonyms within a group ("shop" / "store") do not count."""
+    mine = _named(asked)
+    if not mine:
+        return ()
+    taught = [q.lower() for q in questions]
+    seen = " ".join([*taught, answer.lower()])
+    theirs: dict[str, set[str]] = {}
+    for question in taught:
+        theirs |= _named(question)
+    kinds: set[str] = set()
+    for phrase, siblings in mine.items():
+        if _mentions(seen, phrase):
+            continue
+        for other in theirs:
+            if other in siblings and not _mentions(asked.lower(), other) and not _same_thing(phrase, other):
+                kinds.update(kind for target, kind in _INDEX.get(phrase, []) if target.lower() == other)
+    if "opposite" in kinds and (_NEGATED.search(asked) or any(_NEGATED.search(q) for q in taught)):
+        kinds.discard("opposite")  # "not accepted" / "rejected", "don't forget" / "remember": the same ask
+    return tuple(sorted(kinds & set(SWAP_KINDS)))
+
+
+_NEGATED = re.compile(r"\b(?:not|no|never|n[o']t|cannot|can't|won't|don't|doesn't|didn't|isn't|aren't|wasn't)\b|n't\b",
+                      re.IGNORECASE)
+
+
+def _mentions(text: str, phrase: str) -> bool:
+    """``phrase`` (or its plural, or its singular) as whole words of ``text`` (lower case)."""
+    forms = _forms(phrase) | {_plural(phrase) or phrase}
+    return any(re.search(rf"(?<![\w]){re.escape(f.lower())}(?![\w])", text) for f in forms)
+
+
+def _word_sites(text: str) -> list[_Site]:
+    sites: list[_Site] = []
+    for start, raw, options in _lexicon_matches(text):
+        by_kind: dict[str, list[_Edit]] = {}
+        for target, kind in options:
+            new = _match_case(raw, target)
+            if "-" in raw and " " in new and len(new.split()) == len(raw.split("-")):
+                new = new.replace(" ", "-")
+            by_kind.setdefault(kind, []).append(_edit(text, start, start + len(raw), new))
+        for kind, edits in by_kind.items():
+            sites.append(_Site(kind, tuple(edits)))
     return sites
 
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.contract import CorrectionUse
 from engine.learning.minimal_pairs import sibling_swaps
 from engine.learning.slots import asks_about_other, conflicts, differs_from_all, slot_values
 
@@ -123,3 +124,14 @@ def test_one_phrasing_naming_it_is_enough_among_several() -> None:
     taught = ["Does the iOS app work offline?", "Can I use the Android app without wifi?"]
     assert sibling_swaps("Does the Android app work offline?", taught) == ()
     assert sibling_swaps("Does the Windows app work offline?", taught) == ("product",)
+
+
+def test_why_names_what_the_message_asks_about_instead() -> None:
+    def use(*differs: str) -> str:
+        return CorrectionUse(1, "q?", "a.", 0.9, "related", 0.8, differs=differs).line()
+
+    assert "(asks about another weekday)" in use("weekday")
+    assert "(asks about another place / product)" in use("place", "product")
+    assert "(asks about the opposite)" in use("opposite")
+    assert "(asks about another place and the opposite)" in use("opposite", "place")
+    assert "asks" not in use()

@@ -159,6 +159,7 @@ def verifier(
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default)")] = 0,
     slot_check: Annotated[bool, typer.Option(help="calibrate on the negatives the engine's slot check leaves to "
                                              "the verifier (HEEDFUL_LEARNING_SLOT_CHECK)")] = True,
+    swap_check: Annotated[bool, typer.Option(help="... and the swap check (HEEDFUL_LEARNING_SWAP_CHECK)")] = True,
     recalibrate: Annotated[Path | None, typer.Option(help="no training: calibrate this trained verifier again "
                                                      "(same data split and seeds) and write it to --out")] = None,
     as_json: JsonOption = False,
@@ -174,7 +175,7 @@ def verifier(
         metric=metric, pair=PairConfig(rank=rank, top_layers=top_layers),
         train=VerifierTrainConfig(steps=steps, batch=batch, lr=lr, eval_every=eval_every, seed=seed,
                                   apply_rejection=apply_rejection, related_rejection=related_rejection,
-                                  slot_check=slot_check),
+                                  slot_check=slot_check, swap_check=swap_check),
         calib_episodes=calib_episodes, minutes=minutes, out=out, cache_dir=cache_dir, threads=threads)
     if recalibrate is not None:
         trained = recalibrate

@@ -191,6 +191,7 @@ def recalibrate_verifier(run: VerifierRunConfig, trained: Path, bars: Bars = sil
     calib, floor, rates = _calibrated(run, data, model, tokenizer, bars)
     before = {"apply_threshold": old.apply_threshold, "related_threshold": old.related_threshold, "floor": old.floor}
     recalibration = {"from": str(trained), "before": before, "slot_check": run.train.slot_check,
+                     "swap_check": run.train.swap_check,
                      "val_domains": list(run.val_domains), "calib_episodes": run.calib_episodes,
                      "apply_rejection": run.train.apply_rejection, "related_rejection": run.train.related_rejection}
     artifact = VerifierArtifact(config=old.config, tensors=old.tensors, apply_threshold=calib["apply_threshold"],

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..learning.minimal_pairs import light_edit, perturb, slot_phrases
-from ..learning.slots import conflicts, slot_values
+from ..learning.slots import asks_about_other
 from ..nn.pair_encoder import PairModel, encode_pairs
 from .episodes import UtterancePool
 
@@ -75,6 +75,7 @@ class VerifierTrainConfig:
     related_rejection: float = 0.80
     floor_recall: float = 0.98   # paraphrases whose metric score is above the retrieval floor
     slot_check: bool = True      # calibrate on the negatives the engine's slot check leaves to the verifier
+    swap_check: bool = True      # ... and its swap check (slots.asks_about_other)
     seed: int = 0
 
 
@@ -199,11 +200,11 @@ def calibrate_verifier(probs: np.ndarray, pairs: Sequence[Pair], config: Verifie
     fall, and the share of paraphrases the apply threshold accepts (generality on these pairs)."""
     # Natural pairs only (the synthetic slot pairs train, they do not set thresholds); the
     # generality reported is the paraphrases' (what a channel asks), not the light edits'.
-    # With the slot check (engine/learning/slots.py) a negative naming another number, day or
-    # period than its taught question never gets the answer whatever the verifier says, so
-    # only the negatives that reach the verifier undecided set its thresholds.
-    natural = np.asarray([not p.kind.startswith("slot") and not (config.slot_check and _slots_differ(p))
-                          for p in pairs])
+    # With the slot and swap checks (engine/learning/slots.py, asks_about_other) a negative naming
+    # another number, day, period, product, place ... than its taught question never gets the answer
+    # whatever the verifier says, so only the negatives that reach the verifier undecided set its
+    # thresholds.
+    natural = np.asarray([not p.kind.startswith("slot") and not _decided(p, config) for p in pairs])
     labels = np.asarray([p.label for p in pairs])
     negatives = probs[natural & (labels == 0)]
     positives = probs[np.asarray([p.kind == "paraphrase" for p in pairs])]
@@ -214,8 +215,9 @@ def calibrate_verifier(probs: np.ndarray, pairs: Sequence[Pair], config: Verifie
             "rejection": float((negatives < apply).mean()) if len(negatives) else 0.0}
 
 
-def _slots_differ(pair: Pair) -> bool:
-    return bool(conflicts(slot_values(pair.message), slot_values(pair.question)))
+def _decided(pair: Pair, config: VerifierTrainConfig) -> bool:
+    """The engine's rules turn this pair's message away from its question before the verifier counts."""
+    return bool(asks_about_other(pair.message, [pair.question], slots=config.slot_check, swaps=config.swap_check))
 
 
 def kind_rates(probs: np.ndarray, pairs: Sequence[Pair], threshold: float) -> dict[str, dict[str, float]]:

@@ -223,15 +223,20 @@ class CompiledDecode:
 
         def run() -> None:
             try:
-                lower_priority()
-                if not self._cancelled.wait(delay_s):
-                    releasing(self.warm)()
+                try:
+                    lower_priority()
+                    if not self._cancelled.wait(delay_s):
+                        releasing(self.warm)()
+                    else:
+                        self.state = "eager: its worker stopped before the compile started"
+                except CompileCancelled:
+                    self.state = "eager: the compile was cancelled (its worker stopped)"
+                    log.info("the decode step's compile was cancelled: its worker stopped")
+                finally:
+                    self._done.set()
+                    _running.discard(self)
             except CompileCancelled:
-                self.state = "eager: the compile was cancelled (its worker stopped)"
-                log.info("the decode step's compile was cancelled: its worker stopped")
-            finally:
-                self._done.set()
-                _running.discard(self)
+                pass  # it landed just after the compile ended: nothing left to stop
 
         thread = threading.Thread(target=run, name="heedful-compile-decode", daemon=True)
         self._thread = thread
@@ -243,9 +248,9 @@ class CompiledDecode:
         """Its worker stopped (or the process exits): a compile not yet started never starts, and one
         under way in ``warm_in_background``'s thread is interrupted (``CompileCancelled``); waits up
         to ``join_s`` for that thread to end."""
-        self._cancelled.set()
+        self._cancelled.set()  # a compile still waiting out its delay never starts
         thread = self._thread
-        if thread is not None and thread.is_alive() and thread.ident is not None:
+        if self.state == "compiling" and thread is not None and thread.is_alive() and thread.ident is not None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
                                                        ctypes.py_object(CompileCancelled))
             if join_s > 0:

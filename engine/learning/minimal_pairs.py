@@ -593,8 +593,10 @@ def _lexicon_matches(text: str) -> Iterator[tuple[int, str, list[tuple[str, str]
 
 
 # The open classes a served answer is checked in (``sibling_swaps``): time and number are the slot
-# check's (slots.py), and a unit is a way of asking ("how many miles" / "kilometers"), not another thing.
-SWAP_KINDS = ("product", "place", "role", "thing", "opposite")
+# check's (slots.py); a unit is a way of asking ("how many miles" / "kilometers"), not another thing;
+# and an opposite too often stands in another role ("could I get refunded for this purchase" against
+# "can I return this and be refunded": "purchase" / "return"), so opposites stay the verifier's.
+SWAP_KINDS = ("product", "place", "role", "thing")
 
 # Members of one sibling group that name the same thing, or one the other often stands for: swapping
 # them is a paraphrase ("the shop" / "the store"), never a near miss, when serving.
@@ -637,9 +639,9 @@ def _named(text: str) -> dict[str, set[str]]:
 
 
 def sibling_swaps(asked: str, questions: Iterable[str], answer: str = "") -> tuple[str, ...]:
-    """Open classes (``SWAP_KINDS``) in which ``asked`` names a product, place, role, thing or an
-    opposite where one of an answer's taught ``questions`` names a sibling of it instead ("Android"
-    where it was taught for "iOS", "teachers" for "students", "downgrade" for "upgrade"), and neither
+    """Open classes (``SWAP_KINDS``) in which ``asked`` names a product, place, role or thing where one
+    of an answer's taught ``questions`` names a sibling of it instead ("Android" where it was taught
+    for "iOS", "teachers" for "students", "Mexico" for "Canada"), and neither
     the questions nor the ``answer`` name it too. The lexicons' own siblings decide, so it never fires
     on a word they do not list; synonyms within a group ("shop" / "store") do not count."""
     mine = _named(asked)
@@ -657,13 +659,7 @@ def sibling_swaps(asked: str, questions: Iterable[str], answer: str = "") -> tup
         for other in theirs:
             if other in siblings and not _mentions(asked.lower(), other) and not _same_thing(phrase, other):
                 kinds.update(kind for target, kind in _INDEX.get(phrase, []) if target.lower() == other)
-    if "opposite" in kinds and (_NEGATED.search(asked) or any(_NEGATED.search(q) for q in taught)):
-        kinds.discard("opposite")  # "not accepted" / "rejected", "don't forget" / "remember": the same ask
     return tuple(sorted(kinds & set(SWAP_KINDS)))
-
-
-_NEGATED = re.compile(r"\b(?:not|no|never|n[o']t|cannot|can't|won't|don't|doesn't|didn't|isn't|aren't|wasn't)\b|n't\b",
-                      re.IGNORECASE)
 
 
 def _mentions(text: str, phrase: str) -> bool:

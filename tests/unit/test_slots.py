@@ -91,7 +91,6 @@ def test_one_as_a_pronoun_is_no_number() -> None:
 @pytest.mark.parametrize(("asked", "taught", "kinds"), [
     ("Does the Android app work offline?", "Does the iOS app work offline?", ("product",)),
     ("Do teachers get a discount on the annual plan?", "Do students get a discount on the annual plan?", ("role",)),
-    ("How do I downgrade my plan?", "How do I upgrade my plan?", ("opposite",)),
     ("how long does shipping to mexico take", "How long does shipping to Canada take?", ("place",)),
     ("Can I bring my cat to the office?", "Can I bring my dog to work?", ("thing",)),
     # worded differently: what counts is a sibling where the phrasing names one
@@ -111,7 +110,8 @@ def test_a_sibling_of_what_the_phrasing_names_is_another_question(asked: str, ta
     ("Does the Android app work offline?", "Do the iOS and Android apps work offline?", ""),
     ("Does the Android app work offline, like on iOS?", "Does the iOS app work offline?", ""),  # names both
     ("can I use the iphone app without an internet connection", "Does the iOS app work offline?", ""),
-    ("why was my card not accepted", "why was my card rejected", ""),  # a negated opposite asks the same
+    ("How do I downgrade my plan?", "How do I upgrade my plan?", ""),  # opposites: the verifier's to judge
+    ("could i get refunded for this purchase", "can i return this and be refunded", ""),
     ("How far is it in kilometers?", "How far is it in miles?", ""),   # units: another way of asking
     ("Does the Frobnicator support exports?", "Does the Widgetizer support exports?", ""),  # not in the lexicons
 ])

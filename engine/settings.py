@@ -180,8 +180,8 @@ class LearningSettings(_Strict):
                              "as related context only, never as the answer (engine/learning/slots.py)")
     swap_check: bool = Field(True, description="with the verifier: a message naming another product, place, role or "
                              "thing than an answer's taught phrasing names (a sibling in the near-miss lexicons: "
-                             "Android for iOS, teachers for students), or its opposite (downgrade for upgrade), gets "
-                             "that answer as related context only (engine/learning/minimal_pairs.py, sibling_swaps)")
+                             "Android for iOS, teachers for students) gets that answer as related context only "
+                             "(engine/learning/minimal_pairs.py, sibling_swaps)")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")

@@ -190,18 +190,15 @@ class CorrectionUse(_Serialisable):
     probability: float | None = None
     personal: bool = False  # from the asker's personal scope ("just for me"), not the channel's
     # Slot classes ("number", "weekday", ...) in which the message names other values than every
-    # phrasing this answer was taught with, and open classes ("product", "place", ..., "opposite") in
-    # which it names a sibling of what one names: why it was related context, not the answer.
+    # phrasing this answer was taught with, and open classes ("product", "place", ...) in which it
+    # names a sibling of what one names: why it was related context, not the answer.
     differs: tuple[str, ...] = ()
 
     def line(self) -> str:
         """One line of ``/why``: the scores and the correction."""
         checked = f", verifier {self.probability:.2f} -> {self.verdict}" if self.probability is not None else ""
         if self.differs:
-            other = [c for c in self.differs if c != "opposite"]
-            asks = [f"another {' / '.join(other)}"] if other else []
-            asks += ["the opposite"] if "opposite" in self.differs else []
-            checked += f" (asks about {' and '.join(asks)})"
+            checked += f" (asks about another {' / '.join(self.differs)})"
         mine = " (just for you)" if self.personal else ""
         return f"  #{self.correction_id}{mine} score {self.score:.2f}{checked}: {self.question!r} -> {self.answer!r}"
 

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.lora import LoraLinear
+from ..nn.lora import LoraLinear, rows_delta
 from ..nn.openmp import releasing
 from ..nn.packed_linear import packed_product
 from ..settings import ModelSettings
@@ -151,9 +151,7 @@ class _Step(nn.Module):
         def product(h: torch.Tensor, weight: torch.Tensor, parts: list[tuple[int, int, float]]) -> torch.Tensor:
             y = packed_product(h, weight)
             for first, end, scaling in parts:  # as LoraLinear.row_delta
-                a, b = next(ab), next(ab)
-                low = torch.einsum("bti,bri->btr", h, a)
-                y[..., first:end] += scaling * torch.einsum("btr,bor->bto", low, b)
+                y[..., first:end] += rows_delta(h, next(ab), next(ab), scaling)
             return y
 
         x = F.embedding(ids, self.embed)                                          # (rows, 1, hidden)
@@ -342,7 +340,6 @@ class CompiledDecode:
         for layer in layers:
             layer.advance(1)
         return logits
-
 
     def _lora_inputs(self, rows: int) -> list[torch.Tensor]:
         """Each LoRA part's per-row A and B, as ``use_rows`` set them for this step (the worker's rows'

@@ -622,7 +622,9 @@ def _forms(phrase: str) -> set[str]:
     """``phrase`` and, for a plural, its likely singulars ("guests" -> "guest", "boxes" -> "box")."""
     forms = {phrase}
     if phrase.endswith("s"):
-        forms |= {phrase[:-1], phrase[:-2] if phrase.endswith("es") else phrase[:-1]}
+        forms.add(phrase[:-1])
+    if phrase.endswith("es"):
+        forms.add(phrase[:-2])
     if phrase.endswith("ies"):
         forms.add(phrase[:-3] + "y")
     return forms

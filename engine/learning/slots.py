@@ -20,7 +20,7 @@ names no weekday never conflicts on weekdays, since a paraphrase may leave a slo
 
 ``asks_about_other``: the engine's whole test, these closed classes and the open ones that
 ``minimal_pairs.sibling_swaps`` finds with its lexicons (another product, place, role or thing than
-a taught phrasing names, or an opposite). What neither lists is the verifier's pair model's to
+a taught phrasing names). What neither lists is the verifier's pair model's to
 judge (``verifier.py``).
 """
 

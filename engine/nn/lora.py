@@ -42,6 +42,7 @@ __all__ = [
     "stack_weights",
     "gather_rows",
     "RowWeights",
+    "rows_delta",
     "use_rows",
     "weights_to_bytes",
     "weights_from_bytes",
@@ -97,10 +98,7 @@ class LoraLinear(nn.Module):
         else None. The model worker's direct forward adds it to its own product of the base weight."""
         if self.rows is None:
             return None
-        a, b = self.rows  # (batch, rank, in), (batch, out, rank)
-        low = torch.einsum("bti,bri->btr", x, a)
-        delta: torch.Tensor = self.scaling * torch.einsum("btr,bor->bto", low, b)
-        return delta
+        return rows_delta(x, *self.rows, self.scaling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, time, in)
         y = self.base(x)
@@ -226,6 +224,13 @@ def stack_weights(
 def gather_rows(stacks: dict[str, tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor) -> RowWeights:
     """Each row's LoRA weights: row ``r`` gets slot ``index[r]`` of ``stacks`` (``stack_weights``)."""
     return {name: (a[index], b[index]) for name, (a, b) in stacks.items()}
+
+
+def rows_delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``scaling · B A x`` with each row's own A (batch, rank, in) and B (batch, out, rank): (batch, time, out)."""
+    low = torch.einsum("bti,bri->btr", x, a)
+    delta: torch.Tensor = scaling * torch.einsum("btr,bor->bto", low, b)
+    return delta
 
 
 @contextmanager

@@ -132,6 +132,4 @@ def test_why_names_what_the_message_asks_about_instead() -> None:
 
     assert "(asks about another weekday)" in use("weekday")
     assert "(asks about another place / product)" in use("place", "product")
-    assert "(asks about the opposite)" in use("opposite")
-    assert "(asks about another place and the opposite)" in use("opposite", "place")
     assert "asks" not in use()

@@ -15,8 +15,11 @@
    read from the store and a decode) and then ``ModelWorker.submit(prompt, lora=(key, weights))``
    (the worker's device LRU, ``model.max_resident_loras``, and its per-row gather of A/B). The
    full ``Engine`` is not driven: its turn also embeds, matches and writes history, which would
-   drown what is measured here; ``Engine._answer`` calls exactly ``lora_for`` and then the worker.
-   Cache sizes are the engine's defaults.
+   drown what is measured here; ``Engine._answer`` calls exactly ``lora_for`` and then the worker,
+   and holds the worker's foreground (``understanding/foreground.py``) from the turn's start until
+   its request is submitted, as each row here does from its lookup until its submit
+   (``--no-foreground``: rows submit with no foreground, as before that existed; the worker admits
+   each row as soon as it arrives). Cache sizes are the engine's defaults.
 3. **Batches**, side by side in one run, repetitions interleaved (the order rotates each round):
    16 concurrent requests (``--batch``), ``--tokens`` new tokens each, end-of-sequence ignored so
    every row decodes every step (as ``bench_limits.py``; like for like across batches whose text
@@ -93,6 +96,7 @@ from engine.nn.lora import (  # noqa: E402
 from engine.settings import LoraSettings, ModelSettings  # noqa: E402
 from engine.store import Store  # noqa: E402
 from engine.store.store import CACHED_CHANNEL_IDS  # noqa: E402
+from engine.understanding.foreground import Foreground  # noqa: E402
 
 # What the consolidator records beside a promoted version (its ``measured``), values made up.
 METRICS = {"held_out_loss": 1.91, "base_held_out_loss": 2.43, "current_held_out_loss": 2.43, "locality": 0.99,
@@ -148,8 +152,9 @@ class Serving:
     """One process's serving path: the consolidator's host LRU over the store, the worker's device LRU."""
 
     def __init__(self, loaded: LoadedModel, settings: ModelSettings, store: Store, config: LoraConfig,
-                 job: Any) -> None:
-        self.runner = Runner(loaded, settings)
+                 job: Any, foreground: Foreground | None) -> None:
+        self.foreground = foreground  # as the engine's turns hold it (module docstring, 2.)
+        self.runner = Runner(loaded, settings, foreground)
         self.worker: ModelWorker = self.runner.worker
         self.worker._stop_ids = set()  # fixed-length decoding: every row runs all its tokens
         self.lora = LoraSettings()
@@ -183,8 +188,13 @@ class Serving:
         last token). ``last_submit``: seconds from the start until the last row was submitted."""
 
         async def row(i: int, key: ChannelKey | None) -> int:
-            entry = await self.lookup(key) if key is not None else None
-            stream = self.worker.submit(self.runner.prompts[i % len(self.runner.prompts)], lora=entry)
+            hold = self.foreground.hold() if self.foreground is not None else None
+            try:
+                entry = await self.lookup(key) if key is not None else None
+                stream = self.worker.submit(self.runner.prompts[i % len(self.runner.prompts)], lora=entry)
+            finally:
+                if hold is not None:
+                    hold.release()
             self.last_submit = max(self.last_submit, time.perf_counter() - started)
             async for _ in stream:
                 pass
@@ -254,7 +264,7 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 
     store = Store(path)  # a fresh handle, as a restarted process: nothing about the channels in memory
     await store.open()
-    serving = Serving(loaded, settings, store, config, setup.job)
+    serving = Serving(loaded, settings, store, config, setup.job, Foreground() if args.foreground else None)
     serving.worker.start()
     # Which forward pass the worker runs: the engine's own (direct_forward.py) or transformers'.
     results["forward"] = "direct" if getattr(serving.worker, "_direct", None) is not None else "transformers"
@@ -418,6 +428,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="decode through the compiled step where the engine would (default), or eagerly")
+    parser.add_argument("--foreground", action=argparse.BooleanOptionalAction, default=True,
+                        help="each row holds the worker's foreground from its lookup until its submit, as a turn does")
     parser.add_argument("--zipf-s", type=float, default=1.0, help="exponent of the channels' popularity")
     parser.add_argument("--zipf-lookups", type=int, default=20_000, help="lookups warming the caches")
     parser.add_argument("--latency-samples", type=int, default=200)

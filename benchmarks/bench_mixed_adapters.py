@@ -52,6 +52,7 @@ from engine.nn.lora import (  # noqa: E402
     weights_to_bytes,
 )
 from engine.settings import LoraSettings, ModelSettings  # noqa: E402
+from engine.understanding.foreground import Foreground  # noqa: E402
 
 QUESTIONS = [
     "What is the capital of France?", "How do I reset my password?", "Give me a tip for better sleep.",
@@ -79,8 +80,8 @@ def make_adapter(model: torch.nn.Module, seed: int) -> LoraWeights:
 
 
 class Runner:
-    def __init__(self, loaded: LoadedModel, settings: ModelSettings) -> None:
-        self.loaded, self.worker = loaded, ModelWorker(loaded, settings)
+    def __init__(self, loaded: LoadedModel, settings: ModelSettings, foreground: Foreground | None = None) -> None:
+        self.loaded, self.worker = loaded, ModelWorker(loaded, settings, foreground)
         tok = loaded.tokenizer
         self.prompts = []
         for q in QUESTIONS:

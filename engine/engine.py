@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing, suppress
 from typing import Any
 
@@ -255,9 +255,11 @@ class Engine:
         text = clean_text(turn.text, limit=self.settings.dialog.max_input_chars)
         await self._sync_external()
         async with self._locks(turn.channel):
-            # Until the route is known, this turn is on its first chunk's critical path: background
-            # work (decode steps, training) waits for it (understanding/foreground.py).
-            with self.encoder.foreground.busy():
+            # Until its request reaches the model worker, this turn is on its first chunk's critical path:
+            # background work (decode steps, training) waits for it, and the worker starts the turns that
+            # arrive together in one prefill (understanding/foreground.py).
+            hold = self.encoder.foreground.hold()
+            try:
                 # The message's store write, its understanding and the lookup of the channel's LoRA
                 # version (a store read and a decode when not cached) run at once.
                 question_id, (matches, checks), lora = await asyncio.gather(self.store.add_message(
@@ -280,13 +282,18 @@ class Engine:
                     turn.channel, role="assistant", text="", reply_id=reply.reply_id, question_id=question_id,
                     complete=False,
                 )
+            except BaseException:
+                hold.release()
+                raise
+            if taste is not None:
+                hold.release()  # several candidates, submitted apart
             produced: list[str] = []
             guard = MentionGuard()
             try:
                 chunks = (self._produce_preferred(turn, text, question_id, explanation, persona, lora, taste, reply)
                           if taste is not None else
                           self._produce(turn.channel, text, question_id, explanation, persona, lora,
-                                        asker=turn.author_id))
+                                        asker=turn.author_id, submitted=hold.release))
                 async with aclosing(chunks):
                     async for chunk in chunks:
                         safe = guard.feed(chunk)
@@ -300,6 +307,7 @@ class Engine:
                     produced.append(tail)
                     yield tail
             finally:
+                hold.release()
                 # Store what was produced even when the consumer went away mid-reply.
                 await asyncio.shield(
                     self.store.finish_message(answer_id, "".join(produced),
@@ -316,27 +324,40 @@ class Engine:
         persona: str,
         lora: tuple[str, LoraWeights] | None,
         asker: str = "",
+        submitted: Callable[[], None] = lambda: None,
     ) -> AsyncGenerator[str, None]:
+        """The reply's text: the correction's answer quoted, or the model's stream.
+        ``submitted`` is called once the request is with the model worker (or needs none, or failed)."""
         learned = self.settings.learning
         if explanation.route is Route.CORRECTION and not learned.rephrase:
+            submitted()
             answer = explanation.corrections[0].answer
             for word in _words(answer):  # stream it like generated text, so platform adapters need one path
                 yield word
             return
-        history = visible_history(
-            await self.store.history(channel, self.settings.dialog.history_turns, before_id=question_id), asker)
-        grounding = explanation.corrections[0].answer if explanation.route is Route.CORRECTION else ""
-        uses = [] if grounding else list(reversed(explanation.corrections))
-        parts = PromptParts(
-            persona=persona,
-            examples=[(u.question, u.answer) for u in uses if u.verdict != Verdict.RELATED],
-            related=[(u.question, u.answer) for u in uses if u.verdict == Verdict.RELATED],
-            history=[(m.role, m.text) for m in history if m.text],
-            message=text,
-            grounding=grounding,
-            profile=[f.text for f in reversed(explanation.facts)],  # the closest fact nearest the question
-            progress=[(u.status, u.topic, u.answer) for u in explanation.progress],
-        )
+        try:
+            history = visible_history(
+                await self.store.history(channel, self.settings.dialog.history_turns, before_id=question_id), asker)
+            grounding = explanation.corrections[0].answer if explanation.route is Route.CORRECTION else ""
+            uses = [] if grounding else list(reversed(explanation.corrections))
+            parts = PromptParts(
+                persona=persona,
+                examples=[(u.question, u.answer) for u in uses if u.verdict != Verdict.RELATED],
+                related=[(u.question, u.answer) for u in uses if u.verdict == Verdict.RELATED],
+                history=[(m.role, m.text) for m in history if m.text],
+                message=text,
+                grounding=grounding,
+                profile=[f.text for f in reversed(explanation.facts)],  # the closest fact nearest the question
+                progress=[(u.status, u.topic, u.answer) for u in explanation.progress],
+            )
+            if self._remote is None:
+                assert self._worker is not None and self._loaded is not None
+                prompt = await asyncio.to_thread(self._render, parts)
+                exempt, copy = (await asyncio.to_thread(self._copied, parts.profile) if parts.profile
+                                else (frozenset(), ()))
+                stream = self._worker.submit(prompt, lora=lora, exempt=exempt, copy=copy)
+        finally:
+            submitted()
         if self._remote is not None:
             model = self.settings.model
             chars = 4 * (model.context_tokens - model.max_new_tokens)  # ~4 characters a token: no tokenizer here
@@ -347,10 +368,6 @@ class Engine:
                 async for delta in deltas:
                     yield delta
             return
-        assert self._worker is not None and self._loaded is not None
-        prompt = await asyncio.to_thread(self._render, parts)
-        exempt, copy = await asyncio.to_thread(self._copied, parts.profile) if parts.profile else (frozenset(), ())
-        stream = self._worker.submit(prompt, lora=lora, exempt=exempt, copy=copy)
         try:
             async for delta in stream:
                 yield delta

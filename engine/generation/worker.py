@@ -303,15 +303,15 @@ class ModelWorker:
                     stopping = True
                 elif isinstance(item, _Request):  # else _WAKE
                     joining.append(item)
-            while not stopping and len(batch.rows) + len(joining) < self.settings.max_batch:
-                try:
-                    item = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                elif isinstance(item, _Request):  # else _WAKE
-                    joining.append(item)
+            stopping = stopping or self._take_waiting(batch, joining)
+            if not stopping and self._foreground is not None and not self._foreground.idle:
+                # A message being understood gets the cores first, and its OpenMP team spins alone:
+                # with this thread's team alive too, libgomp would throttle both (nn/openmp.py).
+                release_team()
+                self._foreground.wait_idle(self.settings.understanding_first_ms / 1000.0)
+                # The messages understood meanwhile may have arrived: one prefill starts them all
+                # (a row admitted alone first costs a prefill more, and the others wait for it).
+                stopping = self._take_waiting(batch, joining)
             if stopping:
                 for request in batch.rows + joining:
                     request.emit(EngineClosed("the engine is shutting down"))
@@ -319,11 +319,6 @@ class ModelWorker:
                 self._cancel_jobs()
                 return
             joining = [r for r in joining if not r.cancelled]
-            if self._foreground is not None and not self._foreground.idle:
-                # A message being understood gets the cores first, and its OpenMP team spins alone:
-                # with this thread's team alive too, libgomp would throttle both (nn/openmp.py).
-                release_team()
-                self._foreground.wait_idle(self.settings.understanding_first_ms / 1000.0)
             self._busy_since = time.monotonic()
             try:
                 if joining:
@@ -338,6 +333,20 @@ class ModelWorker:
             self.rows_in_flight = len(batch.rows)
             self._job_step()
             self._busy_since = None
+
+    def _take_waiting(self, batch: _Batch, joining: list[_Request]) -> bool:
+        """Move the requests waiting in the inbox to ``joining``, up to ``max_batch`` rows in all;
+        True when the stop sentinel was among them."""
+        while len(batch.rows) + len(joining) < self.settings.max_batch:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            if isinstance(item, _Request):  # else _WAKE
+                joining.append(item)
+        return False
 
     def _admit(self, batch: _Batch, joining: list[_Request]) -> None:
         """Prefill ``joining`` together; if that fails, one by one, so only a bad request fails.

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Foreground", "lower_priority"]
+__all__ = ["Foreground", "Hold", "lower_priority"]
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,25 @@ class Foreground:
     @contextmanager
     def busy(self) -> Iterator[None]:
         """Mark one foreground call in flight for the duration of the block."""
-        with self._lock:
-            self._busy += 1
-            self._idle.clear()
+        hold = self.hold()
         try:
             yield
         finally:
-            with self._lock:
-                self._busy -= 1
-                if not self._busy:
-                    self._idle.set()
+            hold.release()
+
+    def hold(self) -> Hold:
+        """Mark one foreground call in flight until ``release()`` (for spans that are not one block:
+        a turn is foreground until its request reaches the model worker)."""
+        with self._lock:
+            self._busy += 1
+            self._idle.clear()
+        return Hold(self)
+
+    def _done(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
 
     @property
     def idle(self) -> bool:
@@ -68,6 +77,19 @@ class Foreground:
         if timeout_s <= 0:
             return self._idle.is_set()
         return self._idle.wait(timeout_s)
+
+
+class Hold:
+    """One foreground call in flight (``Foreground.hold``); ``release`` ends it, once."""
+
+    def __init__(self, foreground: Foreground) -> None:
+        self._foreground: Foreground | None = foreground
+
+    def release(self) -> None:
+        """End the call; later calls do nothing (safe from ``finally`` blocks on every path)."""
+        foreground, self._foreground = self._foreground, None
+        if foreground is not None:
+            foreground._done()
 
 
 def lower_priority() -> None:

@@ -6,10 +6,14 @@ import asyncio
 import os
 import sys
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route, Turn
 from engine.generation.model_loader import LoadedModel, load_model
 from engine.generation.worker import ModelWorker
 from engine.settings import ModelSettings
@@ -36,6 +40,16 @@ def test_busy_ends_however_the_block_ends() -> None:
     fg = Foreground()
     with pytest.raises(ValueError), fg.busy():
         raise ValueError("boom")
+    assert fg.idle
+
+
+def test_a_hold_ends_once_however_often_it_is_released() -> None:
+    fg = Foreground()
+    first, second = fg.hold(), fg.hold()
+    first.release()
+    first.release()  # a second release must not end the other call
+    assert not fg.idle
+    second.release()
     assert fg.idle
 
 
@@ -100,3 +114,67 @@ def test_lower_priority_lowers_the_calling_thread_and_the_threads_it_starts_only
     worker.join()
     assert seen == {"thread": 19, "child": 19}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # this thread untouched
+
+
+def count_prefills(worker: ModelWorker) -> list[int]:
+    """The rows of each prefill the worker runs, in order (observed, not replaced)."""
+    sizes: list[int] = []
+    join = worker._join
+
+    def counted(batch: Any, joining: list[Any]) -> None:
+        sizes.append(len(joining))
+        join(batch, joining)
+
+    worker._join = counted  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_requests_that_arrive_while_the_foreground_is_busy_start_in_one_prefill(tiny: LoadedModel) -> None:
+    """Rows submitted one by one while messages are understood start together once the foreground is
+    idle: one prefill, not the first row alone and the rest after it, and the same text."""
+    fg = Foreground()
+    worker = ModelWorker(tiny, ModelSettings(id="tiny:0", max_new_tokens=4, understanding_first_ms=10_000), fg)
+    worker.start()
+    prefills = count_prefills(worker)
+    prompts = [list(tiny.tokenizer(t)["input_ids"]) for t in ("hello there", "what time is it", "a b c d e f")]
+    try:
+        alone = ["".join([d async for d in worker.submit(p)]) for p in prompts]
+        prefills.clear()
+        holds = [fg.hold() for _ in prompts]
+        streams = []
+        for prompt, hold in zip(prompts, holds, strict=True):
+            streams.append(worker.submit(prompt))
+            hold.release()  # as a turn does once its request is with the worker
+            await asyncio.sleep(0.05)  # the worker has long woken for the first by the last
+        together = await asyncio.gather(*(text_of(s) for s in streams))
+        assert prefills == [len(prompts)]
+        assert together == alone
+    finally:
+        await worker.stop()
+
+
+async def text_of(stream: AsyncIterator[str]) -> str:
+    return "".join([d async for d in stream])
+
+
+async def test_turns_that_arrive_together_share_a_prefill_and_leave_the_foreground(
+        make_engine: Callable[..., AbstractAsyncContextManager[Engine]]) -> None:
+    """Through the engine: a turn stays in the foreground until its request is with the model worker,
+    so turns of several channels asked at once start in one prefill; once they are answered, whatever
+    their route, nothing is left in the foreground (it would hold every later decode step)."""
+    async with make_engine(max_new_tokens=4, understanding_first_ms=10_000) as engine:
+        assert engine._worker is not None
+        prefills = count_prefills(engine._worker)
+        keys = [ChannelKey("test", f"together-{i}", space="s") for i in range(4)]
+        replies = [engine.reply(Turn(key, "what is the wifi password?", author_id="u1")) for key in keys]
+        await asyncio.gather(*(r.collect() for r in replies))
+        assert prefills == [len(keys)]
+        assert engine.encoder.foreground.idle
+
+        receipt = await engine.feedback(Feedback(keys[0], FeedbackKind.CORRECTION, author_id="u1",
+                                                 reply_id=replies[0].reply_id, text="It is pelican-4417."))
+        assert receipt.accepted
+        quoted = engine.reply(Turn(keys[0], "whats the password for the wifi?", author_id="u1"))
+        assert "pelican-4417" in await quoted.collect()
+        assert quoted.explanation is not None and quoted.explanation.route is Route.CORRECTION
+        assert engine.encoder.foreground.idle

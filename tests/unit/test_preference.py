@@ -271,7 +271,8 @@ async def test_the_reply_sent_is_the_candidate_the_taste_scores_highest(tiny_eng
     plain = "The library opens at 9:00 on weekdays, and on Saturdays it opens at 10:00."
 
     async def produce(channel: ChannelKey, text: str, question_id: int, explanation: Any, persona: str,
-                      lora: Any, asker: str = "") -> AsyncGenerator[str, None]:
+                      lora: Any, asker: str = "", submitted: Any = lambda: None) -> AsyncGenerator[str, None]:
+        submitted()  # as Engine._produce: no model request, so nothing to wait for
         if "one short sentence" in persona:
             yield "Hey! It opens at 9:00 🙂" if "casual" in persona else "It opens at 9:00."
         elif "in detail" in persona:

@@ -37,6 +37,7 @@ from engine.offline import offline_environment  # noqa: E402
 
 offline_environment(force=False)
 
+import psutil  # noqa: E402
 import torch  # noqa: E402
 from report import print_result  # noqa: E402
 
@@ -103,6 +104,11 @@ def agreement(direct: DirectForward, compiled: CompiledDecode, loaded: LoadedMod
             "greedy_choices": choices, "greedy_differing": flips, "greedy_differing_gaps": gaps}
 
 
+def rss_mb() -> int:
+    """This process's resident memory (MiB): what the compiled graphs' constants add shows here."""
+    return psutil.Process().memory_info().rss >> 20
+
+
 def lora_copy(args: argparse.Namespace) -> tuple[LoadedModel, DirectForward, CompiledDecode]:
     """A second copy of the model with the engine's LoRA layers, its direct forward and compiled step."""
     loaded = load_model(ModelSettings(id=args.model, compile_decode=False), args.models_dir)
@@ -141,11 +147,14 @@ def main() -> None:
     if direct is None:
         sys.exit(f"{args.model}: the direct forward does not cover it")
     release_team()
+    rss_before = rss_mb()
     compiled = CompiledDecode(direct)
     compiled.warm()
     if not compiled.ready:
         sys.exit(f"the compiled step did not build: {compiled.state}")
     results: dict[str, Any] = {"model": args.model, "threads": torch.get_num_threads(),
+                               "matmul_dtype": loaded.matmul_dtype, "rss_mb_before_compile": rss_before,
+                               "rss_mb_after_compile": rss_mb(),
                                "compile_s": round(compiled.compile_s or 0.0, 1)}
     with_lora = lora_copy(args) if args.lora else None
     for rows in (1, 16):

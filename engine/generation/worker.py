@@ -17,7 +17,10 @@ waits at most one job step.
 
 Understanding first: while a message is being understood (``understanding/foreground.py``), the
 worker starts no new step (at most ``model.understanding_first_ms``) and hands back its CPU
-threads, so the embedding and the verifier's pass on that message's path get the cores.
+threads, so the embedding and the verifier's pass on that message's path get the cores. A turn
+stays in the foreground until its request is submitted, and the worker takes every request that
+arrived while it waited before it prefills: turns asked together start in one prefill, not the
+first alone and the rest after it.
 
 Failures stay with their row: a request whose prefill fails is retried alone, so a
 bad one fails by itself and the rows already decoding carry on. A stream that gets no

@@ -16,6 +16,10 @@ background's units of work (the next decode step or LoRA job step, the next step
 channel's encoder training) start only once the foreground is idle — waiting at most a
 bounded time, so a flood of messages slows decoding instead of stopping it. A step already
 running is never interrupted; the foreground shares the cores with at most that one step.
+
+A turn holds the foreground (``hold``) from its start until its request is with the model worker,
+not only while its encoder calls run: the worker, once the foreground is idle, then finds every
+turn that arrived together in its inbox and starts them in one prefill.
 """
 
 from __future__ import annotations

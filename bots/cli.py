@@ -145,10 +145,17 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         matmul = str(pick_matmul_dtype(settings.model.matmul_dtype, device, dtype)).removeprefix("torch.")
         # The one-token decode step: compiled in the background (engine/generation/compiled_decode.py)
         # where it applies here, else the eager direct forward (or transformers' forward).
-        compiled = (settings.model.compile_decode and settings.model.direct_forward and device.type == "cpu"
-                    and matmul == "bfloat16" and compiler_available())
+        why_eager = next((why for applies, why in (
+            (settings.model.compile_decode, "model.compile_decode is off"),
+            (settings.model.direct_forward, "model.direct_forward is off"),
+            (device.type == "cpu", f"the compiled step is for CPUs; this model runs on {device.type}"),
+            (matmul == "bfloat16", "the compiled step multiplies packed bfloat16 weights; this CPU decodes in "
+                                   f"{matmul} (bfloat16 needs AVX-512 BF16 or AMX)"),
+            (compiler_available(), "no C++ compiler (g++, c++ or clang++) for torch.compile"),
+        ) if not applies), "")
         data["effective"] |= {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
-                              "matmul_dtype": matmul, "decode_step": "compiled" if compiled else "eager"}
+                              "matmul_dtype": matmul, "decode_step": "eager" if why_eager else "compiled",
+                              "decode_step_why": why_eager or "compiled in the background once the worker starts"}
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 

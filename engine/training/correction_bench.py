@@ -12,6 +12,7 @@ when it contains the code its own channel taught:
 - ``near_miss_locality`` (with near misses given): questions that differ from a taught one
   in one meaningful word ("... on Sundays" for "... on Saturdays"), asked in the channels
   that taught the label they mimic, get no taught code; ``near_miss_n`` replies judged,
+  ``near_miss_missed_by_route`` the routes of those that got the code anyway,
   ``near_miss_skipped`` lines whose label was not taught, ``near_miss_by_kind`` per kind
   of change (lines with a ``kind``);
 - ``isolation_violations``: replies carrying a code another channel taught (near misses included);
@@ -239,6 +240,7 @@ async def run_benchmark(
     locality: list[bool] = []
     near_local: list[bool] = []
     near_by_kind: dict[str, list[bool]] = defaultdict(list)
+    near_missed_by_route: dict[str, int] = defaultdict(int)  # near misses that got the code, by route
     near_asked = [m for m in near_miss or () if m.label in taught]  # taught in every channel
     near_rng = random.Random(f"{config.seed}-near-miss")  # the other sets' samples stay as without near misses
     violations = 0
@@ -262,6 +264,8 @@ async def run_benchmark(
                 elif name == "near_miss":
                     kept = not any(code_in(c, a.reply) for c in own)
                     near_local.append(kept)
+                    if not kept:
+                        near_missed_by_route[a.route] += 1
                     if label:
                         near_by_kind[label].append(kept)
                 else:
@@ -281,6 +285,7 @@ async def run_benchmark(
         "near_miss_locality": _rate(near_local),
         "near_miss_n": len(near_local),
         "near_miss_skipped": len(near_miss) - len(near_asked),
+        "near_miss_missed_by_route": dict(near_missed_by_route),
         **({"near_miss_by_kind": {kind: {"locality": _rate(flags), "n": len(flags)}
                                   for kind, flags in sorted(near_by_kind.items())}} if near_by_kind else {}),
     }

@@ -93,7 +93,7 @@ async def test_near_misses_of_a_strict_engine_stay_local() -> None:
     engine = StandIn(overlap=1.0)
     result = await bench(engine, NEAR)
     assert result["reliability"] == 1.0 and result["locality"] == 1.0
-    assert result["near_miss_locality"] == 1.0
+    assert result["near_miss_locality"] == 1.0 and result["near_miss_missed_by_route"] == {}
     assert result["near_miss_n"] == 2 * (len(NEAR) - 1)  # every taught near miss, in both channels
     assert result["near_miss_skipped"] == 1  # rome_sundays was never taught
     assert result["near_miss_by_kind"] == {"opposite": {"locality": 1.0, "n": 12}, "place": {"locality": 1.0, "n": 4}}
@@ -105,6 +105,7 @@ async def test_a_loose_engine_answers_near_misses_and_is_caught() -> None:
     result = await bench(StandIn(overlap=0.8), NEAR)
     assert result["reliability"] == 1.0
     assert result["near_miss_locality"] == 0.0  # one word changed: the taught code came back
+    assert result["near_miss_missed_by_route"] == {"correction": result["near_miss_n"]}  # ... as its answer
     assert result["isolation_violations"] == 0  # ... its own channel's code, not another's
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_compiled_decode.py [--rounds 3] [--steps 40] [--json]
 
-The embedded model as the engine loads it (packed bfloat16 on a CPU that has it), its
+The embedded model as the engine loads it (packed bfloat16 on a CPU that has it, else float32), its
 ``DirectForward`` and the ``CompiledDecode`` built on it (engine/generation/compiled_decode.py):
 
 - ``compile_s``: ``CompiledDecode.warm`` (both graphs: one row; two rows or more), in this thread;
@@ -113,7 +113,7 @@ def lora_copy(args: argparse.Namespace) -> tuple[LoadedModel, DirectForward, Com
     """A second copy of the model with the engine's LoRA layers, its direct forward and compiled step."""
     loaded = load_model(ModelSettings(id=args.model, compile_decode=False), args.models_dir)
     prepare_lora(loaded.model, loaded.tokenizer, LoraSettings())
-    direct = DirectForward.build(loaded.model, bf16=True)
+    direct = DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
     assert direct is not None
     compiled = CompiledDecode(direct)
     compiled.warm()
@@ -141,11 +141,10 @@ def main() -> None:
     args = parser.parse_args()
 
     loaded = load_model(ModelSettings(id=args.model, compile_decode=False), args.models_dir)
-    if loaded.matmul_dtype != "bfloat16":
-        sys.exit("this CPU or torch build decodes in float32: there is no compiled step to measure")
-    direct = DirectForward.build(loaded.model, bf16=True)
+    direct = DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
     if direct is None:
         sys.exit(f"{args.model}: the direct forward does not cover it")
+    step_ms(direct, direct, loaded, 1, 1)  # every weight read once: mmapped float32 pages count from here
     release_team()
     rss_before = rss_mb()
     compiled = CompiledDecode(direct)

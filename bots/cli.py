@@ -149,8 +149,7 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
             (settings.model.compile_decode, "model.compile_decode is off"),
             (settings.model.direct_forward, "model.direct_forward is off"),
             (device.type == "cpu", f"the compiled step is for CPUs; this model runs on {device.type}"),
-            (matmul == "bfloat16", "the compiled step multiplies packed bfloat16 weights; this CPU decodes in "
-                                   f"{matmul} (bfloat16 needs AVX-512 BF16 or AMX)"),
+            (matmul in ("bfloat16", "float32"), f"the compiled step multiplies bfloat16 or float32, not {matmul}"),
             (compiler_available(), "no C++ compiler (g++, c++ or clang++) for torch.compile"),
         ) if not applies), "")
         data["effective"] |= {"device": str(device), "dtype": str(dtype).removeprefix("torch."),

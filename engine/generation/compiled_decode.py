@@ -22,9 +22,11 @@ process aborted ("terminate called without an active exception", exit -6) instea
 while it runs, delivered at its next Python instruction), and an ``atexit`` hook cancels every
 compile still running and joins its thread before the interpreter starts to finalise.
 
-Same arithmetic as ``DirectForward`` (float32 activations, bfloat16 products on the packed
-weights the direct forward already holds, so no weight is copied): logits within float
-rounding, greedy text identical on the tested prompts (``tests/unit/test_compiled_decode.py``).
+Same arithmetic as ``DirectForward`` (float32 activations; the products on the weights the direct
+forward already holds, packed bfloat16 on CPUs that have it, else float32, so no weight is copied):
+logits within float rounding, greedy text identical on the tested prompts
+(``tests/unit/test_compiled_decode.py``). On a CPU without bfloat16 (AVX2) the products are most of a
+step, so the gain is smaller there (~1.05-1.2x against ~1.3-1.7x; docs/BENCHMARKS.md).
 Rows with a channel's LoRA version go through the same graphs: each LoRA part's per-row A and B are
 inputs of the step (zeros for rows without a version), so a batch that mixes channels' versions does
 not fall back to the eager step. Prefill stays on the direct forward.
@@ -93,12 +95,12 @@ def compiler_available() -> bool:
 
 
 def compile_applies(settings: ModelSettings, loaded: LoadedModel, direct: DirectForward | None) -> bool:
-    """Whether the worker compiles its decode step: asked for, on CPU, through the direct forward in
-    packed bfloat16, with a C++ compiler here (otherwise it says why in the log, once)."""
+    """Whether the worker compiles its decode step: asked for, on CPU, through the direct forward (packed
+    bfloat16 or float32 products), with a C++ compiler here (otherwise it says why in the log, once)."""
     if not settings.compile_decode or direct is None:
         return False
-    if loaded.device.type != "cpu" or loaded.matmul_dtype != "bfloat16":
-        return False  # the step multiplies the direct forward's packed bfloat16 weights (CPU only)
+    if loaded.device.type != "cpu" or loaded.matmul_dtype not in ("bfloat16", "float32"):
+        return False  # inductor's CPU backend, on the products the direct forward holds
     if not compiler_available():
         log.info("the decode step stays eager: no C++ compiler (g++, c++ or clang++) for torch.compile")
         return False
@@ -115,11 +117,13 @@ class _Step(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim, self.eps = direct.heads, direct.kv_heads, direct.head_dim, direct.eps
         self.embed, self.cos, self.sin, self.norm = direct.embed.weight, direct.cos, direct.sin, direct.norm
-        # Per layer: (norm in, q/k/v, o, norm after attention, gate/up, down), the products' packed
-        # weights as the direct forward holds them (plain attributes: frozen into the graph).
-        self.layers = [(layer.norm_in, _packed(layer.qkv), _packed(layer.o), layer.norm_post,
-                        _packed(layer.gate_up), _packed(layer.down)) for layer in direct.layers]
-        self.head = _packed(direct.head)
+        # Per layer: (norm in, q/k/v, o, norm after attention, gate/up, down), the products' weights as
+        # the direct forward holds them (plain attributes: frozen into the graph), no copy made: one
+        # packed bfloat16 tensor per product, or the float32 weights of its layers side by side.
+        self.layers = [(layer.norm_in, _weights(layer.qkv), _weights(layer.o), layer.norm_post,
+                        _weights(layer.gate_up), _weights(layer.down)) for layer in direct.layers]
+        self.head = _weights(direct.head)
+        self.bf16 = isinstance(self.head, torch.Tensor)
         # The LoRA-wrapped parts of each product, in the order the step visits them: (output columns,
         # scaling) per part. The step takes every part's per-row A and B as inputs, so one graph
         # serves rows of any channels' versions, and rows without one (A = B = 0).
@@ -148,8 +152,8 @@ class _Step(nn.Module):
         groups = heads // kv
         ab = iter(lora)
 
-        def product(h: torch.Tensor, weight: torch.Tensor, parts: list[tuple[int, int, float]]) -> torch.Tensor:
-            y = packed_product(h, weight)
+        def product(h: torch.Tensor, weight: _Weights, parts: list[tuple[int, int, float]]) -> torch.Tensor:
+            y = _times(h, weight)
             for first, end, scaling in parts:  # as LoraLinear.row_delta
                 y[..., first:end] += rows_delta(h, next(ab), next(ab), scaling)
             return y
@@ -173,13 +177,24 @@ class _Step(nn.Module):
             gate, up = product(h, gate_up_w, gate_up_parts).chunk(2, dim=-1)
             x = x + product(F.silu(gate) * up, down_w, down_parts)
         last = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
-        return packed_product(last, self.head)[:, -1]
+        return _times(last, self.head)[:, -1]
 
 
-def _packed(product: Any) -> torch.Tensor:
-    assert product.packed is not None, "the compiled step multiplies the direct forward's packed bfloat16 weights"
-    packed: torch.Tensor = product.packed
-    return packed
+_Weights = torch.Tensor | tuple[torch.Tensor, ...]  # packed bfloat16, or float32 weights side by side
+
+
+def _weights(product: Any) -> _Weights:
+    packed: torch.Tensor | None = product.packed
+    return packed if packed is not None else tuple(product.weights)
+
+
+def _times(x: torch.Tensor, weight: _Weights) -> torch.Tensor:
+    """``x`` times a product's weights (``_weights``), as ``DirectForward``'s product computes it."""
+    if isinstance(weight, torch.Tensor):
+        return packed_product(x, weight)
+    if len(weight) == 1:
+        return F.linear(x, weight[0])
+    return torch.cat([F.linear(x, w) for w in weight], dim=-1)
 
 
 def _own_forward(step: _Step) -> Callable[..., torch.Tensor]:
@@ -193,7 +208,7 @@ def _own_forward(step: _Step) -> Callable[..., torch.Tensor]:
 
 
 class CompiledDecode:
-    """The compiled one-token step for a ``DirectForward`` in bfloat16 (see the module docstring).
+    """The compiled one-token step for a ``DirectForward`` (see the module docstring).
 
     Lifecycle, as ``state`` reports it: ``waiting`` (created), ``compiling`` (``warm`` running),
     ``compiled`` (serving), or ``eager: <why>`` (it failed to build, or a batch would have made it
@@ -267,7 +282,9 @@ class CompiledDecode:
             self._fn = torch.compile(_own_forward(self._step), fullgraph=True)
             # Frozen: the packed weights become constants of the graph (unfrozen, inductor cannot lower
             # the oneDNN product on them). A patch, not a setting: nothing else in the process changes.
-            with torch.no_grad(), inductor_config.patch(freezing=True):
+            # Float32 weights are multiplied where they are: inductor's own prepacking would add a
+            # packed copy of every weight (+2 GB for SmolLM2, measured).
+            with torch.no_grad(), inductor_config.patch({"freezing": True, "cpp.weight_prepack": self._step.bf16}):
                 for rows in (1, 2):
                     shape = (rows, self._step.kv_heads, 4, self._step.head_dim)
                     cache = from_layers([(torch.zeros(shape), torch.zeros(shape)) for _ in range(self._layers)])

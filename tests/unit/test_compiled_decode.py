@@ -23,6 +23,7 @@ from engine.generation.kv_cache import new_cache
 from engine.generation.model_loader import LoadedModel, load_model
 from engine.generation.worker import ModelWorker
 from engine.nn.lora import LoraConfig, gather_rows, inject_lora, random_weights, stack_weights, use_rows
+from engine.nn.packed_linear import cpu_has_bf16
 from engine.settings import ModelSettings
 from tests.batches import left_padded
 
@@ -31,15 +32,19 @@ PROMPTS = ["hello there", "what is the capital of France?", "a", "tell me a long
 needs_compiler = pytest.mark.skipif(not compiler_available(), reason="no C++ compiler for torch.compile here")
 
 
-def _bf16(models_dir: Path, model: str = "tiny:0", lora: LoraConfig | None = None) -> tuple[LoadedModel, DirectForward]:
-    loaded = load_model(ModelSettings(id=model, compile_decode=False), models_dir)
-    if loaded.matmul_dtype != "bfloat16":
-        pytest.skip("this CPU or torch build decodes in float32: the compiled step multiplies packed bfloat16")
+def _built(models_dir: Path, model: str = "tiny:0", lora: LoraConfig | None = None,
+           matmul: str = "auto") -> tuple[LoadedModel, DirectForward]:
+    """The model as the engine loads it (``matmul``: its linear layers' precision) and its direct forward."""
+    loaded = load_model(ModelSettings(id=model, compile_decode=False, matmul_dtype=matmul), models_dir)
     if lora is not None:
         inject_lora(loaded.model, lora)
-    direct = DirectForward.build(loaded.model, bf16=True)
+    direct = DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
     assert direct is not None
     return loaded, direct
+
+
+# The precisions the step compiles for here: the engine's choice, and float32 too where that is bfloat16.
+PRECISIONS = ["auto", *(["float32"] if cpu_has_bf16() else [])]
 
 
 def _forced(direct: DirectForward, compiled: CompiledDecode, loaded: LoadedModel, texts: list[str],
@@ -48,9 +53,10 @@ def _forced(direct: DirectForward, compiled: CompiledDecode, loaded: LoadedModel
 
 
 def _within_tolerance(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    # Tolerance: the compiled step fuses the float32 work around the same bfloat16 products, so an
-    # activation now and then rounds to the neighbouring bfloat16 value before a product; the keys and
-    # values cached from it carry that on, so differences grow with the reply. Measured on SmolLM2
+    # Tolerance: the compiled step fuses the float32 work around the same products, which changes the
+    # order of float rounding; in bfloat16 an activation now and then rounds to the neighbouring value
+    # before a product. The keys and values cached from it carry that on, so differences grow with the
+    # reply. Measured on SmolLM2
     # (/tmp script, 60 forced steps, 6 rows): the first steps bit-identical, then logits within 0.125
     # of their spread at worst and 0.053 on average per step; one greedy choice in 360 differed, at an
     # exact tie. Bound: a quarter of the spread at worst, a tenth on average; greedy choices equal
@@ -65,8 +71,9 @@ def _within_tolerance(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 
 
 @needs_compiler
-def test_one_row_and_padded_rows_stay_within_tolerance_without_compiling_again(models_dir: Path) -> None:
-    loaded, direct = _bf16(models_dir)
+@pytest.mark.parametrize("matmul", PRECISIONS)
+def test_one_row_and_padded_rows_stay_within_tolerance_without_compiling_again(models_dir: Path, matmul: str) -> None:
+    loaded, direct = _built(models_dir, matmul=matmul)
     compiled = CompiledDecode(direct)
     assert compiled.state == "waiting" and not compiled.ready
     compiled.warm()
@@ -81,7 +88,7 @@ def test_one_row_and_padded_rows_stay_within_tolerance_without_compiling_again(m
 
 @needs_compiler
 def test_a_batch_it_was_not_compiled_for_raises_and_leaves_the_cache_to_the_eager_step(models_dir: Path) -> None:
-    loaded, direct = _bf16(models_dir)
+    loaded, direct = _built(models_dir)
     compiled = CompiledDecode(direct)
     compiled.warm()
     ids, mask, positions = left_padded(loaded, PROMPTS[1:2])
@@ -102,7 +109,7 @@ def test_a_batch_it_was_not_compiled_for_raises_and_leaves_the_cache_to_the_eage
 def test_rows_under_lora_versions_stay_within_tolerance_of_the_eager_step(models_dir: Path) -> None:
     """Three left-padded rows: two channels' versions and a row without one, through the same graphs
     that serve plain batches (one row with a version, too), and the versions really change the logits."""
-    loaded, direct = _bf16(models_dir, lora=LoraConfig(rank=4, top_layers=2))
+    loaded, direct = _built(models_dir, lora=LoraConfig(rank=4, top_layers=2))
     versions = [_version(loaded.model, seed) for seed in (1, 2)]
     stacks = stack_weights(loaded.model, versions)  # slot 0: no version; 1 and 2: the versions
     compiled = CompiledDecode(direct)
@@ -132,7 +139,7 @@ def _version(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
 
 @needs_compiler
 def test_a_compile_cancelled_mid_way_ends_its_thread_and_the_next_compiles(models_dir: Path) -> None:
-    loaded, direct = _bf16(models_dir)
+    loaded, direct = _built(models_dir)
     compiled = CompiledDecode(direct)
     thread = compiled.warm_in_background(0.0)
     deadline = time.monotonic() + 120
@@ -143,7 +150,7 @@ def test_a_compile_cancelled_mid_way_ends_its_thread_and_the_next_compiles(model
     compiled.cancel(join_s=60)
     assert not thread.is_alive()
     assert compiled.state.startswith("eager: the compile was cancelled") and not compiled.wait(0)
-    again = CompiledDecode(DirectForward.build(loaded.model, bf16=True))  # type: ignore[arg-type]
+    again = CompiledDecode(DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16"))  # type: ignore[arg-type]
     again.warm()
     assert again.ready, again.state
     _within_tolerance(_forced(direct, again, loaded, PROMPTS[:2], steps=4))
@@ -157,7 +164,7 @@ from engine.generation.direct_forward import DirectForward
 from engine.generation.model_loader import load_model
 from engine.settings import ModelSettings
 loaded = load_model(ModelSettings(id="tiny:0", compile_decode=False), Path(sys.argv[1]))
-compiled = CompiledDecode(DirectForward.build(loaded.model, bf16=True))
+compiled = CompiledDecode(DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16"))
 compiled.warm_in_background(0.0)
 while compiled.state != "compiling":
     time.sleep(0.05)
@@ -170,7 +177,6 @@ print(compiled.state)
 def test_a_process_that_exits_mid_compile_exits_cleanly(models_dir: Path) -> None:
     """Before the exit hook, Python 3.11 unwound the still-running compile thread at finalisation through
     torch's noexcept C++ and the process aborted ("terminate called without an active exception")."""
-    _bf16(models_dir)  # skips where the step does not apply
     done = subprocess.run([sys.executable, "-c", EXITS_MID_COMPILE, str(models_dir)], capture_output=True,
                           text=True, timeout=300)
     assert done.stdout.strip() == "compiling"
@@ -182,10 +188,10 @@ def test_a_process_that_exits_mid_compile_exits_cleanly(models_dir: Path) -> Non
 def test_every_model_in_a_process_gets_graphs_of_its_own(models_dir: Path) -> None:
     """Dynamo keeps at most 8 graphs per code object: five models' steps (ten graphs) in one process
     all compile, since each step compiles a code object of its own."""
-    loaded, _ = _bf16(models_dir)
+    loaded, _ = _built(models_dir)
     steps = []
     for _ in range(5):
-        direct = DirectForward.build(loaded.model, bf16=True)
+        direct = DirectForward.build(loaded.model, bf16=loaded.matmul_dtype == "bfloat16")
         assert direct is not None
         steps.append(CompiledDecode(direct))
         steps[-1].warm()
@@ -197,8 +203,6 @@ def test_every_model_in_a_process_gets_graphs_of_its_own(models_dir: Path) -> No
 def test_the_worker_decodes_through_it_once_ready_lora_rows_too(models_dir: Path) -> None:
     settings = ModelSettings(id="tiny:0", max_new_tokens=16, compile_decode=True, compile_delay_s=0.0)
     loaded = load_model(settings, models_dir)
-    if loaded.matmul_dtype != "bfloat16":
-        pytest.skip("this CPU or torch build decodes in float32")
     inject_lora(loaded.model, LoraConfig(rank=4, top_layers=1))
     lora = ("test:lora@1", _version(loaded.model, 1))
 
@@ -240,7 +244,7 @@ async def _reply(worker: ModelWorker, loaded: LoadedModel, text: str,
 @needs_compiler
 def test_real_model_within_tolerance(models_dir: Path) -> None:
     """The embedded SmolLM2 as served: one row, and two left-padded rows, over 40 steps."""
-    loaded, direct = _bf16(models_dir, ModelSettings().id)
+    loaded, direct = _built(models_dir, ModelSettings().id)
     compiled = CompiledDecode(direct)
     compiled.warm()
     assert compiled.ready, compiled.state

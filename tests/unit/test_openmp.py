@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
-import threading
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,55 +19,81 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+# Run in a process of its own: in the test run's process, threads of earlier tests (a compile's worker
+# pool, an executor) may start or end while these ones count, and did once.
+ISOLATED = """
+import json, os, threading
+import torch
+from engine.nn import openmp
 
+def threads():
+    return set(os.listdir("/proc/self/task"))
 
-def _parallel_work() -> None:
+def work(seen):
     a = torch.randn(1500, 1500)
     (a @ a).sum()
+    seen.append(threads())
+
+def failing(seen):
+    work(seen)
+    raise ValueError("boom")
+
+def body(seen):
+    seen.append(threads())
+    work(seen)                                  # the thread's team, kept ...
+    openmp.release_team()                       # ... until released
+    seen.append(threads())
+    openmp.releasing(work)(seen)                # released after success
+    seen.append(threads())
+    try:
+        openmp.releasing(failing)(seen)         # ... and after an error
+    except ValueError:
+        pass
+    seen.append(threads())
+
+seen = []
+t = threading.Thread(target=body, args=(seen,))
+t.start()
+t.join()
+
+import asyncio
+
+def doubled(n):
+    a = torch.randn(1500, 1500)
+    (a @ a).sum()
+    seen.extend([threads(), {str(threading.get_native_id())}])
+    return n * 2
+
+seen.append(threads())
+result = asyncio.run(openmp.to_thread(doubled, 21))
+seen.append(threads())
+print(json.dumps({"result": result, "seen": [sorted(s) for s in seen]}))
+"""
 
 
-def _in_thread(fn) -> list[int]:  # type: ignore[no-untyped-def]
-    counts: list[int] = []
-    t = threading.Thread(target=fn, args=(counts,))
-    t.start()
-    t.join()
-    return counts
+@pytest.fixture(scope="module")
+def isolated() -> tuple[int, list[set[str]]]:
+    done = subprocess.run([sys.executable, "-c", ISOLATED], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["result"], [set(s) for s in out["seen"]]
 
 
-def test_a_threads_team_stays_until_released() -> None:
-    def body(counts: list[int]) -> None:
-        counts.append(_threads())
-        _parallel_work()
-        counts.append(_threads())
-        openmp.release_team()
-        counts.append(_threads())
-
-    before, during, after = _in_thread(body)
-    assert during > before  # the runtime started helper threads for this thread ...
-    assert after == before  # ... and gave them back
+def test_a_threads_team_stays_until_released_however_the_work_ends(isolated: tuple[int, list[set[str]]]) -> None:
+    before, during, released, during_ok, after_ok, during_error, after_error = isolated[1][:7]
+    helpers = during - before
+    assert helpers  # the runtime started helper threads for this thread ...
+    assert not helpers & released  # ... kept them until release_team, then gave them back
+    assert during_ok - before and during_error - before  # releasing(): helpers ran each time ...
+    assert not (during_ok - before) & after_ok  # ... and were given back, after success
+    assert not (during_error - before) & after_error  # ... and after an error
 
 
-def test_releasing_gives_the_team_back_however_the_work_ends() -> None:
-    def failing() -> None:
-        _parallel_work()
-        raise ValueError("boom")
-
-    def body(counts: list[int]) -> None:
-        counts.append(_threads())
-        openmp.releasing(_parallel_work)()
-        counts.append(_threads())
-        with pytest.raises(ValueError):
-            openmp.releasing(failing)()
-        counts.append(_threads())
-
-    before, after_ok, after_error = _in_thread(body)
-    assert after_ok == before and after_error == before
-
-
-async def test_to_thread_returns_the_result_and_releases() -> None:
-    before = _threads()
-    assert await openmp.to_thread(lambda n: (_parallel_work(), n * 2)[1], 21) == 42
+def test_to_thread_returns_the_result_and_releases(isolated: tuple[int, list[set[str]]]) -> None:
+    result, seen = isolated
+    before, during, executor, after = seen[7:]
+    assert result == 42
     # The executor's thread stays alive for reuse; its OpenMP helpers do not.
-    assert _threads() <= before + 1
+    helpers = during - before - executor
+    assert helpers and not helpers & after

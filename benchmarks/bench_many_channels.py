@@ -188,13 +188,9 @@ class Serving:
         last token). ``last_submit``: seconds from the start until the last row was submitted."""
 
         async def row(i: int, key: ChannelKey | None) -> int:
-            hold = self.foreground.hold() if self.foreground is not None else None
-            try:
+            with self.foreground.busy() if self.foreground is not None else contextlib.nullcontext():
                 entry = await self.lookup(key) if key is not None else None
                 stream = self.worker.submit(self.runner.prompts[i % len(self.runner.prompts)], lora=entry)
-            finally:
-                if hold is not None:
-                    hold.release()
             self.last_submit = max(self.last_submit, time.perf_counter() - started)
             async for _ in stream:
                 pass

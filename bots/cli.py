@@ -133,7 +133,7 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     data["notes"] = [note] if note else []
     import torch
 
-    from engine.generation.compiled_decode import compiler_available
+    from engine.generation.compiled_decode import why_eager
     from engine.generation.model_loader import pick_device, pick_dtype, pick_matmul_dtype
 
     # What "auto" resolves to on this machine: the encoder (and verifier) always run here.
@@ -145,16 +145,10 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         matmul = str(pick_matmul_dtype(settings.model.matmul_dtype, device, dtype)).removeprefix("torch.")
         # The one-token decode step: compiled in the background (engine/generation/compiled_decode.py)
         # where it applies here, else the eager direct forward (or transformers' forward).
-        why_eager = next((why for applies, why in (
-            (settings.model.compile_decode, "model.compile_decode is off"),
-            (settings.model.direct_forward, "model.direct_forward is off"),
-            (device.type == "cpu", f"the compiled step is for CPUs; this model runs on {device.type}"),
-            (matmul in ("bfloat16", "float32"), f"the compiled step multiplies bfloat16 or float32, not {matmul}"),
-            (compiler_available(), "no C++ compiler (g++, c++ or clang++) for torch.compile"),
-        ) if not applies), "")
+        why = why_eager(settings.model, device.type, matmul)
         data["effective"] |= {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
-                              "matmul_dtype": matmul, "decode_step": "eager" if why_eager else "compiled",
-                              "decode_step_why": why_eager or "compiled in the background once the worker starts"}
+                              "matmul_dtype": matmul, "decode_step": "eager" if why else "compiled",
+                              "decode_step_why": why or "compiled in the background once the worker starts"}
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 
 

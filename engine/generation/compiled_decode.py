@@ -51,17 +51,16 @@ from torch import nn
 
 from ..nn.lora import LoraLinear, rows_delta
 from ..nn.openmp import releasing
-from ..nn.packed_linear import packed_product
 from ..settings import ModelSettings
 from ..understanding.foreground import lower_priority
-from .direct_forward import DirectForward, _rotate_half
+from .direct_forward import DirectForward, _rotate_half, base_product
 from .kv_cache import from_layers, new_cache
 
 if TYPE_CHECKING:
     from .model_loader import LoadedModel
 
 __all__ = ["CompileCancelled", "CompiledDecode", "RecompileNeeded", "compile_applies", "compiler_available",
-           "forced_steps"]
+           "forced_steps", "why_eager"]
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +93,32 @@ def compiler_available() -> bool:
     return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
+def why_eager(settings: ModelSettings, device: str, matmul_dtype: str) -> str:
+    """Why the decode step would stay eager with these settings on a ``device`` decoding its products in
+    ``matmul_dtype``; "" where it compiles (``heedful config`` says the same without loading the model)."""
+    for applies, why in (
+        (settings.compile_decode, "model.compile_decode is off"),
+        (settings.direct_forward, "model.direct_forward is off"),
+        (device == "cpu", f"the compiled step is for CPUs; this model runs on {device}"),
+        # inductor's CPU backend, on the products the direct forward holds
+        (matmul_dtype in ("bfloat16", "float32"),
+         f"the compiled step multiplies bfloat16 or float32, not {matmul_dtype}"),
+        (compiler_available(), "no C++ compiler (g++, c++ or clang++) for torch.compile"),
+    ):
+        if not applies:
+            return why
+    return ""
+
+
 def compile_applies(settings: ModelSettings, loaded: LoadedModel, direct: DirectForward | None) -> bool:
     """Whether the worker compiles its decode step: asked for, on CPU, through the direct forward (packed
     bfloat16 or float32 products), with a C++ compiler here (otherwise it says why in the log, once)."""
-    if not settings.compile_decode or direct is None:
+    if direct is None:
         return False
-    if loaded.device.type != "cpu" or loaded.matmul_dtype not in ("bfloat16", "float32"):
-        return False  # inductor's CPU backend, on the products the direct forward holds
-    if not compiler_available():
-        log.info("the decode step stays eager: no C++ compiler (g++, c++ or clang++) for torch.compile")
+    why = why_eager(settings, loaded.device.type, loaded.matmul_dtype)
+    if why.startswith("no C++ compiler"):
+        log.info("the decode step stays eager: %s", why)
+    if why:
         return False
     if direct.head.loras:
         log.info("the decode step stays eager: the compiled step does not cover a LoRA on the LM head")
@@ -123,7 +139,7 @@ class _Step(nn.Module):
         self.layers = [(layer.norm_in, _weights(layer.qkv), _weights(layer.o), layer.norm_post,
                         _weights(layer.gate_up), _weights(layer.down)) for layer in direct.layers]
         self.head = _weights(direct.head)
-        self.bf16 = isinstance(self.head, torch.Tensor)
+        self.bf16 = direct.head.packed is not None
         # The LoRA-wrapped parts of each product, in the order the step visits them: (output columns,
         # scaling) per part. The step takes every part's per-row A and B as inputs, so one graph
         # serves rows of any channels' versions, and rows without one (A = B = 0).
@@ -180,21 +196,16 @@ class _Step(nn.Module):
         return _times(last, self.head)[:, -1]
 
 
-_Weights = torch.Tensor | tuple[torch.Tensor, ...]  # packed bfloat16, or float32 weights side by side
+_Weights = tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]  # a product's packed bfloat16, or float32 weights
 
 
 def _weights(product: Any) -> _Weights:
-    packed: torch.Tensor | None = product.packed
-    return packed if packed is not None else tuple(product.weights)
+    return product.packed, tuple(product.weights)
 
 
 def _times(x: torch.Tensor, weight: _Weights) -> torch.Tensor:
     """``x`` times a product's weights (``_weights``), as ``DirectForward``'s product computes it."""
-    if isinstance(weight, torch.Tensor):
-        return packed_product(x, weight)
-    if len(weight) == 1:
-        return F.linear(x, weight[0])
-    return torch.cat([F.linear(x, w) for w in weight], dim=-1)
+    return base_product(x, *weight)
 
 
 def _own_forward(step: _Step) -> Callable[..., torch.Tensor]:

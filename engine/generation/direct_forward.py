@@ -78,12 +78,7 @@ class _Product:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The parts' outputs side by side on the last axis, each with its rows' LoRA update."""
-        if self.packed is not None:
-            y = packed_product(x, self.packed)
-        elif len(self.weights) == 1:
-            y = F.linear(x, self.weights[0])
-        else:
-            y = torch.cat([F.linear(x, w) for w in self.weights], dim=-1)
+        y = base_product(x, self.packed, self.weights)
         for start, end, module in self.loras:
             # Outside use_rows a LoraLinear's own A/B are zero (training substitutes weights through
             # functional_call instead of writing them), so there is nothing to add.
@@ -91,6 +86,16 @@ class _Product:
             if delta is not None:
                 y[..., start:end] += delta
         return y
+
+
+def base_product(x: torch.Tensor, packed: torch.Tensor | None, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``x`` times a product's base weights: the packed bfloat16 tensor, else the float32 weights side by
+    side (``_Product``; the compiled step calls it on the same weights)."""
+    if packed is not None:
+        return packed_product(x, packed)
+    if len(weights) == 1:
+        return F.linear(x, weights[0])
+    return torch.cat([F.linear(x, w) for w in weights], dim=-1)
 
 
 def _base(module: nn.Module) -> nn.Linear:

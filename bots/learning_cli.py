@@ -160,12 +160,23 @@ def verifier(
     slot_check: Annotated[bool, typer.Option(help="calibrate on the negatives the engine's slot check leaves to "
                                              "the verifier (HEEDFUL_LEARNING_SLOT_CHECK)")] = True,
     swap_check: Annotated[bool, typer.Option(help="... and the swap check (HEEDFUL_LEARNING_SWAP_CHECK)")] = True,
+    sense_share: Annotated[float, typer.Option(help="share of phrasings (and queries) that get a word-sense "
+                                               "sibling swap as a negative")] = 0.4,
+    synonym_share: Annotated[float, typer.Option(help="share of phrasings that get a synonym swap as a "
+                                                 "positive")] = 0.2,
+    other_negative: Annotated[bool, typer.Option(help="the data's paraphrases that the slot and swap checks "
+                                                 "turn away train as negatives")] = True,
+    init: Annotated[Path | None, typer.Option(help="start from this trained verifier's weights (fine-tune)")] = None,
+    select: Annotated[str, typer.Option(help="keep the step with the best validation generality | the last "
+                                        "(generality | last)")] = "generality",
     recalibrate: Annotated[Path | None, typer.Option(help="no training: calibrate this trained verifier again "
                                                      "(same data split and seeds) and write it to --out")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Meta-train the verifier (a pair model that tells near misses from paraphrases) and calibrate it."""
     _offline()
+    if select not in ("generality", "last"):
+        raise fail(f"--select must be generality or last, not {select!r}")
     from engine.nn.pair_encoder import PairConfig
     from engine.training.verifier_run import VerifierRunConfig, recalibrate_verifier, run_verifier_training
     from engine.training.verifier_train import VerifierTrainConfig
@@ -175,8 +186,9 @@ def verifier(
         metric=metric, pair=PairConfig(rank=rank, top_layers=top_layers),
         train=VerifierTrainConfig(steps=steps, batch=batch, lr=lr, eval_every=eval_every, seed=seed,
                                   apply_rejection=apply_rejection, related_rejection=related_rejection,
-                                  slot_check=slot_check, swap_check=swap_check),
-        calib_episodes=calib_episodes, minutes=minutes, out=out, cache_dir=cache_dir, threads=threads)
+                                  slot_check=slot_check, swap_check=swap_check, sense_share=sense_share,
+                                  synonym_share=synonym_share, other_negative=other_negative, select=select),
+        calib_episodes=calib_episodes, minutes=minutes, out=out, cache_dir=cache_dir, threads=threads, init=init)
     if recalibrate is not None:
         trained = recalibrate
         result = _or_exit(lambda: recalibrate_verifier(run, trained, stderr_bars))

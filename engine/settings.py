@@ -182,6 +182,9 @@ class LearningSettings(_Strict):
                              "thing than an answer's taught phrasing names (a sibling in the near-miss lexicons: "
                              "Android for iOS, teachers for students) gets that answer as related context only "
                              "(engine/learning/minimal_pairs.py, sibling_swaps)")
+    near_copy_veto: bool = Field(True, description="with the verifier: when a message is a taught phrasing with a "
+                                 "word or two changed and the verifier rejects it against that phrasing, the answer "
+                                 "is not given, whatever its other phrasings score (minimal_pairs.near_copy)")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")

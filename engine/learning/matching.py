@@ -24,6 +24,7 @@ from ..understanding.encoder import Encoder
 from .adaptation import Adaptation, AdaptConfig
 from .channel_encoder import ChannelEncoder
 from .metric import MetricArtifact, MetricEncoder, resolve_artifact, shot_threshold
+from .minimal_pairs import near_copy
 from .slots import asks_about_other
 from .support_set import Match, SupportSet
 from .verifier import Verdict, Verifier, VerifierArtifact, resolve_verifier
@@ -78,6 +79,7 @@ class Matching:
         self.verifier = self._load_verifier(learning, encoder)
         self.verify_answers, self.verify_members = learning.verify_answers, learning.verify_members
         self.slot_check, self.swap_check = learning.slot_check, learning.swap_check
+        self.near_copy_veto = learning.near_copy_veto
         # The verifier checks answers from this metric score up (measured with the metric
         # it was trained beside; with another space, the example threshold).
         self.floor = self.example_threshold
@@ -177,11 +179,21 @@ class Matching:
         asked = " ".join(text.split()).casefold()
         probs = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
         artifact = self.verifier.artifact
+        vetoed: set[int] = set()
         for (i, phrasing), p in zip(pairs, probs, strict=True):
             if " ".join(phrasing.question.split()).casefold() == asked:
                 p = np.float32(1.0)  # the taught question itself, asked again
+            if i in vetoed:
+                continue
             found = checks[i]
-            if found is None or p > found.probability:
+            # A message that is a phrasing with a word or two changed, rejected against it, is a near
+            # miss of it: another phrasing worded differently may well score high (the best of several
+            # probabilities beats one made per pair), but it cannot make the changed word not matter.
+            veto = (self.near_copy_veto and p < artifact.related_threshold
+                    and near_copy(text, phrasing.question))
+            if veto or found is None or p > found.probability:
+                if veto:
+                    vetoed.add(i)
                 # An answer about other slot values or siblings counts as outside the radius: related at most.
                 inside = matches[i].score >= self.answer_threshold_for(matches[i].support) and not differs[i]
                 checks[i] = Check(float(p), artifact.verdict(float(p), inside), phrasing, differs[i])

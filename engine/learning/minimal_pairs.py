@@ -30,11 +30,12 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from collections.abc import Collection, Iterable, Iterator
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["KINDS", "FILLER_WORDS", "SWAP_KINDS", "Perturbation", "perturb", "perturbable", "light_edit",
-           "sibling_swaps", "slot_phrases"]
+           "sibling_swaps", "slot_phrases", "word_swaps", "near_copy"]
 
 KINDS = ("time", "number", "product", "place", "role", "opposite", "negation", "unit", "thing")
 """The kinds of near miss ``perturb`` makes, in a fixed order."""
@@ -859,6 +860,56 @@ def perturb(text: str, rng: random.Random, limit: int = 3, kinds: Collection[str
             if 0 < limit <= len(out):
                 return out
     return out
+
+
+def word_swaps(text: str, table: Mapping[str, Sequence[str]], rng: random.Random, kind: str, limit: int = 1
+               ) -> list[Perturbation]:
+    """Edits of ``text`` that each replace one word that ``table`` lists (lower case -> words in their own
+    case) by one of its entries, tagged ``kind``: with a table of siblings they are near misses, with
+    one of synonyms paraphrases. Plurals carry over ("cars" -> "trucks"), case follows the word
+    replaced and "a"/"an" before it is fixed. Filler words are never replaced. At most ``limit``, each a
+    different word, in an ``rng`` order."""
+    sites: list[tuple[int, int, str, Sequence[str], bool]] = []
+    lowered = text.lower()
+    fixed = [(m.start(), m.end()) for phrase in _BLOCKED   # "time off", "how long": idioms, not their words
+             for m in re.finditer(rf"(?<![\w]){re.escape(phrase)}(?![\w])", lowered)]
+    for m in _WORD.finditer(text):
+        word = m.group(0)
+        low = word.lower()
+        if len(low) < 3 or low in FILLER_WORDS or any(a < m.end() and m.start() < b for a, b in fixed):
+            continue
+        if low in table:
+            sites.append((m.start(), m.end(), word, table[low], False))
+            continue
+        singular = next((f for f in sorted(_forms(low) - {low}, key=len, reverse=True)
+                         if f in table and _plural(f) == low), None)
+        if singular is not None:
+            sites.append((m.start(), m.end(), word, table[singular], True))
+    rng.shuffle(sites)
+    out: list[Perturbation] = []
+    for start, end, word, options, plural in sites:
+        choices = [o for o in options if o.lower() != word.lower()]
+        if not choices:
+            continue
+        new = rng.choice(choices)
+        if plural and not new.lower().endswith("s"):  # a replacement such as "years" is plural already
+            new = _plural(new) or new
+        edit = _edit(text, start, end, new.lower() if word.islower() else _match_case(word, new))
+        out.append(Perturbation(_apply(text, edit), kind, text, (word, edit.new), (edit.start, edit.end)))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def near_copy(a: str, b: str, most: int = 2) -> bool:
+    """Is ``a`` ``b`` with a word or two changed, added or dropped (at most ``most`` on either side,
+    filler words aside), the rest shared and at least twice as many words as the change: the shape of a
+    near miss that ``perturb`` makes, not of a paraphrase in other words. False for the same words."""
+    mine = Counter(w for w in _words(a) if w not in FILLER_WORDS)
+    theirs = Counter(w for w in _words(b) if w not in FILLER_WORDS)
+    only_mine, only_theirs = sum((mine - theirs).values()), sum((theirs - mine).values())
+    shared = sum((mine & theirs).values())
+    return 0 < max(only_mine, only_theirs) <= most and shared >= 2 * max(only_mine, only_theirs, 1)
 
 
 def perturbable(text: str) -> bool:

@@ -47,6 +47,7 @@ class VerifierRunConfig:
     train: VerifierTrainConfig = field(default_factory=VerifierTrainConfig)
     calib_episodes: int = 200
     minutes: float = 0.0                    # stop training after this long (0: no limit)
+    init: Path | None = None                # start from this trained verifier's weights (its pair config too)
     out: Path = Path("verifier.safetensors")
     cache_dir: Path = Path(".cache/verifier")
     threads: int = 0
@@ -134,14 +135,18 @@ def run_verifier_training(run: VerifierRunConfig, bars: Bars = silent_bars) -> d
     if run.threads:
         torch.set_num_threads(run.threads)
     started = time.perf_counter()
+    start = _initial(run)
     data = _data(run, bars)
     config = run.train
     sampler, val_sampler = _sampler(data, config, "train"), _sampler(data, config, "val")
     val_pairs = val_sampler.pairs(config.val_episodes)
 
     torch.manual_seed(config.seed)
-    bert, tokenizer = load_bert(run.pair.encoder)
-    model = PairModel(bert, run.pair)
+    pair_config = start.config if start else run.pair
+    bert, tokenizer = load_bert(pair_config.encoder)
+    model = PairModel(bert, pair_config)
+    if start is not None:
+        model.load_tensors(start.tensors)
     deadline = started + 60 * run.minutes if run.minutes > 0 else float("inf")
     with bars(total=config.steps, desc="meta-train (verifier)", unit="step") as bar:
         def on_step(step: int, record: dict[str, float]) -> None:
@@ -162,13 +167,30 @@ def run_verifier_training(run: VerifierRunConfig, bars: Bars = silent_bars) -> d
         "val_generality": round(selected[0]["val_generality"], 4) if selected else None,
         "hyperparameters": asdict(config), **rates, "torch": torch.__version__,
     }
-    artifact = VerifierArtifact(config=run.pair, tensors=model.tensors(), apply_threshold=calib["apply_threshold"],
+    if start is not None:
+        summary["init"] = {"from": str(run.init), "digest": start.digest}
+    artifact = VerifierArtifact(config=pair_config, tensors=model.tensors(), apply_threshold=calib["apply_threshold"],
                                 related_threshold=calib["related_threshold"], floor=floor, metric=data.metric_digest,
                                 meta={**summary, "calibration": calib})
     path = artifact.save(run.out)
     return {"out": str(path), "digest": artifact.digest, "bytes": path.stat().st_size, **summary,
             "calibration": calib, "floor": floor, "metric": data.metric_digest,
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _initial(run: VerifierRunConfig) -> VerifierArtifact | None:
+    """The trained verifier ``run.init`` names, checked against the run's metric space, or None."""
+    if run.init is None:
+        return None
+    if not run.init.is_file():
+        raise RunError(f"--init: no such verifier artifact {run.init}")
+    start = VerifierArtifact.load(run.init)
+    metric = resolve_artifact(run.metric)
+    digest = MetricArtifact.load(metric).digest if metric else ""
+    if start.metric != digest:
+        raise RunError(f"--init: {run.init} was trained in metric space {start.metric or 'plain'!r}, "
+                       f"not {digest or 'plain'!r}")
+    return start
 
 
 def recalibrate_verifier(run: VerifierRunConfig, trained: Path, bars: Bars = silent_bars) -> dict[str, Any]:

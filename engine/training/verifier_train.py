@@ -16,9 +16,20 @@ retrieve, its *nearest* taught phrasing::
     slot-same    a paraphrase pair, the same slot phrase added to both             applies
     slot-diff    the same, the phrases differing in one sibling ("on mondays" /    no
                  "on sundays"), on a paraphrase pair or on a phrasing and itself
+    sense-diff   a phrasing with one word swapped for a sibling from WordNet       no
+                 ("a truck" for "a car", "tea" for "coffee", "closed" for "open")
+    sense-para   a query with such a swap of a word its partner also has           no
+    sense-same   a phrasing with one word swapped for a synonym ("automobile")     applies
+    paraphrase-other  a "paraphrase" naming another day, number, product, place ... no
+                 than its label's phrasing (CLINC150's "weather in Boston" / "in Paris")
 
 The slot pairs teach what the data's own words cannot: that any day, place, product,
-role or number in a question can decide its answer, in domains with few such words.
+role or number in a question can decide its answer, in domains with few such words. The
+sense pairs do the same for the open classes at large (``word_senses``: thousands of nouns
+and adjectives, where the lexicons of ``minimal_pairs`` hold hundreds), and teach the other
+side with them: a synonym keeps the question. The paraphrase-other pairs are the data's own
+paraphrases that the engine's slot and swap checks would turn away: as positives they taught
+that another city or plan does not matter, the opposite of what a taught answer needs.
 
 Training is binary cross-entropy on the pair model's logit (LoRA and head only), the
 step kept by the validation domains' generality at the apply threshold (the share of
@@ -37,10 +48,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..learning.minimal_pairs import light_edit, perturb, slot_phrases
+from ..learning.minimal_pairs import light_edit, perturb, slot_phrases, word_swaps
 from ..learning.slots import asks_about_other
 from ..nn.pair_encoder import PairModel, encode_pairs
 from .episodes import UtterancePool
+from .word_senses import word_senses
 
 __all__ = ["Pair", "VerifierTrainConfig", "PairSampler", "train_verifier", "pair_probabilities",
            "calibrate_verifier", "kind_rates"]
@@ -69,7 +81,11 @@ class VerifierTrainConfig:
     minimal_share: float = 0.6   # share of taught phrasings that get a minimal-pair negative
     edit_share: float = 0.3      # ... and a lightly edited positive
     slot_share: float = 0.3      # share of paraphrase pairs that also get slot-same / slot-diff pairs
+    sense_share: float = 0.4     # share of phrasings (and queries) that get a sense-diff (sense-para) negative
+    synonym_share: float = 0.2   # share of phrasings that get a sense-same positive
+    other_negative: bool = True  # paraphrases the slot and swap checks turn away are negatives
     eval_every: int = 100
+    select: str = "generality"   # the step kept: the best validation "generality", or the "last"
     val_episodes: int = 60
     apply_rejection: float = 0.95  # negatives under the apply threshold (calibration)
     related_rejection: float = 0.80
@@ -128,12 +144,17 @@ class PairSampler:
         for q, row in queries:
             own = nearest(q, owners == row)
             assert own is not None
-            pairs.append(Pair(texts[q], texts[own], 1, "paraphrase"))
+            if c.other_negative and asks_about_other(texts[q], [texts[own]]):
+                pairs.append(Pair(texts[q], texts[own], 0, "paraphrase-other"))
+            else:
+                pairs.append(Pair(texts[q], texts[own], 1, "paraphrase"))
             other = nearest(q, owners != row) if n > 1 else None
             if other is not None:
                 pairs.append(Pair(texts[q], texts[other], 0, "neighbour"))
             if self.text_rng.random() < c.minimal_share:
                 pairs += self._minimal_paraphrase(texts[q], texts[own])
+            if self.text_rng.random() < c.sense_share:
+                pairs += self._sense_paraphrase(texts[q], texts[own])
             if self.text_rng.random() < c.slot_share:
                 a, b, kind = slot_phrases(self.text_rng)
                 pairs.append(Pair(f"{texts[q]} {a}", f"{texts[own]} {a}", 1, f"slot-same:{kind}"))
@@ -157,7 +178,21 @@ class PairSampler:
                     pairs.append(Pair(changed[0].text, texts[s], 0, f"minimal:{changed[0].kind}"))
             if self.text_rng.random() < c.edit_share:
                 pairs.append(Pair(light_edit(texts[s], self.text_rng), texts[s], 1, "edit"))
+            if self.text_rng.random() < c.sense_share:
+                pairs += [Pair(p.text, texts[s], 0, "sense-diff")
+                          for p in word_swaps(texts[s], word_senses().siblings, self.text_rng, "sense")]
+            if self.text_rng.random() < c.synonym_share:
+                pairs += [Pair(p.text, texts[s], 1, "sense-same")
+                          for p in word_swaps(texts[s], word_senses().synonyms, self.text_rng, "synonym")]
         return pairs
+
+    def _sense_paraphrase(self, query: str, partner: str) -> list[Pair]:
+        """The query with a word its partner also has swapped for a sibling: another near miss worded
+        differently."""
+        partner_words = {w.strip(".,?!'\"").casefold() for w in partner.split()}
+        table = word_senses().siblings
+        shared = {w: table[w] for w in partner_words if w in table}
+        return [Pair(p.text, partner, 0, "sense-para") for p in word_swaps(query, shared, self.text_rng, "sense")]
 
     def _minimal_paraphrase(self, query: str, partner: str) -> list[Pair]:
         """The query with a word changed that its partner also has: a near miss worded differently."""
@@ -195,16 +230,18 @@ def pair_probabilities(model: PairModel, tokenizer: Any, pairs: Sequence[Pair], 
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def calibrate_verifier(probs: np.ndarray, pairs: Sequence[Pair], config: VerifierTrainConfig) -> dict[str, float]:
+def calibrate_verifier(probs: np.ndarray, pairs: Sequence[Pair], config: VerifierTrainConfig,
+                       synthetic: tuple[str, ...] = ("slot", "sense")) -> dict[str, float]:
     """Thresholds under which ``apply_rejection`` / ``related_rejection`` of the natural negatives
-    fall, and the share of paraphrases the apply threshold accepts (generality on these pairs)."""
-    # Natural pairs only (the synthetic slot pairs train, they do not set thresholds); the
+    fall, and the share of paraphrases the apply threshold accepts (generality on these pairs).
+    Pairs of the ``synthetic`` kinds are not natural."""
+    # Natural pairs only (the synthetic slot and sense pairs train, they do not set thresholds); the
     # generality reported is the paraphrases' (what a channel asks), not the light edits'.
     # With the slot and swap checks (engine/learning/slots.py, asks_about_other) a negative naming
     # another number, day, period, product, place ... than its taught question never gets the answer
     # whatever the verifier says, so only the negatives that reach the verifier undecided set its
     # thresholds.
-    natural = np.asarray([not p.kind.startswith("slot") and not _decided(p, config) for p in pairs])
+    natural = np.asarray([not p.kind.startswith(synthetic) and not _decided(p, config) for p in pairs])
     labels = np.asarray([p.label for p in pairs])
     negatives = probs[natural & (labels == 0)]
     positives = probs[np.asarray([p.kind == "paraphrase" for p in pairs])]
@@ -237,8 +274,12 @@ def train_verifier(model: PairModel, tokenizer: Any, sampler: PairSampler, confi
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, float]] = []
 
+    # The step is chosen with the sense swaps among the negatives: without them it would keep the
+    # step that ignores the open-class near misses they teach (the thresholds shipped are still set
+    # on natural negatives only, calibrate_verifier's default).
     def validate() -> float:
-        return calibrate_verifier(pair_probabilities(model, tokenizer, val_pairs), val_pairs, config)["generality"]
+        probs = pair_probabilities(model, tokenizer, val_pairs)
+        return calibrate_verifier(probs, val_pairs, config, synthetic=("slot",))["generality"]
 
     best = (validate(), 0, model.tensors()) if val_pairs else None
     for step in range(1, config.steps + 1):
@@ -263,7 +304,10 @@ def train_verifier(model: PairModel, tokenizer: Any, sampler: PairSampler, confi
             on_step(step, record)
         if stop:
             break
-    if best is not None:
+    if best is not None and config.select == "generality":
         model.load_tensors(best[2])
         history.append({"step": float(best[1]), "selected": 1.0, "val_generality": best[0]})
+    elif best is not None and history:
+        last = history[-1]
+        history.append({"step": last["step"], "selected": 1.0, "val_generality": last.get("val_generality", 0.0)})
     return history

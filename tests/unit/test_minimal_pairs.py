@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.learning.minimal_pairs import FILLER_WORDS, KINDS, Perturbation, light_edit, perturb, perturbable
+from engine.learning.minimal_pairs import (
+    FILLER_WORDS,
+    KINDS,
+    Perturbation,
+    light_edit,
+    perturb,
+    perturbable,
+    word_swaps,
+)
 
 WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*")
 
@@ -144,3 +152,48 @@ def test_word_boundaries_and_names_are_respected() -> None:
     assert not changes("where is my w2 and my 401k", "number")
     assert "mondayish" not in " ".join(changes("mondayish plans"))
     assert not changes("Mayor of the town", "time")  # "May" is a month only as a whole word
+
+
+# -- word_swaps: minimal pairs from a table of siblings or synonyms (the verifier's WordNet pairs) ------
+
+SIBLINGS = {"car": ("truck", "Bus"), "coffee": ("tea",), "monday": ("Tuesday",), "open": ("closed",),
+            "time": ("hours",), "apple": ("orange",)}
+
+
+def test_word_swaps_replace_one_listed_word_keeping_case_plurals_and_articles() -> None:
+    rng = random.Random(0)
+    swaps = word_swaps("Can I rent a car on Monday?", SIBLINGS, rng, "sense", limit=5)
+    texts = {p.text for p in swaps}
+    assert texts <= {"Can I rent a truck on Monday?", "Can I rent a bus on Monday?", "Can I rent a car on Tuesday?"}
+    assert any("Tuesday" in t for t in texts) and any("car" not in t for t in texts)
+    assert all(p.kind == "sense" and p.original == "Can I rent a car on Monday?" for p in swaps)
+    assert {p.text for p in word_swaps("do you rent cars", SIBLINGS, random.Random(1), "sense")} <= {
+        "do you rent trucks", "do you rent buses"}
+    assert word_swaps("is an apple a fruit", SIBLINGS, random.Random(0), "sense")[0].text == "is an orange a fruit"
+    assert word_swaps("an apple for a day", {"apple": ("pear",)}, random.Random(0), "s")[0].text == "a pear for a day"
+
+
+def test_word_swaps_leave_filler_idioms_and_unlisted_words_alone() -> None:
+    assert word_swaps("how do i take time off", SIBLINGS, random.Random(0), "sense") == []
+    assert word_swaps("please help me", {"please": ("thanks",)}, random.Random(0), "sense") == []
+    assert word_swaps("", SIBLINGS, random.Random(0), "sense") == []
+    assert word_swaps("carpool coffeehouse", SIBLINGS, random.Random(0), "sense") == []  # whole words only
+
+
+@given(st.text(max_size=80), st.integers(0, 9))
+@settings(max_examples=200, deadline=None)
+def test_word_swaps_on_any_text_change_exactly_one_word(text: str, seed: int) -> None:
+    for p in word_swaps(text, SIBLINGS, random.Random(seed), "sense", limit=3):
+        start, end = p.span
+        assert p.text == text[:start] + p.changed[1] + text[end:] and p.text != text
+
+
+def test_the_shipped_word_senses_know_siblings_from_synonyms() -> None:
+    from engine.training.word_senses import word_senses
+
+    senses = word_senses()
+    assert "tuesday" in {w.lower() for w in senses.siblings["monday"]}
+    assert "tea" in senses.siblings["coffee"] and "expensive" in senses.siblings["cheap"]
+    assert "automobile" in senses.synonyms["car"] and "car" not in senses.siblings.get("automobile", ())
+    assert "store" not in senses.siblings.get("shop", ()) and "store" in senses.synonyms["shop"]
+    assert not {"can", "will", "may", "who"} & (set(senses.siblings) | set(senses.synonyms))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from engine import ChannelKey, Engine, Feedback, FeedbackKind, Route, Turn
 from engine.dialog.prompt import PromptParts, assemble
 from engine.learning.metric import DEFAULT_ARTIFACT, MetricArtifact
-from engine.learning.slots import conflicts, slot_values
+from engine.learning.slots import asks_about_other
 from engine.learning.verifier import Verdict, Verifier, VerifierArtifact
 from engine.nn.pair_encoder import PairConfig, PairModel, encode_pairs, load_bert
 from engine.settings import EncoderSettings
@@ -101,17 +102,55 @@ def test_sampler_builds_labelled_pairs_from_one_domain_per_episode() -> None:
     again = PairSampler(pool, domains, vectors, config, seed=1).pairs(20)
     assert pairs == again  # seeded
     kinds = {p.kind.split(":")[0] for p in pairs}
-    assert {"paraphrase", "neighbour", "untaught", "oos", "minimal", "edit", "slot-same", "slot-diff"} <= kinds
+    assert {"paraphrase", "neighbour", "untaught", "oos", "minimal", "edit", "slot-same", "slot-diff",
+            "sense-diff"} <= kinds
     label_of = dict(zip(pool.texts, pool.labels, strict=True))
     for p in pairs:
-        assert p.label == (1 if p.kind in ("paraphrase", "edit") or p.kind.startswith("slot-same") else 0)
+        assert p.label == (1 if p.kind in ("paraphrase", "edit", "sense-same") or p.kind.startswith("slot-same")
+                           else 0)
         if p.kind == "paraphrase":
             assert label_of[p.message] == label_of[p.question] and p.message != p.question
         if p.kind in ("neighbour", "untaught"):
             assert label_of[p.message] != label_of[p.question]
             assert domains[label_of[p.message]] == domains[label_of[p.question]]  # an in-domain near miss
-        if p.kind.startswith("minimal"):
+        if p.kind.startswith(("minimal", "sense")):
             assert p.message != p.question
+        if p.kind == "sense-diff":  # one word swapped for a sibling ("monday" -> "tuesday", ...)
+            changed = set(p.message.split()) ^ set(p.question.split())
+            assert len(changed) == 2 and len(p.message.split()) == len(p.question.split())
+
+
+def test_paraphrases_naming_another_value_train_as_negatives() -> None:
+    # CLINC150's intents call "weather in Boston" and "weather in Paris" one question; for a taught
+    # answer they are two, and the engine's slot and swap checks turn the second away: so must training.
+    lines = [Utterance(text, label) for label, texts in {
+        "hours": ["is the desk open on mondays", "is the desk open on fridays", "desk opening times on sundays"],
+        "refund": ["can i get a refund", "refund my order", "i want my money back"],
+        "track": ["where is my parcel", "track my parcel", "has my parcel shipped"],
+        "cancel": ["cancel my order", "stop my order", "i no longer want my order"]}.items() for text in texts]
+    pool = UtterancePool(lines)
+    domains = dict.fromkeys(pool.by_label, "shop")
+    vectors = np.random.default_rng(0).normal(size=(len(pool), 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    config = VerifierTrainConfig(n_way_min=2, n_way_max=3, k_shot_max=1, n_query=2, untaught=1, n_oos=0)
+    pairs = PairSampler(pool, domains, vectors, config, seed=0).pairs(40)
+    other = [p for p in pairs if p.kind == "paraphrase-other"]
+    assert other and all(p.label == 0 for p in other)
+    assert all(p.kind != "paraphrase" or not asks_about_other(p.message, [p.question]) for p in pairs)
+    off = PairSampler(pool, domains, vectors, replace(config, other_negative=False), seed=0).pairs(40)
+    assert not any(p.kind == "paraphrase-other" for p in off)
+
+
+def test_the_step_is_chosen_with_the_sense_swaps_and_the_thresholds_set_without() -> None:
+    pairs = [Pair("is the desk open on fridays", "is the desk open on mondays", 1, "paraphrase"),
+             Pair("can i bring a dog", "can i bring a tent", 0, "neighbour"),
+             Pair("can i bring a truck", "can i bring a car", 0, "sense-diff")]
+    probs = np.asarray([0.6, 0.3, 0.9], dtype=np.float32)
+    config = VerifierTrainConfig(apply_rejection=1.0, related_rejection=1.0, slot_check=False, swap_check=False)
+    shipped = calibrate_verifier(probs, pairs, config)
+    selecting = calibrate_verifier(probs, pairs, config, synthetic=("slot",))
+    assert shipped["apply_threshold"] == pytest.approx(0.3) and shipped["generality"] == 1.0
+    assert selecting["apply_threshold"] == pytest.approx(0.9) and selecting["generality"] == 0.0
 
 
 def test_calibration_turns_away_the_asked_share_of_negatives() -> None:
@@ -121,8 +160,8 @@ def test_calibration_turns_away_the_asked_share_of_negatives() -> None:
     probs = np.random.default_rng(0).random(len(pairs)).astype(np.float32)
     found = calibrate_verifier(probs, pairs, config)
     negatives = np.asarray([p for p, pair in zip(probs, pairs, strict=True)
-                            if pair.label == 0 and not pair.kind.startswith("slot")
-                            and not conflicts(slot_values(pair.message), slot_values(pair.question))])
+                            if pair.label == 0 and not pair.kind.startswith(("slot", "sense"))
+                            and not asks_about_other(pair.message, [pair.question])])
     assert found["related_threshold"] <= found["apply_threshold"]
     assert abs(float((negatives < found["apply_threshold"]).mean()) - 0.9) < 0.05
     rates = kind_rates(probs, pairs, found["apply_threshold"])
@@ -209,3 +248,60 @@ def test_light_edits_and_near_misses_are_what_the_sampler_says() -> None:
     text = "how do i upgrade my plan on ios"
     assert all(p.text != text for p in perturb(text, rng, limit=3))
     assert light_edit(text, rng).casefold().strip(" ?.!") != ""
+
+
+class _Scripted(Verifier):
+    """The pair model's probabilities scripted per taught phrasing: this test is of how ``Matching``
+    combines them, not of the pair model."""
+
+    def __init__(self, artifact: VerifierArtifact, probabilities: dict[str, float], runner: Encoder) -> None:
+        super().__init__(artifact, runner)
+        self.scripted = probabilities
+
+    async def probabilities(self, messages: Sequence[str], questions: Sequence[str]) -> np.ndarray:
+        return np.asarray([self.scripted[q] for q in questions], dtype=np.float32)
+
+
+@pytest.mark.parametrize("veto", [True, False])
+async def test_a_near_copy_rejected_against_its_phrasing_is_not_saved_by_another(tmp_path: Path, veto: bool) -> None:
+    from engine.learning.matching import Matching
+    from engine.settings import LearningSettings
+    from engine.store import StoredCorrection
+
+    copied, other = "Is the Oslo depot open on Saturdays?", "When can I visit the Oslo depot at the weekend?"
+    matching = Matching(LearningSettings(adapt=False, near_copy_veto=veto, swap_check=False), EncoderSettings())
+    artifact = VerifierArtifact.load(_artifact(0.0, tmp_path))
+    matching.verifier = _Scripted(artifact, {copied: 0.05, other: 0.95}, matching.encoder)
+    await matching.start()
+    try:
+        vectors = await matching.encoder.embed([copied, other])
+        taught = await matching.support_set([StoredCorrection(i + 1, q, "Open 9-14 on Saturdays.", "u", vectors[i],
+                                                              matching.encoder.name, 0.0)
+                                             for i, q in enumerate((copied, other))])
+        # "closed" for "open": the shape of a near miss of the first phrasing, which rejects it
+        matches, checks = await matching.check(taught, "Is the Oslo depot closed on Saturdays?")
+        check = checks[0]
+        assert check is not None
+        if veto:
+            assert check.verdict is Verdict.NONE and check.phrasing.question == copied
+        else:
+            assert check.verdict is not Verdict.NONE and check.phrasing.question == other
+        # a paraphrase in other words is no near copy of either: the best phrasing speaks for the answer
+        _, checks = await matching.check(taught, "Can I come by the Oslo depot on a Saturday?")
+        assert checks[0] is not None and checks[0].phrasing.question == other
+    finally:
+        await matching.stop()
+        await matching.encoder.stop()
+
+
+def test_near_copies_are_a_phrasing_with_a_word_or_two_changed() -> None:
+    from engine.learning.minimal_pairs import near_copy
+
+    assert near_copy("Is the desk open on Sundays?", "is the desk open on saturdays")
+    assert near_copy("do you identify as a human or keyboard", "do you identify as a human or computer")
+    assert near_copy("can i pay my phone bill online", "can i pay my bill online")  # a word added
+    assert not near_copy("is the desk open on saturdays?", "Is the desk open on Saturdays")  # the same words
+    assert not near_copy("hey, is the desk open on saturdays please", "is the desk open on saturdays")  # filler
+    assert not near_copy("is sunday pickup possible at the oslo warehouse?",
+                         "Can I pick up my order from the Oslo warehouse on Sundays?")  # other words
+    assert not near_copy("what is it", "where is he")  # too short to share enough

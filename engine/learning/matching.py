@@ -177,27 +177,39 @@ class Matching:
             taught = [items[int(j)].question for j in members]
             differs[i] = asks_about_other(text, taught, answer, slots=self.slot_check, swaps=self.swap_check)
         asked = " ".join(text.split()).casefold()
-        probs = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
+        raw = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
         artifact = self.verifier.artifact
-        vetoed: set[int] = set()
+        probs = [1.0 if " ".join(c.question.split()).casefold() == asked else float(p)  # asked again
+                 for (_, c), p in zip(pairs, np.asarray(raw), strict=True)]
+        # Each answer's best phrasing speaks for it, unless the message is a near miss of one of them.
+        best = self._near_copy_vetoes(text, pairs, probs, artifact.related_threshold)
+        vetoed = set(best)
         for (i, phrasing), p in zip(pairs, probs, strict=True):
-            if " ".join(phrasing.question.split()).casefold() == asked:
-                p = np.float32(1.0)  # the taught question itself, asked again
-            if i in vetoed:
-                continue
-            found = checks[i]
-            # A message that is a phrasing with a word or two changed, rejected against it, is a near
-            # miss of it: another phrasing worded differently may well score high (the best of several
-            # probabilities beats one made per pair), but it cannot make the changed word not matter.
-            veto = (self.near_copy_veto and p < artifact.related_threshold
-                    and near_copy(text, phrasing.question))
-            if veto or found is None or p > found.probability:
-                if veto:
-                    vetoed.add(i)
-                # An answer about other slot values or siblings counts as outside the radius: related at most.
-                inside = matches[i].score >= self.answer_threshold_for(matches[i].support) and not differs[i]
-                checks[i] = Check(float(p), artifact.verdict(float(p), inside), phrasing, differs[i])
+            if i not in vetoed and (i not in best or p > best[i][0]):
+                best[i] = (float(p), phrasing)
+        for i, (p, phrasing) in best.items():
+            # An answer about other slot values or siblings counts as outside the radius: related at most.
+            inside = matches[i].score >= self.answer_threshold_for(matches[i].support) and not differs[i]
+            checks[i] = Check(p, artifact.verdict(p, inside), phrasing, differs[i])
         return matches, checks
+
+    def _near_copy_vetoes(self, text: str, pairs: list[tuple[int, StoredCorrection]], probs: Sequence[float],
+                          related: float) -> dict[int, tuple[float, StoredCorrection]]:
+        """Answers (match index -> the rejecting phrasing and its probability) that ``text`` is a near
+        miss of: a phrasing with a word or two changed that the pair model rejects, while no phrasing the
+        message is as near a copy of (or the same as) accepts it. Another phrasing in other words may
+        score high, but the best of several probabilities beats a calibration made per pair, and it
+        cannot make the changed word not matter."""
+        if not self.near_copy_veto:
+            return {}
+        rejected: dict[int, tuple[float, StoredCorrection]] = {}
+        accepted: set[int] = set()
+        for (i, phrasing), p in zip(pairs, probs, strict=True):
+            if p >= related and (p >= 1.0 or near_copy(text, phrasing.question)):
+                accepted.add(i)
+            elif p < related and i not in rejected and near_copy(text, phrasing.question):
+                rejected[i] = (float(p), phrasing)
+        return {i: v for i, v in rejected.items() if i not in accepted}
 
     def release(self, support: SupportSet) -> None:
         """The engine no longer holds ``support`` (evicted from its cache): drop its adaptation state."""

@@ -269,26 +269,30 @@ async def test_a_near_copy_rejected_against_its_phrasing_is_not_saved_by_another
     from engine.store import StoredCorrection
 
     copied, other = "Is the Oslo depot open on Saturdays?", "When can I visit the Oslo depot at the weekend?"
-    matching = Matching(LearningSettings(adapt=False, near_copy_veto=veto, swap_check=False), EncoderSettings())
+    sunday = "Is the Oslo depot open on Sundays?"
+    matching = Matching(LearningSettings(adapt=False, near_copy_veto=veto, swap_check=False, verify_members=3),
+                        EncoderSettings())
     artifact = VerifierArtifact.load(_artifact(0.0, tmp_path))
-    matching.verifier = _Scripted(artifact, {copied: 0.05, other: 0.95}, matching.encoder)
+    matching.verifier = _Scripted(artifact, {copied: 0.05, sunday: 0.05, other: 0.95}, matching.encoder)
     await matching.start()
     try:
-        vectors = await matching.encoder.embed([copied, other])
-        taught = await matching.support_set([StoredCorrection(i + 1, q, "Open 9-14 on Saturdays.", "u", vectors[i],
+        vectors = await matching.encoder.embed([copied, other, sunday])
+        taught = await matching.support_set([StoredCorrection(i + 1, q, "Open 9-14 at weekends.", "u", vectors[i],
                                                               matching.encoder.name, 0.0)
-                                             for i, q in enumerate((copied, other))])
+                                             for i, q in enumerate((copied, other, sunday))])
         # "closed" for "open": the shape of a near miss of the first phrasing, which rejects it
-        matches, checks = await matching.check(taught, "Is the Oslo depot closed on Saturdays?")
-        check = checks[0]
-        assert check is not None
+        _, checks = await matching.check(taught, "Is the Oslo depot closed on Saturdays?")
+        assert checks[0] is not None
         if veto:
-            assert check.verdict is Verdict.NONE and check.phrasing.question == copied
+            assert checks[0].verdict is Verdict.NONE and checks[0].phrasing.question in (copied, sunday)
         else:
-            assert check.verdict is not Verdict.NONE and check.phrasing.question == other
-        # a paraphrase in other words is no near copy of either: the best phrasing speaks for the answer
+            assert checks[0].verdict is not Verdict.NONE and checks[0].phrasing.question == other
+        # a paraphrase in other words is no near copy of any: the best phrasing speaks for the answer
         _, checks = await matching.check(taught, "Can I come by the Oslo depot on a Saturday?")
         assert checks[0] is not None and checks[0].phrasing.question == other
+        # a taught phrasing asked again is never vetoed by another phrasing it is a near copy of
+        _, checks = await matching.check(taught, copied)
+        assert checks[0] is not None and checks[0].verdict is Verdict.APPLIES and checks[0].probability == 1.0
     finally:
         await matching.stop()
         await matching.encoder.stop()

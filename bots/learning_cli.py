@@ -165,7 +165,7 @@ def verifier(
     synonym_share: Annotated[float, typer.Option(help="share of phrasings that get a synonym swap as a "
                                                  "positive")] = 0.2,
     other_negative: Annotated[bool, typer.Option(help="the data's paraphrases that the slot and swap checks "
-                                                 "turn away train as negatives")] = True,
+                                                 "turn away train as negatives")] = False,
     init: Annotated[Path | None, typer.Option(help="start from this trained verifier's weights (fine-tune)")] = None,
     select: Annotated[str, typer.Option(help="keep the step with the best validation generality | the last "
                                         "(generality | last)")] = "generality",

@@ -83,7 +83,8 @@ class VerifierTrainConfig:
     slot_share: float = 0.3      # share of paraphrase pairs that also get slot-same / slot-diff pairs
     sense_share: float = 0.4     # share of phrasings (and queries) that get a sense-diff (sense-para) negative
     synonym_share: float = 0.2   # share of phrasings that get a sense-same positive
-    other_negative: bool = True  # paraphrases the slot and swap checks turn away are negatives
+    other_negative: bool = False  # paraphrases the slot and swap checks turn away are negatives (off: measured
+    #                               no better, docs/BENCHMARKS.md)
     eval_every: int = 100
     select: str = "generality"   # the step kept: the best validation "generality", or the "last"
     val_episodes: int = 60

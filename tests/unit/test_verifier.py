@@ -132,7 +132,8 @@ def test_paraphrases_naming_another_value_train_as_negatives() -> None:
     domains = dict.fromkeys(pool.by_label, "shop")
     vectors = np.random.default_rng(0).normal(size=(len(pool), 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    config = VerifierTrainConfig(n_way_min=2, n_way_max=3, k_shot_max=1, n_query=2, untaught=1, n_oos=0)
+    config = VerifierTrainConfig(n_way_min=2, n_way_max=3, k_shot_max=1, n_query=2, untaught=1, n_oos=0,
+                                 other_negative=True)
     pairs = PairSampler(pool, domains, vectors, config, seed=0).pairs(40)
     other = [p for p in pairs if p.kind == "paraphrase-other"]
     assert other and all(p.label == 0 for p in other)

@@ -39,7 +39,6 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "engine" / "training" / "data"
 _WORD = re.compile(r"^[A-Za-z][a-z]+$|^[A-Z][A-Za-z]+$")   # one word, no digits, hyphens or underscores
-_POS = {"n": "noun", "v": "verb", "a": "adj", "s": "adj"}
 _MAX_SIBLINGS = 40
 # Function words that WordNet also lists as nouns or adjectives ("can", "will", "may", "who"): never
 # the word a question is about, nor a replacement.
@@ -112,6 +111,7 @@ def build(root: Path) -> dict[str, dict[str, list[str]]]:
     all_synsets = {k: {s for s, _ in v} for k, v in senses.items()}
     siblings: dict[str, set[str]] = defaultdict(set)
     synonyms: dict[str, set[str]] = defaultdict(set)
+
     def tagged(word: str, pos: str) -> int:
         return sum(c for _, c in senses.get((word, pos), []))
 

@@ -179,10 +179,10 @@ class Matching:
         asked = " ".join(text.split()).casefold()
         raw = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
         artifact = self.verifier.artifact
-        probs = [1.0 if " ".join(c.question.split()).casefold() == asked else float(p)  # asked again
-                 for (_, c), p in zip(pairs, np.asarray(raw), strict=True)]
+        same = [" ".join(c.question.split()).casefold() == asked for _, c in pairs]
+        probs = [1.0 if again else float(p) for again, p in zip(same, np.asarray(raw), strict=True)]  # asked again
         # Each answer's best phrasing speaks for it, unless the message is a near miss of one of them.
-        best = self._near_copy_vetoes(text, pairs, probs, artifact.related_threshold)
+        best = self._near_copy_vetoes(text, pairs, probs, same, artifact.related_threshold)
         vetoed = set(best)
         for (i, phrasing), p in zip(pairs, probs, strict=True):
             if i not in vetoed and (i not in best or p > best[i][0]):
@@ -194,7 +194,7 @@ class Matching:
         return matches, checks
 
     def _near_copy_vetoes(self, text: str, pairs: list[tuple[int, StoredCorrection]], probs: Sequence[float],
-                          related: float) -> dict[int, tuple[float, StoredCorrection]]:
+                          same: Sequence[bool], related: float) -> dict[int, tuple[float, StoredCorrection]]:
         """Answers (match index -> the rejecting phrasing and its probability) that ``text`` is a near
         miss of: a phrasing with a word or two changed that the pair model rejects, while no phrasing the
         message is as near a copy of (or the same as) accepts it. Another phrasing in other words may
@@ -204,11 +204,13 @@ class Matching:
             return {}
         rejected: dict[int, tuple[float, StoredCorrection]] = {}
         accepted: set[int] = set()
-        for (i, phrasing), p in zip(pairs, probs, strict=True):
-            if p >= related and (p >= 1.0 or near_copy(text, phrasing.question)):
+        for (i, phrasing), p, again in zip(pairs, probs, same, strict=True):
+            if not (again or near_copy(text, phrasing.question)):
+                continue
+            if p >= related:
                 accepted.add(i)
-            elif p < related and i not in rejected and near_copy(text, phrasing.question):
-                rejected[i] = (float(p), phrasing)
+            elif i not in rejected:
+                rejected[i] = (p, phrasing)
         return {i: v for i, v in rejected.items() if i not in accepted}
 
     def release(self, support: SupportSet) -> None:

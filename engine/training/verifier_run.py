@@ -135,8 +135,10 @@ def run_verifier_training(run: VerifierRunConfig, bars: Bars = silent_bars) -> d
     if run.threads:
         torch.set_num_threads(run.threads)
     started = time.perf_counter()
-    start = _initial(run)
+    start = _trained(run.init, "--init") if run.init is not None else None
     data = _data(run, bars)
+    if start is not None:
+        _same_space(run.init, start, data.metric_digest)
     config = run.train
     sampler, val_sampler = _sampler(data, config, "train"), _sampler(data, config, "val")
     val_pairs = val_sampler.pairs(config.val_episodes)
@@ -178,19 +180,18 @@ def run_verifier_training(run: VerifierRunConfig, bars: Bars = silent_bars) -> d
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _initial(run: VerifierRunConfig) -> VerifierArtifact | None:
-    """The trained verifier ``run.init`` names, checked against the run's metric space, or None."""
-    if run.init is None:
-        return None
-    if not run.init.is_file():
-        raise RunError(f"--init: no such verifier artifact {run.init}")
-    start = VerifierArtifact.load(run.init)
-    metric = resolve_artifact(run.metric)
-    digest = MetricArtifact.load(metric).digest if metric else ""
-    if start.metric != digest:
-        raise RunError(f"--init: {run.init} was trained in metric space {start.metric or 'plain'!r}, "
+def _trained(path: Path, option: str) -> VerifierArtifact:
+    """The trained verifier at ``path`` (named by ``option``), or a clear error."""
+    if not path.is_file():
+        raise RunError(f"{option}: no such verifier artifact {path}")
+    return VerifierArtifact.load(path)
+
+
+def _same_space(path: Path | None, artifact: VerifierArtifact, digest: str) -> None:
+    """A verifier continues or is re-calibrated only in the metric space it was calibrated in."""
+    if artifact.metric != digest:
+        raise RunError(f"--metric: {path} was calibrated in metric space {artifact.metric or 'plain'!r}, "
                        f"not {digest or 'plain'!r}")
-    return start
 
 
 def recalibrate_verifier(run: VerifierRunConfig, trained: Path, bars: Bars = silent_bars) -> dict[str, Any]:
@@ -200,13 +201,9 @@ def recalibrate_verifier(run: VerifierRunConfig, trained: Path, bars: Bars = sil
     if run.threads:
         torch.set_num_threads(run.threads)
     started = time.perf_counter()
-    if not trained.is_file():
-        raise RunError(f"--recalibrate: no such verifier artifact {trained}")
-    old = VerifierArtifact.load(trained)
+    old = _trained(trained, "--recalibrate")
     data = _data(run, bars)
-    if data.metric_digest != old.metric:
-        raise RunError(f"--metric: {trained} was calibrated in metric space {old.metric or 'plain'!r}, "
-                       f"not {data.metric_digest or 'plain'!r}")
+    _same_space(trained, old, data.metric_digest)
     bert, tokenizer = load_bert(old.config.encoder)
     model = PairModel(bert, old.config)
     model.load_tensors(old.tensors)

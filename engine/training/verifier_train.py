@@ -190,14 +190,13 @@ class PairSampler:
     def _sense_paraphrase(self, query: str, partner: str) -> list[Pair]:
         """The query with a word its partner also has swapped for a sibling: another near miss worded
         differently."""
-        partner_words = {w.strip(".,?!'\"").casefold() for w in partner.split()}
         table = word_senses().siblings
-        shared = {w: table[w] for w in partner_words if w in table}
+        shared = {w: table[w] for w in _words_of(partner) if w in table}
         return [Pair(p.text, partner, 0, "sense-para") for p in word_swaps(query, shared, self.text_rng, "sense")]
 
     def _minimal_paraphrase(self, query: str, partner: str) -> list[Pair]:
         """The query with a word changed that its partner also has: a near miss worded differently."""
-        partner_words = {w.strip(".,?!'\"").casefold() for w in partner.split()}
+        partner_words = _words_of(partner)
         for change in perturb(query, self.text_rng, limit=3):
             before = change.changed[0].casefold()
             if " ".join(change.text.split()).casefold() == " ".join(partner.split()).casefold():
@@ -215,6 +214,11 @@ class PairSampler:
 
     def pairs(self, episodes: int) -> list[Pair]:
         return [p for _ in range(episodes) for p in self.episode()]
+
+
+def _words_of(text: str) -> set[str]:
+    """``text``'s words, case folded, without the punctuation around them."""
+    return {w.strip(".,?!'\"").casefold() for w in text.split()}
 
 
 def _logits(model: PairModel, tokenizer: Any, pairs: Sequence[Pair]) -> torch.Tensor:

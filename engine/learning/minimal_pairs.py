@@ -575,7 +575,7 @@ def _lexicon_matches(text: str) -> Iterator[tuple[int, str, list[tuple[str, str]
                 covered = end
                 break
             options = _INDEX.get(key) or _INDEX.get(key.replace("-", " "))
-            if not options or key in _NOT_SOURCE:
+            if not options or (key in _NOT_SOURCE and not _proper_noun(text, start, raw, options)):
                 continue
             if key in _CONTEXT:
                 verb, noun, _, _ = _CONTEXT[key]
@@ -591,6 +591,13 @@ def _lexicon_matches(text: str) -> Iterator[tuple[int, str, list[tuple[str, str]
             if suffix or n > 1:
                 covered = end
             break
+
+
+def _proper_noun(text: str, start: int, raw: str, options: list[tuple[str, str]]) -> bool:
+    """Is a word too often something else (``_NOT_SOURCE``) the name here: capitalised mid-sentence
+    ("pay with Discover", "message me on Signal") where its lexicon group is one of names?"""
+    mid_sentence = bool(text[:start].strip()) and text[:start].rstrip()[-1] not in ".!?:;\"'“"
+    return mid_sentence and raw[:1].isupper() and any(target[:1].isupper() for target, _ in options)
 
 
 # The open classes a served answer is checked in (``sibling_swaps``): time and number are the slot

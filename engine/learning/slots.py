@@ -10,8 +10,10 @@ Classes (``slot_values``): ``number`` (digits, clock times such as ``10:30`` or 
 spelled numbers, ordinals; "one" and "second" only where they are numbers, not a pronoun or a
 unit), ``weekday``, ``month``, ``daypart`` (morning ... midnight), ``relative_day`` (today,
 tonight, tomorrow, yesterday), ``time_unit`` (a period: "this week", "a year", "per month", not
-a unit of count such as "how many days") and ``relative`` (this / next / last before a time
-unit or weekday).
+a unit of count such as "how many days"), ``relative`` (this / next / last before a time
+unit or weekday), ``bound`` (which side of a number: "over 18", "more than $50", "18 or older" are
+``over``; "under 18", "fewer than 5", "at most 3" are ``under``) and ``order`` (before / after
+something: "cancel before the trip" / "after the trip").
 
 ``conflicts``: two questions that name values of one class and not the same ones ("Saturday" /
 "Sunday", "between 2 and 5" / "between 2 and 6", "this week" / "last week"); a question that
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from .minimal_pairs import sibling_swaps
 
@@ -57,6 +59,30 @@ _TIME_UNITS = {"second": "second", "seconds": "second", "minute": "minute", "min
 # "last" alone is often "last name"; before a time unit or a weekday it picks which one.
 _RELATIVE = {"this": "this", "current": "this", "next": "next", "coming": "next", "upcoming": "next",
              "following": "next", "last": "last", "previous": "last", "past": "last", "prior": "last"}
+
+# Which side of a number a question asks about, when a number follows within _BOUND_REACH words
+# ("over the age of 18"); two-word cues first ("no more than" is a bound from above).
+_BOUND_PHRASES = {("no", "more", "than"): "under", ("not", "more", "than"): "under", ("no", "less", "than"): "over",
+                  ("not", "less", "than"): "over", ("no", "fewer", "than"): "over", ("at", "least"): "over",
+                  ("at", "most"): "under"}
+_OVER = frozenset({"over", "above", "exceeding", "exceeds", "beyond", "minimum", "min"})
+_UNDER = frozenset({"under", "below", "beneath", "maximum", "max"})
+_OVER_THAN = frozenset({"more", "greater", "higher", "larger", "bigger", "older", "longer"})
+_UNDER_THAN = frozenset({"less", "fewer", "lower", "smaller", "younger", "shorter"})
+_BOUND_REACH = 4
+# Phrasal verbs, not bounds: "roll over my 401k", "turn over 3 pages", "take over 2 shifts".
+_NOT_BOUND_AFTER = frozenset({"roll", "rolls", "rolled", "rolling", "turn", "turns", "turned", "turning", "take",
+                              "takes", "took", "taking", "hand", "handed", "carry", "carried", "move", "moved",
+                              "pass", "passed", "go", "goes", "went", "come", "came", "think", "thinking", "look",
+                              "looking", "run", "ran", "hang", "start", "started", "sign", "signed", "switch",
+                              "switched", "get", "got", "fall", "fell", "knock", "left", "leave"})
+# After the number: "18 or older", "18 and over", "5 or fewer", "18 and up".
+_AFTER_NUMBER = {w: "over" for w in ("older", "over", "more", "above", "up", "higher", "greater", "longer")} | \
+                {w: "under" for w in ("younger", "under", "less", "fewer", "below", "lower", "smaller", "shorter")}
+# "before" / "after" decide an answer ("refund before shipping?" / "after shipping?"), except in idioms.
+_ORDER = {"before": "before", "after": "after", "afterwards": "after", "beforehand": "before"}
+_NOT_ORDER_AFTER = frozenset({"look", "looks", "looking", "looked", "ask", "asked", "asking", "named", "name", "take",
+                              "takes", "took", "taking", "day", "ever", "never", "seek", "sought", "go", "chase"})
 
 _PERIOD_CUES = frozenset({"a", "an", "per", "each", "every", "whole", "entire", "all"})
 
@@ -136,7 +162,39 @@ def slot_values(text: str) -> dict[str, frozenset[str]]:
             add("time_unit", _TIME_UNITS[word])
         if previous in _RELATIVE and (word in _TIME_UNITS or word.removesuffix("s") in _WEEKDAYS):
             add("relative", _RELATIVE[previous])
+        if word in _ORDER and previous not in _NOT_ORDER_AFTER and following not in {"all", ""}:
+            add("order", _ORDER[word])
+    for side in _bounds(tokens, words, text):
+        add("bound", side)
     return {cls: frozenset(values) for cls, values in found.items()}
+
+
+def _is_number(m: re.Match[str], word: str) -> bool:
+    return bool(m.group("time") or m.group("num")) or word in _SPELLED or word == "one"
+
+
+def _bounds(tokens: list[re.Match[str]], words: list[str], text: str) -> Iterator[str]:
+    """"over" or "under" for each bound on a number that ``text`` names."""
+    numbers = [i for i, m in enumerate(tokens) if _is_number(m, words[i])]
+    for n in numbers:
+        # after it: "18 or older", "18+"
+        if text[tokens[n].end():tokens[n].end() + 1] == "+":
+            yield "over"
+        elif n + 2 < len(words) and words[n + 1] in {"or", "and"} and words[n + 2] in _AFTER_NUMBER:
+            yield _AFTER_NUMBER[words[n + 2]]
+        # before it, the nearest cue within reach: "over the age of 18", "no more than 3"
+        for i in range(n - 1, max(n - 1 - _BOUND_REACH, -1), -1):
+            if i in numbers:
+                break
+            side = next((s for phrase, s in _BOUND_PHRASES.items()
+                         if tuple(words[i - len(phrase) + 1:i + 1]) == phrase), None)
+            if side is None and words[i] == "than" and i > 0:
+                side = "over" if words[i - 1] in _OVER_THAN else "under" if words[i - 1] in _UNDER_THAN else None
+            if side is None and (i == 0 or words[i - 1] not in _NOT_BOUND_AFTER):
+                side = "over" if words[i] in _OVER else "under" if words[i] in _UNDER else None
+            if side is not None:
+                yield side
+                break
 
 
 def conflicts(a: Mapping[str, frozenset[str]], b: Mapping[str, frozenset[str]]) -> list[str]:

@@ -16,6 +16,7 @@ from engine.learning.minimal_pairs import (
     light_edit,
     perturb,
     perturbable,
+    sibling_swaps,
     word_swaps,
 )
 
@@ -197,3 +198,12 @@ def test_the_shipped_word_senses_know_siblings_from_synonyms() -> None:
     assert "automobile" in senses.synonyms["car"] and "car" not in senses.siblings.get("automobile", ())
     assert "store" not in senses.siblings.get("shop", ()) and "store" in senses.synonyms["shop"]
     assert not {"can", "will", "may", "who"} & (set(senses.siblings) | set(senses.synonyms))
+
+
+def test_a_name_that_is_also_a_word_counts_where_it_is_written_as_a_name() -> None:
+    # "Discover" the card, "Signal" the messenger; "discover" the verb is not a card.
+    assert sibling_swaps("Can I pay with Discover?", ["Can I pay with Amex?"]) == ("product",)
+    assert sibling_swaps("Can I message you on Signal?", ["Can I message you on WhatsApp?"]) == ("product",)
+    assert sibling_swaps("can I discover new music with amex?", ["Can I pay with Visa?"]) == ("product",)  # amex
+    assert sibling_swaps("can i discover new music", ["Can I pay with Amex?"]) == ()
+    assert sibling_swaps("Discover new music here", ["Can I pay with Amex?"]) == ()  # sentence start

@@ -198,9 +198,14 @@ class CorrectionUse(_Serialisable):
         """One line of ``/why``: the scores and the correction."""
         checked = f", verifier {self.probability:.2f} -> {self.verdict}" if self.probability is not None else ""
         if self.differs:
-            checked += f" (asks about another {' / '.join(self.differs)})"
+            checked += f" (asks about another {' / '.join(_CLASS_WORDS.get(c, c) for c in self.differs)})"
         mine = " (just for you)" if self.personal else ""
         return f"  #{self.correction_id}{mine} score {self.score:.2f}{checked}: {self.question!r} -> {self.answer!r}"
+
+
+# How /why names the slot classes whose names are not plain words (engine/learning/slots.py).
+_CLASS_WORDS = {"relative_day": "day", "time_unit": "period", "relative": "this / next / last",
+                "daypart": "time of day", "bound": "side of a number", "order": "before / after"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,13 +112,14 @@ def why_eager(settings: ModelSettings, device: str, matmul_dtype: str) -> str:
 
 def compile_applies(settings: ModelSettings, loaded: LoadedModel, direct: DirectForward | None) -> bool:
     """Whether the worker compiles its decode step: asked for, on CPU, through the direct forward (packed
-    bfloat16 or float32 products), with a C++ compiler here (otherwise it says why in the log, once)."""
+    bfloat16 or float32 products), with a C++ compiler here (where it was asked for and is not, it says
+    why in the log, once)."""
     if direct is None:
         return False
     why = why_eager(settings, loaded.device.type, loaded.matmul_dtype)
-    if why.startswith("no C++ compiler"):
-        log.info("the decode step stays eager: %s", why)
     if why:
+        if settings.compile_decode:
+            log.info("the decode step stays eager: %s", why)
         return False
     if direct.head.loras:
         log.info("the decode step stays eager: the compiled step does not cover a LoRA on the LM head")

@@ -143,4 +143,5 @@ def test_why_names_what_the_message_asks_about_instead() -> None:
 
     assert "(asks about another weekday)" in use("weekday")
     assert "(asks about another place / product)" in use("place", "product")
+    assert "(asks about another side of a number)" in use("bound")
     assert "asks" not in use()

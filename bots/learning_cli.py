@@ -320,8 +320,8 @@ def intents(
     adapt_steps: Annotated[str, typer.Option(help="also sweep the channel encoder's inner loop, ungated, over these "
                                              "step counts, e.g. 50,100,150")] = "",
     adapt_lr: Annotated[float, typer.Option(help="its Adam learning rate")] = 1e-4,
-    rerank: Annotated[bool, typer.Option("--rerank", help="also rerank the metric's best labels with the verifier "
-                                         "(as the engine serves it), side by side")] = False,
+    rerank: Annotated[bool, typer.Option("--rerank", help="also what the engine serves: its radius, the verifier "
+                                         "over the metric's best labels, its checks; side by side")] = False,
     verifier: Annotated[str, typer.Option(help="the verifier for --rerank: default | a path")] = "default",
     eval_domains: EvalDomainsOption = "",
     domains: DomainsOption = None,
@@ -335,8 +335,9 @@ def intents(
     after its channel encoder's background inner loop on the support set alone — if the
     candidate passes the engine's gate — with the instant path's numbers under ``instant``.
     ``--baseline`` is the frozen encoder, no meta-learning, no adaptation. ``--adapt-steps``
-    adds an ungated sweep of the inner loop under ``adaptation``. ``--rerank`` adds the
-    verifier over the metric's best labels under ``rerank`` (and ``rerank_gain``).
+    adds an ungated sweep of the inner loop under ``adaptation``. ``--rerank`` adds what the
+    engine serves (its answer radius, the verifier over the metric's best labels, the slot and
+    swap checks, as ``Matching.check`` decides) under ``rerank``, and ``rerank_gain``.
     """
     _offline()
     try:

@@ -46,7 +46,7 @@ from .generation.vllm_backend import VllmBackend, served_lora_name
 from .generation.worker import ModelWorker
 from .keyed_locks import KeyedLocks
 from .learning.consolidator import Consolidator, LoraSetup, prepare_lora
-from .learning.matching import Check, Matching
+from .learning.matching import Check, Matching, applying
 from .learning.personal import Profiles, forget_taste_notes, visible_history
 from .learning.preference import Signal, Taste, TastePrior, features, load_prior
 from .learning.progress import MASTERED, MISSED, ProgressSignal, forget_progress_notes
@@ -499,8 +499,8 @@ class Engine:
         prompt as context; a correction a user marked as not applying to such a phrasing
         (``Match.blocked``) can only be related."""
         checked = [(m, c) for m, c in zip(matches, checks, strict=True) if c is not None]
-        applies = [(m, c) for m, c in checked if c.verdict is Verdict.APPLIES and not m.blocked]
-        if applies:  # the metric ranks better than the pair model (docs/BENCHMARKS.md): its best that applies
+        applies = applying(matches, checks)
+        if applies:
             best = applies[0]
             return Route.CORRECTION, [best], [mc for mc in checked if mc is not best and mc[1].verdict is Verdict.NONE]
         related = [(m, c) for m, c in checked if c.verdict is not Verdict.NONE][: self.settings.learning.max_examples]

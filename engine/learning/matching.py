@@ -29,7 +29,7 @@ from .slots import asks_about_other
 from .support_set import Match, SupportSet
 from .verifier import Verdict, Verifier, VerifierArtifact, resolve_verifier
 
-__all__ = ["Matching", "Check"]
+__all__ = ["Matching", "Check", "applying"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,14 @@ class Check:
     # with, and open classes in which it names a sibling of what one names (slots.asks_about_other):
     # such an answer can be related context, never the answer.
     differs: tuple[str, ...] = ()
+
+
+def applying(matches: Sequence[Match], checks: Sequence[Check | None]) -> list[tuple[Match, Check]]:
+    """The candidates that apply (the verifier said so and no user marked the correction as not
+    applying to such a phrasing: ``Match.blocked``), in the metric's order: the first one answers
+    (the metric ranks better than the pair model, docs/BENCHMARKS.md)."""
+    return [(m, c) for m, c in zip(matches, checks, strict=True)
+            if c is not None and c.verdict is Verdict.APPLIES and not m.blocked]
 
 
 class Matching:

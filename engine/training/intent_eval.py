@@ -15,33 +15,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..learning.slots import asks_about_other
 from ..learning.support_set import answer_scores
 from .episodes import OOS, Utterance
 
-__all__ = ["label_prototypes", "classify", "evaluate_intents", "Rerank", "rerank"]
+__all__ = ["label_prototypes", "classify", "evaluate_intents"]
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, D) unit vectors
-Verify = Callable[[list[str], list[str]], np.ndarray]  # (messages, taught questions) -> (n,) P(applies)
-
-
-@dataclass(frozen=True, slots=True)
-class Rerank:
-    """The verifier over the metric's best labels, as the engine serves it (``learning/matching.py``)."""
-
-    verify: Verify
-    answers: int        # best labels checked per query (``learning.verify_answers``)
-    members: int        # each against its nearest support utterances (``learning.verify_members``)
-    apply: float        # the verifier's thresholds (``VerifierArtifact``)
-    related: float
-    radius: float       # the metric's threshold: inside it, the verifier only vetoes
-    floor: float        # metric score from which a label is checked at all
-    slot_check: bool = True  # a label whose every utterance names other slot values cannot apply (slots.py)
-    swap_check: bool = True  # ... nor one whose utterances name a sibling of what the query names
 
 
 def label_prototypes(vectors: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -65,46 +47,9 @@ def classify(support: np.ndarray, rows: np.ndarray, protos: np.ndarray, queries:
     return np.concatenate(best), np.concatenate(score)
 
 
-def rerank(check: Rerank, texts: Sequence[str], vectors: np.ndarray, support_texts: Sequence[str],
-           support: np.ndarray, rows: np.ndarray, protos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best label (Q,) and whether it applies (Q,) as the engine decides (``Engine._verified_route``):
-    each query's best ``answers`` labels above the floor, each against its ``members`` nearest
-    support utterances; a label applies when its metric score clears the radius and P ≥
-    related (the verifier vetoes); the metric's best label that applies wins. A query where
-    nothing applies keeps the metric's best label, out of scope (1.0 / 0.0 in the second array)."""
-    scores = answer_scores(vectors @ support.T, rows, vectors @ protos.T)          # (Q, A)
-    member = vectors @ support.T                                                   # (Q, n)
-    messages, questions, owner = [], [], []                                        # one entry per pair
-    for qi in range(len(texts)):
-        for label in np.argsort(-scores[qi])[: check.answers]:
-            if scores[qi, label] < check.floor:
-                break
-            nearest = np.flatnonzero(rows == label)[np.argsort(-member[qi, rows == label])][: check.members]
-            for j in nearest:
-                messages.append(texts[qi])
-                questions.append(support_texts[int(j)])
-                owner.append((qi, int(label)))
-    probs = check.verify(messages, questions) if messages else np.zeros(0, dtype=np.float32)
-    best_p: dict[tuple[int, int], float] = {}
-    for key, p in zip(owner, probs, strict=True):
-        best_p[key] = max(best_p.get(key, 0.0), float(p))
-    pred, applies = scores.argmax(1), np.zeros(len(texts), dtype=np.float32)
-    for (qi, label), p in best_p.items():  # in the metric's order: the first label that applies wins
-        inside = scores[qi, label] >= check.radius
-        if inside and p >= check.related and not applies[qi]:
-            if asks_about_other(texts[qi], [support_texts[int(j)] for j in np.flatnonzero(rows == label)],
-                                slots=check.slot_check, swaps=check.swap_check):
-                continue  # another day, number, period, product, place ... than taught: related at most
-            pred[qi], applies[qi] = label, 1.0
-    return pred, applies
-
-
 def evaluate_intents(embed: Embed, support: Sequence[Utterance], query: Sequence[Utterance],
-                     oos: Sequence[Utterance] = (), threshold: float | None = None,
-                     check: Rerank | None = None) -> dict[str, float | int | None]:
-    """Run the benchmark with one embedding function; ``threshold`` is needed for the recalls.
-    With ``check``, the verifier decides among the metric's best labels and whether one applies,
-    as the engine serves (``rerank``)."""
+                     oos: Sequence[Utterance] = (), threshold: float | None = None) -> dict[str, float | int | None]:
+    """Run the benchmark with one embedding function; ``threshold`` is needed for the recalls."""
     support = [u for u in support if u.label != OOS]
     if not support:
         raise ValueError("the support file has no in-scope lines")
@@ -119,10 +64,6 @@ def evaluate_intents(embed: Embed, support: Sequence[Utterance], query: Sequence
     started = time.perf_counter()
     q_vectors = embed([u.text for u in in_scope + outside])
     pred, best = classify(support_vectors, rows, protos, q_vectors)
-    if check is not None:
-        pred, best = rerank(check, [u.text for u in in_scope + outside], q_vectors, [u.text for u in support],
-                            support_vectors, rows, protos)
-        threshold = 0.5  # ``best`` is 1 where a label applies
     seconds = time.perf_counter() - started
     n_in = len(in_scope)
     truth = np.asarray([names.index(u.label) for u in in_scope], dtype=np.int64)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,13 +25,15 @@ import torch
 
 from ..learning.adaptation import Adaptation, AdaptConfig, eligible
 from ..learning.channel_encoder import ChannelEncoder, EncoderAdaptConfig, Tensors, nbytes
+from ..learning.matching import Matching, applying
 from ..learning.metric import MetricArtifact, MetricEncoder, resolve_artifact
-from ..learning.verifier import Verifier, VerifierArtifact, resolve_verifier
+from ..learning.verifier import resolve_verifier
 from ..settings import EncoderSettings, LearningSettings
+from ..store import StoredCorrection
 from ..understanding.encoder import Encoder
 from .episodes import OOS, BadLine, Utterance
 from .eval_sets import load_eval_sets, skipped_report
-from .intent_eval import Embed, Rerank, evaluate_intents
+from .intent_eval import Embed, evaluate_intents
 from .runs import Bars, Log, RunError, silent_bars, silent_log
 
 __all__ = ["IntentsRunConfig", "run_intents_eval"]
@@ -90,7 +93,7 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
             result["adaptation"] = _adaptation_sweep(channel, s, q, o, threshold, run.adapt_steps, run.adapt_lr,
                                                      bars)
     if run.rerank:
-        result["rerank"] = _reranked(run.verifier, encoder, artifact, threshold, s, q, o, bars, run.learning)
+        result["rerank"] = _reranked(run, s, q, o, bars)
         if result["rerank"].get("accuracy") is not None and instant.get("accuracy") is not None:
             result["rerank_gain"] = round(result["rerank"]["accuracy"] - instant["accuracy"], 4)
     if run.baseline:
@@ -106,42 +109,80 @@ def run_intents_eval(run: IntentsRunConfig, *, bars: Bars = silent_bars, log: Lo
     return result
 
 
-def _reranked(spec: str, encoder: Encoder, metric: MetricArtifact | None, radius: float | None,
-              s: Sequence[Utterance], q: Sequence[Utterance], o: Sequence[Utterance], bars: Bars,
-              learning: LearningSettings) -> dict[str, Any]:
-    """The benchmark with the verifier reranking the metric's best labels, as the engine serves it."""
+def _reranked(run: IntentsRunConfig, s: Sequence[Utterance], q: Sequence[Utterance], o: Sequence[Utterance],
+              bars: Bars) -> dict[str, Any]:
+    """The benchmark as the engine serves the support set taught as one channel's corrections: the
+    engine's own ``Matching.check`` (its radius per support size, the verifier over the metric's best
+    answers, the slot and swap checks, a near copy's veto) and its rule for which candidate answers
+    (``matching.applying``), query by query; beside it, the same radius without the verifier."""
+    learning = run.learning.model_copy(update={"metric": run.metric, "verifier": run.verifier, "adapt": False})
     try:
-        path = resolve_verifier(spec)
+        if resolve_verifier(run.verifier) is None:
+            raise RunError("--rerank needs a verifier artifact (none is shipped in this checkout: run "
+                           "`heedful meta-train verifier`, then pass --verifier PATH)")
+        matching = Matching(learning, EncoderSettings())
     except FileNotFoundError as err:
         raise RunError(str(err)) from None
-    if path is None:
-        raise RunError("--rerank needs a verifier artifact (none is shipped in this checkout: run "
-                       "`heedful meta-train verifier`, then pass --verifier PATH)")
-    artifact = VerifierArtifact.load(path)
-    if radius is None:
-        raise RunError("--rerank needs the metric's calibrated scope threshold (a metric artifact)")
-    verifier = Verifier(artifact, encoder)
-    verifier.load()
-    floor = artifact.floor if artifact.metric == (metric.digest if metric else "") else -1.0
+    if matching.verifier is None:
+        raise RunError(f"the verifier {run.verifier} was not trained beside this encoder")
+    return asyncio.run(_served(matching, s, q, o, bars))
 
-    def verify(messages: list[str], questions: list[str]) -> np.ndarray:
-        out = []
-        with bars(total=len(messages), desc="verify", unit="pair", leave=False) as bar:
-            for start in range(0, len(messages), 256):
-                out.append(verifier.probabilities_blocking(messages[start:start + 256], questions[start:start + 256]))
-                bar.update(len(out[-1]))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
-    check = Rerank(verify, learning.verify_answers, learning.verify_members, artifact.apply_threshold,
-                   artifact.related_threshold, radius, floor, learning.slot_check, learning.swap_check)
+async def _served(matching: Matching, s: Sequence[Utterance], q: Sequence[Utterance], o: Sequence[Utterance],
+                  bars: Bars) -> dict[str, Any]:
+    await matching.start()
+    assert matching.verifier is not None
+    support = [u for u in s if u.label != OOS]
+    in_scope = [u for u in q if u.label != OOS]
+    outside = [*o, *(u for u in q if u.label == OOS)]
+    vectors = await matching.encoder.embed([u.text for u in support])
+    channel = await matching.support_set([StoredCorrection(i, u.text, u.label, "eval", vectors[i],
+                                                           matching.encoder.name, 0.0)
+                                          for i, u in enumerate(support)])
+    served: list[str | None] = []   # the answer that applies, as the engine serves
+    best: list[str | None] = []     # the metric's best answer
+    inside: list[bool] = []         # its score clears the radius (the engine without a verifier answers)
     started = time.perf_counter()
-    found = evaluate_intents(_embedder(encoder, "embed", bars), s, q, o, None, check)
-    found.pop("threshold", None)
-    return {"verifier": verifier.name, "answers": check.answers, "members": check.members, "floor": floor,
-            "slot_check": check.slot_check, "swap_check": check.swap_check,
-            "apply_threshold": round(check.apply, 4), "related_threshold": round(check.related, 4),
-            "radius": round(radius, 4),
-            **found, "seconds": round(time.perf_counter() - started, 1)}
+    with bars(total=len(in_scope) + len(outside), desc="as served", unit="query", leave=False) as bar:
+        for u in [*in_scope, *outside]:
+            matches, checks = await matching.check(channel, u.text)
+            first = applying(matches, checks)
+            served.append(first[0][0].correction.answer if first else None)
+            top = matches[0] if matches else None
+            best.append(top.correction.answer if top else None)
+            inside.append(top is not None and top.score >= matching.answer_threshold_for(top.support))
+            bar.update(1)
+    seconds = time.perf_counter() - started
+    n = len(in_scope)
+    truth = [u.label for u in in_scope]
+
+    def share(flags: Sequence[bool]) -> float | None:
+        return round(float(np.mean(flags)), 4) if len(flags) else None
+
+    sizes = Counter(u.label for u in support)
+    artifact = matching.verifier.artifact
+    result: dict[str, Any] = {
+        "verifier": matching.verifier.name, "metric": matching.metric_name, "answers": matching.verify_answers,
+        "members": matching.verify_members, "floor": round(matching.floor, 4), "slot_check": matching.slot_check,
+        "swap_check": matching.swap_check, "near_copy_veto": matching.near_copy_veto,
+        "apply_threshold": round(artifact.apply_threshold, 4),
+        "related_threshold": round(artifact.related_threshold, 4),
+        # the radius for the most common number of support lines per label
+        "radius": round(matching.answer_threshold_for(sizes.most_common(1)[0][1]), 4),
+        "accuracy": share([(sv or b) == t for sv, b, t in zip(served, best, truth, strict=False)]),
+        "n_labels": len(sizes), "n_support": len(support), "n_query": n,
+        "in_scope_recall": share([sv is not None for sv in served[:n]]),
+        "accuracy_accepted": share([sv == t for sv, t in zip(served, truth, strict=False)]),
+        "ms_per_query": round(1000.0 * seconds / max(1, len(served)), 2),
+        "without_verifier": {"in_scope_recall": share(inside[:n]),
+                             "accuracy_accepted": share([i and b == t for i, b, t in zip(inside, best, truth,
+                                                                                         strict=False)])},
+    }
+    if outside:
+        result["n_oos"] = len(outside)
+        result["oos_recall"] = share([sv is None for sv in served[n:]])
+        result["without_verifier"]["oos_recall"] = share([not i for i in inside[n:]])
+    return result | {"seconds": round(seconds, 1)}
 
 
 def _metric_encoder(spec: str) -> tuple[Encoder, MetricArtifact | None]:

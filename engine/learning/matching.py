@@ -87,7 +87,7 @@ class Matching:
         self.verifier = self._load_verifier(learning, encoder)
         self.verify_answers, self.verify_members = learning.verify_answers, learning.verify_members
         self.slot_check, self.swap_check = learning.slot_check, learning.swap_check
-        self.near_copy_veto = learning.near_copy_veto
+        self.near_copy_veto, self.pair_veto = learning.near_copy_veto, learning.pair_veto
         # The verifier checks answers from this metric score up (measured with the metric
         # it was trained beside; with another space, the example threshold).
         self.floor = self.example_threshold
@@ -177,12 +177,13 @@ class Matching:
         items = list(space)
         pairs: list[tuple[int, StoredCorrection]] = []                              # (match index, phrasing)
         differs: dict[int, tuple[str, ...]] = {}  # what it asks about that no phrasing of a candidate does (slots.py)
+        taught_by: dict[int, list[str]] = {}
         for i in candidates:
             answer = matches[i].correction.answer
             members = space.members(answer)
             nearest = members[np.argsort(-similarity[members], kind="stable")][: self.verify_members]
             pairs += [(i, items[int(j)]) for j in nearest]
-            taught = [items[int(j)].question for j in members]
+            taught = taught_by[i] = [items[int(j)].question for j in members]
             differs[i] = asks_about_other(text, taught, answer, slots=self.slot_check, swaps=self.swap_check)
         asked = " ".join(text.split()).casefold()
         raw = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
@@ -198,7 +199,11 @@ class Matching:
         for i, (p, phrasing) in best.items():
             # An answer about other slot values or siblings counts as outside the radius: related at most.
             inside = matches[i].score >= self.answer_threshold_for(matches[i].support) and not differs[i]
-            checks[i] = Check(p, artifact.verdict(p, inside), phrasing, differs[i])
+            verdict = artifact.verdict(p, inside)
+            if verdict is Verdict.NONE and inside and i not in vetoed and self.pair_veto == "near_copies" \
+                    and not any(near_copy(text, q) for q in taught_by[i]):
+                verdict = Verdict.APPLIES  # not a near miss of a phrasing: the radius decides (settings.pair_veto)
+            checks[i] = Check(p, verdict, phrasing, differs[i])
         return matches, checks
 
     def _near_copy_vetoes(self, text: str, pairs: list[tuple[int, StoredCorrection]], probs: Sequence[float],

@@ -199,6 +199,7 @@ NEAR = "Is the Oslo depot open on Fridays?"    # inside the metric's radius of t
 SLOT = "Is the Oslo depot open on Thursday?"   # inside it too, but about another weekday (slots.py)
 SWAP = "Is the Berlin depot open on Fridays?"  # ... about another city (minimal_pairs.sibling_swaps)
 FAR = "Tell me a joke about penguins."        # outside it (the test verifier's floor lets it be checked)
+COPY = "What time does the Oslo depot close on Fridays?"  # the taught question with a word changed
 
 
 @pytest.mark.parametrize(("bias", "message", "route", "verdict"), [
@@ -206,7 +207,8 @@ FAR = "Tell me a joke about penguins."        # outside it (the test verifier's 
     (0.0, NEAR, Route.CORRECTION, "applies"),   # not sure, but inside the radius and no objection
     (5.0, FAR, Route.EXAMPLES, "related"),      # outside the radius the verifier never accepts: context
     (0.0, FAR, Route.EXAMPLES, "related"),
-    (-5.0, NEAR, Route.BASE, "none"),           # sure it asks something else: vetoed despite the radius
+    (-5.0, COPY, Route.BASE, "none"),           # a near copy it is sure asks something else: vetoed
+    (-5.0, NEAR, Route.CORRECTION, "applies"),  # in other words, no near copy: the radius decides (pair_veto)
     (5.0, SLOT, Route.EXAMPLES, "related"),     # another weekday than taught: context, never the answer
     (5.0, SWAP, Route.EXAMPLES, "related"),     # another city than taught: the same
 ])
@@ -310,3 +312,31 @@ def test_near_copies_are_a_phrasing_with_a_word_or_two_changed() -> None:
     assert not near_copy("is sunday pickup possible at the oslo warehouse?",
                          "Can I pick up my order from the Oslo warehouse on Sundays?")  # other words
     assert not near_copy("what is it", "where is he")  # too short to share enough
+
+
+@pytest.mark.parametrize("pair_veto", ["near_copies", "all"])
+async def test_the_pair_models_rejection_keeps_near_copies_from_an_answer(tmp_path: Path, pair_veto: str) -> None:
+    from engine.learning.matching import Matching
+    from engine.settings import LearningSettings
+    from engine.store import StoredCorrection
+
+    taught = "What time does the Oslo depot open on Saturdays?"
+    matching = Matching(LearningSettings(adapt=False, pair_veto=pair_veto, swap_check=False), EncoderSettings())
+    artifact = VerifierArtifact.load(_artifact(0.0, tmp_path))
+    matching.verifier = _Scripted(artifact, {taught: 0.05}, matching.encoder)  # rejects every message
+    await matching.start()
+    try:
+        (vector,) = await matching.encoder.embed([taught])
+        support = await matching.support_set([StoredCorrection(1, taught, "From 10:30, bell B7.", "u", vector,
+                                                               matching.encoder.name, 0.0)])
+        # in other words, inside the radius: with "near_copies" the radius decides, the rejection aside
+        matches, checks = await matching.check(support, "when does the oslo depot open its doors on saturdays")
+        assert matches[0].score >= matching.answer_threshold_for(1) and checks[0] is not None
+        assert checks[0].verdict is (Verdict.APPLIES if pair_veto == "near_copies" else Verdict.NONE)
+        assert checks[0].probability == pytest.approx(0.05)  # /why still shows what the pair model said
+        # a word changed: a near miss of the phrasing, kept away either way
+        _, checks = await matching.check(support, "What time does the Oslo depot close on Saturdays?")
+        assert checks[0] is not None and checks[0].verdict is Verdict.NONE
+    finally:
+        await matching.stop()
+        await matching.encoder.stop()

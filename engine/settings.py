@@ -185,11 +185,11 @@ class LearningSettings(_Strict):
     near_copy_veto: bool = Field(True, description="with the verifier: when a message is a taught phrasing with a "
                                  "word or two changed and the verifier rejects it against that phrasing, the answer "
                                  "is not given, whatever its other phrasings score (minimal_pairs.near_copy)")
-    pair_veto: Literal["near_copies", "all"] = Field(
-        "near_copies", description="inside the metric's radius, which messages the verifier's rejection (p < related) "
-        "keeps from an answer: 'near_copies', a message that is one of the answer's taught phrasings with a word or "
-        "two changed (the near misses it was trained on); 'all', any message. On the validation domains its "
-        "rejections of other messages turned away paraphrases only (docs/BENCHMARKS.md)")
+    pair_veto: Literal["all", "near_copies"] = Field(
+        "all", description="inside the metric's radius, whose messages the verifier's rejection (p < related) keeps "
+        "from an answer: 'all', any message; 'near_copies', only a message that is one of the answer's taught "
+        "phrasings with a word or two changed, so that the radius decides for the rest: more paraphrases answered, "
+        "and more near misses and untaught questions given another answer (docs/BENCHMARKS.md)")
     max_examples: int = Field(3, ge=0, le=20)
     rephrase: bool = Field(False, description="let the LLM rephrase a matched correction instead of quoting it")
     max_correction_chars: int = Field(20000, ge=1, description="longer corrections are refused")

@@ -202,7 +202,7 @@ class Matching:
             verdict = artifact.verdict(p, inside)
             if verdict is Verdict.NONE and inside and i not in vetoed and self.pair_veto == "near_copies" \
                     and not any(near_copy(text, q) for q in taught_by[i]):
-                verdict = Verdict.APPLIES  # not a near miss of a phrasing: the radius decides (settings.pair_veto)
+                verdict = Verdict.APPLIES  # not a near miss of a phrasing: the radius decides (learning.pair_veto)
             checks[i] = Check(p, verdict, phrasing, differs[i])
         return matches, checks
 

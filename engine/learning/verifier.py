@@ -13,9 +13,9 @@ and gives the probability ``p`` that the taught answer applies. Three outcomes::
               prompt as context, with an instruction not to carry over details that differ
                                                                              (route "examples")
     none      p < related_threshold → it plays no part, however close the metric put it
-              (a near miss). Inside the radius only for a message that is a near copy of
-              one of the answer's taught phrasings (``learning.pair_veto``, matching.py):
-              elsewhere the radius decides.
+              (a near miss). With ``learning.pair_veto = "near_copies"``, inside the radius
+              only for a message that is a near copy of one of the answer's taught
+              phrasings; the radius decides for the rest (matching.py).
 
 So the verifier vetoes where it is sure a message asks something else; it does not widen
 the radius. (Accepting outside the radius when ``p ≥ apply_threshold`` was measured and

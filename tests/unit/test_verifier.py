@@ -207,8 +207,8 @@ COPY = "What time does the Oslo depot close on Fridays?"  # the taught question 
     (0.0, NEAR, Route.CORRECTION, "applies"),   # not sure, but inside the radius and no objection
     (5.0, FAR, Route.EXAMPLES, "related"),      # outside the radius the verifier never accepts: context
     (0.0, FAR, Route.EXAMPLES, "related"),
-    (-5.0, COPY, Route.BASE, "none"),           # a near copy it is sure asks something else: vetoed
-    (-5.0, NEAR, Route.CORRECTION, "applies"),  # in other words, no near copy: the radius decides (pair_veto)
+    (-5.0, NEAR, Route.BASE, "none"),           # sure it asks something else: vetoed despite the radius
+    (-5.0, COPY, Route.BASE, "none"),           # a near copy too
     (5.0, SLOT, Route.EXAMPLES, "related"),     # another weekday than taught: context, never the answer
     (5.0, SWAP, Route.EXAMPLES, "related"),     # another city than taught: the same
 ])

@@ -125,12 +125,20 @@ def _reranked(run: IntentsRunConfig, s: Sequence[Utterance], q: Sequence[Utteran
         raise RunError(str(err)) from None
     if matching.verifier is None:
         raise RunError(f"the verifier {run.verifier} was not trained beside this encoder")
-    return asyncio.run(_served(matching, s, q, o, bars))
+
+    async def served() -> dict[str, Any]:
+        await matching.start()
+        try:
+            return await _served(matching, s, q, o, bars)
+        finally:
+            await matching.stop()
+            await matching.encoder.stop()
+
+    return asyncio.run(served())
 
 
 async def _served(matching: Matching, s: Sequence[Utterance], q: Sequence[Utterance], o: Sequence[Utterance],
                   bars: Bars) -> dict[str, Any]:
-    await matching.start()
     assert matching.verifier is not None
     support = [u for u in s if u.label != OOS]
     in_scope = [u for u in q if u.label != OOS]
@@ -164,7 +172,7 @@ async def _served(matching: Matching, s: Sequence[Utterance], q: Sequence[Uttera
     result: dict[str, Any] = {
         "verifier": matching.verifier.name, "metric": matching.metric_name, "answers": matching.verify_answers,
         "members": matching.verify_members, "floor": round(matching.floor, 4), "slot_check": matching.slot_check,
-        "swap_check": matching.swap_check, "near_copy_veto": matching.near_copy_veto,
+        "swap_check": matching.swap_check, "near_copy_veto": matching.near_copy_veto, "pair_veto": matching.pair_veto,
         "apply_threshold": round(artifact.apply_threshold, 4),
         "related_threshold": round(artifact.related_threshold, 4),
         # the radius for the most common number of support lines per label

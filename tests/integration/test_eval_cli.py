@@ -81,7 +81,7 @@ def test_eval_intents_rerank_decides_as_the_engine_serves(files: dict[str, Path]
     data = last_json(result.stdout)
     rerank = data["rerank"]
     assert rerank["verifier"].startswith("verifier:") and (rerank["answers"], rerank["members"]) == (3, 3)
-    assert rerank["slot_check"] is True and rerank["near_copy_veto"] is True
+    assert rerank["slot_check"] is True and rerank["near_copy_veto"] is True and rerank["pair_veto"] == "all"
     assert rerank["n_query"] == data["n_query"] and rerank["n_oos"] == data["n_oos"]
     assert rerank["metric"] == data["metric"] and rerank["n_labels"] == data["n_labels"] == len(LABELS)
     # The engine's radius for answers taught 5 times, not the metric's intent scope.

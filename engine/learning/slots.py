@@ -82,7 +82,7 @@ _AFTER_NUMBER = {w: "over" for w in ("older", "over", "more", "above", "up", "hi
 # "before" / "after" decide an answer ("refund before shipping?" / "after shipping?"), except in idioms.
 _ORDER = {"before": "before", "after": "after", "afterwards": "after", "beforehand": "before"}
 _NOT_ORDER_AFTER = frozenset({"look", "looks", "looking", "looked", "ask", "asked", "asking", "named", "name", "take",
-                              "takes", "took", "taking", "day", "ever", "never", "seek", "sought", "go", "chase"})
+                              "takes", "took", "taking", "ever", "never", "seek", "sought", "go", "chase"})
 
 _PERIOD_CUES = frozenset({"a", "an", "per", "each", "every", "whole", "entire", "all"})
 
@@ -162,7 +162,8 @@ def slot_values(text: str) -> dict[str, frozenset[str]]:
             add("time_unit", _TIME_UNITS[word])
         if previous in _RELATIVE and (word in _TIME_UNITS or word.removesuffix("s") in _WEEKDAYS):
             add("relative", _RELATIVE[previous])
-        if word in _ORDER and previous not in _NOT_ORDER_AFTER and following not in {"all", ""}:
+        if word in _ORDER and previous not in _NOT_ORDER_AFTER and following not in {"all", ""} \
+                and following not in _RELATIVE_DAYS:  # "the day after tomorrow" names a day (relative_day)
             add("order", _ORDER[word])
     for side in _bounds(tokens, words, text):
         add("bound", side)

@@ -35,6 +35,7 @@ def differ(a: str, b: str) -> list[str]:
     ("can kids 12 and under fly alone", "can kids 12 or older fly alone", ["bound"]),
     ("can I carry no more than 2 bags", "can I carry at least 2 bags", ["bound"]),
     ("can i get a refund before shipping", "can i get a refund after shipping", ["order"]),
+    ("is there a shuttle the day before my flight", "is there a shuttle the day after my flight", ["order"]),
 ])
 def test_questions_about_another_value_conflict(taught: str, asked: str, classes: list[str]) -> None:
     assert sorted(differ(asked, taught)) == classes

@@ -177,6 +177,7 @@ def _is_number(m: re.Match[str], word: str) -> bool:
 def _bounds(tokens: list[re.Match[str]], words: list[str], text: str) -> Iterator[str]:
     """"over" or "under" for each bound on a number that ``text`` names."""
     numbers = [i for i, m in enumerate(tokens) if _is_number(m, words[i])]
+    is_number = set(numbers)
     for n in numbers:
         # after it: "18 or older", "18+"
         if text[tokens[n].end():tokens[n].end() + 1] == "+":
@@ -185,7 +186,7 @@ def _bounds(tokens: list[re.Match[str]], words: list[str], text: str) -> Iterato
             yield _AFTER_NUMBER[words[n + 2]]
         # before it, the nearest cue within reach: "over the age of 18", "no more than 3"
         for i in range(n - 1, max(n - 1 - _BOUND_REACH, -1), -1):
-            if i in numbers:
+            if i in is_number:
                 break
             side = next((s for phrase, s in _BOUND_PHRASES.items()
                          if tuple(words[i - len(phrase) + 1:i + 1]) == phrase), None)

@@ -75,6 +75,21 @@ def test_conflicts_are_symmetric_and_never_with_oneself(a: str, b: str) -> None:
     assert differ(a, a) == []
 
 
+_PLAIN_WORDS = st.lists(st.sampled_from(["members", "can", "join", "orders", "ship", "free", "the", "bags", "kids",
+                                          "fly", "alone", "discount", "for", "people", "aged"]), max_size=5)
+
+
+@given(_PLAIN_WORDS, _PLAIN_WORDS, st.integers(1, 10_000), st.sampled_from(["over", "more than", "at least", "above"]),
+       st.sampled_from(["under", "less than", "at most", "below", "fewer than"]))
+def test_the_two_sides_of_a_number_always_conflict(head: list[str], tail: list[str], n: int, over: str,
+                                                    under: str) -> None:
+    def asked(side: str) -> str:
+        return " ".join([*head, side, str(n), *tail])
+
+    assert differ(asked(over), asked(under)) == ["bound"]
+    assert differ(asked(over), " ".join([*head, str(n), "or", "more", *tail])) == []
+
+
 def test_an_answer_differs_in_values_none_of_its_phrasings_names() -> None:
     taught = ["is the desk open on saturdays?", "is the desk open on sundays?"]
     assert differs_from_all("is the desk open on sunday", taught) == ()       # taught for Sundays too

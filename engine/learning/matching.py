@@ -116,6 +116,10 @@ class Matching:
         """The radius for an answer taught by ``support`` corrections (calibrated per size)."""
         return shot_threshold(self._answer_thresholds, support, self.answer_threshold)
 
+    def within_radius(self, match: Match) -> bool:
+        """Does the metric's radius for this answer (by its number of corrections) take the message in?"""
+        return match.score >= self.answer_threshold_for(match.support)
+
     async def support_set(self, corrections: Sequence[StoredCorrection],
                           negatives: Sequence[StoredCorrection] = ()) -> SupportSet:
         """A scope's support set; corrections (and negatives) embedded by another encoder (or metric)
@@ -198,7 +202,7 @@ class Matching:
                 best[i] = (float(p), phrasing)
         for i, (p, phrasing) in best.items():
             # An answer about other slot values or siblings counts as outside the radius: related at most.
-            inside = matches[i].score >= self.answer_threshold_for(matches[i].support) and not differs[i]
+            inside = self.within_radius(matches[i]) and not differs[i]
             verdict = artifact.verdict(p, inside)
             if verdict is Verdict.NONE and inside and i not in vetoed and self.pair_veto == "near_copies" \
                     and not any(near_copy(text, q) for q in taught_by[i]):

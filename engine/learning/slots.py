@@ -189,7 +189,7 @@ def _bounds(tokens: list[re.Match[str]], words: list[str], text: str) -> Iterato
             if i in is_number:
                 break
             side = next((s for phrase, s in _BOUND_PHRASES.items()
-                         if tuple(words[i - len(phrase) + 1:i + 1]) == phrase), None)
+                         if i + 1 >= len(phrase) and tuple(words[i + 1 - len(phrase):i + 1]) == phrase), None)
             if side is None and words[i] == "than" and i > 0:
                 side = "over" if words[i - 1] in _OVER_THAN else "under" if words[i - 1] in _UNDER_THAN else None
             if side is None and (i == 0 or words[i - 1] not in _NOT_BOUND_AFTER):

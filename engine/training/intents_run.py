@@ -158,7 +158,7 @@ async def _served(matching: Matching, s: Sequence[Utterance], q: Sequence[Uttera
             served.append(first[0][0].correction.answer if first else None)
             top = matches[0] if matches else None
             best.append(top.correction.answer if top else None)
-            inside.append(top is not None and top.score >= matching.answer_threshold_for(top.support))
+            inside.append(top is not None and matching.within_radius(top))
             bar.update(1)
     seconds = time.perf_counter() - started
     n = len(in_scope)

@@ -134,20 +134,26 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     import torch
 
     from engine.generation.compiled_decode import why_eager
-    from engine.generation.model_loader import pick_device, pick_dtype, pick_matmul_dtype
+    from engine.generation.model_loader import pick_device, pick_dtype, pick_matmul_dtype, pick_matmul_kernel
 
     # What "auto" resolves to on this machine: the encoder (and verifier) always run here.
-    encoder = pick_matmul_dtype(settings.encoder.matmul_dtype, torch.device(settings.encoder.device), torch.float32)
-    data["effective"] = {"encoder_matmul_dtype": str(encoder).removeprefix("torch.")}
+    encoder_device = torch.device(settings.encoder.device)
+    encoder = pick_matmul_dtype(settings.encoder.matmul_dtype, encoder_device, torch.float32)
+    data["effective"] = {
+        "encoder_matmul_dtype": str(encoder).removeprefix("torch."),
+        "encoder_matmul_kernel": pick_matmul_kernel(settings.encoder.matmul_kernel, encoder_device, encoder)}
     if settings.model.backend == "local":
         device = pick_device(settings.model.device)
         dtype = pick_dtype(settings.model.dtype, device)
-        matmul = str(pick_matmul_dtype(settings.model.matmul_dtype, device, dtype)).removeprefix("torch.")
+        chosen = pick_matmul_dtype(settings.model.matmul_dtype, device, dtype)
+        matmul = str(chosen).removeprefix("torch.")
+        kernel = pick_matmul_kernel(settings.model.matmul_kernel, device, chosen) if dtype == torch.float32 else "blas"
         # The one-token decode step: compiled in the background (engine/generation/compiled_decode.py)
         # where it applies here, else the eager direct forward (or transformers' forward).
         why = why_eager(settings.model, device.type, matmul)
         data["effective"] |= {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
-                              "matmul_dtype": matmul, "decode_step": "eager" if why else "compiled",
+                              "matmul_dtype": matmul, "matmul_kernel": kernel,
+                              "decode_step": "eager" if why else "compiled",
                               "decode_step_why": why or "compiled in the background once the worker starts"}
     emit(data, as_json, json.dumps(data, indent=2, ensure_ascii=False))
 

@@ -105,17 +105,22 @@ class ModelSettings(_Strict):
         "auto", description="CPU: precision of the linear layers' weights when decoding ('auto': bfloat16, "
         "pre-packed for oneDNN, where the CPU has AMX or AVX-512 BF16; else float32). Activations, norms, "
         "attention and LoRA training keep dtype")
+    matmul_kernel: Literal["auto", "onednn", "blas"] = Field(
+        "auto", description="CPU, float32 linear layers: whose product multiplies them when decoding ('auto': "
+        "oneDNN's where torch has it, 1.4-2x MKL's at decoding sizes on AMD CPUs; 'blas': torch's default, MKL "
+        "on x86). bfloat16 is always oneDNN's (docs/BENCHMARKS.md, \"oneDNN's float32 products\")")
     direct_forward: bool = Field(
         True, description="local backend: prefill and decode Llama-family models through the engine's own "
         "forward pass (fused projections, no per-call mask or rotary rebuilding; same numerics); false: "
         "transformers' forward")
     compile_decode: bool = Field(
         default_factory=lambda: _env_flag("HEEDFUL_MODEL_COMPILE_DECODE", True),
-        description="local backend, CPU, bfloat16 direct forward: compile the one-token decode step "
+        description="local backend, CPU, direct forward (bfloat16 or float32): compile the one-token decode step "
         "(torch.compile, needs a C++ compiler) in a background thread at the lowest CPU priority, and decode "
-        "through it once ready (~1.3x a single stream and ~1.4x 16 channels on two cores; ~70 s of CPU and "
-        "~145 MiB per process start); the eager step serves meanwhile and wherever compiling fails "
-        "(docs/BENCHMARKS.md, 'Compiled decode step')")
+        "through it once ready (two cores: bfloat16 ~1.3x a single stream and ~1.4x 16 channels, ~70 s of CPU "
+        "and ~145 MiB per process start; float32 ~2x a single stream and ~1.1x 16 channels, ~120 s and "
+        "~240 MiB); the eager step serves meanwhile and wherever compiling fails "
+        "(docs/BENCHMARKS.md, 'Compiled decode step', \"oneDNN's float32 products\")")
     compile_delay_s: float = Field(
         10.0, ge=0.0, le=3600.0, description="seconds after the model worker starts before the decode step "
         "compiles, so that short-lived commands never pay for it")
@@ -144,6 +149,10 @@ class EncoderSettings(_Strict):
         "auto", description="CPU: precision of the encoder's and the verifier's linear layers when they embed and "
         "verify ('auto': bfloat16, pre-packed for oneDNN, where the CPU has AMX or AVX-512 BF16; else float32). "
         "Vectors stay within a cosine of 0.9999 of float32's; training computes in float32")
+    matmul_kernel: Literal["auto", "onednn", "blas"] = Field(
+        "auto", description="CPU, float32 linear layers: whose product multiplies them when embedding and "
+        "verifying ('auto': oneDNN's where torch has it; 'blas': torch's default, MKL on x86); training always "
+        "uses torch's default")
 
 
 class LearningSettings(_Strict):

@@ -25,8 +25,11 @@ compile still running and joins its thread before the interpreter starts to fina
 Same arithmetic as ``DirectForward`` (float32 activations; the products on the weights the direct
 forward already holds, packed bfloat16 on CPUs that have it, else float32, so no weight is copied):
 logits within float rounding, greedy text identical on the tested prompts
-(``tests/unit/test_compiled_decode.py``). On a CPU without bfloat16 (AVX2) the products are most of a
-step, so the gain is smaller there (~1.05-1.2x against ~1.3-1.7x; docs/BENCHMARKS.md).
+(``tests/unit/test_compiled_decode.py``). On a CPU without bfloat16 (AVX2) the float32 products are most
+of a step, so fusing the small ops around them gains little there (~1.05-1.2x); but a single row's
+products are written as multiply-and-sum reductions that inductor turns into its own vectorised loops
+over each weight, which read the weights about twice as fast as the libraries' products at one row, so a
+single stream decodes ~2x faster (``_one_row``; docs/BENCHMARKS.md, "oneDNN's float32 products").
 Rows with a channel's LoRA version go through the same graphs: each LoRA part's per-row A and B are
 inputs of the step (zeros for rows without a version), so a batch that mixes channels' versions does
 not fall back to the eager step. Prefill stays on the direct forward.
@@ -197,16 +200,30 @@ class _Step(nn.Module):
         return _times(last, self.head)[:, -1]
 
 
-_Weights = tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]  # a product's packed bfloat16, or float32 weights
+# A product's packed bfloat16, or float32 weights and the rows from which oneDNN multiplies them.
+_Weights = tuple[torch.Tensor | None, tuple[torch.Tensor, ...], int | None]
 
 
 def _weights(product: Any) -> _Weights:
-    return product.packed, tuple(product.weights)
+    return product.packed, tuple(product.weights), product.onednn_from
 
 
 def _times(x: torch.Tensor, weight: _Weights) -> torch.Tensor:
-    """``x`` times a product's weights (``_weights``), as ``DirectForward``'s product computes it."""
-    return base_product(x, *weight)
+    """``x`` times a product's weights (``_weights``), as ``DirectForward``'s product computes it; one row in
+    float32 as a multiply-and-sum that inductor fuses into one pass over each weight (see ``_one_row``)."""
+    packed, weights, onednn_from = weight
+    if packed is None and x.shape[0] == 1:
+        return torch.cat([_one_row(x, w) for w in weights], dim=-1) if len(weights) > 1 else _one_row(x, weights[0])
+    return base_product(x, packed, weights, onednn_from)
+
+
+def _one_row(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x`` (1, 1, in) times ``weight`` (out, in)ᵀ as inductor's own vectorised reduction. Why: a single
+    row's product reads every weight once and does little else, and inductor's loop over the weight
+    reads it at ~15 GB/s on two AVX2 cores where MKL's product reached ~7 and oneDNN's ~11
+    (docs/BENCHMARKS.md, "oneDNN's float32 products"). Never run eagerly (it would build the whole
+    (out, in) product in memory): only inside the compiled graph."""
+    return (x.unsqueeze(-2) * weight).sum(-1)
 
 
 def _own_forward(step: _Step) -> Callable[..., torch.Tensor]:
@@ -296,7 +313,12 @@ class CompiledDecode:
             # the oneDNN product on them). A patch, not a setting: nothing else in the process changes.
             # Float32 weights are multiplied where they are: inductor's own prepacking would add a
             # packed copy of every weight (+2 GB for SmolLM2, measured).
-            with torch.no_grad(), inductor_config.patch({"freezing": True, "cpp.weight_prepack": self._step.bf16}):
+            # No automatic dynamic shapes: dynamo remembers the sizes it saw per function name, not per code
+            # object, so after another model's step (other sizes) it made this model's weight sizes
+            # symbolic, and inductor's float32 one-row graph then failed to build ("name 's21' is not
+            # defined"). Every size meant to vary is marked dynamic in ``_call``.
+            with torch.no_grad(), inductor_config.patch({"freezing": True, "cpp.weight_prepack": self._step.bf16}), \
+                    torch._dynamo.config.patch(automatic_dynamic_shapes=False):
                 for rows in (1, 2):
                     shape = (rows, self._step.kv_heads, 4, self._step.head_dim)
                     cache = from_layers([(torch.zeros(shape), torch.zeros(shape)) for _ in range(self._layers)])
@@ -304,7 +326,7 @@ class CompiledDecode:
                     self._call(ids, torch.ones((rows, 5), dtype=torch.long), torch.full((rows,), 4), cache)
         except Exception as err:  # no compiler after all, an op inductor cannot lower, ...: stay eager
             self.state = f"eager: the compiled step failed to build ({type(err).__name__}: {str(err)[:200]})"
-            log.warning("decoding stays on the eager direct forward: %s", self.state)
+            log.warning("decoding stays on the eager direct forward: %s", self.state, exc_info=True)
         else:
             self.compile_s = time.perf_counter() - started
             self.state = "compiled"

@@ -51,10 +51,17 @@ class _Product:
     bfloat16: the layers' weights concatenated, converted and packed once (one oneDNN call for
     q/k/v, one for gate/up; the layers' own packed copies are dropped, so memory does not grow;
     a single layer keeps using its own packed copy). float32: the layers' own weight tensors, one
-    call each, so the direct forward holds no second copy of the model.
+    call each, so the direct forward holds no second copy of the model; multiplied by oneDNN where
+    the loader gave the layers float32 weights for it (``LoadedModel.matmul_kernel``), else by torch's
+    default product. Even then a single row (one stream's decode step) goes to torch's product, except
+    through the LM head (``onednn_from``): measured on an AVX2 EPYC, oneDNN's float32 product on a
+    weight it has not packed pays a per-call cost that a single row of a small matrix does not earn
+    back (0.05 against 0.04 ms for a 192 x 576 key projection), while on the head's 49,152 x 576 it
+    halves the time (6.9 against 12.7 ms), and from two rows on it is as fast or faster
+    (docs/BENCHMARKS.md, "oneDNN's float32 products").
     """
 
-    def __init__(self, modules: Sequence[nn.Module], bf16: bool) -> None:
+    def __init__(self, modules: Sequence[nn.Module], bf16: bool, head: bool = False) -> None:
         linears = [_base(m) for m in modules]
         weights = [m.weight.detach() for m in linears]
         offsets = [0]
@@ -64,6 +71,7 @@ class _Product:
         self.loras = [(offsets[i], offsets[i + 1], m) for i, m in enumerate(modules) if isinstance(m, LoraLinear)]
         self.packed: torch.Tensor | None = None
         self.weights: list[torch.Tensor] = []
+        self.onednn_from: int | None = None  # float32: rows from which oneDNN multiplies (None: never)
         if bf16:
             own = packed_weight(linears[0]) if len(linears) == 1 else None
             if own is not None:
@@ -75,10 +83,12 @@ class _Product:
                     unpack_linear(m)
         else:
             self.weights = weights
+            if all(packed_weight(m) is not None for m in linears):
+                self.onednn_from = 1 if head else 2
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The parts' outputs side by side on the last axis, each with its rows' LoRA update."""
-        y = base_product(x, self.packed, self.weights)
+        y = base_product(x, self.packed, self.weights, self.onednn_from)
         for start, end, module in self.loras:
             # Outside use_rows a LoraLinear's own A/B are zero (training substitutes weights through
             # functional_call instead of writing them), so there is nothing to add.
@@ -88,14 +98,18 @@ class _Product:
         return y
 
 
-def base_product(x: torch.Tensor, packed: torch.Tensor | None, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+def base_product(x: torch.Tensor, packed: torch.Tensor | None, weights: Sequence[torch.Tensor],
+                 onednn_from: int | None) -> torch.Tensor:
     """``x`` times a product's base weights: the packed bfloat16 tensor, else the float32 weights side by
-    side (``_Product``; the compiled step calls it on the same weights)."""
+    side, by oneDNN's product where ``x`` has at least ``onednn_from`` rows (all axes but the last), else
+    torch's default (``_Product``; the compiled step calls it on the same weights)."""
     if packed is not None:
         return packed_product(x, packed)
+    onednn = onednn_from is not None and x.numel() >= onednn_from * x.shape[-1]
+    times = packed_product if onednn else F.linear
     if len(weights) == 1:
-        return F.linear(x, weights[0])
-    return torch.cat([F.linear(x, w) for w in weights], dim=-1)
+        return times(x, weights[0])
+    return torch.cat([times(x, w) for w in weights], dim=-1)
 
 
 def _base(module: nn.Module) -> nn.Linear:
@@ -128,7 +142,7 @@ class DirectForward:
         self.embed: nn.Embedding = inner.embed_tokens
         self.layers = [_Layer(layer, bf16) for layer in inner.layers]
         self.norm: torch.Tensor = inner.norm.weight
-        self.head = _Product([model.lm_head], bf16)
+        self.head = _Product([model.lm_head], bf16, head=True)
         positions = torch.arange(int(config.max_position_embeddings), device=self.embed.weight.device)[None]
         with torch.no_grad():
             cos, sin = inner.rotary_emb(self.embed.weight[:1].float(), positions)

@@ -26,7 +26,14 @@ from typing import Any
 import torch
 
 from ..nn.openmp import releasing
-from ..nn.packed_linear import cpu_has_bf16, pack_linears, packed_weight, pick_matmul_dtype, unpack_linear
+from ..nn.packed_linear import (
+    cpu_has_bf16,
+    pack_linears,
+    packed_weight,
+    pick_matmul_dtype,
+    pick_matmul_kernel,
+    unpack_linear,
+)
 from ..nn.packed_linear import packed as decoding
 from ..settings import EMBEDDED_MODEL, ModelSettings
 from .gguf_convert import (
@@ -39,8 +46,8 @@ from .gguf_convert import (
 )
 
 __all__ = ["LoadedModel", "load_model", "embedded_gguf_path", "pick_device", "pick_dtype", "pick_matmul_dtype",
-           "prepare_model", "PreparedModel", "read_embedded_weights", "pack_linears", "packed_weight",
-           "unpack_linear", "cpu_has_bf16", "decoding", "export_hf", "convert_with_transformers"]
+           "pick_matmul_kernel", "prepare_model", "PreparedModel", "read_embedded_weights", "pack_linears",
+           "packed_weight", "unpack_linear", "cpu_has_bf16", "decoding", "export_hf", "convert_with_transformers"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,7 @@ class LoadedModel:
     device: torch.device
     context_length: int
     matmul_dtype: str = "float32"  # precision of the linear layers when decoding (see pack_linears)
+    matmul_kernel: str = "blas"  # whose product multiplies them: "onednn" (the layers are packed) or "blas"
     caching: threading.Thread | None = None  # writing the converted cache after a fresh install's load
 
 
@@ -302,11 +310,12 @@ def load_model(settings: ModelSettings, models_dir: Path, prepared: PreparedMode
         tokenizer.pad_token = tokenizer.eos_token
     context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     matmul = pick_matmul_dtype(settings.matmul_dtype, device, dtype)
-    if matmul == torch.bfloat16 and dtype == torch.float32:
+    kernel = pick_matmul_kernel(settings.matmul_kernel, device, matmul) if dtype == torch.float32 else "blas"
+    if kernel == "onednn":
         try:
-            pack_linears(model)
-        except RuntimeError as err:  # a torch build without the oneDNN ops: decode in float32
-            log.warning("bfloat16 linear layers unavailable (%s); decoding in float32", err)
-            matmul = torch.float32
+            pack_linears(model, matmul)
+        except RuntimeError as err:  # a torch build without the oneDNN ops: torch's float32 product
+            log.warning("oneDNN's %s linear layers unavailable (%s); decoding in float32", matmul, err)
+            matmul, kernel = torch.float32, "blas"
     return LoadedModel(model=model, tokenizer=tokenizer, name=settings.id, device=device, context_length=context,
-                       matmul_dtype=str(matmul).removeprefix("torch."), caching=caching)
+                       matmul_dtype=str(matmul).removeprefix("torch."), matmul_kernel=kernel, caching=caching)

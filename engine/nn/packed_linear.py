@@ -1,10 +1,17 @@
-"""Linear layers multiplied in bfloat16 on CPUs that have it, with their float32 weights kept.
+"""Linear layers multiplied by oneDNN when decoding and embedding: in bfloat16 on CPUs that have it,
+else in float32 on the layers' own weights; the float32 weights are always kept.
 
 On a CPU with AMX or AVX-512 BF16, oneDNN multiplies bfloat16 weights pre-packed once into its
 blocked layout several times faster than float32 at the sizes an LLM decodes and an encoder
 embeds (docs/BENCHMARKS.md). ``pack_linears`` gives every ``nn.Linear`` of a module such a copy;
 the copy is used only inside ``packed()`` (the model worker's steps, the encoder thread's calls)
 and only without gradients, so training, LoRA and evaluation scripts compute exactly as before.
+
+Without bfloat16, ``pack_linears(..., torch.float32)`` routes the same calls through oneDNN's float32
+product on the weight itself (no copy): torch's default float32 product is MKL's, which on AMD's
+CPUs runs 1.4-2x slower than oneDNN's at decoding sizes (measured on an AVX2 EPYC, docs/BENCHMARKS.md,
+"oneDNN's float32 products"). ``pick_matmul_kernel`` chooses; ``model.matmul_kernel`` /
+``encoder.matmul_kernel`` override.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from typing import Any, cast
 
 import torch
 
-__all__ = ["cpu_has_bf16", "pick_matmul_dtype", "packed", "pack_linears", "packed_weight", "unpack_linear",
-           "packed_product"]
+__all__ = ["cpu_has_bf16", "onednn_available", "pick_matmul_dtype", "pick_matmul_kernel", "packed", "pack_linears",
+           "packed_weight", "unpack_linear", "packed_product"]
+
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16) and torch can use it (oneDNN)."""
@@ -32,7 +40,7 @@ def cpu_has_bf16() -> bool:
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
             break
-    return bool({"amx_bf16", "avx512_bf16"} & flags) and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+    return bool({"amx_bf16", "avx512_bf16"} & flags) and onednn_available()
 
 
 def pick_matmul_dtype(requested: str, device: torch.device, dtype: torch.dtype) -> torch.dtype:
@@ -43,6 +51,22 @@ def pick_matmul_dtype(requested: str, device: torch.device, dtype: torch.dtype) 
         return torch.bfloat16 if cpu_has_bf16() else torch.float32
     chosen: torch.dtype = getattr(torch, requested)
     return chosen
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's linear ops (x86 and arm64 builds do)."""
+    return bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+
+
+def pick_matmul_kernel(requested: str, device: torch.device, matmul_dtype: torch.dtype) -> str:
+    """Which library multiplies the linear layers when decoding or embedding on ``device`` in ``matmul_dtype``:
+    ``onednn`` (always, for packed bfloat16; by default for float32 on a CPU where torch has it) or
+    ``blas`` (torch's default product: MKL on x86 CPUs, the device's own library elsewhere)."""
+    if device.type != "cpu" or matmul_dtype not in (torch.float32, torch.bfloat16) or not onednn_available():
+        return "blas"
+    if matmul_dtype == torch.bfloat16:
+        return "onednn"
+    return "blas" if requested == "blas" else "onednn"
 
 
 _packed = threading.local()
@@ -63,11 +87,11 @@ def packed() -> Iterator[None]:
 
 
 class _PackedLinear(torch.nn.Linear):
-    """``nn.Linear`` that, when no gradient is wanted, multiplies by a bfloat16 copy of its weight
-    pre-packed for oneDNN (AMX / AVX-512 BF16 kernels; packing once instead of at every call is
-    what makes bfloat16 pay on CPU). The fp32 weight stays the parameter: training, LoRA and
-    ``functional_call`` substitutions use it (the packed copy is used only while ``weight`` is
-    still the parameter it was packed from). Input and output keep their dtype."""
+    """``nn.Linear`` that, when no gradient is wanted, multiplies through oneDNN: by a bfloat16 copy of
+    its weight pre-packed for it (AMX / AVX-512 BF16 kernels; packing once instead of at every call is
+    what makes bfloat16 pay on CPU), or by its float32 weight itself. The fp32 weight stays the
+    parameter: training, LoRA and ``functional_call`` substitutions use it (the packed copy is used
+    only while ``weight`` is still the parameter it was packed from). Input and output keep their dtype."""
 
     _packed: torch.Tensor
     _packed_from: torch.Tensor
@@ -89,17 +113,22 @@ class _PackedLinear(torch.nn.Linear):
         return clone
 
 
-def pack_linears(model: torch.nn.Module) -> int:
-    """Give every ``nn.Linear`` of ``model`` a packed bfloat16 weight for decoding; returns how many.
+def pack_linears(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Give every ``nn.Linear`` of ``model`` a weight for oneDNN's product when decoding: a packed bfloat16
+    copy, or (``dtype`` float32) the float32 weight itself, no copy made; returns how many layers.
 
-    Raises ``RuntimeError`` where torch lacks the oneDNN ops (the caller then stays in float32).
+    Raises ``RuntimeError`` where torch lacks the oneDNN ops (the caller then stays on torch's product).
     """
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
-    probe = torch.ones(1, 8, dtype=torch.bfloat16)
-    torch.ops.mkldnn._linear_pointwise(probe, torch.ops.mkldnn._reorder_linear_weight(probe, 1), None, "none", [], "")
+    probe = torch.ones(1, 8, dtype=dtype)
+    weight = torch.ops.mkldnn._reorder_linear_weight(probe, 1) if dtype == torch.bfloat16 else probe
+    torch.ops.mkldnn._linear_pointwise(probe, weight, None, "none", [], "")
     for m in linears:
         with torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(torch.bfloat16), 1)
+            if dtype == torch.bfloat16:
+                packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(torch.bfloat16), 1)
+            else:
+                packed = m.weight.detach()
         m.__class__ = _PackedLinear
         # Plain attributes, not Module.__setattr__: the weight is a Parameter, and assigning it would
         # register it a second time (an extra ``_packed_from`` entry in every state_dict).
@@ -109,22 +138,23 @@ def pack_linears(model: torch.nn.Module) -> int:
 
 
 def packed_weight(module: torch.nn.Module) -> torch.Tensor | None:
-    """The packed bfloat16 copy ``pack_linears`` gave ``module`` (None: it has none, or it is stale)."""
+    """The weight ``pack_linears`` gave ``module`` for oneDNN (None: it has none, or it is stale)."""
     if isinstance(module, _PackedLinear) and module.weight is module._packed_from:
         return module._packed
     return None
 
 
 def unpack_linear(module: torch.nn.Module) -> None:
-    """Drop ``module``'s packed bfloat16 copy (its decoding moved to a fused copy elsewhere, see
-    ``direct_forward.py``); the layer then computes in float32 everywhere."""
+    """Drop ``module``'s weight for oneDNN (its decoding moved to a fused copy elsewhere, see
+    ``direct_forward.py``); the layer then computes with torch's own product everywhere."""
     if isinstance(module, _PackedLinear):
         del module._packed, module._packed_from
         cast(Any, module).__class__ = torch.nn.Linear
 
 
 def packed_product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    """``x`` times a weight packed by ``torch.ops.mkldnn._reorder_linear_weight``, in bfloat16; in and
-    out in ``x``'s dtype."""
-    y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, None, "none", [], "")
+    """``x`` times a weight given by ``pack_linears`` (bfloat16, packed by
+    ``torch.ops.mkldnn._reorder_linear_weight``, or a plain float32 weight), by oneDNN, in the weight's
+    dtype; in and out in ``x``'s dtype."""
+    y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.to(packed.dtype), packed, None, "none", [], "")
     return y.to(x.dtype)

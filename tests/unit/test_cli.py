@@ -31,14 +31,20 @@ def test_config_json_redacts_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 def test_config_reports_the_precisions_auto_chose(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from engine.generation.compiled_decode import compiler_available
-    from engine.nn.packed_linear import cpu_has_bf16
+    from engine.nn.packed_linear import cpu_has_bf16, onednn_available
 
     monkeypatch.setenv("HEEDFUL_DATA_DIR", str(tmp_path))
     auto = last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]
     expected = "bfloat16" if cpu_has_bf16() else "float32"
     assert auto["encoder_matmul_dtype"] == expected and auto["matmul_dtype"] == expected
+    kernel = "onednn" if onednn_available() else "blas"
+    assert auto["matmul_kernel"] == kernel and auto["encoder_matmul_kernel"] == kernel
     monkeypatch.setenv("HEEDFUL_ENCODER_MATMUL_DTYPE", "float32")
-    assert last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]["encoder_matmul_dtype"] == "float32"
+    monkeypatch.setenv("HEEDFUL_MODEL_MATMUL_DTYPE", "float32")
+    monkeypatch.setenv("HEEDFUL_MODEL_MATMUL_KERNEL", "blas")
+    effective = last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]
+    assert effective["encoder_matmul_dtype"] == "float32" and effective["encoder_matmul_kernel"] == kernel
+    assert effective["matmul_kernel"] == "blas"
     for flag, step in (("true", "compiled" if compiler_available() else "eager"), ("false", "eager")):
         monkeypatch.setenv("HEEDFUL_MODEL_COMPILE_DECODE", flag)
         effective = last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]

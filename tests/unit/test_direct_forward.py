@@ -19,6 +19,7 @@ from engine.generation.kv_cache import new_cache
 from engine.generation.model_loader import LoadedModel, decoding, load_model, packed_weight
 from engine.generation.worker import ModelWorker
 from engine.nn.lora import LoraConfig, gather_rows, inject_lora, random_weights, stack_weights, use_rows
+from engine.nn.packed_linear import onednn_available
 from engine.settings import ModelSettings
 from tests.batches import left_padded
 
@@ -60,6 +61,26 @@ def test_float32_matches_transformers_with_padding(models_dir: Path) -> None:
     direct = DirectForward.build(loaded.model, bf16=False)
     assert direct is not None
     _compare(loaded, direct, atol=1e-5)
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+def test_onednn_float32_products_match_torchs_product(models_dir: Path) -> None:
+    """oneDNN's float32 product (the default here) against torch's own, prefill and decode, one row and
+    several: the same greedy tokens, logits within float rounding; a single row goes to oneDNN only
+    through the LM head."""
+    blas = load_model(ModelSettings(id="tiny:0", matmul_dtype="float32", matmul_kernel="blas"), models_dir)
+    onednn = load_model(ModelSettings(id="tiny:0", matmul_dtype="float32", matmul_kernel="onednn"), models_dir)
+    assert (blas.matmul_kernel, onednn.matmul_kernel) == ("blas", "onednn")
+    ref, ours = DirectForward.build(blas.model, bf16=False), DirectForward.build(onednn.model, bf16=False)
+    assert ref is not None and ours is not None
+    assert ref.head.onednn_from is None and ref.layers[0].qkv.onednn_from is None
+    assert ours.head.onednn_from == 1 and ours.layers[0].qkv.onednn_from == 2
+    for prompts in (PROMPTS, PROMPTS[:1]):
+        ids, mask, positions = left_padded(blas, prompts)
+        for a, b in zip(_run(ref, ids, mask, positions, steps=12), _run(ours, ids, mask, positions, steps=12),
+                        strict=True):
+            assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
+            assert torch.equal(a.argmax(-1), b.argmax(-1))
 
 
 def test_per_row_lora_slots_match_transformers(models_dir: Path) -> None:

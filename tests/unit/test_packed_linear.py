@@ -1,6 +1,7 @@
-"""Packed bfloat16 linear layers in the encoder and the verifier (engine/nn/packed_linear.py): within a
-stated tolerance of float32, the same in the encoder's thread and in scripts, float32 on request, and
-copies that are made to change compute in float32."""
+"""Linear layers multiplied by oneDNN in the encoder and the verifier (engine/nn/packed_linear.py): packed
+bfloat16 within a stated tolerance of float32, oneDNN's float32 product within float rounding of torch's
+and on the very same weights, the same in the encoder's thread and in scripts, torch's float32 product on
+request, and copies that are made to change compute with torch's product."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from engine.learning.channel_encoder import ChannelEncoder
 from engine.learning.metric import DEFAULT_ARTIFACT, MetricArtifact, MetricEncoder
 from engine.learning.verifier import DEFAULT_VERIFIER, Verifier, VerifierArtifact
-from engine.nn.packed_linear import cpu_has_bf16, pack_linears, packed, packed_weight
+from engine.nn.packed_linear import cpu_has_bf16, onednn_available, pack_linears, packed, packed_weight
 from engine.settings import EncoderSettings
 from engine.understanding.encoder import Encoder
 
@@ -25,16 +26,46 @@ QUESTIONS = ["When does the Berlin office open on Saturday?", "what are the open
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bfloat16 (AMX / AVX-512 BF16)")
 
 
-def _encoder(dtype: str) -> Encoder:
-    encoder = Encoder(EncoderSettings(matmul_dtype=dtype))  # type: ignore[arg-type]
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+
+
+def _encoder(dtype: str, kernel: str = "auto") -> Encoder:
+    encoder = Encoder(EncoderSettings(matmul_dtype=dtype, matmul_kernel=kernel))  # type: ignore[arg-type]
     encoder.load()
     return encoder
 
 
-def test_float32_on_request_is_the_plain_encoder() -> None:
-    encoder = _encoder("float32")
+def test_blas_on_request_is_the_plain_encoder() -> None:
+    encoder = _encoder("float32", "blas")
     assert encoder.matmul_dtype == "float32"
     assert not any(packed_weight(m) is not None for m in encoder.sentence_transformer[0].auto_model.modules())
+
+
+@needs_onednn
+def test_onednn_float32_uses_the_weights_themselves_within_float_rounding() -> None:
+    plain, fast = _encoder("float32", "blas"), _encoder("float32", "onednn")
+    assert fast.matmul_dtype == "float32"
+    linears = [m for m in fast.sentence_transformer[0].auto_model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(packed_weight(m).data_ptr() == m.weight.data_ptr() for m in linears)  # no copy
+    ref, ours = plain.encode_blocking(TEXTS), fast.encode_blocking(TEXTS)
+    # Tolerance: the same float32 arithmetic summed in another order (measured: cosine >= 0.9999999).
+    assert float((ref * ours).sum(axis=1).min()) >= 0.99999
+    artifact = VerifierArtifact.load(DEFAULT_VERIFIER)
+    p_ref = Verifier(artifact, plain).probabilities_blocking(TEXTS, QUESTIONS)
+    fast_verifier = Verifier(artifact, fast)
+    fast_verifier.load()
+    assert fast_verifier.matmul_dtype == "float32"
+    assert float(np.abs(fast_verifier.probabilities_blocking(TEXTS, QUESTIONS) - p_ref).max()) < 1e-4
+
+
+@needs_onednn
+def test_onednn_float32_layers_train_with_torchs_product() -> None:
+    layer = torch.nn.Linear(16, 8)
+    pack_linears(torch.nn.Sequential(layer), torch.float32)
+    x = torch.randn(3, 16, requires_grad=True)
+    with packed():
+        layer(x).sum().backward()  # with gradients: torch's own product, which has a backward
+    assert x.grad is not None and torch.allclose(x.grad, layer.weight.sum(0).expand(3, 16))
 
 
 @needs_bf16

@@ -1,19 +1,17 @@
-"""Understanding a message: the encoder's embedding and the verifier's pass, float32 through torch's default
-product vs the automatic choice (packed bfloat16, or oneDNN's float32 product).
+"""Understanding a message: the encoder's embedding and the verifier's pass, float32 vs packed bfloat16.
 
     .venv/bin/python benchmarks/bench_understanding.py [--repeat 30] [--json]
 
 The engine's own encoder (the embedded MiniLM with the shipped metric merged) and the shipped
-verifier, loaded twice: ``encoder.matmul_dtype = "float32"`` with ``matmul_kernel = "blas"`` (torch's
-default product: MKL on x86) and the automatic choice (packed bfloat16 where the CPU has AMX / AVX-512
-BF16, else oneDNN's float32 product where torch has oneDNN). Side by side in one process, alternating:
+verifier, loaded twice: ``encoder.matmul_dtype = "float32"`` and the automatic choice (packed
+bfloat16 where the CPU has AMX / AVX-512 BF16). Side by side in one process, alternating:
 
 - milliseconds (median and 90th percentile of ``--repeat`` calls) to embed one message, and for
   the verifier to score 1, 2, 4 and 6 (message, taught question) pairs (the engine checks at most
   ``verify_answers`` x ``verify_members`` = 6);
 - the same embedding right after the process slept ``--idle`` seconds (what a message meets on a
   quiet bot: the cores were idle), and after the same time spent spinning instead;
-- how far the automatic choice moves the results on CLINC150 texts: the smallest cosine between the two
+- how far bfloat16 moves the results on CLINC150 texts: the smallest cosine between the two
   vectors of a text, and the largest and mean difference of the verifier's probabilities.
 
 Prints a table; ``--json``: the last line is one JSON object. Numbers are in docs/BENCHMARKS.md.
@@ -38,11 +36,9 @@ from engine.offline import offline_environment  # noqa: E402
 offline_environment(force=False)
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from report import print_result  # noqa: E402
 
 from engine.learning.matching import Matching  # noqa: E402
-from engine.nn.packed_linear import pick_matmul_kernel  # noqa: E402
 from engine.settings import EncoderSettings, LearningSettings  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "clinc150"
@@ -73,19 +69,12 @@ def main() -> None:
     args = parser.parse_args()
     loaded: dict[str, Matching] = {}
     for dtype in ("float32", "auto"):
-        # The baseline: float32 through torch's default product (MKL on x86), what "auto" chose before it
-        # picked packed bfloat16 or oneDNN's float32 product.
-        kernel = "blas" if dtype == "float32" else "auto"
-        matching = Matching(LearningSettings(), EncoderSettings(matmul_dtype=dtype, matmul_kernel=kernel))  # type: ignore[arg-type]
+        matching = Matching(LearningSettings(), EncoderSettings(matmul_dtype=dtype))  # type: ignore[arg-type]
         matching.encoder.load()
         assert matching.verifier is not None, "the shipped verifier is missing"
         matching.verifier.load()
         loaded[dtype] = matching
-    auto = loaded["auto"].encoder.settings
-    result: dict[str, Any] = {
-        "auto_chose": loaded["auto"].encoder.matmul_dtype,
-        "auto_kernel": pick_matmul_kernel(auto.matmul_kernel, torch.device(auto.device),
-                                          getattr(torch, loaded["auto"].encoder.matmul_dtype))}
+    result: dict[str, Any] = {"auto_chose": loaded["auto"].encoder.matmul_dtype}
     counter = iter(range(10**9))
 
     def embed(m: Matching) -> Callable[[], Any]:  # a new text each call: no cache between calls

@@ -137,11 +137,8 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     from engine.generation.model_loader import pick_device, pick_dtype, pick_matmul_dtype, pick_matmul_kernel
 
     # What "auto" resolves to on this machine: the encoder (and verifier) always run here.
-    encoder_device = torch.device(settings.encoder.device)
-    encoder = pick_matmul_dtype(settings.encoder.matmul_dtype, encoder_device, torch.float32)
-    data["effective"] = {
-        "encoder_matmul_dtype": str(encoder).removeprefix("torch."),
-        "encoder_matmul_kernel": pick_matmul_kernel(settings.encoder.matmul_kernel, encoder_device, encoder)}
+    encoder = pick_matmul_dtype(settings.encoder.matmul_dtype, torch.device(settings.encoder.device), torch.float32)
+    data["effective"] = {"encoder_matmul_dtype": str(encoder).removeprefix("torch.")}
     if settings.model.backend == "local":
         device = pick_device(settings.model.device)
         dtype = pick_dtype(settings.model.dtype, device)

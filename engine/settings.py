@@ -149,10 +149,6 @@ class EncoderSettings(_Strict):
         "auto", description="CPU: precision of the encoder's and the verifier's linear layers when they embed and "
         "verify ('auto': bfloat16, pre-packed for oneDNN, where the CPU has AMX or AVX-512 BF16; else float32). "
         "Vectors stay within a cosine of 0.9999 of float32's; training computes in float32")
-    matmul_kernel: Literal["auto", "onednn", "blas"] = Field(
-        "auto", description="CPU, float32 linear layers: whose product multiplies them when embedding and "
-        "verifying ('auto': oneDNN's where torch has it; 'blas': torch's default, MKL on x86); training always "
-        "uses torch's default")
 
 
 class LearningSettings(_Strict):

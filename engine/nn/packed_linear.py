@@ -10,8 +10,9 @@ and only without gradients, so training, LoRA and evaluation scripts compute exa
 Without bfloat16, ``pack_linears(..., torch.float32)`` routes the same calls through oneDNN's float32
 product on the weight itself (no copy): torch's default float32 product is MKL's, which on AMD's
 CPUs runs 1.4-2x slower than oneDNN's at decoding sizes (measured on an AVX2 EPYC, docs/BENCHMARKS.md,
-"oneDNN's float32 products"). ``pick_matmul_kernel`` chooses; ``model.matmul_kernel`` /
-``encoder.matmul_kernel`` override.
+"oneDNN's float32 products"). ``pick_matmul_kernel`` chooses; ``model.matmul_kernel`` overrides. The
+encoder and the verifier keep torch's float32 product: at their sizes (~20 rows of 384-wide layers)
+oneDNN's was slower.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..nn.openmp import releasing
-from ..nn.packed_linear import pack_linears, packed, pick_matmul_dtype, pick_matmul_kernel
+from ..nn.packed_linear import pack_linears, packed, pick_matmul_dtype
 from ..settings import EMBEDDED_ENCODER, EncoderSettings
 from .foreground import Foreground
 
@@ -134,21 +134,18 @@ class Encoder:
 
 
 def pack_for(module: Any, settings: EncoderSettings) -> str:
-    """Route ``module``'s linear layers through oneDNN when it embeds and verifies (``nn/packed_linear.py``):
-    packed bfloat16 copies where ``settings.matmul_dtype`` picks bfloat16 for a float32 module on the CPU,
-    else its float32 weights where ``settings.matmul_kernel`` picks oneDNN; returns the dtype chosen."""
+    """Give ``module``'s linear layers packed bfloat16 copies when ``settings.matmul_dtype`` picks
+    bfloat16 for a float32 module on the CPU (``nn/packed_linear.py``); returns the dtype chosen."""
     import torch
 
     dtype = next(module.parameters()).dtype
     device = torch.device(settings.device)
-    if dtype != torch.float32 or device.type != "cpu":
+    if pick_matmul_dtype(settings.matmul_dtype, device, dtype) != torch.bfloat16 or dtype != torch.float32 \
+            or device.type != "cpu":
         return str(dtype).removeprefix("torch.")
-    matmul = pick_matmul_dtype(settings.matmul_dtype, device, dtype)
-    if pick_matmul_kernel(settings.matmul_kernel, device, matmul) != "onednn":
-        return "float32"
     try:
-        pack_linears(module, matmul)
+        pack_linears(module)
     except RuntimeError as err:  # a torch build without the oneDNN ops
-        log.warning("oneDNN's linear layers unavailable for the encoder (%s); float32", err)
+        log.warning("bfloat16 linear layers unavailable for the encoder (%s); float32", err)
         return "float32"
-    return str(matmul).removeprefix("torch.")
+    return "bfloat16"

@@ -37,14 +37,12 @@ def test_config_reports_the_precisions_auto_chose(monkeypatch: pytest.MonkeyPatc
     auto = last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]
     expected = "bfloat16" if cpu_has_bf16() else "float32"
     assert auto["encoder_matmul_dtype"] == expected and auto["matmul_dtype"] == expected
-    kernel = "onednn" if onednn_available() else "blas"
-    assert auto["matmul_kernel"] == kernel and auto["encoder_matmul_kernel"] == kernel
+    assert auto["matmul_kernel"] == ("onednn" if onednn_available() else "blas")
     monkeypatch.setenv("HEEDFUL_ENCODER_MATMUL_DTYPE", "float32")
     monkeypatch.setenv("HEEDFUL_MODEL_MATMUL_DTYPE", "float32")
     monkeypatch.setenv("HEEDFUL_MODEL_MATMUL_KERNEL", "blas")
     effective = last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]
-    assert effective["encoder_matmul_dtype"] == "float32" and effective["encoder_matmul_kernel"] == kernel
-    assert effective["matmul_kernel"] == "blas"
+    assert effective["encoder_matmul_dtype"] == "float32" and effective["matmul_kernel"] == "blas"
     for flag, step in (("true", "compiled" if compiler_available() else "eager"), ("false", "eager")):
         monkeypatch.setenv("HEEDFUL_MODEL_COMPILE_DECODE", flag)
         effective = last_json(runner.invoke(app, ["config", "--json"]).output)["effective"]

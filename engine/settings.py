@@ -107,8 +107,9 @@ class ModelSettings(_Strict):
         "attention and LoRA training keep dtype")
     matmul_kernel: Literal["auto", "onednn", "blas"] = Field(
         "auto", description="CPU, float32 linear layers: whose product multiplies them when decoding ('auto': "
-        "oneDNN's where torch has it, 1.4-2x MKL's at decoding sizes on AMD CPUs; 'blas': torch's default, MKL "
-        "on x86). bfloat16 is always oneDNN's (docs/BENCHMARKS.md, \"oneDNN's float32 products\")")
+        "oneDNN's where torch has it, except a single row's products other than the LM head; 'blas': torch's "
+        "default, MKL on x86). bfloat16 is always oneDNN's (docs/BENCHMARKS.md, 'A single stream's products "
+        "as inductor's own loops')")
     direct_forward: bool = Field(
         True, description="local backend: prefill and decode Llama-family models through the engine's own "
         "forward pass (fused projections, no per-call mask or rotary rebuilding; same numerics); false: "
@@ -120,7 +121,7 @@ class ModelSettings(_Strict):
         "through it once ready (two cores: bfloat16 ~1.3x a single stream and ~1.4x 16 channels, ~70 s of CPU "
         "and ~145 MiB per process start; float32 ~2x a single stream and ~1.1x 16 channels, ~120 s and "
         "~240 MiB); the eager step serves meanwhile and wherever compiling fails "
-        "(docs/BENCHMARKS.md, 'Compiled decode step', \"oneDNN's float32 products\")")
+        "(docs/BENCHMARKS.md, 'Compiled decode step', \"A single stream's products as inductor's own loops\")")
     compile_delay_s: float = Field(
         10.0, ge=0.0, le=3600.0, description="seconds after the model worker starts before the decode step "
         "compiles, so that short-lived commands never pay for it")

@@ -29,7 +29,8 @@ logits within float rounding, greedy text identical on the tested prompts
 of a step, so fusing the small ops around them gains little there (~1.05-1.2x); but a single row's
 products are written as multiply-and-sum reductions that inductor turns into its own vectorised loops
 over each weight, which read the weights about twice as fast as the libraries' products at one row, so a
-single stream decodes ~2x faster (``_one_row``; docs/BENCHMARKS.md, "oneDNN's float32 products").
+single stream decodes ~2x faster (``_one_row``; docs/BENCHMARKS.md, "A single stream's products as
+inductor's own loops").
 Rows with a channel's LoRA version go through the same graphs: each LoRA part's per-row A and B are
 inputs of the step (zeros for rows without a version), so a batch that mixes channels' versions does
 not fall back to the eager step. Prefill stays on the direct forward.
@@ -221,8 +222,8 @@ def _one_row(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x`` (1, 1, in) times ``weight`` (out, in)ᵀ as inductor's own vectorised reduction. Why: a single
     row's product reads every weight once and does little else, and inductor's loop over the weight
     reads it at ~15 GB/s on two AVX2 cores where MKL's product reached ~7 and oneDNN's ~11
-    (docs/BENCHMARKS.md, "oneDNN's float32 products"). Never run eagerly (it would build the whole
-    (out, in) product in memory): only inside the compiled graph."""
+    (docs/BENCHMARKS.md, "A single stream's products as inductor's own loops"). Never run eagerly (it
+    would build the whole (out, in) product in memory): only inside the compiled graph."""
     return (x.unsqueeze(-2) * weight).sum(-1)
 
 

@@ -58,7 +58,7 @@ class _Product:
     weight it has not packed pays a per-call cost that a single row of a small matrix does not earn
     back (0.05 against 0.04 ms for a 192 x 576 key projection), while on the head's 49,152 x 576 it
     halves the time (6.9 against 12.7 ms), and from two rows on it is as fast or faster
-    (docs/BENCHMARKS.md, "oneDNN's float32 products").
+    (docs/BENCHMARKS.md, "A single stream's products as inductor's own loops").
     """
 
     def __init__(self, modules: Sequence[nn.Module], bf16: bool, head: bool = False) -> None:

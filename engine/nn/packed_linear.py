@@ -7,12 +7,12 @@ embeds (docs/BENCHMARKS.md). ``pack_linears`` gives every ``nn.Linear`` of a mod
 the copy is used only inside ``packed()`` (the model worker's steps, the encoder thread's calls)
 and only without gradients, so training, LoRA and evaluation scripts compute exactly as before.
 
-Without bfloat16, ``pack_linears(..., torch.float32)`` routes the same calls through oneDNN's float32
-product on the weight itself (no copy): torch's default float32 product is MKL's, which on AMD's
-CPUs runs 1.4-2x slower than oneDNN's at decoding sizes (measured on an AVX2 EPYC, docs/BENCHMARKS.md,
-"oneDNN's float32 products"). ``pick_matmul_kernel`` chooses; ``model.matmul_kernel`` overrides. The
-encoder and the verifier keep torch's float32 product: at their sizes (~20 rows of 384-wide layers)
-oneDNN's was slower.
+Without bfloat16, the model worker's ``pack_linears(..., torch.float32)`` routes the same calls through
+oneDNN's float32 product on the weight itself (no copy): torch's default float32 product is MKL's, which
+on an AVX2 AMD EPYC ran a prefill's products 1.4x and the LM head 1.8x slower than oneDNN's
+(docs/BENCHMARKS.md, "A single stream's products as inductor's own loops"). ``pick_matmul_kernel``
+chooses; ``model.matmul_kernel`` overrides. The encoder and the verifier keep torch's float32 product:
+at their sizes (~20 rows of 384-wide layers) oneDNN's was slower.
 """
 
 from __future__ import annotations

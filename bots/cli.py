@@ -144,7 +144,7 @@ def show_config(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         dtype = pick_dtype(settings.model.dtype, device)
         chosen = pick_matmul_dtype(settings.model.matmul_dtype, device, dtype)
         matmul = str(chosen).removeprefix("torch.")
-        kernel = pick_matmul_kernel(settings.model.matmul_kernel, device, chosen) if dtype == torch.float32 else "blas"
+        kernel = pick_matmul_kernel(settings.model.matmul_kernel, device, dtype, chosen)
         # The one-token decode step: compiled in the background (engine/generation/compiled_decode.py)
         # where it applies here, else the eager direct forward (or transformers' forward).
         why = why_eager(settings.model, device.type, matmul)

@@ -57,7 +57,7 @@ from ..nn.lora import LoraLinear, rows_delta
 from ..nn.openmp import releasing
 from ..settings import ModelSettings
 from ..understanding.foreground import lower_priority
-from .direct_forward import DirectForward, _rotate_half, base_product
+from .direct_forward import DirectForward, _rotate_half, base_product, side_by_side
 from .kv_cache import from_layers, new_cache
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def _times(x: torch.Tensor, weight: _Weights) -> torch.Tensor:
     float32 as a multiply-and-sum that inductor fuses into one pass over each weight (see ``_one_row``)."""
     packed, weights, onednn_from = weight
     if packed is None and x.shape[0] == 1:
-        return torch.cat([_one_row(x, w) for w in weights], dim=-1) if len(weights) > 1 else _one_row(x, weights[0])
+        return side_by_side(_one_row, x, weights)
     return base_product(x, packed, weights, onednn_from)
 
 

@@ -28,7 +28,7 @@ keeps transformers' forward.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -106,7 +106,12 @@ def base_product(x: torch.Tensor, packed: torch.Tensor | None, weights: Sequence
     if packed is not None:
         return packed_product(x, packed)
     onednn = onednn_from is not None and x.numel() >= onednn_from * x.shape[-1]
-    times = packed_product if onednn else F.linear
+    return side_by_side(packed_product if onednn else F.linear, x, weights)
+
+
+def side_by_side(times: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                 weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``times(x, w)`` for each of ``weights``, side by side on the last axis (no copy for a single one)."""
     if len(weights) == 1:
         return times(x, weights[0])
     return torch.cat([times(x, w) for w in weights], dim=-1)

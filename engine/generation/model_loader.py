@@ -310,7 +310,7 @@ def load_model(settings: ModelSettings, models_dir: Path, prepared: PreparedMode
         tokenizer.pad_token = tokenizer.eos_token
     context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     matmul = pick_matmul_dtype(settings.matmul_dtype, device, dtype)
-    kernel = pick_matmul_kernel(settings.matmul_kernel, device, matmul) if dtype == torch.float32 else "blas"
+    kernel = pick_matmul_kernel(settings.matmul_kernel, device, dtype, matmul)
     if kernel == "onednn":
         try:
             pack_linears(model, matmul)

@@ -1,5 +1,5 @@
-"""Linear layers multiplied by oneDNN when decoding and embedding: in bfloat16 on CPUs that have it,
-else in float32 on the layers' own weights; the float32 weights are always kept.
+"""Linear layers multiplied by oneDNN: in bfloat16 on CPUs that have it (the LLM when it decodes, the
+encoder and the verifier), else in float32 on the LLM's own weights; the float32 weights are always kept.
 
 On a CPU with AMX or AVX-512 BF16, oneDNN multiplies bfloat16 weights pre-packed once into its
 blocked layout several times faster than float32 at the sizes an LLM decodes and an encoder
@@ -59,11 +59,13 @@ def onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
 
 
-def pick_matmul_kernel(requested: str, device: torch.device, matmul_dtype: torch.dtype) -> str:
-    """Which library multiplies the linear layers when decoding or embedding on ``device`` in ``matmul_dtype``:
-    ``onednn`` (always, for packed bfloat16; by default for float32 on a CPU where torch has it) or
-    ``blas`` (torch's default product: MKL on x86 CPUs, the device's own library elsewhere)."""
-    if device.type != "cpu" or matmul_dtype not in (torch.float32, torch.bfloat16) or not onednn_available():
+def pick_matmul_kernel(requested: str, device: torch.device, dtype: torch.dtype, matmul_dtype: torch.dtype) -> str:
+    """Which library multiplies a ``dtype`` model's linear layers when decoding on ``device`` in ``matmul_dtype``
+    (``pick_matmul_dtype``): ``onednn`` (always, for packed bfloat16; by default for float32 on a CPU where
+    torch has it; the layers are then given to ``pack_linears``) or ``blas`` (torch's default product: MKL
+    on x86 CPUs, the device's own library elsewhere, and any model loaded in another dtype than float32)."""
+    if device.type != "cpu" or dtype != torch.float32 or matmul_dtype not in (torch.float32, torch.bfloat16) \
+            or not onednn_available():
         return "blas"
     if matmul_dtype == torch.bfloat16:
         return "onednn"

@@ -12,7 +12,8 @@ Measured in one run, so that the shares compare like with like on a shared, nois
   aggregate rate (and, for the frontier, the rate at 16 rows and the bytes/s at 1 row);
 - **decode**: the engine's ``ModelWorker`` generating exactly ``--tokens`` new tokens per
   request (end-of-sequence ignored, so every row decodes the whole time), for 1 and 16
-  concurrent requests (one continuous batch), best of ``--repeat``; prefill included. With
+  concurrent requests (one continuous batch; ``--batches 1,4,16`` adds others), best of
+  ``--repeat``; prefill included. With
   ``--compare-transformers`` (default) the same through transformers' forward on a second
   copy of the model, repetitions interleaved, and the speed-up of the engine's direct
   forward (``engine/generation/direct_forward.py``) over it (medians). Where the engine
@@ -61,6 +62,7 @@ import torch  # noqa: E402
 from bench_foundation import QUESTIONS  # noqa: E402  (beside this script: the same prompts as the foundation bench)
 from report import print_result  # noqa: E402
 
+from engine.generation.direct_forward import transposed_product  # noqa: E402
 from engine.generation.model_loader import LoadedModel, decoding, load_model  # noqa: E402
 from engine.generation.worker import ModelWorker  # noqa: E402
 from engine.nn.openmp import release_team  # noqa: E402
@@ -119,18 +121,21 @@ def weight_bytes(model: Any, mods: list[torch.nn.Module], matmul_bytes: int) -> 
 
 def peak_matmul(mods: list[torch.nn.Module], dtype: torch.dtype, repeat: int) -> dict[int, float]:
     """Aggregate FLOP/s of the model's own linear layers applied to ``M`` rows, for several ``M``: {M: best
-    FLOP/s}, the better of the path decoding takes (packed bfloat16, or oneDNN's float32 product where the
-    engine chose it) and torch's default product on the same weights, so that the limit is the machine's
-    best product and not only the one the engine picked."""
+    FLOP/s}, the best of the path decoding takes (packed bfloat16, or oneDNN's float32 product where the
+    engine chose it), torch's default product on the same weights and, in float32, the weights times the
+    rows' transpose (``direct_forward.transposed_product``), so that the limit is the machine's best product
+    and not only the one the engine picked."""
     rates: dict[int, float] = {}
     with torch.no_grad():
         for m in (1, 16, 64, 256, 1024):
             xs = {mod.in_features: torch.randn(m, mod.in_features, dtype=dtype) for mod in mods}  # type: ignore[union-attr]
             flops = sum(2 * m * mod.weight.numel() for mod in mods)
             best = 0.0
-            for engine_path in (True, False):
-                with decoding() if engine_path else contextlib.nullcontext():
-                    calls = [(mod if engine_path else functools.partial(torch.nn.functional.linear, weight=mod.weight),
+            paths = ["engine", "linear"] + (["transposed"] if dtype == torch.float32 else [])
+            for path in paths:
+                with decoding() if path == "engine" else contextlib.nullcontext():
+                    times = torch.nn.functional.linear if path == "linear" else transposed_product
+                    calls = [(mod if path == "engine" else functools.partial(times, weight=mod.weight),
                               xs[mod.in_features]) for mod in mods]  # type: ignore[union-attr]
                     for call, x in calls:  # warm-up
                         call(x)
@@ -151,8 +156,8 @@ def prompt_ids(loaded: LoadedModel, i: int) -> list[int]:
 
 
 async def decode_rates(paths: dict[str, tuple[LoadedModel, ModelSettings]], tokens: int,
-                       repeat: int) -> dict[str, Any]:
-    """Tokens/s of 1 and 16 concurrent requests through a ``ModelWorker`` per decode path
+                       repeat: int, batches: tuple[int, ...] = (1, 16)) -> dict[str, Any]:
+    """Tokens/s of each of ``batches`` concurrent requests through a ``ModelWorker`` per decode path
     (``{suffix: (model, settings)}``), repetitions interleaved across the paths; best and median."""
     workers = {}
     for suffix, (loaded, settings) in paths.items():
@@ -179,7 +184,7 @@ async def decode_rates(paths: dict[str, tuple[LoadedModel, ModelSettings]], toke
     try:
         for worker, loaded in workers.values():
             await run(worker, loaded, 0)  # warm-up
-        for n in (1, 16):
+        for n in batches:
             rates: dict[str, list[float]] = {suffix: [] for suffix in workers}
             for _ in range(repeat):
                 for suffix, (worker, loaded) in workers.items():
@@ -203,6 +208,8 @@ def main() -> None:
     parser.add_argument("--matmul-dtype", default="auto", help="auto (what the engine chooses) | float32 | bfloat16")
     parser.add_argument("--model", default=ModelSettings().id)
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--batches", default="1,16",
+                        help="concurrent requests to decode, comma-separated (1 and 16 are always among them)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is reported")
     parser.add_argument("--copy-mib", type=int, default=1024, help="size of each buffer of the bandwidth copy")
     parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
@@ -258,7 +265,8 @@ def main() -> None:
         plain = settings.model_copy(update={"direct_forward": False})
         paths["_transformers"] = (load_model(plain, args.models_dir), plain)
     release_team()  # the worker threads decode with the cores' OpenMP team to themselves, as in the engine
-    results |= asyncio.run(decode_rates(paths, args.tokens, args.repeat))
+    batches = tuple(sorted({1, 16} | {int(n) for n in args.batches.split(",") if n.strip()}))
+    results |= asyncio.run(decode_rates(paths, args.tokens, args.repeat, batches))
     results["single_stream_share"] = round(results["tokens_per_s_1"] / results["single_stream_limit_tokens_per_s"], 3)
     results["batch16_share"] = round(results["tokens_per_s_16"] / results["batch_limit_tokens_per_s"], 3)
     # Roofline: 16 rows still read every weight once per step, so a batch of 16 can go no faster
@@ -268,7 +276,7 @@ def main() -> None:
     results["batch16_roofline_share"] = round(results["tokens_per_s_16"] / roofline, 3)
     for other in ("transformers", "eager"):
         if f"tokens_per_s_1_{other}" in results:
-            for n in (1, 16):
+            for n in batches:
                 results[f"speedup_{n}_over_{other}"] = round(
                     results[f"tokens_per_s_{n}_median"] / results[f"tokens_per_s_{n}_{other}_median"], 2)
     print_result(results, args.json)

@@ -55,9 +55,10 @@ from torch import nn
 
 from ..nn.lora import LoraLinear, rows_delta
 from ..nn.openmp import releasing
+from ..nn.packed_linear import packed_product
 from ..settings import ModelSettings
 from ..understanding.foreground import lower_priority
-from .direct_forward import DirectForward, _rotate_half, base_product, side_by_side
+from .direct_forward import BATCH_ROWS, DirectForward, _rotate_half, side_by_side
 from .kv_cache import from_layers, new_cache
 
 if TYPE_CHECKING:
@@ -201,21 +202,22 @@ class _Step(nn.Module):
         return _times(last, self.head)[:, -1]
 
 
-# A product's packed bfloat16, or float32 weights and the rows from which oneDNN multiplies them.
-_Weights = tuple[torch.Tensor | None, tuple[torch.Tensor, ...], int | None]
+# A product's packed bfloat16, or its float32 weights and the product that multiplies them at two rows or more.
+_Weights = tuple[torch.Tensor | None, tuple[torch.Tensor, ...], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
 def _weights(product: Any) -> _Weights:
-    return product.packed, tuple(product.weights), product.onednn_from
+    return product.packed, tuple(product.weights), product.times(BATCH_ROWS)
 
 
 def _times(x: torch.Tensor, weight: _Weights) -> torch.Tensor:
     """``x`` times a product's weights (``_weights``), as ``DirectForward``'s product computes it; one row in
-    float32 as a multiply-and-sum that inductor fuses into one pass over each weight (see ``_one_row``)."""
-    packed, weights, onednn_from = weight
-    if packed is None and x.shape[0] == 1:
-        return side_by_side(_one_row, x, weights)
-    return base_product(x, packed, weights, onednn_from)
+    float32 as a multiply-and-sum that inductor fuses into one pass over each weight (see ``_one_row``).
+    Beyond one row the row count is symbolic, so the product is the one chosen for a full batch."""
+    packed, weights, times = weight
+    if packed is not None:
+        return packed_product(x, packed)
+    return side_by_side(_one_row if x.shape[0] == 1 else times, x, weights)
 
 
 def _one_row(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

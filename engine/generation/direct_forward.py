@@ -44,6 +44,18 @@ __all__ = ["DirectForward"]
 log = logging.getLogger(__name__)
 
 
+# Float32 products at a few rows, where the loader prepared oneDNN's (``LoadedModel.matmul_kernel``): from 2
+# rows up to these, the weights multiply as ``(w @ xᵀ)ᵀ`` (``transposed_product``). Measured per product on the
+# model's shapes (docs/BENCHMARKS.md, "A few rows as the weights times the rows' transpose"): a layer's product
+# there is 1.3-2x faster than oneDNN's or torch's ``x @ wᵀ`` from 2 to 32 rows and no slower up to 200; the LM
+# head's only up to 4 rows (8.3 against oneDNN's 13.8 ms at 4, 17.2 against 12.9 at 8).
+TRANSPOSED_UP_TO = 64
+HEAD_TRANSPOSED_UP_TO = 4
+# The rows the compiled step's many-row graph picks its products for: its row count is symbolic, so it cannot
+# branch on it; a full batch at the default ``model.max_batch``.
+BATCH_ROWS = 16
+
+
 class _Product:
     """One matrix product of the direct forward, over one or more of the model's linear layers
     (``modules``: plain, or wrapped in ``LoraLinear``), plus the per-row LoRA updates of the wrapped ones.
@@ -51,14 +63,9 @@ class _Product:
     bfloat16: the layers' weights concatenated, converted and packed once (one oneDNN call for
     q/k/v, one for gate/up; the layers' own packed copies are dropped, so memory does not grow;
     a single layer keeps using its own packed copy). float32: the layers' own weight tensors, one
-    call each, so the direct forward holds no second copy of the model; multiplied by oneDNN where
-    the loader gave the layers float32 weights for it (``LoadedModel.matmul_kernel``), else by torch's
-    default product. Even then a single row (one stream's decode step) goes to torch's product, except
-    through the LM head (``onednn_from``): measured on an AVX2 EPYC, oneDNN's float32 product on a
-    weight it has not packed pays a per-call cost that a single row of a small matrix does not earn
-    back (0.05 against 0.04 ms for a 192 x 576 key projection), while on the head's 49,152 x 576 it
-    halves the time (6.9 against 12.7 ms), and from two rows on it is as fast or faster
-    (docs/BENCHMARKS.md, "A single stream's products as inductor's own loops").
+    call each, so the direct forward holds no second copy of the model, multiplied by torch's default
+    product, or, where the loader gave the layers float32 weights for oneDNN (``LoadedModel.matmul_kernel``),
+    by whichever product was fastest at the row count (``times``).
     """
 
     def __init__(self, modules: Sequence[nn.Module], bf16: bool, head: bool = False) -> None:
@@ -72,6 +79,7 @@ class _Product:
         self.packed: torch.Tensor | None = None
         self.weights: list[torch.Tensor] = []
         self.onednn_from: int | None = None  # float32: rows from which oneDNN multiplies (None: never)
+        self.transposed_up_to = 0  # float32: rows up to which (from 2) the product is ``transposed_product``
         if bf16:
             own = packed_weight(linears[0]) if len(linears) == 1 else None
             if own is not None:
@@ -84,11 +92,29 @@ class _Product:
         else:
             self.weights = weights
             if all(packed_weight(m) is not None for m in linears):
+                # A single row goes to torch's product except through the LM head: measured on an AVX2
+                # EPYC, oneDNN's float32 product on a weight it has not packed pays a per-call cost that a
+                # single row of a small matrix does not earn back (0.05 against 0.04 ms for a 192 x 576 key
+                # projection), while on the head's 49,152 x 576 it halves the time (6.9 against 12.7 ms)
+                # (docs/BENCHMARKS.md, "A single stream's products as inductor's own loops").
                 self.onednn_from = 1 if head else 2
+                self.transposed_up_to = HEAD_TRANSPOSED_UP_TO if head else TRANSPOSED_UP_TO
+
+    def times(self, rows: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The product that multiplies one float32 weight by ``rows`` rows: ``transposed_product``,
+        oneDNN's (``packed_product``) or torch's (``F.linear``); all agree up to float rounding."""
+        if 2 <= rows <= self.transposed_up_to:
+            return transposed_product
+        if self.onednn_from is not None and rows >= self.onednn_from:
+            return packed_product
+        return F.linear
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The parts' outputs side by side on the last axis, each with its rows' LoRA update."""
-        y = base_product(x, self.packed, self.weights, self.onednn_from)
+        if self.packed is not None:
+            y = packed_product(x, self.packed)
+        else:
+            y = side_by_side(self.times(x.numel() // x.shape[-1]), x, self.weights)
         for start, end, module in self.loras:
             # Outside use_rows a LoraLinear's own A/B are zero (training substitutes weights through
             # functional_call instead of writing them), so there is nothing to add.
@@ -98,15 +124,12 @@ class _Product:
         return y
 
 
-def base_product(x: torch.Tensor, packed: torch.Tensor | None, weights: Sequence[torch.Tensor],
-                 onednn_from: int | None) -> torch.Tensor:
-    """``x`` times a product's base weights: the packed bfloat16 tensor, else the float32 weights side by
-    side, by oneDNN's product where ``x`` has at least ``onednn_from`` rows (all axes but the last), else
-    torch's default (``_Product``; the compiled step calls it on the same weights)."""
-    if packed is not None:
-        return packed_product(x, packed)
-    onednn = onednn_from is not None and x.numel() >= onednn_from * x.shape[-1]
-    return side_by_side(packed_product if onednn else F.linear, x, weights)
+def transposed_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weightᵀ`` computed as ``(weight @ xᵀ)ᵀ`` (a view of the result, not a copy). Why: for a few rows
+    the library's kernels for a tall weight times a narrow matrix read the weight far faster than those for
+    a few rows times a wide transposed weight (MKL's, on an AVX2 EPYC: see ``TRANSPOSED_UP_TO``)."""
+    flat = x.reshape(-1, x.shape[-1])
+    return torch.mm(weight, flat.t()).t().reshape(*x.shape[:-1], weight.shape[0])
 
 
 def side_by_side(times: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,

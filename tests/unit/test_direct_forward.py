@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from engine.generation.direct_forward import DirectForward
+from engine.generation.direct_forward import DirectForward, transposed_product
 from engine.generation.kv_cache import new_cache
 from engine.generation.model_loader import LoadedModel, decoding, load_model, packed_weight
 from engine.generation.worker import ModelWorker
 from engine.nn.lora import LoraConfig, gather_rows, inject_lora, random_weights, stack_weights, use_rows
-from engine.nn.packed_linear import onednn_available
+from engine.nn.packed_linear import onednn_available, packed_product
 from engine.settings import ModelSettings
 from tests.batches import left_padded
 
@@ -73,14 +74,33 @@ def test_onednn_float32_products_match_torchs_product(models_dir: Path) -> None:
     assert (blas.matmul_kernel, onednn.matmul_kernel) == ("blas", "onednn")
     ref, ours = DirectForward.build(blas.model, bf16=False), DirectForward.build(onednn.model, bf16=False)
     assert ref is not None and ours is not None
-    assert ref.head.onednn_from is None and ref.layers[0].qkv.onednn_from is None
-    assert ours.head.onednn_from == 1 and ours.layers[0].qkv.onednn_from == 2
+    for rows in (1, 2, 4, 16, 200):
+        assert ref.head.times(rows) is F.linear and ref.layers[0].qkv.times(rows) is F.linear
+    # The fastest product at each row count, as measured (direct_forward.TRANSPOSED_UP_TO); the runs below
+    # decode 1 and 4 rows, so that both the transposed product and oneDNN's are compared with torch's.
+    layer, head = ours.layers[0].qkv, ours.head
+    assert [layer.times(r) for r in (1, 2, 16, 64, 65)] == [F.linear] + [transposed_product] * 3 + [packed_product]
+    assert [head.times(r) for r in (1, 2, 4, 5)] == [packed_product, transposed_product, transposed_product,
+                                                      packed_product]
     for prompts in (PROMPTS, PROMPTS[:1]):
         ids, mask, positions = left_padded(blas, prompts)
         for a, b in zip(_run(ref, ids, mask, positions, steps=12), _run(ours, ids, mask, positions, steps=12),
                         strict=True):
             assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
             assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+def test_transposed_product_is_the_product() -> None:
+    """``(w @ xᵀ)ᵀ`` is ``x @ wᵀ`` for any leading shape, and a LoRA update added in place lands in its rows."""
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 16, generator=generator)
+    for shape in ((3, 16), (3, 1, 16), (2, 5, 16)):
+        x = torch.randn(shape, generator=generator)
+        y = transposed_product(x, w)
+        assert y.shape == (*shape[:-1], 48)
+        assert torch.allclose(y, F.linear(x, w), atol=1e-5, rtol=0)
+    y[..., 4:8] += 1.0
+    assert torch.allclose(y[..., 4:8], F.linear(x, w)[..., 4:8] + 1.0, atol=1e-5, rtol=0)
 
 
 def test_per_row_lora_slots_match_transformers(models_dir: Path) -> None:

@@ -28,6 +28,7 @@ keeps transformers' forward.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,12 +45,12 @@ __all__ = ["DirectForward"]
 log = logging.getLogger(__name__)
 
 
-# Float32 products at a few rows, where the loader prepared oneDNN's (``LoadedModel.matmul_kernel``): from 2
-# rows up to these, the weights multiply as ``(w @ xᵀ)ᵀ`` (``transposed_product``). Measured per product on the
-# model's shapes (docs/BENCHMARKS.md, "A few rows as the weights times the rows' transpose"): a layer's product
-# there is 1.3-2x faster than oneDNN's or torch's ``x @ wᵀ`` from 2 to 32 rows and no slower up to 200; the LM
-# head's only up to 4 rows (8.3 against oneDNN's 13.8 ms at 4, 17.2 against 12.9 at 8).
-TRANSPOSED_UP_TO = 64
+# Float32 products from 2 rows, where the loader prepared oneDNN's (``LoadedModel.matmul_kernel``): the layers'
+# weights multiply as ``(w @ xᵀ)ᵀ`` (``transposed_product``), the LM head's up to this many rows. Measured per
+# product on the model's shapes (``benchmarks/bench_products.py``; docs/BENCHMARKS.md, "A few rows as the
+# weights times the rows' transpose"): a layer's product that way is 1.2-2x faster than oneDNN's or torch's
+# ``x @ wᵀ`` from 2 to 32 rows and as fast or faster up to 720 (a prefill); the head's only up to 4 rows (8.3
+# against oneDNN's 13.8 ms at 4, 17.2 against 12.9 at 8).
 HEAD_TRANSPOSED_UP_TO = 4
 # The rows the compiled step's many-row graph picks its products for: its row count is symbolic, so it cannot
 # branch on it; a full batch at the default ``model.max_batch``.
@@ -79,7 +80,7 @@ class _Product:
         self.packed: torch.Tensor | None = None
         self.weights: list[torch.Tensor] = []
         self.onednn_from: int | None = None  # float32: rows from which oneDNN multiplies (None: never)
-        self.transposed_up_to = 0  # float32: rows up to which (from 2) the product is ``transposed_product``
+        self.transposed_up_to = 0.0  # float32: rows up to which (from 2) the product is ``transposed_product``
         if bf16:
             own = packed_weight(linears[0]) if len(linears) == 1 else None
             if own is not None:
@@ -98,7 +99,7 @@ class _Product:
                 # projection), while on the head's 49,152 x 576 it halves the time (6.9 against 12.7 ms)
                 # (docs/BENCHMARKS.md, "A single stream's products as inductor's own loops").
                 self.onednn_from = 1 if head else 2
-                self.transposed_up_to = HEAD_TRANSPOSED_UP_TO if head else TRANSPOSED_UP_TO
+                self.transposed_up_to = HEAD_TRANSPOSED_UP_TO if head else math.inf
 
     def times(self, rows: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The product that multiplies one float32 weight by ``rows`` rows: ``transposed_product``,
@@ -127,7 +128,7 @@ class _Product:
 def transposed_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weightᵀ`` computed as ``(weight @ xᵀ)ᵀ`` (a view of the result, not a copy). Why: for a few rows
     the library's kernels for a tall weight times a narrow matrix read the weight far faster than those for
-    a few rows times a wide transposed weight (MKL's, on an AVX2 EPYC: see ``TRANSPOSED_UP_TO``)."""
+    a few rows times a wide transposed weight (MKL's, on an AVX2 EPYC: see ``HEAD_TRANSPOSED_UP_TO``)."""
     flat = x.reshape(-1, x.shape[-1])
     return torch.mm(weight, flat.t()).t().reshape(*x.shape[:-1], weight.shape[0])
 

@@ -107,9 +107,9 @@ class ModelSettings(_Strict):
         "attention and LoRA training keep dtype")
     matmul_kernel: Literal["auto", "onednn", "blas"] = Field(
         "auto", description="CPU, float32 linear layers: whose product multiplies them when decoding ('auto': "
-        "where torch has oneDNN, the fastest measured at the row count: oneDNN's, except a single row's "
-        "products other than the LM head, and from 2 rows (the head: 2 to 4) the weights times the rows' "
-        "transpose; 'blas': torch's default x @ wT, MKL on x86). bfloat16 is always oneDNN's "
+        "where torch has oneDNN, the fastest measured at the row count: the layers torch's for one row and "
+        "the weights times the rows' transpose from 2; the LM head oneDNN's, turned around at 2 to 4 rows; "
+        "'blas': torch's default x @ wT, MKL on x86). bfloat16 is always oneDNN's "
         "(docs/BENCHMARKS.md, 'A single stream's products as inductor's own loops', 'A few rows as the "
         "weights times the rows' transpose')")
     direct_forward: bool = Field(

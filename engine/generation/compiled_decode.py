@@ -58,7 +58,7 @@ from ..nn.openmp import releasing
 from ..nn.packed_linear import packed_product
 from ..settings import ModelSettings
 from ..understanding.foreground import lower_priority
-from .direct_forward import BATCH_ROWS, DirectForward, _rotate_half, side_by_side
+from .direct_forward import DirectForward, _rotate_half, side_by_side
 from .kv_cache import from_layers, new_cache
 
 if TYPE_CHECKING:
@@ -201,6 +201,10 @@ class _Step(nn.Module):
         last = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
         return _times(last, self.head)[:, -1]
 
+
+# The rows the many-row graph picks its products for (``_Product.times``): its row count is symbolic, so it
+# cannot branch on it; a full batch at the default ``model.max_batch``.
+BATCH_ROWS = 16
 
 # A product's packed bfloat16, or its float32 weights and the product that multiplies them at two rows or more.
 _Weights = tuple[torch.Tensor | None, tuple[torch.Tensor, ...], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]

@@ -28,7 +28,6 @@ keeps transformers' forward.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,9 +51,6 @@ log = logging.getLogger(__name__)
 # ``x @ wᵀ`` from 2 to 32 rows and as fast or faster up to 720 (a prefill); the head's only up to 4 rows (8.3
 # against oneDNN's 13.8 ms at 4, 17.2 against 12.9 at 8).
 HEAD_TRANSPOSED_UP_TO = 4
-# The rows the compiled step's many-row graph picks its products for: its row count is symbolic, so it cannot
-# branch on it; a full batch at the default ``model.max_batch``.
-BATCH_ROWS = 16
 
 
 class _Product:
@@ -79,8 +75,8 @@ class _Product:
         self.loras = [(offsets[i], offsets[i + 1], m) for i, m in enumerate(modules) if isinstance(m, LoraLinear)]
         self.packed: torch.Tensor | None = None
         self.weights: list[torch.Tensor] = []
-        self.onednn_from: int | None = None  # float32: rows from which oneDNN multiplies (None: never)
-        self.transposed_up_to = 0.0  # float32: rows up to which (from 2) the product is ``transposed_product``
+        self.tuned = False  # float32: the product is picked by row count (``times``), else torch's throughout
+        self.head = head
         if bf16:
             own = packed_weight(linears[0]) if len(linears) == 1 else None
             if own is not None:
@@ -92,23 +88,24 @@ class _Product:
                     unpack_linear(m)
         else:
             self.weights = weights
-            if all(packed_weight(m) is not None for m in linears):
-                # A single row goes to torch's product except through the LM head: measured on an AVX2
-                # EPYC, oneDNN's float32 product on a weight it has not packed pays a per-call cost that a
-                # single row of a small matrix does not earn back (0.05 against 0.04 ms for a 192 x 576 key
-                # projection), while on the head's 49,152 x 576 it halves the time (6.9 against 12.7 ms)
-                # (docs/BENCHMARKS.md, "A single stream's products as inductor's own loops").
-                self.onednn_from = 1 if head else 2
-                self.transposed_up_to = HEAD_TRANSPOSED_UP_TO if head else math.inf
+            self.tuned = all(packed_weight(m) is not None for m in linears)
 
     def times(self, rows: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The product that multiplies one float32 weight by ``rows`` rows: ``transposed_product``,
-        oneDNN's (``packed_product``) or torch's (``F.linear``); all agree up to float rounding."""
-        if 2 <= rows <= self.transposed_up_to:
-            return transposed_product
-        if self.onednn_from is not None and rows >= self.onednn_from:
+        """The product that multiplies one float32 weight by ``rows`` rows: torch's (``F.linear``),
+        oneDNN's (``packed_product``) or ``transposed_product``; all agree up to float rounding.
+
+        Where tuned: a single row goes to torch's product except through the LM head, where oneDNN's halves
+        the time (6.9 against 12.7 ms); oneDNN's float32 product on a weight it has not packed pays a per-call
+        cost that a single row of a small matrix does not earn back (0.05 against 0.04 ms for a 192 x 576 key
+        projection; docs/BENCHMARKS.md, "A single stream's products as inductor's own loops"). From 2 rows the
+        layers are turned around, and the head up to ``HEAD_TRANSPOSED_UP_TO`` rows, beyond which oneDNN's."""
+        if not self.tuned:
+            return F.linear
+        if rows == 1:
+            return packed_product if self.head else F.linear
+        if self.head and rows > HEAD_TRANSPOSED_UP_TO:
             return packed_product
-        return F.linear
+        return transposed_product
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The parts' outputs side by side on the last axis, each with its rows' LoRA update."""

@@ -130,7 +130,8 @@ class ModelSettings(_Strict):
     understanding_first_ms: float = Field(
         50.0, ge=0.0, le=10_000.0, description="local backend: the longest the model worker holds its next "
         "decode or LoRA-training step while a message is being embedded or verified, so that understanding a "
-        "message (on the path to its first chunk, and to a correction's effect) gets the CPU cores; 0: never holds")
+        "message (on the path to its first chunk, and to a correction's effect) gets the CPU cores, and the "
+        "longest a running prefill or eager decode step pauses between its layers for the same; 0: never holds")
 
     renamed: ClassVar[dict[str, str]] = {"max_resident_adapters": "max_resident_loras"}
 

@@ -184,12 +184,14 @@ class DirectForward:
         return cls(model, bf16)
 
     @torch.no_grad()
-    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
+                 between: Callable[[], None] | None = None) -> torch.Tensor:
         """Run ``ids`` (rows, new) through the model, appending their keys/values to ``cache``.
 
         ``mask`` (rows, cached + new) marks real tokens with 1 and left padding with 0;
         ``positions`` (rows, new) are the new tokens' position ids. Returns the logits of the
-        last position, (rows, vocab), in float32.
+        last position, (rows, vocab), in float32. ``between`` is called after each layer but the
+        last: the worker may pause there (it changes no number).
         """
         rows, new = ids.shape
         x = self.embed(ids)
@@ -212,6 +214,8 @@ class DirectForward:
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             down = layer.down(F.silu(gate) * up)
             x = x + down
+            if between is not None and i < len(self.layers) - 1:
+                between()
         last = F.rms_norm(x[:, -1:], (x.shape[-1],), self.norm, self.eps)
         return self.head(last)[:, -1].float()
 

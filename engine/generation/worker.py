@@ -17,7 +17,9 @@ waits at most one job step.
 
 Understanding first: while a message is being understood (``understanding/foreground.py``), the
 worker starts no new step (at most ``model.understanding_first_ms``) and hands back its CPU
-threads, so the embedding and the verifier's pass on that message's path get the cores. A turn
+threads, so the embedding and the verifier's pass on that message's path get the cores; a step
+already running through the direct forward (every prefill, and the decode steps that are not
+compiled) pauses between two layers for as long, so the message waits for one layer, not a prefill. A turn
 stays in the foreground until its request is submitted, and the worker takes every request that
 arrived while it waited before it prefills: turns asked together start in one prefill, not the
 first alone and the rest after it.
@@ -454,12 +456,35 @@ class ModelWorker:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: object) -> torch.Tensor:
         """Logits (rows, vocab) of the last position, appending the new keys/values to ``cache``."""
         if self._direct is not None:
-            return self._direct(ids, mask, positions, cache)
+            return self._direct(ids, mask, positions, cache, between=self._pause_between_layers())
         with decoding():
             out = self.loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                                     use_cache=True, logits_to_keep=1)
         logits: torch.Tensor = out.logits[:, -1, :].float()
         return logits
+
+    def _pause_between_layers(self) -> Callable[[], None] | None:
+        """For one forward pass: between two layers, while a message is being understood, wait for it
+        (at most ``understanding_first_ms`` in all for the pass), with the CPU threads handed back.
+
+        Why: the wait before a step does not help a message that arrives while a step runs, and a
+        prefill runs long (~0.5 s for a 200-token prompt of SmolLM2-135M on two cores); the message's
+        embedding and the verifier's pass then shared the cores with it for as long. Between layers the
+        message waits for one layer at most (docs/BENCHMARKS.md, "Pausing a running step")."""
+        foreground, left = self._foreground, self.settings.understanding_first_ms / 1000.0
+        if foreground is None or left <= 0:
+            return None
+
+        def pause() -> None:
+            nonlocal left
+            if foreground.idle or left <= 0:
+                return
+            release_team()  # the message's OpenMP team spins alone (nn/openmp.py)
+            started = time.monotonic()
+            foreground.wait_idle(left)
+            left -= time.monotonic() - started
+
+        return pause
 
     def _loras(self, rows: list[_Request]) -> AbstractContextManager[None]:
         """Per-row LoRA weights for one forward pass (slot 0: none)."""

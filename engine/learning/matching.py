@@ -167,17 +167,34 @@ class Matching:
 
     async def check(self, support: SupportSet, text: str) -> tuple[list[Match], list[Check | None]]:
         """``match``, then the verifier's decision on the best candidates (aligned with the
-        matches; ``None`` for matches it did not check: below the floor, or beyond the top
-        ``verify_answers``). Without a verifier every entry is ``None``."""
+        matches; ``None`` for matches it did not check: below the floor, beyond the top
+        ``verify_answers``, or ranked below one that applies). Without a verifier every entry is ``None``.
+
+        The metric's best candidate is checked first, alone: the first candidate that applies answers
+        (``applying``), so when it does (a taught answer's paraphrase: a correction's effect) the
+        others need no pass of the pair model, which costs in proportion to the pairs it reads.
+        Otherwise the rest are checked together. A candidate the message asks again word for word
+        needs no pass either (it applies as it was taught)."""
         space, vectors = await self._embed(support, [text])
         matches = space.match(vectors[0])
         checks: list[Check | None] = [None] * len(matches)
         if self.verifier is None or not matches:
             return matches, checks
         candidates = [i for i, m in enumerate(matches[: self.verify_answers]) if m.score >= self.floor]
-        if not candidates:
-            return matches, checks
-        similarity = space.matrix @ vectors[0]                                      # (n,) to every phrasing
+        for group in (candidates[:1], candidates[1:]):
+            if group:
+                checks_of = await self._verify(space, vectors[0], matches, text, group)
+                for i, check in checks_of.items():
+                    checks[i] = check
+                if applying([matches[i] for i in group], [checks[i] for i in group]):
+                    break
+        return matches, checks
+
+    async def _verify(self, space: SupportSet, vector: np.ndarray, matches: Sequence[Match], text: str,
+                      candidates: Sequence[int]) -> dict[int, Check]:
+        """The verifier's check of each of ``candidates`` (match indices), over its nearest taught phrasings."""
+        assert self.verifier is not None
+        similarity = space.matrix @ vector                                          # (n,) to every phrasing
         items = list(space)
         pairs: list[tuple[int, StoredCorrection]] = []                              # (match index, phrasing)
         differs: dict[int, tuple[str, ...]] = {}  # what it asks about that no phrasing of a candidate does (slots.py)
@@ -190,16 +207,24 @@ class Matching:
             taught = taught_by[i] = [items[int(j)].question for j in members]
             differs[i] = asks_about_other(text, taught, answer, slots=self.slot_check, swaps=self.swap_check)
         asked = " ".join(text.split()).casefold()
-        raw = await self.verifier.probabilities([text] * len(pairs), [c.question for _, c in pairs])
-        artifact = self.verifier.artifact
         same = [" ".join(c.question.split()).casefold() == asked for _, c in pairs]
-        probs = [1.0 if again else float(p) for again, p in zip(same, np.asarray(raw), strict=True)]  # asked again
+        # A candidate asked again word for word scores 1 on that phrasing, which is then its best and
+        # keeps it from any near-copy veto: its other phrasings cannot change its check, so none is scored.
+        again = {i for (i, _), s in zip(pairs, same, strict=True) if s}
+        scored = [k for k, (i, _) in enumerate(pairs) if i not in again]
+        raw = np.zeros(len(pairs), dtype=np.float32)  # unscored: below the phrasing asked again
+        if scored:
+            raw[scored] = await self.verifier.probabilities([text] * len(scored),
+                                                            [pairs[k][1].question for k in scored])
+        artifact = self.verifier.artifact
+        probs = [1.0 if s else float(p) for s, p in zip(same, raw, strict=True)]
         # Each answer's best phrasing speaks for it, unless the message is a near miss of one of them.
         best = self._near_copy_vetoes(text, pairs, probs, same, artifact.related_threshold)
         vetoed = set(best)
         for (i, phrasing), p in zip(pairs, probs, strict=True):
             if i not in vetoed and (i not in best or p > best[i][0]):
                 best[i] = (float(p), phrasing)
+        checks: dict[int, Check] = {}
         for i, (p, phrasing) in best.items():
             # An answer about other slot values or siblings counts as outside the radius: related at most.
             inside = self.within_radius(matches[i]) and not differs[i]
@@ -208,7 +233,7 @@ class Matching:
                     and not any(near_copy(text, q) for q in taught_by[i]):
                 verdict = Verdict.APPLIES  # not a near miss of a phrasing: the radius decides (learning.pair_veto)
             checks[i] = Check(p, verdict, phrasing, differs[i])
-        return matches, checks
+        return checks
 
     def _near_copy_vetoes(self, text: str, pairs: list[tuple[int, StoredCorrection]], probs: Sequence[float],
                           same: Sequence[bool], related: float) -> dict[int, tuple[float, StoredCorrection]]:

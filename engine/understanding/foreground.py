@@ -14,8 +14,10 @@ but the scheduler then gives the cores to the message's threads first.
 So the encoder marks its calls as *foreground* while they are queued or running, and the
 background's units of work (the next decode step or LoRA job step, the next step of a
 channel's encoder training) start only once the foreground is idle — waiting at most a
-bounded time, so a flood of messages slows decoding instead of stopping it. A step already
-running is never interrupted; the foreground shares the cores with at most that one step.
+bounded time, so a flood of messages slows decoding instead of stopping it. The model worker's
+eager forward also waits between two of its layers (``ModelWorker._pause_between_layers``), so a
+long step already running (a prefill) shares the cores with the message for one layer only; other
+steps already running (a compiled decode step, a training step) are not interrupted.
 
 A turn holds the foreground (``hold``) from its start until its request is with the model worker,
 not only while its encoder calls run: the worker, once the foreground is idle, then finds every

@@ -93,6 +93,49 @@ async def test_the_bound_keeps_decoding_going_under_a_flood(tiny: LoadedModel) -
         await worker.stop()
 
 
+async def test_a_running_prefill_pauses_between_its_layers_while_a_message_is_understood(tiny: LoadedModel) -> None:
+    """A message that arrives while a prefill runs waits for one layer, not the whole prefill: the step
+    goes on to its next layer only once the message is understood (or the bound passes)."""
+    fg = Foreground()
+    worker = ModelWorker(tiny, ModelSettings(id="tiny:0", max_new_tokens=4, understanding_first_ms=10_000), fg)
+    assert worker._direct is not None and len(worker._direct.layers) >= 2
+    first, second = worker._direct.layers[0], worker._direct.layers[1]
+    down, qkv = first.down, second.qkv
+    prompt = list(tiny.tokenizer("hello there, how are you today?")["input_ids"])
+    worker.start()
+    try:
+        free = "".join([d async for d in worker.submit(prompt)])
+        holds: list[Any] = []
+        arrived, went_on = threading.Event(), threading.Event()
+
+        def message_arrives(x: Any) -> Any:  # in the worker's thread, inside the first layer of the prefill
+            if not holds:
+                holds.append(fg.hold())
+                arrived.set()
+            return down(x)
+
+        def next_layer(x: Any) -> Any:
+            went_on.set()
+            return qkv(x)
+
+        first.down, second.qkv = message_arrives, next_layer  # type: ignore[assignment]
+        stream = worker.submit(prompt)
+        text = asyncio.ensure_future(_collect(stream))
+        assert await asyncio.to_thread(arrived.wait, 30.0)
+        await asyncio.sleep(0.3)
+        assert not went_on.is_set()  # paused after the first layer
+        holds[0].release()
+        assert await asyncio.wait_for(text, 30.0) == free  # pausing changes when, never what
+        assert went_on.is_set()
+    finally:
+        first.down, second.qkv = down, qkv  # type: ignore[assignment]
+        await worker.stop()
+
+
+async def _collect(stream: Any) -> str:
+    return "".join([d async for d in stream])
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
 def test_lower_priority_lowers_the_calling_thread_and_the_threads_it_starts_only() -> None:
     seen: dict[str, int] = {}

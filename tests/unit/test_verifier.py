@@ -262,7 +262,53 @@ class _Scripted(Verifier):
         self.scripted = probabilities
 
     async def probabilities(self, messages: Sequence[str], questions: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(questions))
         return np.asarray([self.scripted[q] for q in questions], dtype=np.float32)
+
+    @property
+    def calls(self) -> list[list[str]]:
+        """The phrasings scored, one list per pass of the pair model."""
+        return self.__dict__.setdefault("_calls", [])
+
+
+async def test_the_best_candidate_is_checked_first_and_alone(tmp_path: Path) -> None:
+    """When the metric's best candidate applies, no other is scored (nor shown as checked); when it does
+    not, the rest are scored in one more pass; a taught phrasing asked again needs no pass at all."""
+    from engine.learning.matching import Matching
+    from engine.settings import LearningSettings
+    from engine.store import StoredCorrection
+
+    taught = {"When is the Oslo depot open at weekends?": "Open 9-14 at weekends.",
+              "How do I send a parcel back to the Oslo depot?": "Use the returns form.",
+              "Where can I park at the Oslo depot?": "Park by gate C."}
+    weekend, parcel, park = taught
+    message = "What are the Oslo depot's opening hours at the weekend?"
+    matching = Matching(LearningSettings(adapt=False, swap_check=False, slot_check=False, verify_answers=3,
+                                         pair_veto="all"), EncoderSettings())
+    artifact = VerifierArtifact.load(_artifact(0.0, tmp_path))
+    matching.floor = -1.0  # every candidate is checked
+    await matching.start()
+    try:
+        vectors = await matching.encoder.embed(list(taught))
+        support = await matching.support_set([StoredCorrection(i + 1, q, a, "u", vectors[i], matching.encoder.name,
+                                                               0.0) for i, (q, a) in enumerate(taught.items())])
+        for best_p, expected_calls in ((0.95, [[weekend]]), (0.05, [[weekend], [parcel, park]])):
+            matching.verifier = scripted = _Scripted(artifact, {weekend: best_p, parcel: 0.05, park: 0.05},
+                                                     matching.encoder)
+            matches, checks = await matching.check(support, message)
+            assert matches[0].correction.question == weekend and len(matches) == 3
+            assert [sorted(c) for c in scripted.calls] == [sorted(c) for c in expected_calls]
+            assert checks[0] is not None and checks[0].probability == pytest.approx(best_p)
+            assert checks[0].verdict is (Verdict.APPLIES if best_p > 0.3 else Verdict.NONE)
+            assert [c is not None for c in checks[1:]] == [best_p < 0.3] * 2
+        matching.verifier = scripted = _Scripted(artifact, {}, matching.encoder)  # any pass would fail
+        matches, checks = await matching.check(support, f"  {weekend.lower()} ")
+        assert scripted.calls == [] and checks[0] is not None
+        assert checks[0].verdict is Verdict.APPLIES and checks[0].probability == 1.0
+        assert checks[0].phrasing.question == weekend
+    finally:
+        await matching.stop()
+        await matching.encoder.stop()
 
 
 @pytest.mark.parametrize("veto", [True, False])

@@ -9,7 +9,8 @@ matching exactly as a turn does (``Matching``), one message at a time, interleav
 - ``metric``: embed + score against the channel's prototypes (``Matching.match``);
 - ``verified``: the same, then the pair model on the best ``learning.verify_answers``
   candidates above the floor, each against its ``learning.verify_members`` nearest
-  phrasings, in one batch in the encoder's thread (``Matching.check``).
+  phrasings, in the encoder's thread (``Matching.check``: the best candidate first and
+  alone, the rest in one more batch when it does not apply).
 
 Prints p50 / p99 milliseconds of both, the added cost, and the answers checked per
 message; last, with ``--json``, one JSON line. Numbers are in docs/BENCHMARKS.md.

@@ -149,11 +149,6 @@ class EncoderSettings(_Strict):
     device: str = "cpu"
     cache_texts: int = Field(4096, ge=0, description="vectors of this many recently embedded texts kept in memory "
                              "(a correction of a question just asked needs no new embedding); 0: none")
-    wait_for_background_ms: float = Field(
-        100.0, ge=0.0, le=10_000.0, description="the longest an embedding or verifier pass on a message's path "
-        "waits for the local model worker's step already running (a decode step; a prefill pauses between its "
-        "layers) to end before it starts beside it: on a few cores the two slow each other down far more than "
-        "waiting costs; 0: never waits")
     matmul_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="CPU: precision of the encoder's and the verifier's linear layers when they embed and "
         "verify ('auto': bfloat16, pre-packed for oneDNN, where the CPU has AMX or AVX-512 BF16; else float32). "

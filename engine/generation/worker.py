@@ -325,24 +325,18 @@ class ModelWorker:
                 return
             joining = [r for r in joining if not r.cancelled]
             self._busy_since = time.monotonic()
-            # A message's understanding that starts meanwhile waits for this unit to end (or pause)
-            # instead of sharing the cores with it (foreground.py: working).
-            with self._foreground.working() if self._foreground is not None else nullcontext():
-                self._pause_between_layers()()  # a message that came just now goes first all the same
-                try:
-                    if joining:
-                        self._admit(batch, joining)
-                    elif batch.rows:
-                        self._step(batch)
-                    self._finish_rows(batch)
-                except Exception as err:  # the batch's shared cache is in an unknown state: end its rows
-                    log.exception("decode step failed")
-                    self._fail(list(dict.fromkeys(batch.rows + joining)), err)  # admitted rows are in both
-                    batch = _Batch()
-                self.rows_in_flight = len(batch.rows)
-                self._job_step()
-                if self._foreground is not None and not self._foreground.idle:
-                    release_team()  # before the call waiting for this unit starts: its team then spins alone
+            try:
+                if joining:
+                    self._admit(batch, joining)
+                elif batch.rows:
+                    self._step(batch)
+                self._finish_rows(batch)
+            except Exception as err:  # the batch's shared cache is in an unknown state: end its rows
+                log.exception("decode step failed")
+                self._fail(list(dict.fromkeys(batch.rows + joining)), err)  # admitted rows are in both
+                batch = _Batch()
+            self.rows_in_flight = len(batch.rows)
+            self._job_step()
             self._busy_since = None
 
     def _take_waiting(self, batch: _Batch, joining: list[_Request]) -> bool:
@@ -469,23 +463,26 @@ class ModelWorker:
         logits: torch.Tensor = out.logits[:, -1, :].float()
         return logits
 
-    def _pause_between_layers(self) -> Callable[[], None]:
-        """For one unit of work (``Foreground.working``): where it can stop (between two layers of a
-        forward pass), while a message is being understood, wait for it (at most ``understanding_first_ms``
-        in all for the unit), with the CPU threads handed back.
+    def _pause_between_layers(self) -> Callable[[], None] | None:
+        """For one forward pass: between two layers, while a message is being understood, wait for it
+        (at most ``understanding_first_ms`` in all for the pass), with the CPU threads handed back.
 
         Why: the wait before a step does not help a message that arrives while a step runs, and a
         prefill runs long (~0.5 s for a 200-token prompt of SmolLM2-135M on two cores); the message's
         embedding and the verifier's pass then shared the cores with it for as long. Between layers the
-        message waits for one layer at most (docs/BENCHMARKS.md, "Waiting for a running step")."""
+        message waits for one layer at most (docs/BENCHMARKS.md, "Pausing a running step")."""
         foreground, left = self._foreground, self.settings.understanding_first_ms / 1000.0
+        if foreground is None or left <= 0:
+            return None
 
         def pause() -> None:
             nonlocal left
-            if foreground is None or foreground.idle or left <= 0:
+            if foreground.idle or left <= 0:
                 return
             release_team()  # the message's OpenMP team spins alone (nn/openmp.py)
-            left -= foreground.pause(left)
+            started = time.monotonic()
+            foreground.wait_idle(left)
+            left -= time.monotonic() - started
 
         return pause
 

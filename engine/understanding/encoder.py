@@ -117,24 +117,12 @@ class Encoder:
         compute exactly what the engine serves.
 
         A call is *foreground* (background work waits for it: ``foreground.py``) unless
-        ``background``: work no message waits for, such as a channel's encoder training. A foreground
-        call starts computing once the model worker's unit of work running now ends or pauses (at most
-        ``encoder.wait_for_background_ms``)."""
-        loop = asyncio.get_running_loop()
+        ``background``: work no message waits for, such as a channel's encoder training."""
+        call = asyncio.get_running_loop().run_in_executor(self._executor, releasing(fn), *args)
         if background:
-            return await loop.run_in_executor(self._executor, releasing(fn), *args)
-        with self.foreground.busy():  # first: no new unit of background work starts from here on
-            return await loop.run_in_executor(self._executor, releasing(self._after_background(fn)), *args)
-
-    def _after_background(self, fn: Callable[..., T]) -> Callable[..., T]:
-        """``fn``, started once no unit of the model worker's work is running (``Foreground.wait_quiet``)."""
-        wait_s = self.settings.wait_for_background_ms / 1000.0
-
-        def run(*args: Any) -> T:
-            self.foreground.wait_quiet(wait_s)
-            return fn(*args)
-
-        return run
+            return await call
+        with self.foreground.busy():
+            return await call
 
     @property
     def sentence_transformer(self) -> Any:

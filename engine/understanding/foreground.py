@@ -30,7 +30,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,17 +41,13 @@ _LOWEST = 19  # the largest nice value: runs when nothing else wants the core
 
 
 class Foreground:
-    """A count of foreground calls in flight, and of the model worker's units of work running, safe to
-    read and wait on from any thread."""
+    """A count of foreground calls in flight, safe to read and wait on from any thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._busy = 0
         self._idle = threading.Event()
         self._idle.set()
-        self._running = 0
-        self._quiet = threading.Event()  # no unit of background work is running (``working``)
-        self._quiet.set()
 
     @contextmanager
     def busy(self) -> Iterator[None]:
@@ -88,47 +83,6 @@ class Foreground:
         if timeout_s <= 0:
             return self._idle.is_set()
         return self._idle.wait(timeout_s)
-
-    @contextmanager
-    def working(self) -> Iterator[None]:
-        """Mark one unit of background work (a decode step, a prefill, a LoRA job's step) running for the
-        block: a foreground call about to compute waits for it to end (``wait_quiet``), because sharing two
-        cores with it slows both (two OpenMP teams on two cores), the call ~4x (docs/BENCHMARKS.md,
-        "Waiting for a running step"). Call ``pause`` at points where the unit can stop for a while."""
-        self._add_running(1)
-        try:
-            yield
-        finally:
-            self._add_running(-1)
-
-    def pause(self, timeout_s: float) -> float:
-        """In a ``working`` block, at a point where the unit can stop: while foreground calls are in
-        flight, stop counting as running and wait for them, at most ``timeout_s``; the seconds waited."""
-        if self._idle.is_set() or timeout_s <= 0:
-            return 0.0
-        started = time.monotonic()
-        self._add_running(-1)
-        try:
-            self._idle.wait(timeout_s)
-        finally:
-            self._add_running(1)
-        return time.monotonic() - started
-
-    def wait_quiet(self, timeout_s: float) -> bool:
-        """Block until no unit of background work is running (or paused: ``pause``), or ``timeout_s``
-        passed (then False). For a foreground call, in its thread, once it is marked in flight (so that no
-        new unit starts meanwhile) and before it computes; never call it on the event loop."""
-        if timeout_s <= 0:
-            return self._quiet.is_set()
-        return self._quiet.wait(timeout_s)
-
-    def _add_running(self, delta: int) -> None:
-        with self._lock:
-            self._running += delta
-            if self._running:
-                self._quiet.clear()
-            else:
-                self._quiet.set()
 
 
 class Hold:

@@ -53,27 +53,6 @@ def test_a_hold_ends_once_however_often_it_is_released() -> None:
     assert fg.idle
 
 
-def test_foreground_calls_wait_for_a_running_unit_which_pauses_for_them() -> None:
-    """The handshake: a unit of background work running keeps a foreground call waiting (bounded); the
-    unit, at a point where it can stop, stops counting as running while foreground calls are in flight."""
-    fg = Foreground()
-    assert fg.wait_quiet(0.0)
-    paused: list[float] = []
-    with fg.working():
-        assert not fg.wait_quiet(0.01)  # bounded: gives up, says so
-        hold = fg.hold()
-        assert not fg.wait_quiet(0.0)
-        unit = threading.Thread(target=lambda: paused.append(fg.pause(30.0)))
-        unit.start()
-        assert fg.wait_quiet(30.0)  # the unit paused for the call in flight: it may compute now
-        assert unit.is_alive()  # ... while the unit waits for it
-        hold.release()
-        unit.join(30.0)
-        assert paused and paused[0] > 0 and not fg.wait_quiet(0.0)  # running again
-        assert fg.pause(30.0) == 0.0  # nothing in flight: no pause
-    assert fg.wait_quiet(0.0)
-
-
 @pytest.fixture(scope="module")
 def tiny(models_dir: Path) -> LoadedModel:
     return load_model(ModelSettings(id="tiny:0"), models_dir)

@@ -312,8 +312,7 @@ class ModelWorker:
             if not stopping and self._foreground is not None and not self._foreground.idle:
                 # A message being understood gets the cores first, and its OpenMP team spins alone:
                 # with this thread's team alive too, libgomp would throttle both (nn/openmp.py).
-                release_team()
-                self._foreground.wait_idle(self.settings.understanding_first_ms / 1000.0)
+                self._give_way(self.settings.understanding_first_ms / 1000.0)
                 # The messages understood meanwhile may have arrived: one prefill starts them all
                 # (a row admitted alone first costs a prefill more, and the others wait for it).
                 stopping = self._take_waiting(batch, joining)
@@ -477,14 +476,19 @@ class ModelWorker:
 
         def pause() -> None:
             nonlocal left
-            if foreground.idle or left <= 0:
-                return
-            release_team()  # the message's OpenMP team spins alone (nn/openmp.py)
-            started = time.monotonic()
-            foreground.wait_idle(left)
-            left -= time.monotonic() - started
+            if not foreground.idle and left > 0:
+                left -= self._give_way(left)
 
         return pause
+
+    def _give_way(self, limit_s: float) -> float:
+        """Hand back the CPU threads and wait until no message is being understood, at most ``limit_s``
+        (the message's OpenMP team then spins alone: nn/openmp.py); the seconds waited."""
+        assert self._foreground is not None
+        release_team()
+        started = time.monotonic()
+        self._foreground.wait_idle(limit_s)
+        return time.monotonic() - started
 
     def _loras(self, rows: list[_Request]) -> AbstractContextManager[None]:
         """Per-row LoRA weights for one forward pass (slot 0: none)."""

@@ -181,21 +181,22 @@ class Matching:
         if self.verifier is None or not matches:
             return matches, checks
         candidates = [i for i, m in enumerate(matches[: self.verify_answers]) if m.score >= self.floor]
+        similarity = space.matrix @ vectors[0]                                      # (n,) to every phrasing
+        items = list(space)
         for group in (candidates[:1], candidates[1:]):
             if group:
-                checks_of = await self._verify(space, vectors[0], matches, text, group)
+                checks_of = await self._verify(space, similarity, items, matches, text, group)
                 for i, check in checks_of.items():
                     checks[i] = check
                 if applying([matches[i] for i in group], [checks[i] for i in group]):
                     break
         return matches, checks
 
-    async def _verify(self, space: SupportSet, vector: np.ndarray, matches: Sequence[Match], text: str,
-                      candidates: Sequence[int]) -> dict[int, Check]:
-        """The verifier's check of each of ``candidates`` (match indices), over its nearest taught phrasings."""
+    async def _verify(self, space: SupportSet, similarity: np.ndarray, items: Sequence[StoredCorrection],
+                      matches: Sequence[Match], text: str, candidates: Sequence[int]) -> dict[int, Check]:
+        """The verifier's check of each of ``candidates`` (match indices), over its nearest taught phrasings
+        (``similarity``: the message's to each of the set's ``items``, in its order)."""
         assert self.verifier is not None
-        similarity = space.matrix @ vector                                          # (n,) to every phrasing
-        items = list(space)
         pairs: list[tuple[int, StoredCorrection]] = []                              # (match index, phrasing)
         differs: dict[int, tuple[str, ...]] = {}  # what it asks about that no phrasing of a candidate does (slots.py)
         taught_by: dict[int, list[str]] = {}

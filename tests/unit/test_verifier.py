@@ -260,15 +260,11 @@ class _Scripted(Verifier):
     def __init__(self, artifact: VerifierArtifact, probabilities: dict[str, float], runner: Encoder) -> None:
         super().__init__(artifact, runner)
         self.scripted = probabilities
+        self.calls: list[list[str]] = []  # the phrasings scored, one list per pass of the pair model
 
     async def probabilities(self, messages: Sequence[str], questions: Sequence[str]) -> np.ndarray:
         self.calls.append(list(questions))
         return np.asarray([self.scripted[q] for q in questions], dtype=np.float32)
-
-    @property
-    def calls(self) -> list[list[str]]:
-        """The phrasings scored, one list per pass of the pair model."""
-        return self.__dict__.setdefault("_calls", [])
 
 
 async def test_the_best_candidate_is_checked_first_and_alone(tmp_path: Path) -> None:
